@@ -1,0 +1,396 @@
+//! The `docs` stage: raw files → read → render → clean → document shards, with the accounting.
+//!
+//! One thread frames the inputs (in file order) into batches of raw records; the batches are
+//! parsed, rendered and cleaned in parallel on rayon (order kept), counted in order, and handed
+//! to a writer thread that cuts shards. After each shard is durably written, `progress.json`
+//! records the input position and the counts so far; a killed build restarts from there and
+//! ends with byte-identical shards.
+
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::report::RunReport;
+use super::TaskSplit;
+use crate::clean::Cleaner;
+use crate::config::{DocsConfig, PipelineConfig};
+use crate::doc::{Document, Record};
+use crate::error::{Error, Position, ReadError, Result};
+use crate::ipc::IpcScheme;
+use crate::render::render_patent;
+use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
+use crate::sources::framing::frame;
+use crate::sources::input::{expand_inputs, for_each_stream, InputStream};
+use crate::sources::{sniff, Format, ParseContext, RawRecord, SNIFF_BYTES};
+
+/// A position in the input sequence: file (index in the task's file list), stream within the
+/// file (zip members), and event number within the stream (0 = the stream itself).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pos {
+    /// File index.
+    pub file: u32,
+    /// Stream index within the file.
+    pub stream: u32,
+    /// Event index within the stream.
+    pub item: u64,
+}
+
+/// What is saved after each finished shard.
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    config_hash: String,
+    shards: Vec<ShardInfo>,
+    pos: Pos,
+    report: RunReport,
+}
+
+enum Event {
+    Stream { pos: Pos, source: &'static str, bytes: u64 },
+    Unrecognized { pos: Pos, name: String },
+    Item { pos: Pos, format: &'static dyn Format, raw: std::result::Result<RawRecord, ReadError> },
+    FileError { pos: Pos, err: ReadError },
+}
+
+enum Outcome {
+    Stream { pos: Pos, source: &'static str, bytes: u64 },
+    Unrecognized { pos: Pos, name: String },
+    Kept { pos: Pos, doc: Document },
+    Filtered { pos: Pos, source: String, reason: String },
+    Error { pos: Pos, source: String, err: ReadError },
+}
+
+enum WriterMsg {
+    Docs(Vec<Document>),
+    EndShard { report: Box<RunReport>, pos: Pos },
+}
+
+/// Documents handed to the writer at a time (bounds memory between the stages).
+const WRITE_CHUNK: usize = 1024;
+/// Framed bytes per batch, besides the record count limit.
+const BATCH_BYTES: usize = 32 << 20;
+
+/// Runs the docs stage for one task. Returns the report (also written to `report.json`).
+pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) -> Result<RunReport> {
+    let started = Instant::now();
+    let strict = strict || cfg.strict;
+    let all = expand_inputs(&cfg.inputs, Path::new("."))?;
+    let files: Vec<PathBuf> = all.into_iter().enumerate().filter(|(i, _)| i % task.count == task.index).map(|(_, p)| p).collect();
+    let out_dir = task.output_dir(&cfg.output);
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+
+    let config_hash = {
+        let listing: Vec<(String, u64)> = files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
+        PipelineConfig::hash_of(&(cfg, &listing, task.index, task.count))
+    };
+
+    // Up to date, resumable, or fresh.
+    if let Ok(m) = Manifest::load(&out_dir) {
+        if m.config_hash == config_hash && m.kind == "documents" {
+            if let Ok(bytes) = std::fs::read(out_dir.join("report.json")) {
+                if let Ok(mut r) = serde_json::from_slice::<RunReport>(&bytes) {
+                    tracing::info!("{}: up to date (same inputs and config)", out_dir.display());
+                    r.elapsed_s = started.elapsed().as_secs_f64();
+                    return Ok(r);
+                }
+            }
+        }
+    }
+    let resume = load_progress(&out_dir, &config_hash);
+    let (mut report, shards, start) = match resume {
+        Some(p) => {
+            tracing::info!("{}: resuming after {} finished shards", out_dir.display(), p.shards.len());
+            clean_stale(&out_dir, p.shards.len())?;
+            (p.report, p.shards, Some(p.pos))
+        }
+        None => {
+            clean_stale(&out_dir, 0)?;
+            (RunReport::new("docs"), Vec::new(), None)
+        }
+    };
+
+    let cleaner = Cleaner::new(&cfg.clean)?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let total_bytes: u64 = files.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    let bar = super::progress_bar(total_bytes, "docs");
+
+    let (tx, rx) = sync_channel::<Vec<Event>>(4);
+    let (wtx, wrx) = sync_channel::<WriterMsg>(4);
+    let cx = ParseContext { cfg: &cfg.sources };
+
+    let result: Result<Vec<ShardInfo>> = std::thread::scope(|s| {
+        let framer = {
+            let progress = progress.clone();
+            let files = &files;
+            s.spawn(move || frame_all(files, start, cfg, tx, progress))
+        };
+        let writer = {
+            let out_dir = out_dir.clone();
+            let config_hash = config_hash.clone();
+            s.spawn(move || write_all(wrx, &out_dir, cfg, shards, &config_hash))
+        };
+        let mut pending: Vec<Document> = Vec::new();
+        let mut in_shard: usize = 0;
+        let mut last_pos = start.unwrap_or_default();
+        let mut failure: Option<Error> = None;
+        'batches: for batch in rx.iter() {
+            let outcomes: Vec<Outcome> = batch.into_par_iter().map(|ev| process(ev, &cx, cfg, scheme, &cleaner)).collect();
+            for o in outcomes {
+                match o {
+                    Outcome::Stream { pos, source, bytes } => {
+                        let st = report.source(source);
+                        st.files += 1;
+                        st.bytes_in += bytes;
+                        last_pos = pos;
+                    }
+                    Outcome::Unrecognized { pos, name } => {
+                        last_pos = pos;
+                        if strict {
+                            failure = Some(Error::Other(format!("{name}: no reader recognises this input (strict mode)")));
+                            break 'batches;
+                        }
+                        tracing::warn!("{name}: no reader recognises this input; skipped");
+                        report.unrecognized.push(name);
+                    }
+                    Outcome::Filtered { pos, source, reason } => {
+                        report.filtered(&source, &reason);
+                        last_pos = pos;
+                    }
+                    Outcome::Error { pos, source, err } => {
+                        last_pos = pos;
+                        if strict {
+                            failure = Some(Error::Read(err));
+                            break 'batches;
+                        }
+                        report.error(&source, &err);
+                    }
+                    Outcome::Kept { pos, doc } => {
+                        last_pos = pos;
+                        report.kept(&doc.source, doc.text.len() as u64);
+                        pending.push(doc);
+                        in_shard += 1;
+                        if pending.len() >= WRITE_CHUNK || in_shard == cfg.rows_per_shard {
+                            if wtx.send(WriterMsg::Docs(std::mem::take(&mut pending))).is_err() {
+                                break 'batches;
+                            }
+                        }
+                        if in_shard == cfg.rows_per_shard {
+                            in_shard = 0;
+                            if wtx.send(WriterMsg::EndShard { report: Box::new(report.clone()), pos }).is_err() {
+                                break 'batches;
+                            }
+                        }
+                    }
+                }
+            }
+            bar.set_position(progress.load(Ordering::Relaxed));
+        }
+        if failure.is_none() && in_shard > 0 {
+            let _ = wtx.send(WriterMsg::Docs(std::mem::take(&mut pending)));
+            let _ = wtx.send(WriterMsg::EndShard { report: Box::new(report.clone()), pos: last_pos });
+        }
+        drop(wtx);
+        drop(rx); // stops the framer if we broke off early
+        let framed = framer.join().expect("framer thread");
+        let written = writer.join().expect("writer thread");
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        framed?;
+        written
+    });
+    bar.finish_and_clear();
+    let shards = result?;
+
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    let mut manifest = Manifest {
+        kind: "documents".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        config_hash,
+        shards,
+        info: Default::default(),
+        accounting: report.accounting(),
+    };
+    manifest.info.insert("task_index".into(), task.index.into());
+    manifest.info.insert("task_count".into(), task.count.into());
+    manifest.info.insert("inputs".into(), files.len().into());
+    manifest.save(&out_dir)?;
+    let mut rep = serde_json::to_vec_pretty(&report).expect("report serializes");
+    rep.push(b'\n');
+    crate::shard::writer::write_atomic(&out_dir.join("report.json"), &rep)?;
+    let _ = std::fs::remove_file(out_dir.join("progress.json"));
+    Ok(report)
+}
+
+fn load_progress(dir: &Path, config_hash: &str) -> Option<Progress> {
+    let bytes = std::fs::read(dir.join("progress.json")).ok()?;
+    let p: Progress = serde_json::from_slice(&bytes).ok()?;
+    if p.config_hash != config_hash {
+        tracing::warn!("{}: config or inputs changed since the interrupted run; starting over", dir.display());
+        return None;
+    }
+    // Every finished shard must still be there, unchanged in size.
+    for s in &p.shards {
+        match std::fs::metadata(dir.join(&s.file)) {
+            Ok(m) if m.len() == s.bytes => {}
+            _ => return None,
+        }
+    }
+    Some(p)
+}
+
+/// Shard file name of shard `n`.
+pub fn shard_name(n: usize) -> String {
+    format!("part-{n:05}.parquet")
+}
+
+/// Removes what an earlier run left beyond the first `keep` shards (temp files, later shards,
+/// a stale manifest/report). Only files this stage writes are touched.
+fn clean_stale(dir: &Path, keep: usize) -> Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let stale = if name.ends_with(".tmp") {
+            true
+        } else if let Some(n) = name.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")).and_then(|n| n.parse::<usize>().ok()) {
+            n >= keep
+        } else {
+            matches!(name.as_str(), "manifest.json" | "report.json") || (keep == 0 && name == "progress.json")
+        };
+        if stale {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
+fn process(ev: Event, cx: &ParseContext<'_>, cfg: &DocsConfig, scheme: &IpcScheme, cleaner: &Cleaner) -> Outcome {
+    match ev {
+        Event::Stream { pos, source, bytes } => Outcome::Stream { pos, source, bytes },
+        Event::Unrecognized { pos, name } => Outcome::Unrecognized { pos, name },
+        Event::FileError { pos, err } => Outcome::Error { pos, source: "unknown".into(), err },
+        Event::Item { pos, format, raw } => {
+            let source = format.source();
+            let raw = match raw {
+                Ok(r) => r,
+                Err(err) => return Outcome::Error { pos, source: source.into(), err },
+            };
+            let mut doc = match format.parse(&raw, cx) {
+                Ok(Record::Doc(d)) => d,
+                Ok(Record::Patent(p)) => render_patent(&p, &cfg.render, Some(scheme)),
+                Ok(Record::Skip { reason, .. }) => return Outcome::Filtered { pos, source: source.into(), reason },
+                Err(err) => return Outcome::Error { pos, source: source.into(), err },
+            };
+            match cleaner.apply(&mut doc) {
+                Ok(()) => Outcome::Kept { pos, doc },
+                Err(reason) => Outcome::Filtered { pos, source: doc.source, reason },
+            }
+        }
+    }
+}
+
+/// Frames every file in order into batches of events, skipping everything up to `start`.
+fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSender<Vec<Event>>, progress: Arc<AtomicU64>) -> Result<()> {
+    let mut batch: Vec<Event> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut open = true; // false once the consumer hung up
+    let after_start = |pos: Pos| start.is_none_or(|s| pos > s);
+    for (fi, path) in files.iter().enumerate() {
+        if !open {
+            break;
+        }
+        let fi = fi as u32;
+        if start.is_some_and(|s| fi < s.file) {
+            continue;
+        }
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let mut si: u32 = 0;
+        let res = for_each_stream(path, &progress, |stream| {
+            let stream_idx = si;
+            si += 1;
+            let InputStream { name, mut reader } = stream;
+            let mut head = Vec::with_capacity(SNIFF_BYTES);
+            if let Err(e) = (&mut reader).take(SNIFF_BYTES as u64).read_to_end(&mut head) {
+                let pos = Pos { file: fi, stream: stream_idx, item: 0 };
+                let kind = crate::sources::input::io_error_kind(&e);
+                if after_start(pos) {
+                    batch.push(Event::FileError { pos, err: ReadError::new(Position::new(&name, Some(head.len() as u64), None), kind, format!("cannot read input: {e}")) });
+                }
+                return Ok(());
+            }
+            let pos0 = Pos { file: fi, stream: stream_idx, item: 0 };
+            let Some(format) = sniff(&head) else {
+                if after_start(pos0) {
+                    batch.push(Event::Unrecognized { pos: pos0, name });
+                }
+                return Ok(());
+            };
+            if after_start(pos0) {
+                batch.push(Event::Stream { pos: pos0, source: format.source(), bytes: if stream_idx == 0 { size } else { 0 } });
+            }
+            let reader = Box::new(Cursor::new(head).chain(reader));
+            let mut item: u64 = 0;
+            frame(format.framing(), InputStream { name, reader }, cfg.sources.max_record_bytes, &mut |raw| {
+                item += 1;
+                let pos = Pos { file: fi, stream: stream_idx, item };
+                if !after_start(pos) {
+                    return true;
+                }
+                batch_bytes += raw.as_ref().map(|r| r.bytes.len()).unwrap_or(0);
+                batch.push(Event::Item { pos, format, raw });
+                if batch.len() >= cfg.batch_records || batch_bytes >= BATCH_BYTES {
+                    batch_bytes = 0;
+                    if tx.send(std::mem::take(&mut batch)).is_err() {
+                        open = false;
+                        return false;
+                    }
+                }
+                true
+            });
+            Ok(())
+        });
+        if let Err(e) = res {
+            let pos = Pos { file: fi, stream: si, item: 0 };
+            if after_start(pos) {
+                let err = match e {
+                    Error::Read(r) => r,
+                    other => ReadError::new(Position::new(path.display().to_string(), None, None), "io", other.to_string()),
+                };
+                batch.push(Event::FileError { pos, err });
+            }
+        }
+    }
+    if open && !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+    Ok(())
+}
+
+/// Receives documents and shard boundaries; writes shards and the progress file.
+fn write_all(rx: Receiver<WriterMsg>, dir: &Path, cfg: &DocsConfig, mut shards: Vec<ShardInfo>, config_hash: &str) -> Result<Vec<ShardInfo>> {
+    let mut current: Option<ShardWriter> = None;
+    for msg in rx {
+        match msg {
+            WriterMsg::Docs(docs) => {
+                if current.is_none() {
+                    current = Some(ShardWriter::create(&dir.join(shard_name(shards.len())), documents::schema(), &cfg.writer)?);
+                }
+                current.as_mut().unwrap().write(&documents::to_batch(&docs))?;
+            }
+            WriterMsg::EndShard { report, pos } => {
+                if let Some(w) = current.take() {
+                    shards.push(w.finish()?);
+                }
+                let p = Progress { config_hash: config_hash.to_string(), shards: shards.clone(), pos, report: *report };
+                let bytes = serde_json::to_vec(&p).expect("progress serializes");
+                crate::shard::writer::write_atomic(&dir.join("progress.json"), &bytes)?;
+            }
+        }
+    }
+    Ok(shards)
+}

@@ -1,0 +1,92 @@
+//! TOML config → stages. `coretech run` executes the stages a pipeline lists, in order; each
+//! stage reads and writes files only, so a build can stop and resume between stages.
+
+pub mod docs;
+pub mod merge;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::ipc::IpcScheme;
+pub use report::RunReport;
+
+/// The share of a multi-machine build this process does (`--task-index I --task-count N`, the
+/// form of a Slurm job array): every N-th input file starting at I.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSplit {
+    /// This task, 0-based.
+    pub index: usize,
+    /// Number of tasks.
+    pub count: usize,
+}
+
+impl Default for TaskSplit {
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+impl TaskSplit {
+    /// Checks `index < count`.
+    pub fn new(index: usize, count: usize) -> Result<Self> {
+        if count == 0 || index >= count {
+            return Err(Error::Other(format!("--task-index {index} must be below --task-count {count}")));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Where this task writes: `output` itself for a single task, else `output/task-IIIII`.
+    pub fn output_dir(&self, output: &Path) -> PathBuf {
+        if self.count == 1 {
+            output.to_path_buf()
+        } else {
+            output.join(format!("task-{:05}", self.index))
+        }
+    }
+}
+
+/// Options of `coretech run` and the single-stage commands.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// This process's share of the inputs.
+    pub task: TaskSplit,
+    /// Fail on the first bad record.
+    pub strict: bool,
+}
+
+/// A progress bar over `total` bytes on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template("{prefix:>8} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").expect("template").progress_chars("=> "));
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Runs one stage of a pipeline by name.
+pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result<RunReport> {
+    match stage {
+        "docs" => {
+            let docs = cfg.docs.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "docs".into(), message: "stage \"docs\" needs a [docs] section".into() })?;
+            let scheme = IpcScheme::load(&cfg.ipc)?;
+            docs::run(docs, &scheme, opts.task, opts.strict)
+        }
+        other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
+    }
+}
+
+/// Runs every stage the pipeline lists, in order; returns their reports.
+pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Vec<RunReport>> {
+    if cfg.stages.is_empty() {
+        return Err(Error::Config { file: String::new(), key: "stages".into(), message: "no stages listed".into() });
+    }
+    let mut reports = Vec::new();
+    for stage in &cfg.stages {
+        tracing::info!("stage {stage}");
+        reports.push(run_stage(cfg, stage, opts)?);
+    }
+    Ok(reports)
+}

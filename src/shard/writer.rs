@@ -1,0 +1,171 @@
+//! Atomic Parquet shard writing: write to `NAME.tmp`, fsync, rename, fsync the directory, so a
+//! killed run never leaves a half-written shard under a final name. The sha256 of the bytes is
+//! computed while writing.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::manifest::ShardInfo;
+use crate::error::{Error, Result};
+
+/// Parquet settings of every shard kind.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// zstd level (1–22).
+    pub zstd_level: i32,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self { zstd_level: 3, row_group_rows: 8192 }
+    }
+}
+
+impl WriterConfig {
+    fn properties(&self) -> Result<WriterProperties> {
+        let level = ZstdLevel::try_new(self.zstd_level).map_err(|e| Error::Other(format!("zstd_level {}: {e}", self.zstd_level)))?;
+        Ok(WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.row_group_rows))
+            // A fixed creator string keeps shards byte-identical across tool builds of a version.
+            .set_created_by(format!("coretech {}", env!("CARGO_PKG_VERSION")))
+            .build())
+    }
+}
+
+struct HashingFile {
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Writes one shard from record batches, atomically.
+pub struct ShardWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<HashingFile>>,
+    rows: u64,
+}
+
+impl ShardWriter {
+    /// Starts `path` (written as `path.tmp` until [`ShardWriter::finish`]).
+    pub fn create(path: &Path, schema: SchemaRef, cfg: &WriterConfig) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let tmp = tmp_path(path);
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let sink = HashingFile { file, hasher: Sha256::new(), bytes: 0 };
+        let writer = ArrowWriter::try_new(sink, schema, Some(cfg.properties()?)).map_err(|e| shard_err(&tmp, e))?;
+        Ok(Self { path: path.to_path_buf(), tmp, writer: Some(writer), rows: 0 })
+    }
+
+    /// Appends a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.writer.as_mut().expect("writer open").write(batch).map_err(|e| shard_err(&self.tmp, e))
+    }
+
+    /// Closes the file, fsyncs it, renames it into place and returns its entry for the manifest.
+    pub fn finish(mut self) -> Result<ShardInfo> {
+        let writer = self.writer.take().expect("writer open");
+        let sink = writer.into_inner().map_err(|e| shard_err(&self.tmp, e))?;
+        sink.file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        let sha256 = hex(&sink.hasher.finalize());
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        sync_dir(&self.path);
+        Ok(ShardInfo {
+            file: self.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+            rows: self.rows,
+            bytes: sink.bytes,
+            sha256,
+            tokens: None,
+        })
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// `path` with `.tmp` appended to the file name.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let tmp = tmp_path(path);
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(path);
+    Ok(())
+}
+
+fn sync_dir(path: &Path) {
+    // Persist the rename; failure to open a directory for fsync is not fatal on all platforms.
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file's bytes, as hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn shard_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Shard { path: path.to_path_buf(), message: e.to_string() }
+}

@@ -1,0 +1,138 @@
+//! Readers: one module per input format, chosen by sniffing the content (never the file name).
+//!
+//! A format declares how its stream is cut into records ([`Framing`]) and how one record is
+//! parsed ([`Format::parse`]). Framing is cheap and sequential; parsing runs in parallel on the
+//! records of a batch. See `pipeline` for the driver.
+
+pub mod framing;
+pub mod input;
+pub mod text;
+pub mod xml;
+pub mod xml_entities;
+
+pub mod cnipa;
+pub mod epo_tsv;
+pub mod epo_xml;
+pub mod generic;
+pub mod google_patents;
+pub mod ipc_jsonl;
+pub mod uspto_aps;
+pub mod uspto_ice;
+pub mod uspto_pap;
+pub mod uspto_patdoc;
+pub mod wudao;
+
+use serde::{Deserialize, Serialize};
+
+pub use framing::{Framing, RawRecord};
+pub use text::Encoding;
+
+use crate::doc::Record;
+use crate::error::ReadError;
+
+/// Default cap on one framed record: larger records are counted as `too-large` errors.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 100 << 20;
+
+/// How many bytes of a stream's start are shown to [`Format::sniff`].
+pub const SNIFF_BYTES: usize = 64 << 10;
+
+/// Reader settings shared by all formats, plus each format's own section.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Text encoding of inputs (`auto` detects GB18030/GBK where UTF-8 fails).
+    pub encoding: Encoding,
+    /// Records larger than this many bytes are counted as errors and skipped.
+    pub max_record_bytes: usize,
+    /// EPO `ep-patent-document` XML and full-text TSV.
+    pub epo: epo_xml::EpoConfig,
+    /// USPTO formats.
+    pub uspto: uspto_ice::UsptoConfig,
+    /// Generic JSONL/Parquet corpora.
+    pub generic: generic::GenericConfig,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        Self {
+            encoding: Encoding::Auto,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            epo: Default::default(),
+            uspto: Default::default(),
+            generic: Default::default(),
+        }
+    }
+}
+
+/// What a parser may consult.
+pub struct ParseContext<'a> {
+    /// Reader settings.
+    pub cfg: &'a SourcesConfig,
+}
+
+/// An input format.
+pub trait Format: Send + Sync {
+    /// Stable name used in reports and errors, e.g. `uspto-ice`, `epo-tsv`, `wudao-json`.
+    fn name(&self) -> &'static str;
+    /// The `source` of the documents it yields (`uspto`, `epo`, `cnipa`, `wudao`, `ipc`, `text`).
+    fn source(&self) -> &'static str;
+    /// Whether the stream whose first bytes (up to [`SNIFF_BYTES`]) are `head` is in this format.
+    fn sniff(&self, head: &[u8]) -> bool;
+    /// How the stream is cut into records.
+    fn framing(&self) -> Framing;
+    /// Parses one record.
+    fn parse(&self, raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError>;
+}
+
+/// All formats, most specific first: sniffing takes the first that accepts a stream.
+pub fn registry() -> &'static [&'static dyn Format] {
+    static REGISTRY: &[&dyn Format] = &[
+        &uspto_ice::UsptoIce,
+        &uspto_pap::UsptoPap,
+        &uspto_patdoc::UsptoPatdoc,
+        &uspto_aps::UsptoAps,
+        &epo_xml::EpoXml,
+        &epo_tsv::EpoTsv,
+        &google_patents::GooglePatents,
+        &cnipa::CoretechPatents,
+        &ipc_jsonl::IpcJsonl,
+        &wudao::WudaoJson,
+        &wudao::WudaoJsonl,
+        &generic::GenericJsonl,
+    ];
+    REGISTRY
+}
+
+/// The format of a stream, by content. `None` when no format recognises it.
+pub fn sniff(head: &[u8]) -> Option<&'static dyn Format> {
+    registry().iter().copied().find(|f| f.sniff(head))
+}
+
+/// A format by its name (for tests and config overrides).
+pub fn by_name(name: &str) -> Option<&'static dyn Format> {
+    registry().iter().copied().find(|f| f.name() == name)
+}
+
+/// Helpers for sniffing.
+pub mod sniffing {
+    /// The head with a UTF-8 BOM and leading whitespace removed.
+    pub fn trimmed(head: &[u8]) -> &[u8] {
+        let h = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+        let n = h.iter().take_while(|c| c.is_ascii_whitespace()).count();
+        &h[n..]
+    }
+
+    /// Whether `needle` occurs in `head`.
+    pub fn contains(head: &[u8], needle: &[u8]) -> bool {
+        memchr::memmem::find(head, needle).is_some()
+    }
+
+    /// The first line of the trimmed head.
+    pub fn first_line(head: &[u8]) -> &[u8] {
+        let h = trimmed(head);
+        match memchr::memchr(b'\n', h) {
+            Some(i) => &h[..i],
+            None => h,
+        }
+    }
+}

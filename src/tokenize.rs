@@ -1,0 +1,1 @@
+//! Tokenization with any HF `tokenizer.json` (the Qwen2.5 tokenizer ships with the project).
