@@ -1,9 +1,11 @@
 //! Shards on disk: the atomic Parquet writer, the document shard schema, the manifest, and
 //! (for token shards) the streaming reader the trainer uses.
 
+pub mod batch;
 pub mod documents;
 pub mod manifest;
 pub mod writer;
 
+pub use batch::Batch;
 pub use manifest::{Manifest, ShardInfo};
 pub use writer::{ShardWriter, WriterConfig};
