@@ -42,7 +42,9 @@ impl Format for CoretechPatents {
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| raw.error_at(json_error_offset(&text, &e) as u64, "json", e.to_string()))?;
         let serde_json::Value::Object(mut obj) = value else {
-            return Err(raw.error("shape", format!("expected an object {{\"patent_id\", \"text\", \"source\"}}, found {}", json_kind(&value))));
+            return Err(
+                raw.error("shape", format!("expected an object {{\"patent_id\", \"text\", \"source\"}}, found {}", json_kind(&value)))
+            );
         };
         let mut field = |k: &str| match obj.remove(k) {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s),
@@ -64,7 +66,7 @@ impl Format for CoretechPatents {
         };
         Ok(Record::Doc(Document {
             id: format!("{source}:{number}"),
-            source: source.into(),
+            source,
             lang: lang.into(),
             title: parsed.title,
             ipc: parsed.ipc,
@@ -236,7 +238,8 @@ mod tests {
     fn demo_reads_ten_documents_verbatim() {
         let ds = docs();
         assert_eq!(ds.len(), 10);
-        let raw: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(format!("{}/{DEMO}", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap();
+        let raw: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(format!("{}/{DEMO}", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap();
         for (d, r) in ds.iter().zip(&raw) {
             assert_eq!(d.id, format!("cnipa:{}", r["patent_id"].as_str().unwrap()));
             assert_eq!(d.text, r["text"].as_str().unwrap(), "{}", d.id);

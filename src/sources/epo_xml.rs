@@ -759,6 +759,41 @@ mod tests {
         golden("epo/EP2716170B2-v1-5-1.claims.txt", &render(&format!("{DIR}/EP2716170B2-v1-5-1.xml"), &SourcesConfig::default(), true));
     }
 
+    /// The whole docs stage over every EPO and CN fixture (and the hand-made Google-Patents
+    /// record), strict: zero errors, and the accounting per source.
+    #[test]
+    fn docs_stage_reads_every_fixture() {
+        let out = tempfile::tempdir().unwrap();
+        let cfg = crate::config::DocsConfig {
+            inputs: vec![
+                "fixtures/data/epo".into(),
+                "fixtures/data/cnipa".into(),
+                "fixtures/handmade/google-patents/CN118524411A.txt".into(),
+            ],
+            output: out.path().join("docs"),
+            rows_per_shard: 1000,
+            batch_records: 4,
+            strict: true,
+            sources: Default::default(),
+            render: Default::default(),
+            clean: Default::default(),
+            writer: Default::default(),
+        };
+        let scheme = crate::ipc::IpcScheme::load(&Default::default()).unwrap();
+        let report = crate::pipeline::docs::run(&cfg, &scheme, Default::default(), true).unwrap();
+        assert!(report.unrecognized.is_empty(), "{:?}", report.unrecognized);
+        let epo = &report.sources["epo"];
+        // 5 XML files (one publication each) + the TSV (3 publications).
+        assert_eq!((epo.files, epo.read, epo.kept), (6, 8, 7));
+        assert_eq!(epo.filtered, [("biblio-only".to_string(), 1)].into_iter().collect());
+        assert!(epo.errors.is_empty());
+        let cn = &report.sources["cnipa"];
+        // The demo's 10 records + the hand-made Google-Patents file.
+        assert_eq!((cn.files, cn.read, cn.kept), (2, 11, 11));
+        assert!(cn.errors.is_empty() && cn.filtered.is_empty());
+        assert_eq!(report.sources.len(), 2, "{:?}", report.sources.keys());
+    }
+
     fn bad(name: &str) -> ReadError {
         let (fmt, recs) = read_all(&format!("fixtures/bad/{name}"), &SourcesConfig::default());
         assert_eq!(fmt, Some("epo-xml"), "{name}");
