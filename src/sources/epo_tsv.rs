@@ -290,6 +290,22 @@ mod tests {
         assert!(!EpoTsv.sniff(b"EP\t0600083\tA1\t1994-06-08\ten\tNOTES\tx"));
     }
 
+    /// Any cut of a publication's lines parses or fails cleanly, never panics.
+    #[test]
+    fn truncations_never_panic() {
+        let bytes = std::fs::read(format!("{}/{TSV}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let cfg = SourcesConfig::default();
+        let next = bytes.windows(10).position(|w| w == b"EP\t0600102").unwrap();
+        let first_group = &bytes[..next];
+        for cut in (1..first_group.len()).step_by(29) {
+            let raw = RawRecord { file: "t.tsv".into(), index: 0, offset: 0, line: 1, bytes: first_group[..cut].to_vec() };
+            if let Err(e) = EpoTsv.parse(&raw, &ParseContext { cfg: &cfg }) {
+                assert!(matches!(e.kind.as_str(), "tsv" | "xml" | "encoding"), "cut {cut}: {e}");
+                assert!(e.position.offset.unwrap() <= cut as u64, "cut {cut}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn golden_tsv_publication() {
         let ps = patents(&SourcesConfig::default());

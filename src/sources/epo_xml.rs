@@ -608,6 +608,8 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::test_support::*;
     use super::*;
     use crate::render::{render_patent, RenderConfig};
@@ -792,6 +794,67 @@ mod tests {
         assert_eq!((cn.files, cn.read, cn.kept), (2, 11, 11));
         assert!(cn.errors.is_empty() && cn.filtered.is_empty());
         assert_eq!(report.sources.len(), 2, "{:?}", report.sources.keys());
+    }
+
+    /// Each of the four formats of this helper claims exactly its own files among every fixture
+    /// of the repository (first 64 KiB, as the pipeline sniffs), and no other format's.
+    #[test]
+    fn sniff_matrix_over_all_fixtures() {
+        use crate::sources::{cnipa::CoretechPatents, epo_tsv::EpoTsv, google_patents::GooglePatents, SNIFF_BYTES};
+        let mine: [&dyn Format; 4] = [&EpoXml, &EpoTsv, &CoretechPatents, &GooglePatents];
+        let mut files = Vec::new();
+        let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        assert!(files.len() > 30);
+        for f in &files {
+            let rel = f.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap().to_string_lossy().to_string();
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            let expected = if rel.starts_with("fixtures/golden/") {
+                None // rendered text, not an input
+            } else if name.starts_with("EP") && name.ends_with(".xml") || name.starts_with("epo-") && name.ends_with(".xml") {
+                Some("epo-xml")
+            } else if name.ends_with(".tsv") {
+                Some("epo-tsv")
+            } else if name == "coretech_Patent_demo.json" || name.starts_with("cnipa-") {
+                Some("coretech-patents")
+            } else if rel.starts_with("fixtures/handmade/google-patents/") && name.ends_with(".txt") || name.starts_with("google-") {
+                Some("google-patents")
+            } else {
+                None
+            };
+            let bytes = std::fs::read(f).unwrap();
+            let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
+            let claimed: Vec<&str> = mine.iter().filter(|fmt| fmt.sniff(head)).map(|fmt| fmt.name()).collect();
+            assert_eq!(claimed, expected.into_iter().collect::<Vec<_>>(), "{rel}");
+            // The registry's first match is the same format.
+            if let Some(e) = expected {
+                assert_eq!(crate::sources::sniff(head).map(|f| f.name()), Some(e), "{rel}");
+            }
+        }
+    }
+
+    /// Cut anywhere before its end, an EP document is an error (never a panic, never a document).
+    #[test]
+    fn truncated_documents_are_errors() {
+        let bytes = std::fs::read(format!("{}/{DIR}/EP1873405A2-v1-2.xml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let end = bytes.iter().rposition(|&c| c == b'>').unwrap();
+        let cfg = SourcesConfig::default();
+        for cut in (0..end).step_by(37) {
+            let raw = RawRecord { file: "t.xml".into(), index: 0, offset: 0, line: 1, bytes: bytes[..cut].to_vec() };
+            let e = EpoXml.parse(&raw, &ParseContext { cfg: &cfg }).unwrap_err();
+            assert!(matches!(e.kind.as_str(), "xml" | "encoding"), "cut {cut}: {e}");
+            assert!(e.position.offset.unwrap() <= cut as u64, "cut {cut}: {e}");
+        }
     }
 
     fn bad(name: &str) -> ReadError {

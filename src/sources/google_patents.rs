@@ -547,6 +547,31 @@ mod tests {
     }
 
     #[test]
+    fn every_truncation_of_the_sample_is_an_error() {
+        let text = std::fs::read_to_string(format!("{}/{SAMPLE}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(parse(&text).is_ok());
+        let cuts: Vec<usize> = (0..text.len()).filter(|&i| text.is_char_boundary(i)).step_by(13).collect();
+        for i in cuts {
+            let e = parse(&text[..i]).unwrap_err();
+            assert!(e.offset <= i, "cut {i}: {e:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn parser_never_panics_on_python_like_input(s in "[{}\\[\\]():,'\" \\\\uxUN0-9a-fTrueFalsNon.eE+\\-\n]{0,80}") {
+            if let Err(e) = parse(&s) {
+                proptest::prop_assert!(e.offset <= s.len());
+            }
+        }
+    }
+
+    #[test]
     fn record_fields() {
         let p = patent_of("{'publication_number': 'US20240023456A1', 'title': 'Semiconductor device and method for fabricating the same', 'authority': ['US', 'United States'], 'abstract': 'A method for fabricating a semiconductor device includes the steps of forming a layer.', 'publication_date': '2024-01-18', 'classifications': [{'code': 'H10N50/01', 'description': 'Manufacture or treatment'}, {'code': 'Y02D10/00', 'description': 'Energy efficient computing'}, {'code': 'H10N50/01', 'description': 'dup'}, {'code': None, 'description': None}], 'description': 'BACKGROUND\\n1. Field', 'claims': 'What is claimed is:\\n \\n 1. A method.', 'n_claims': 19, 'cited_by': None, 'inventors': ['Hui-Lin WANG']}").unwrap();
         assert_eq!(
