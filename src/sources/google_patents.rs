@@ -251,10 +251,13 @@ pub mod literal {
             PyError { offset: self.i, message: message.into() }
         }
 
+        /// What stands at the current position, for messages: up to 16 characters.
         fn found(&self) -> String {
-            match self.s[self.i..].chars().next() {
-                None => "end of input".into(),
-                Some(c) => format!("{c:?}"),
+            let rest: String = self.s[self.i..].chars().take(16).collect();
+            if rest.is_empty() {
+                "end of input".into()
+            } else {
+                format!("`{rest}`")
             }
         }
 
