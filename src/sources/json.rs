@@ -29,9 +29,11 @@ pub fn parse_object(raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Object, Re
 /// from GB18030 the decoded text's offsets do not map back to bytes, so the record's own
 /// position is given with the line/column in the decoded text.
 fn json_error(raw: &RawRecord, text: &Cow<'_, str>, e: &serde_json::Error) -> ReadError {
-    let msg = format!("malformed JSON: {e}");
+    let full = e.to_string();
     match text {
         Cow::Borrowed(s) => {
+            // The absolute position replaces serde_json's record-relative "at line L column C".
+            let msg = format!("malformed JSON: {}", full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m));
             // serde_json counts lines from 1 and columns in bytes from 1.
             let line_start: usize = if e.line() <= 1 {
                 0
@@ -41,7 +43,7 @@ fn json_error(raw: &RawRecord, text: &Cow<'_, str>, e: &serde_json::Error) -> Re
             let at = (line_start + e.column().saturating_sub(1)).min(s.len());
             raw.error_at(at as u64, "json", msg)
         }
-        Cow::Owned(_) => raw.error("json", format!("{msg} (in the GB18030-decoded text)")),
+        Cow::Owned(_) => raw.error("json", format!("malformed JSON: {full} (in the GB18030-decoded text)")),
     }
 }
 
