@@ -33,7 +33,10 @@ fn good() -> PathBuf {
 
 fn config(inputs: &[PathBuf], out: &Path, extra: &str) -> DocsConfig {
     let inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
-    let toml = format!("stages = [\"docs\"]\n[docs]\ninputs = {inputs:?}\noutput = {:?}\nrows_per_shard = 100\n{extra}", out.display().to_string());
+    let toml = format!(
+        "stages = [\"docs\"]\n[docs]\ninputs = {inputs:?}\noutput = {:?}\nrows_per_shard = 100\n{extra}",
+        out.display().to_string()
+    );
     PipelineConfig::parse(&toml, "test.toml").expect("test config is valid").docs.expect("docs section")
 }
 
@@ -330,12 +333,12 @@ fn compressed_inputs_read_like_the_plain_file() {
         z.write_all(&bytes).unwrap();
         z.finish().unwrap();
 
-        let (res, dir) = run(&[plain.clone()], "", false);
+        let (res, dir) = run(std::slice::from_ref(&plain), "", false);
         let want_report = res.unwrap();
         let want = written(&dir);
         assert!(!want.is_empty());
         for packed in [gz, zst, zip] {
-            let (res, dir) = run(&[packed.clone()], "", false);
+            let (res, dir) = run(std::slice::from_ref(&packed), "", false);
             let r = res.unwrap();
             for (src, s) in &want_report.sources {
                 let t = &r.sources[src];

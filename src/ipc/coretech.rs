@@ -75,7 +75,14 @@ mod tests {
     #[test]
     fn plain_records_keep_their_key() {
         let r = resolve("G06F3/01", "用于用户和计算机之间交互的输入装置（G06F 3/16优先）〔8〕").unwrap();
-        assert_eq!(r, CoretechIpc { symbol: "G06F 3/01".into(), title: "用于用户和计算机之间交互的输入装置（G06F 3/16优先）〔8〕".into(), rekeyed: false });
+        assert_eq!(
+            r,
+            CoretechIpc {
+                symbol: "G06F 3/01".into(),
+                title: "用于用户和计算机之间交互的输入装置（G06F 3/16优先）〔8〕".into(),
+                rekeyed: false
+            }
+        );
         let r = resolve("H04L23/00", "H04L 15/00至H04L 21/00各组未包含的系统的设备或局部电路").unwrap();
         assert_eq!((r.symbol.as_str(), r.rekeyed), ("H04L 23/00", false));
         assert!(r.title.starts_with("H04L 15/00至"));

@@ -148,10 +148,15 @@ impl IpcScheme {
                 Unknown,
             }
             let kind = {
-                let head = reader.fill_buf().map_err(|e| Error::Read(ReadError::new(Position::new(&name, Some(0), None), "io", e.to_string())))?;
+                let head =
+                    reader.fill_buf().map_err(|e| Error::Read(ReadError::new(Position::new(&name, Some(0), None), "io", e.to_string())))?;
                 let head = &head[..head.len().min(SNIFF_BYTES)];
                 let xml_like = sniffing::trimmed(head).starts_with(b"<");
-                if xml_like && (sniffing::contains(head, b"ipcEntry") || sniffing::contains(head, b"revisionPeriods") || sniffing::contains(head, b"IPCScheme")) {
+                if xml_like
+                    && (sniffing::contains(head, b"ipcEntry")
+                        || sniffing::contains(head, b"revisionPeriods")
+                        || sniffing::contains(head, b"IPCScheme"))
+                {
                     Kind::Wipo
                 } else if crate::sources::json::sniff_head(head).is_some_and(|h| h.has("ipc") && h.has("ori_des")) {
                     Kind::Coretech
@@ -482,7 +487,8 @@ impl Frame {
         };
         let indexed_as = match kl {
             Some((kind, level)) => {
-                let s = IpcSymbol::parse(&sym).map_err(|err| format!("ipcEntry kind={kind_attr:?} symbol={sym:?}: not an IPC symbol: {err}"))?;
+                let s = IpcSymbol::parse(&sym)
+                    .map_err(|err| format!("ipcEntry kind={kind_attr:?} symbol={sym:?}: not an IPC symbol: {err}"))?;
                 Some((s.to_string(), kind, level))
             }
             None => None,
@@ -588,7 +594,8 @@ mod tests {
         assert_eq!(s.get("A01B 1/00").unwrap().title_en_full.as_deref(), Some("Hand tools (edge trimmers for lawns A01G 3/00)"));
         assert_eq!(s.title("A01F 11/00", "en"), Some("Threshing apparatus specially adapted for maize; Threshing apparatus specially adapted for particular crops other than cereals"));
         // Glyph elements and range references.
-        let urea = s.entries().find(|e| e.title_en.as_deref().is_some_and(|t| t.starts_with("Ureas or thioureas containing the groups"))).unwrap();
+        let urea =
+            s.entries().find(|e| e.title_en.as_deref().is_some_and(|t| t.starts_with("Ureas or thioureas containing the groups"))).unwrap();
         assert_eq!(urea.title_en.as_deref(), Some("Ureas or thioureas containing the groups >N - CO - N or >N - CS - N"));
         let cyan = s.entries().find(|e| e.title_en.as_deref() == Some("containing - S - C≡N groups")).unwrap();
         assert_eq!(cyan.title_en_full.as_deref(), Some("containing - S - C≡N groups (A01N 43/00-A01N 47/28 take precedence)"));
@@ -607,7 +614,10 @@ mod tests {
         );
         // Guidance headings, notes and deleted entries are not symbols of their own.
         assert!(!s.contains("A01F 9/00"), "deleted entry");
-        assert!(s.contains("A01B 3/00") && s.title("A01B 3/00", "en") != Some("Ploughs"), "the guidance heading does not replace the group");
+        assert!(
+            s.contains("A01B 3/00") && s.title("A01B 3/00", "en") != Some("Ploughs"),
+            "the guidance heading does not replace the group"
+        );
         assert_eq!(s.title("A01B 1/00", "zh"), None);
         assert_eq!(s.title("A01B 1/00", "fr"), None);
     }
@@ -658,7 +668,8 @@ mod tests {
         std::fs::write(&p, "hello").unwrap();
         let e = IpcScheme::load(&IpcConfig { scheme: vec![p.clone()] }).unwrap_err().to_string();
         assert!(e.contains("x.txt") && e.contains("not an IPC scheme file"), "{e}");
-        std::fs::write(&p, "<?xml version=\"1.0\"?>\n<revisionPeriods><ipcEntry kind=\"s\" symbol=\"A\"><textBody><title></ipcEntry>").unwrap();
+        std::fs::write(&p, "<?xml version=\"1.0\"?>\n<revisionPeriods><ipcEntry kind=\"s\" symbol=\"A\"><textBody><title></ipcEntry>")
+            .unwrap();
         let e = IpcScheme::load(&IpcConfig { scheme: vec![p.clone()] }).unwrap_err().to_string();
         assert!(e.contains("x.txt") && e.contains("malformed XML"), "{e}");
         std::fs::write(&p, "<revisionPeriods><ipcEntry kind=\"m\" symbol=\"Q99\"></ipcEntry></revisionPeriods>").unwrap();

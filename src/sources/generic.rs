@@ -20,7 +20,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
@@ -170,7 +172,10 @@ pub fn frame_parquet(path: &Path, cfg: &SourcesConfig, emit: &mut Emit<'_>) {
     match schema.field_with_name(text_field) {
         Err(_) => {
             let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            emit(Err(file_err("shape", format!("no text column {text_field:?} (columns: {}); set sources.generic.text_field", cols.join(", ")))));
+            emit(Err(file_err(
+                "shape",
+                format!("no text column {text_field:?} (columns: {}); set sources.generic.text_field", cols.join(", ")),
+            )));
             return;
         }
         Ok(f) if !is_string_type(f.data_type()) => {
@@ -185,7 +190,9 @@ pub fn frame_parquet(path: &Path, cfg: &SourcesConfig, emit: &mut Emit<'_>) {
         .row_groups()
         .iter()
         .map(|rg| {
-            let off = rg.file_offset().or_else(|| (rg.num_columns() > 0).then(|| rg.column(0).dictionary_page_offset().unwrap_or(rg.column(0).data_page_offset())));
+            let off = rg.file_offset().or_else(|| {
+                (rg.num_columns() > 0).then(|| rg.column(0).dictionary_page_offset().unwrap_or(rg.column(0).data_page_offset()))
+            });
             (rg.num_rows().max(0) as u64, off.unwrap_or(0).max(0) as u64)
         })
         .collect();
@@ -203,11 +210,16 @@ pub fn frame_parquet(path: &Path, cfg: &SourcesConfig, emit: &mut Emit<'_>) {
             Ok(b) => b,
             Err(e) => {
                 let off = groups.get(group).map_or(0, |g| g.1);
-                emit(Err(ReadError::new(Position::new(name.to_string(), Some(off), Some(row + 1)), "parquet", format!("cannot decode rows: {e}"))));
+                emit(Err(ReadError::new(
+                    Position::new(name.to_string(), Some(off), Some(row + 1)),
+                    "parquet",
+                    format!("cannot decode rows: {e}"),
+                )));
                 return;
             }
         };
-        let fmts: Vec<Option<ArrayFormatter<'_>>> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).ok()).collect();
+        let fmts: Vec<Option<ArrayFormatter<'_>>> =
+            batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).ok()).collect();
         for i in 0..batch.num_rows() {
             while row >= group_end && group + 1 < groups.len() {
                 group += 1;
@@ -289,8 +301,15 @@ mod tests {
     fn jsonl_fields_and_ids() {
         let cfg = SourcesConfig::default();
         let cx = ParseContext { cfg: &cfg };
-        let d = parse_record(&raw("d/a.jsonl", 3, r#"{"id": 42, "text": "body", "title": "T", "lang": "en", "date": "2020-01-02", "x": [1]}"#), &cx).unwrap();
-        assert_eq!((d.id.as_str(), d.source.as_str(), d.lang.as_str(), d.title.as_str(), d.date.as_str(), d.text.as_str()), ("text:42", "text", "en", "T", "2020-01-02", "body"));
+        let d = parse_record(
+            &raw("d/a.jsonl", 3, r#"{"id": 42, "text": "body", "title": "T", "lang": "en", "date": "2020-01-02", "x": [1]}"#),
+            &cx,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.id.as_str(), d.source.as_str(), d.lang.as_str(), d.title.as_str(), d.date.as_str(), d.text.as_str()),
+            ("text:42", "text", "en", "T", "2020-01-02", "body")
+        );
         assert_eq!(serde_json::to_string(&d.meta).unwrap(), r#"{"x":[1]}"#);
         let d = parse_record(&raw("d/a.jsonl.gz", 7, r#"{"text": "body"}"#), &cx).unwrap();
         assert_eq!(d.id, "text:a.jsonl:7");
@@ -303,8 +322,16 @@ mod tests {
 
     #[test]
     fn configured_fields() {
-        let mut cfg = SourcesConfig::default();
-        cfg.generic = GenericConfig { text_field: "body".into(), id_field: String::new(), lang: "zh".into(), source: "web".into(), ..Default::default() };
+        let cfg = SourcesConfig {
+            generic: GenericConfig {
+                text_field: "body".into(),
+                id_field: String::new(),
+                lang: "zh".into(),
+                source: "web".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let cx = ParseContext { cfg: &cfg };
         let d = parse_record(&raw("a.jsonl", 5, r#"{"id": 1, "body": "正文"}"#), &cx).unwrap();
         assert_eq!((d.id.as_str(), d.source.as_str(), d.lang.as_str()), ("web:a.jsonl:5", "web", "zh"));

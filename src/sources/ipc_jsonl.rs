@@ -41,7 +41,8 @@ impl Format for IpcJsonl {
         let ipc = json::require_str(&mut m, "ipc", raw)?;
         let des = json::require_str(&mut m, "des", raw)?;
         let ori_des = json::take_str(&mut m, "ori_des", raw)?.unwrap_or_default();
-        let r = coretech::resolve(&ipc, &ori_des).map_err(|e| raw.error("shape", format!("field \"ipc\" {ipc:?} is not an IPC symbol: {e}")))?;
+        let r = coretech::resolve(&ipc, &ori_des)
+            .map_err(|e| raw.error("shape", format!("field \"ipc\" {ipc:?} is not an IPC symbol: {e}")))?;
         if r.rekeyed {
             m.insert("ipc_given".into(), Value::String(ipc));
         }
@@ -124,7 +125,10 @@ mod tests {
             *by_id.entry(d.id.as_str()).or_default() += 1;
         }
         let dups: Vec<&str> = by_id.iter().filter(|(_, &n)| n > 1).map(|(k, _)| *k).collect();
-        assert_eq!(dups, ["ipc:G06Q 10/00", "ipc:G06Q 20/00", "ipc:G06Q 30/00", "ipc:G06Q 40/00", "ipc:G06Q 50/00", "ipc:G06Q 90/00", "ipc:G06Q 99/00"]);
+        assert_eq!(
+            dups,
+            ["ipc:G06Q 10/00", "ipc:G06Q 20/00", "ipc:G06Q 30/00", "ipc:G06Q 40/00", "ipc:G06Q 50/00", "ipc:G06Q 90/00", "ipc:G06Q 99/00"]
+        );
     }
 
     #[test]

@@ -21,30 +21,25 @@ pub fn parse_object(raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Object, Re
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(raw.error("shape", format!("expected a JSON object, found {}", kind_of(&other)))),
-        Err(e) => Err(json_error(raw, &text, &e)),
+        Err(e) => Err(json_error(raw, &text, matches!(text, Cow::Owned(_)), &e)),
     }
 }
 
 /// A `json` error located at the byte where serde_json stopped. When the record was decoded
 /// from GB18030 the decoded text's offsets do not map back to bytes, so the record's own
 /// position is given with the line/column in the decoded text.
-fn json_error(raw: &RawRecord, text: &Cow<'_, str>, e: &serde_json::Error) -> ReadError {
+fn json_error(raw: &RawRecord, s: &str, transcoded: bool, e: &serde_json::Error) -> ReadError {
     let full = e.to_string();
-    match text {
-        Cow::Borrowed(s) => {
-            // The absolute position replaces serde_json's record-relative "at line L column C".
-            let msg = format!("malformed JSON: {}", full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m));
-            // serde_json counts lines from 1 and columns in bytes from 1.
-            let line_start: usize = if e.line() <= 1 {
-                0
-            } else {
-                memchr::memchr_iter(b'\n', s.as_bytes()).nth(e.line() - 2).map(|i| i + 1).unwrap_or(s.len())
-            };
-            let at = (line_start + e.column().saturating_sub(1)).min(s.len());
-            raw.error_at(at as u64, "json", msg)
-        }
-        Cow::Owned(_) => raw.error("json", format!("malformed JSON: {full} (in the GB18030-decoded text)")),
+    if transcoded {
+        return raw.error("json", format!("malformed JSON: {full} (in the GB18030-decoded text)"));
     }
+    // The absolute position replaces serde_json's record-relative "at line L column C".
+    let msg = format!("malformed JSON: {}", full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m));
+    // serde_json counts lines from 1 and columns in bytes from 1.
+    let line_start: usize =
+        if e.line() <= 1 { 0 } else { memchr::memchr_iter(b'\n', s.as_bytes()).nth(e.line() - 2).map(|i| i + 1).unwrap_or(s.len()) };
+    let at = (line_start + e.column().saturating_sub(1)).min(s.len());
+    raw.error_at(at as u64, "json", msg)
 }
 
 /// `a string`, `an array`, … for messages.
@@ -295,9 +290,15 @@ mod tests {
 
     #[test]
     fn layouts() {
-        assert_eq!(head("\u{feff}  [\n  {\"id\": 1, \"content\": \"a,}\\\"b\", \"n\": {\"x\": [1]}, \"t\": 2}\n]"), Some((Layout::Array, keys(&["id", "content", "n", "t"]))));
+        assert_eq!(
+            head("\u{feff}  [\n  {\"id\": 1, \"content\": \"a,}\\\"b\", \"n\": {\"x\": [1]}, \"t\": 2}\n]"),
+            Some((Layout::Array, keys(&["id", "content", "n", "t"])))
+        );
         assert_eq!(head("{\"a\": 1, \"b\": [1, 2]}\n{\"a\": 2}\n"), Some((Layout::Lines, keys(&["a", "b"]))));
-        assert_eq!(head("{\n  \"RECORDS\": [\n    {\"id\": 1, \"content\": \"x\"}\n  ]\n}"), Some((Layout::Wrapped, keys(&["id", "content"]))));
+        assert_eq!(
+            head("{\n  \"RECORDS\": [\n    {\"id\": 1, \"content\": \"x\"}\n  ]\n}"),
+            Some((Layout::Wrapped, keys(&["id", "content"])))
+        );
         assert_eq!(head("{\"RECORDS\":[{\"id\":1,\"content\":\"x\"}]}"), Some((Layout::Wrapped, keys(&["id", "content"]))));
         // A one-line record whose first field is a list of objects, with more fields: JSONL.
         assert_eq!(head("{\"turns\": [{\"from\": \"a\"}], \"id\": 3}\n"), Some((Layout::Lines, keys(&["turns", "id"]))));

@@ -44,7 +44,9 @@ impl Format for WudaoJson {
     /// WuDao-specific key.
     fn sniff(&self, head: &[u8]) -> bool {
         json::sniff_head(head).is_some_and(|h| {
-            matches!(h.layout, Layout::Array | Layout::Wrapped) && h.has("content") && (h.has_any(WUDAO_KEYS) || h.has_any(&["id", "title"]))
+            matches!(h.layout, Layout::Array | Layout::Wrapped)
+                && h.has("content")
+                && (h.has_any(WUDAO_KEYS) || h.has_any(&["id", "title"]))
         })
     }
     fn framing(&self) -> Framing {
@@ -183,6 +185,22 @@ mod tests {
         assert!(docs[0].text.starts_with("朱忠丽，长春理工大学教授，硕士生导师。"));
         assert_eq!(docs[0].meta["dataType"], "百科");
         assert_eq!(docs[8].meta["dataType"], "博客");
+    }
+
+    #[test]
+    fn records_wrapper_reads_like_jsonl() {
+        // The demo JSONL rewritten as a pretty-printed `{"RECORDS": [...]}` file.
+        let jsonl = std::fs::read_to_string(fixture("coretech_wudao_demo.jsonl")).unwrap();
+        let recs: Vec<&str> = jsonl.lines().collect();
+        let wrapped = format!("{{\n  \"RECORDS\": [\n    {}\n  ]\n}}\n", recs.join(",\n    "));
+        assert_eq!(sniff(wrapped.as_bytes()).unwrap().name(), "wudao-json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.json");
+        std::fs::write(&path, &wrapped).unwrap();
+        let (docs, errs) = read_all(path.to_str().unwrap());
+        assert!(errs.is_empty(), "{errs:?}");
+        let (want, _) = read_all(&fixture("coretech_wudao_demo.jsonl"));
+        assert_eq!(docs, want);
     }
 
     #[test]
