@@ -2,6 +2,7 @@
 //! (symbol → title, parent, level) built from the WIPO master file and the CoreTech IPC corpus.
 //! Used by rendering (IPC titles) and SFT validation.
 
+pub mod coretech;
 pub mod scheme;
 pub mod symbol;
 

@@ -26,6 +26,7 @@ use crate::ipc::IpcScheme;
 use crate::render::render_patent;
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
 use crate::sources::framing::frame;
+use crate::sources::generic::{frame_parquet, is_parquet, GenericParquet};
 use crate::sources::input::{expand_inputs, for_each_stream, InputStream};
 use crate::sources::{sniff, Format, ParseContext, RawRecord, SNIFF_BYTES};
 
@@ -74,6 +75,11 @@ enum WriterMsg {
 const WRITE_CHUNK: usize = 1024;
 /// Framed bytes per batch, besides the record count limit.
 const BATCH_BYTES: usize = 32 << 20;
+
+/// Test hook: when this environment variable holds N, the run stops with an error right after
+/// its N-th shard and `progress.json` are durably written: what a build killed at that point
+/// leaves behind (resume tests run the binary with it).
+pub const STOP_AFTER_SHARDS_ENV: &str = "CORETECH_TEST_STOP_AFTER_SHARDS";
 
 /// Runs the docs stage for one task. Returns the report (also written to `report.json`).
 pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) -> Result<RunReport> {
@@ -309,6 +315,33 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
             continue;
         }
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        // Parquet needs seeking, so it is framed from the file, not from a stream.
+        if is_parquet(path) {
+            let pos0 = Pos { file: fi, stream: 0, item: 0 };
+            if after_start(pos0) {
+                batch.push(Event::Stream { pos: pos0, source: GenericParquet.source(), bytes: size });
+            }
+            let mut item: u64 = 0;
+            frame_parquet(path, &cfg.sources, &mut |raw| {
+                item += 1;
+                let pos = Pos { file: fi, stream: 0, item };
+                if !after_start(pos) {
+                    return true;
+                }
+                batch_bytes += raw.as_ref().map(|r| r.bytes.len()).unwrap_or(0);
+                batch.push(Event::Item { pos, format: &GenericParquet, raw });
+                if batch.len() >= cfg.batch_records || batch_bytes >= BATCH_BYTES {
+                    batch_bytes = 0;
+                    if tx.send(std::mem::take(&mut batch)).is_err() {
+                        open = false;
+                        return false;
+                    }
+                }
+                true
+            });
+            progress.fetch_add(size, Ordering::Relaxed);
+            continue;
+        }
         let mut si: u32 = 0;
         let res = for_each_stream(path, &progress, |stream| {
             let stream_idx = si;
@@ -324,6 +357,13 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
                 return Ok(());
             }
             let pos0 = Pos { file: fi, stream: stream_idx, item: 0 };
+            if head.len() < SNIFF_BYTES && crate::sources::sniffing::trimmed(&head).is_empty() {
+                if after_start(pos0) {
+                    let err = ReadError::new(Position::new(&name, Some(head.len() as u64), Some(1)), "empty", "empty input (no data, or only whitespace)");
+                    batch.push(Event::FileError { pos: pos0, err });
+                }
+                return Ok(());
+            }
             let Some(format) = sniff(&head) else {
                 if after_start(pos0) {
                     batch.push(Event::Unrecognized { pos: pos0, name });
@@ -374,6 +414,7 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
 /// Receives documents and shard boundaries; writes shards and the progress file.
 fn write_all(rx: Receiver<WriterMsg>, dir: &Path, cfg: &DocsConfig, mut shards: Vec<ShardInfo>, config_hash: &str) -> Result<Vec<ShardInfo>> {
     let mut current: Option<ShardWriter> = None;
+    let stop_after: Option<usize> = std::env::var(STOP_AFTER_SHARDS_ENV).ok().and_then(|v| v.parse().ok());
     for msg in rx {
         match msg {
             WriterMsg::Docs(docs) => {
@@ -389,6 +430,9 @@ fn write_all(rx: Receiver<WriterMsg>, dir: &Path, cfg: &DocsConfig, mut shards: 
                 let p = Progress { config_hash: config_hash.to_string(), shards: shards.clone(), pos, report: *report };
                 let bytes = serde_json::to_vec(&p).expect("progress serializes");
                 crate::shard::writer::write_atomic(&dir.join("progress.json"), &bytes)?;
+                if stop_after.is_some_and(|n| shards.len() >= n) {
+                    return Err(Error::Other(format!("stopped after {} shards ({STOP_AFTER_SHARDS_ENV} is set)", shards.len())));
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod framing;
 pub mod input;
+pub mod json;
 pub mod text;
 pub mod xml;
 pub mod xml_entities;

@@ -1,0 +1,140 @@
+//! The docs stage over the JSON-family fixtures (WuDao JSON and JSONL, CoreTech IPC demo and
+//! expand): the documented counts with zero errors; byte-identical shards and manifest for 1
+//! and 4 rayon threads; and a build interrupted after k shards that resumes to the same bytes.
+//!
+//! The thread-count and resume runs use the `coretech` binary, so `RAYON_NUM_THREADS` and the
+//! stop hook (`CORETECH_TEST_STOP_AFTER_SHARDS`) are per process.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use coretech::config::PipelineConfig;
+use coretech::ipc::IpcScheme;
+use coretech::pipeline::docs::{self, STOP_AFTER_SHARDS_ENV};
+use coretech::pipeline::TaskSplit;
+
+fn data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data").join(rel)
+}
+
+const WUDAO_JSON: &str = "wudao/wudaosailing_corpus_test.json";
+const WUDAO_JSONL: &str = "wudao/coretech_wudao_demo.jsonl";
+const IPC_DEMO: &str = "ipc/coretech_ipcDes_demo.jsonl";
+const IPC_EXPAND: &str = "ipc/coretech_ipc_description_expand.hier+G06+H04.jsonl";
+
+/// 478 + 10 + 10 + 2,856 = 3,354 documents; 300 per shard gives 12 shards.
+const ROWS_PER_SHARD: usize = 300;
+
+fn config_text(inputs: &[&str], out: &Path) -> String {
+    let inputs: Vec<String> = inputs.iter().map(|f| data(f).display().to_string()).collect();
+    // Small batches so the 3,354 records cross many parallel batches and shard boundaries.
+    format!(
+        "stages = [\"docs\"]\n[docs]\ninputs = {inputs:?}\noutput = {:?}\nrows_per_shard = {ROWS_PER_SHARD}\nbatch_records = 64\n",
+        out.display().to_string()
+    )
+}
+
+#[test]
+fn json_family_fixtures_read_with_their_documented_counts_and_no_errors() {
+    for (file, source, n) in [(WUDAO_JSON, "wudao", 478), (WUDAO_JSONL, "wudao", 10), (IPC_DEMO, "ipc", 10), (IPC_EXPAND, "ipc", 2856)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = PipelineConfig::parse(&config_text(&[file], &dir.path().join("docs")), "t.toml").unwrap().docs.unwrap();
+        let r = docs::run(&cfg, &IpcScheme::default(), TaskSplit::default(), true).unwrap();
+        assert_eq!(r.sources.keys().collect::<Vec<_>>(), [source], "{file}");
+        let s = &r.sources[source];
+        assert_eq!((s.files, s.read), (1, n), "{file}");
+        assert!(s.errors.is_empty(), "{file}: {:?}", r.error_samples);
+        assert_eq!(s.read, s.accounted(), "{file}");
+        assert!(r.unrecognized.is_empty());
+    }
+}
+
+/// Runs `coretech docs` on a config written next to `out`; returns (success, stderr).
+fn run_bin(inputs: &[&str], out: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let cfg = out.with_extension("toml");
+    std::fs::write(&cfg, config_text(inputs, out)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coretech"));
+    cmd.arg("docs").arg(&cfg).env("RUST_LOG", "info").env_remove(STOP_AFTER_SHARDS_ENV);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("coretech binary runs");
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Every file of an output directory except the timing-bearing `report.json`, by name.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "report.json")
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+fn shard_names(n: usize) -> Vec<String> {
+    (0..n).map(docs::shard_name).collect()
+}
+
+const ALL: [&str; 4] = [WUDAO_JSON, WUDAO_JSONL, IPC_DEMO, IPC_EXPAND];
+
+#[test]
+fn one_and_four_threads_write_identical_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Same output path for both runs (the path is part of the config hash in the manifest).
+    let out = tmp.path().join("docs");
+    let (ok, log) = run_bin(&ALL, &out, &[("RAYON_NUM_THREADS", "1")]);
+    assert!(ok, "{log}");
+    let one = files(&out);
+    std::fs::rename(&out, tmp.path().join("docs-1")).unwrap();
+    let (ok, log) = run_bin(&ALL, &out, &[("RAYON_NUM_THREADS", "4")]);
+    assert!(ok, "{log}");
+    let four = files(&out);
+    let mut want: Vec<String> = vec!["manifest.json".into()];
+    want.extend(shard_names(12));
+    assert_eq!(one.keys().cloned().collect::<Vec<_>>(), want);
+    assert_eq!(four.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
+    for (name, bytes) in &one {
+        assert!(four[name] == *bytes, "{name} differs between 1 and 4 threads");
+    }
+    let m: serde_json::Value = serde_json::from_slice(&one["manifest.json"]).unwrap();
+    let rows: u64 = m["shards"].as_array().unwrap().iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 3354);
+}
+
+#[test]
+fn interrupted_build_resumes_to_identical_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("docs");
+    let (ok, log) = run_bin(&ALL, &out, &[]);
+    assert!(ok, "{log}");
+    let reference = files(&out);
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // Stopped right after the 5th shard and its progress record, as a kill at that point would.
+    let (ok, log) = run_bin(&ALL, &out, &[(STOP_AFTER_SHARDS_ENV, "5"), ("RAYON_NUM_THREADS", "2")]);
+    assert!(!ok && log.contains("stopped after 5 shards"), "{log}");
+    let mut left: Vec<String> = files(&out).into_keys().collect();
+    left.sort();
+    let mut want = shard_names(5);
+    want.push("progress.json".into());
+    assert_eq!(left, want);
+    // What a kill a moment later could also leave: the next shard renamed into place before
+    // progress.json was updated, and a temp file of the one after.
+    std::fs::write(out.join(docs::shard_name(5)), b"finished but not recorded").unwrap();
+    std::fs::write(out.join(format!("{}.tmp", docs::shard_name(6))), b"half written").unwrap();
+
+    let (ok, log) = run_bin(&ALL, &out, &[("RAYON_NUM_THREADS", "3")]);
+    assert!(ok, "{log}");
+    assert!(log.contains("resuming after 5 finished shards"), "{log}");
+    let resumed = files(&out);
+    assert_eq!(resumed.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
+    for (name, bytes) in &reference {
+        assert!(resumed[name] == *bytes, "{name} differs after resuming");
+    }
+    // The report's accounting covers the whole input, not just the resumed part.
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["sources"]["wudao"]["read"], 488);
+    assert_eq!(report["sources"]["ipc"]["read"], 2866);
+}
