@@ -175,7 +175,8 @@ mod tests {
         let mut all = Vec::new();
         let mut paths = Vec::new();
         for r in 0..7 {
-            let mut run: Vec<Entry> = (0..50).map(|i| Entry { key: (rng.below(20)) as u128, order: rng.next_u64(), gidx: r * 100 + i }).collect();
+            let mut run: Vec<Entry> =
+                (0..50).map(|i| Entry { key: (rng.below(20)) as u128, order: rng.next_u64(), gidx: r * 100 + i }).collect();
             all.extend(run.iter().cloned());
             let p = dir.path().join(format!("r{r}.run"));
             write_run(&p, &mut run).unwrap();

@@ -20,6 +20,8 @@ pub struct MinHasher {
     pub k: usize,
     /// Rows (hash values) per LSH band.
     pub rows: usize,
+    /// Bins of the one-permutation verification sketch (0: none).
+    pub bins: usize,
     seed: u64,
     word_n: usize,
     cjk_n: usize,
@@ -58,11 +60,15 @@ pub struct Scratch {
     tokens: Tokens,
     hashes: Vec<u32>,
     sig: Vec<u32>,
+    bins: Vec<u32>,
 }
+
+/// An empty bin of the verification sketch.
+pub const EMPTY_BIN: u16 = u16::MAX;
 
 impl MinHasher {
     /// A family of `bands × rows` functions drawn from `seed`.
-    pub fn new(bands: usize, rows: usize, seed: u64, word_n: usize, cjk_n: usize, case_fold: bool) -> Self {
+    pub fn new(bands: usize, rows: usize, bins: usize, seed: u64, word_n: usize, cjk_n: usize, case_fold: bool) -> Self {
         let k = bands * rows;
         let padded = k.div_ceil(LANES) * LANES;
         let mut rng = SplitMix64(seed ^ 0x6d69_6e68_6173_6821);
@@ -72,26 +78,49 @@ impl MinHasher {
             a.push((rng.next_u64() as u32) | 1);
             b.push(rng.next_u64() as u32);
         }
-        Self { k, rows, seed, word_n: word_n.max(1), cjk_n: cjk_n.max(1), case_fold, a, b }
+        Self { k, rows, bins, seed, word_n: word_n.max(1), cjk_n: cjk_n.max(1), case_fold, a, b }
     }
 
-    /// Computes the signature of `text` into `out` (length `k`); returns the shingle count.
-    /// A text without tokens gives 0 and leaves `out` at `u32::MAX` (it takes no part in LSH).
-    pub fn signature(&self, text: &str, scratch: &mut Scratch, out: &mut [u32]) -> usize {
+    /// Computes the signature of `text` into `sig` (length `k`) and the verification sketch into
+    /// `bins` (length `self.bins`); returns the shingle count. A text without tokens gives 0 and
+    /// leaves `sig` at `u32::MAX` and every bin empty (it takes no part in LSH).
+    ///
+    /// The verification sketch is one-permutation hashing: the shingle's hash picks a bin (top
+    /// bits of its low word) and the bin keeps the minimum of the remaining bits, stored as 16
+    /// bits. It costs one compare per shingle however many bins there are, and for texts with
+    /// fewer shingles than bins it is close to the exact Jaccard, so it can check LSH candidates
+    /// much more precisely than the `k` MinHash values.
+    pub fn signature(&self, text: &str, scratch: &mut Scratch, sig: &mut [u32], bins: &mut [u16]) -> usize {
         scratch.tokens.tokenize(text, self.case_fold);
         scratch.hashes.clear();
+        scratch.bins.clear();
+        scratch.bins.resize(self.bins, u32::MAX);
         let seed = self.seed;
         let hashes = &mut scratch.hashes;
+        let sketch = &mut scratch.bins[..];
+        let shift = if self.bins > 1 { 32 - self.bins.trailing_zeros() } else { 32 };
         let n = scratch.tokens.for_each_shingle(self.word_n, self.cjk_n, |s| {
             let h = xxhash_rust::xxh3::xxh3_64_with_seed(s, seed);
-            hashes.push((h ^ (h >> 32)) as u32);
+            hashes.push((h >> 32) as u32);
+            if !sketch.is_empty() {
+                let lo = h as u32;
+                let bin = if shift == 32 { 0 } else { (lo >> shift) as usize };
+                let val = lo << (32 - shift);
+                if val < sketch[bin] {
+                    sketch[bin] = val;
+                }
+            }
         });
         scratch.sig.clear();
         scratch.sig.resize(self.a.len(), u32::MAX);
         if n > 0 {
             permute_min(&self.a, &self.b, &scratch.hashes, &mut scratch.sig);
         }
-        out.copy_from_slice(&scratch.sig[..self.k]);
+        sig.copy_from_slice(&scratch.sig[..self.k]);
+        for (o, &v) in bins.iter_mut().zip(scratch.bins.iter()) {
+            // Top 16 bits of the bin minimum; a value that would read as empty is nudged.
+            *o = if v == u32::MAX { EMPTY_BIN } else { ((v >> 16) as u16).min(EMPTY_BIN - 1) };
+        }
         n
     }
 
@@ -118,6 +147,24 @@ pub fn estimate(a: &[u32], b: &[u32]) -> f64 {
         return 0.0;
     }
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+}
+
+/// Jaccard estimated from two one-permutation sketches: equal bins over bins non-empty in
+/// either (1 for two empty texts).
+pub fn sketch_estimate(a: &[u16], b: &[u16]) -> f64 {
+    let (mut eq, mut union) = (0usize, 0usize);
+    for (&x, &y) in a.iter().zip(b) {
+        if x == EMPTY_BIN && y == EMPTY_BIN {
+            continue;
+        }
+        union += 1;
+        eq += (x == y) as usize;
+    }
+    if union == 0 {
+        1.0
+    } else {
+        eq as f64 / union as f64
+    }
 }
 
 fn permute_min(a: &[u32], b: &[u32], hashes: &[u32], sig: &mut [u32]) {
@@ -161,7 +208,7 @@ mod tests {
 
     #[test]
     fn vector_and_scalar_paths_agree() {
-        let h = MinHasher::new(14, 8, 7, 5, 5, true);
+        let h = MinHasher::new(14, 8, 0, 7, 5, 5, true);
         let hashes: Vec<u32> = (0..1000u32).map(|i| i.wrapping_mul(2654435761)).collect();
         let mut s1 = vec![u32::MAX; h.a.len()];
         let mut s2 = s1.clone();
@@ -176,7 +223,7 @@ mod tests {
     /// functions, over many random set pairs with known Jaccard (fixed seeds: deterministic).
     #[test]
     fn estimates_match_exact_jaccard() {
-        let h = MinHasher::new(14, 8, 42, 5, 5, true);
+        let h = MinHasher::new(14, 8, 0, 42, 5, 5, true);
         let mut rng = SplitMix64(3);
         let mut sig_a = vec![0u32; h.k];
         let mut sig_b = vec![0u32; h.k];
@@ -211,18 +258,44 @@ mod tests {
 
     #[test]
     fn signatures_are_seeded_and_similar_texts_collide() {
-        let h = MinHasher::new(14, 8, 1, 5, 5, true);
+        let h = MinHasher::new(14, 8, 256, 1, 5, 5, true);
         let mut sc = Scratch::default();
         let text = "本发明公开了一种边缘推断应用干扰感知的GPU资源配置方法，该方法针对不同版本推断模型在单边缘节点上的吞吐量进行建模。";
         let edited = text.replacen("吞吐量", "吞吐率", 1);
         let (mut s1, mut s2, mut s3) = (vec![0; h.k], vec![0; h.k], vec![0; h.k]);
-        assert!(h.signature(text, &mut sc, &mut s1) > 40);
-        h.signature(&edited, &mut sc, &mut s2);
-        MinHasher::new(14, 8, 2, 5, 5, true).signature(text, &mut sc, &mut s3);
+        let (mut b1, mut b2, mut b3) = (vec![0u16; 256], vec![0u16; 256], vec![0u16; 256]);
+        assert!(h.signature(text, &mut sc, &mut s1, &mut b1) > 40);
+        h.signature(&edited, &mut sc, &mut s2, &mut b2);
+        MinHasher::new(14, 8, 256, 2, 5, 5, true).signature(text, &mut sc, &mut s3, &mut b3);
         assert!(estimate(&s1, &s2) > 0.7, "{}", estimate(&s1, &s2));
         assert!(estimate(&s1, &s3) < 0.1, "another seed is another family");
-        let mut empty = vec![0; h.k];
-        assert_eq!(h.signature("  。，", &mut sc, &mut empty), 0);
-        assert!(empty.iter().all(|&v| v == u32::MAX));
+        // Few shingles in many bins: the sketch is close to the exact Jaccard.
+        let exact = crate::dedup::shingle::jaccard(
+            &crate::dedup::shingle::shingle_set(text, 5, 5, true),
+            &crate::dedup::shingle::shingle_set(&edited, 5, 5, true),
+        );
+        assert!((sketch_estimate(&b1, &b2) - exact).abs() < 0.03, "{} vs {exact}", sketch_estimate(&b1, &b2));
+        let (mut empty, mut eb) = (vec![0; h.k], vec![0u16; 256]);
+        assert_eq!(h.signature("  。，", &mut sc, &mut empty, &mut eb), 0);
+        assert!(empty.iter().all(|&v| v == u32::MAX) && eb.iter().all(|&v| v == EMPTY_BIN));
+    }
+
+    /// On large sets the sketch error follows √(J(1−J)/bins).
+    #[test]
+    fn sketch_estimates_large_sets() {
+        let h = MinHasher::new(1, 1, 512, 5, 1, 1, false);
+        let words: Vec<String> = (0..20000).map(|i| format!("w{i}")).collect();
+        let a = words[..10000].join(" ");
+        let b = words[1000..11000].join(" ");
+        let mut sc = Scratch::default();
+        let (mut s, mut ba, mut bb) = (vec![0; 1], vec![0u16; 512], vec![0u16; 512]);
+        h.signature(&a, &mut sc, &mut s, &mut ba);
+        h.signature(&b, &mut sc, &mut s, &mut bb);
+        let exact = 9000.0 / 11000.0;
+        assert!(
+            (sketch_estimate(&ba, &bb) - exact).abs() < 4.0 * (exact * (1.0 - exact) / 512.0f64).sqrt(),
+            "{}",
+            sketch_estimate(&ba, &bb)
+        );
     }
 }

@@ -70,6 +70,11 @@ pub struct DedupConfig {
     /// Which document of a cluster is kept.
     #[serde(default)]
     pub keep: KeepConfig,
+    /// How matched pairs become removals: `centers` (a document is removed only in favour of a
+    /// kept document it matched directly) or `components` (one kept document per connected
+    /// component of the matches, as datatrove does; chains of similar documents collapse).
+    #[serde(default)]
+    pub clustering: Clustering,
     /// Memory for bucket entries before a sorted run is spilled to disk, in MiB, shared by the
     /// worker threads.
     #[serde(default = "default_sort_buffer_mb")]
@@ -131,10 +136,12 @@ pub struct NearConfig {
     pub seed: u64,
     /// Fold case before shingling.
     pub case_fold: bool,
-    /// A candidate pair from a shared band becomes a duplicate pair only if its signatures agree
-    /// on at least this share of positions (estimated Jaccard); 0 accepts every LSH candidate, as
-    /// datatrove does.
+    /// A candidate pair from a shared band becomes a duplicate pair only if its estimated Jaccard
+    /// (verification sketch) is at least this; 0 accepts every LSH candidate, as datatrove does.
     pub threshold: f64,
+    /// Bins of the one-permutation sketch that checks LSH candidates and estimates the Jaccard
+    /// of removals (a power of two; 0 checks with the MinHash values instead).
+    pub verify_bins: usize,
     /// Members of one LSH bucket a new member is checked against before it becomes one of them
     /// (bounds the checks in large buckets).
     pub max_bucket_heads: usize,
@@ -142,8 +149,31 @@ pub struct NearConfig {
 
 impl Default for NearConfig {
     fn default() -> Self {
-        Self { enabled: true, word_ngram: 5, cjk_ngram: 5, bands: 14, rows: 8, seed: 1, case_fold: true, threshold: 0.7, max_bucket_heads: 8 }
+        Self {
+            enabled: true,
+            word_ngram: 5,
+            cjk_ngram: 5,
+            bands: 14,
+            rows: 8,
+            seed: 1,
+            case_fold: true,
+            threshold: 0.8,
+            verify_bins: 1024,
+            max_bucket_heads: 8,
+        }
     }
+}
+
+/// How matched pairs become removals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Clustering {
+    /// Greedy in keep order: a document is removed if it matched a kept document directly;
+    /// otherwise it is kept. Every removal is backed by a direct match.
+    #[default]
+    Centers,
+    /// One kept document per union-find component of the matches.
+    Components,
 }
 
 /// Which end of the date order wins.
@@ -183,6 +213,7 @@ impl DedupConfig {
             exact: ExactConfig::default(),
             near: NearConfig::default(),
             keep: KeepConfig::default(),
+            clustering: Clustering::default(),
             sort_buffer_mb: default_sort_buffer_mb(),
             merge_fan_in: default_merge_fan_in(),
             read_batch_rows: default_read_batch_rows(),
@@ -202,7 +233,7 @@ impl DedupConfig {
     /// The MinHash family of this config.
     pub fn hasher(&self) -> minhash::MinHasher {
         let n = &self.near;
-        minhash::MinHasher::new(n.bands, n.rows, n.seed, n.word_ngram, n.cjk_ngram, n.case_fold)
+        minhash::MinHasher::new(n.bands, n.rows, n.verify_bins, n.seed, n.word_ngram, n.cjk_ngram, n.case_fold)
     }
 
     /// Checks the settings a run depends on.
@@ -220,6 +251,9 @@ impl DedupConfig {
             }
             if self.near.word_ngram == 0 || self.near.cjk_ngram == 0 {
                 return bad("near", "word_ngram and cjk_ngram must be at least 1".into());
+            }
+            if self.near.verify_bins != 0 && !self.near.verify_bins.is_power_of_two() {
+                return bad("near.verify_bins", format!("{} is not a power of two", self.near.verify_bins));
             }
             if !(0.0..=1.0).contains(&self.near.threshold) {
                 return bad("near.threshold", format!("{} is not in [0, 1]", self.near.threshold));

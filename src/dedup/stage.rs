@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::extsort::{merge_runs, write_run, Entry};
-use super::minhash::{estimate, Scratch};
+use super::minhash::{estimate, sketch_estimate, Scratch};
 use super::normalize::exact_key;
 use super::unionfind::UnionFind;
 use super::{DatePreference, DedupConfig};
@@ -67,6 +67,8 @@ struct Layout {
     cluster_hash: String,
     /// Signature length (0 when near dedup is off).
     k: usize,
+    /// Verification sketch bins (0 when off).
+    m: usize,
     /// Near bands (0 when near dedup is off); the exact slot, if any, comes after them.
     nb: usize,
     slots: usize,
@@ -90,9 +92,15 @@ impl Layout {
         }
         let nb = if cfg.near.enabled { cfg.near.bands } else { 0 };
         let k = if cfg.near.enabled { cfg.near.bands * cfg.near.rows } else { 0 };
-        let work_hash = PipelineConfig::hash_of(&(&cfg.exact, &cfg.near, &listing));
-        let cluster_hash = PipelineConfig::hash_of(&(&work_hash, &cfg.keep));
-        Ok(Self { shards, prefix, work: cfg.work(), work_hash, cluster_hash, k, nb, slots: nb + cfg.exact.enabled as usize })
+        let m = if cfg.near.enabled { cfg.near.verify_bins } else { 0 };
+        // The keep policy orders bucket members, so it is part of the work.
+        let work_hash = PipelineConfig::hash_of(&(&cfg.exact, &cfg.near, &cfg.keep, &listing));
+        let cluster_hash = PipelineConfig::hash_of(&(&work_hash, cfg.clustering));
+        Ok(Self { shards, prefix, work: cfg.work(), work_hash, cluster_hash, k, m, nb, slots: nb + cfg.exact.enabled as usize })
+    }
+    /// Bytes of one document's record in a `.sig` file.
+    fn record(&self) -> usize {
+        4 * self.k + 2 * self.m
     }
     fn total(&self) -> u64 {
         *self.prefix.last().unwrap()
@@ -233,7 +241,8 @@ struct SigDone {
 }
 
 fn load_sig_done(lay: &Layout, s: usize) -> Option<SigDone> {
-    read_json::<SigDone>(&lay.sig_done(s)).filter(|d| d.hash == lay.work_hash && d.rows == lay.prefix[s + 1] - lay.prefix[s] && d.runs.len() == lay.slots)
+    read_json::<SigDone>(&lay.sig_done(s))
+        .filter(|d| d.hash == lay.work_hash && d.rows == lay.prefix[s + 1] - lay.prefix[s] && d.runs.len() == lay.slots)
 }
 
 fn signatures(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<()> {
@@ -305,32 +314,46 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
     let mut sig_bytes: Vec<u8> = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| shard_err(path, e))?;
-        let (ids, sources, dates, texts) = (string_col(&batch, "id", path)?, string_col(&batch, "source", path)?, string_col(&batch, "date", path)?, string_col(&batch, "text", path)?);
+        let (ids, sources, dates, texts) = (
+            string_col(&batch, "id", path)?,
+            string_col(&batch, "source", path)?,
+            string_col(&batch, "date", path)?,
+            string_col(&batch, "text", path)?,
+        );
         let n = batch.num_rows();
         // Chunks of at least one value so the zips line up when near dedup is off (k = nb = 0).
-        let (kk, nbb) = (k.max(1), nb.max(1));
+        let (kk, nbb, mm) = (k.max(1), nb.max(1), lay.m.max(1));
         let mut sigs = vec![0u32; n * kk];
         let mut bands = vec![0u128; n * nbb];
+        let mut bins = vec![0u16; n * mm];
         let keys: Vec<DocKeys> = (0..n)
             .into_par_iter()
             .zip(sigs.par_chunks_mut(kk))
             .zip(bands.par_chunks_mut(nbb))
-            .map_init(Scratch::default, |sc, ((i, sig), band)| {
+            .zip(bins.par_chunks_mut(mm))
+            .map_init(Scratch::default, |sc, (((i, sig), band), bin)| {
                 let text = texts.value(i);
                 let exact = if cfg.exact.enabled { exact_key(&cfg.exact.normalize, text, cfg.exact.seed) } else { 0 };
                 let mut shingles = 0;
                 if k > 0 {
-                    shingles = hasher.signature(text, sc, sig) as u32;
+                    shingles = hasher.signature(text, sc, sig, &mut bin[..lay.m]) as u32;
                     for (b, key) in band.iter_mut().enumerate().take(nb) {
                         *key = hasher.band_key(sig, b);
                     }
                 }
-                DocKeys { exact, order: xxhash_rust::xxh3::xxh3_64(ids.value(i).as_bytes()), shingles }
+                DocKeys { exact, order: order_key(cfg, sources.value(i), dates.value(i), ids.value(i)), shingles }
             })
             .collect();
         sig_bytes.clear();
-        for v in sigs.iter().take(n * k) {
-            sig_bytes.extend_from_slice(&v.to_le_bytes());
+        if k > 0 {
+            for i in 0..n {
+                for v in &sigs[i * kk..i * kk + k] {
+                    sig_bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                for v in &bins[i * mm..i * mm + lay.m] {
+                    sig_bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
         }
         sig_w.write_all(&sig_bytes).map_err(|e| Error::io(&sig_tmp, e))?;
         for (i, d) in keys.iter().enumerate() {
@@ -360,6 +383,24 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
         std::fs::rename(tmp, fin).map_err(|e| Error::io(fin, e))?;
     }
     write_json(&lay.sig_done(s), &SigDone { hash: lay.work_hash.clone(), rows: row, runs })
+}
+
+/// The order of a document inside an LSH bucket: the keep policy compressed to 64 bits
+/// (source priority 8 bits, date 28 bits, id hash 28 bits), so members are matched against
+/// the better-ranked members first. Exact ties and collisions only change which pairs are
+/// examined; the cluster step applies the exact policy.
+fn order_key(cfg: &DedupConfig, source: &str, date: &str, id: &str) -> u64 {
+    let prio = cfg.keep.source_priority.iter().position(|p| p == source).unwrap_or(cfg.keep.source_priority.len()).min(255) as u64;
+    let digits: String = date.chars().filter(|c| c.is_ascii_digit()).take(8).collect();
+    const NONE: u64 = (1 << 28) - 1;
+    let d = match digits.parse::<u64>() {
+        Ok(v) if !date.is_empty() => match cfg.keep.date {
+            DatePreference::Oldest => v.min(NONE - 1),
+            DatePreference::Newest => NONE - 1 - v.min(NONE - 1),
+        },
+        _ => NONE,
+    };
+    (prio << 56) | (d << 28) | (xxhash_rust::xxh3::xxh3_64(id.as_bytes()) >> 36)
 }
 
 fn write_meta(w: &mut impl Write, d: &DocKeys, source: &str, date: &str, id: &str) -> std::io::Result<()> {
@@ -425,16 +466,37 @@ impl<'a> SigStore<'a> {
     fn new(lay: &'a Layout) -> Self {
         Self { lay, files: (0..lay.shards.len()).map(|_| OnceLock::new()).collect() }
     }
-    fn get(&self, g: u64, out: &mut Vec<u32>) -> Result<()> {
+    fn get(&self, g: u64, out: &mut Sketch) -> Result<()> {
         let (s, row) = self.lay.locate(g);
-        let k = self.lay.k;
+        let rec = self.lay.record();
         let f = self.files[s].get_or_init(|| File::open(self.lay.sig(s)).map_err(|e| format!("{}: {e}", self.lay.sig(s).display())));
         let f = f.as_ref().map_err(|e| Error::Other(e.clone()))?;
-        let mut buf = vec![0u8; 4 * k];
-        f.read_exact_at(&mut buf, row * 4 * k as u64).map_err(|e| Error::io(self.lay.sig(s), e))?;
-        out.clear();
-        out.extend(buf.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())));
+        out.buf.resize(rec, 0);
+        f.read_exact_at(&mut out.buf, row * rec as u64).map_err(|e| Error::io(self.lay.sig(s), e))?;
+        out.sig.clear();
+        out.sig.extend(out.buf[..4 * self.lay.k].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())));
+        out.bins.clear();
+        out.bins.extend(out.buf[4 * self.lay.k..].chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().unwrap())));
         Ok(())
+    }
+}
+
+/// A document's MinHash signature and verification sketch.
+#[derive(Debug, Clone, Default)]
+struct Sketch {
+    sig: Vec<u32>,
+    bins: Vec<u16>,
+    buf: Vec<u8>,
+}
+
+impl Sketch {
+    /// Estimated Jaccard: the verification sketch where there is one, else the signature.
+    fn similarity(&self, o: &Sketch) -> f64 {
+        if self.bins.is_empty() {
+            estimate(&self.sig, &o.sig)
+        } else {
+            sketch_estimate(&self.bins, &o.bins)
+        }
     }
 }
 
@@ -491,8 +553,8 @@ fn bucket_slot(cfg: &DedupConfig, lay: &Layout, slot: usize, runs: &[PathBuf], s
     };
     let mut key: Option<u128> = None;
     let mut first = 0u64;
-    let mut heads: Vec<(u64, Vec<u32>)> = Vec::new();
-    let mut sig = Vec::new();
+    let mut heads: Vec<(u64, Sketch)> = Vec::new();
+    let mut sig = Sketch::default();
     while let Some(e) = merge.next_entry()? {
         if key != Some(e.key) {
             key = Some(e.key);
@@ -507,14 +569,14 @@ fn bucket_slot(cfg: &DedupConfig, lay: &Layout, slot: usize, runs: &[PathBuf], s
         // Candidates in a shared band: checked against up to `max_bucket_heads` earlier
         // members (bucket order is by id hash, so the outcome does not depend on input order).
         if heads.is_empty() {
-            let mut s0 = Vec::new();
+            let mut s0 = Sketch::default();
             sigs.get(first, &mut s0)?;
             heads.push((first, s0));
         }
         sigs.get(e.gidx, &mut sig)?;
         let mut joined = false;
         for (h, hs) in &heads {
-            if estimate(hs, &sig) >= cfg.near.threshold {
+            if hs.similarity(&sig) >= cfg.near.threshold {
                 emit(*h, e.gidx)?;
                 joined = true;
                 break;
@@ -543,7 +605,7 @@ pub struct ClusterSummary {
     pub removed: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
-/// The kept candidate of a cluster.
+/// A document of a cluster with its keep-policy facts.
 struct Best {
     rec: MetaRec,
     prio: usize,
@@ -552,7 +614,8 @@ struct Best {
 
 fn better(cfg: &DedupConfig, a: &Best, b: &Best) -> bool {
     use std::cmp::Ordering::*;
-    let by_prio = a.prio.cmp(&b.prio).then_with(|| if a.prio == cfg.keep.source_priority.len() { a.rec.source.cmp(&b.rec.source) } else { Equal });
+    let by_prio =
+        a.prio.cmp(&b.prio).then_with(|| if a.prio == cfg.keep.source_priority.len() { a.rec.source.cmp(&b.rec.source) } else { Equal });
     let by_date = a.rec.date.is_empty().cmp(&b.rec.date.is_empty()).then_with(|| match cfg.keep.date {
         DatePreference::Oldest => a.rec.date.cmp(&b.rec.date),
         DatePreference::Newest => b.rec.date.cmp(&a.rec.date),
@@ -616,9 +679,21 @@ pub fn read_duplicates(path: &Path) -> Result<Vec<DuplicateRow>> {
     let mut out = Vec::new();
     for b in reader {
         let b = b.map_err(|e| shard_err(path, e))?;
-        let (ri, rs, ki, ks, kind) = (string_col(&b, "removed_id", path)?, string_col(&b, "removed_source", path)?, string_col(&b, "kept_id", path)?, string_col(&b, "kept_source", path)?, string_col(&b, "kind", path)?);
-        let cid = b.column_by_name("cluster_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()).ok_or_else(|| shard_err(path, "cluster_id missing"))?;
-        let j = b.column_by_name("jaccard").and_then(|c| c.as_any().downcast_ref::<Float64Array>()).ok_or_else(|| shard_err(path, "jaccard missing"))?;
+        let (ri, rs, ki, ks, kind) = (
+            string_col(&b, "removed_id", path)?,
+            string_col(&b, "removed_source", path)?,
+            string_col(&b, "kept_id", path)?,
+            string_col(&b, "kept_source", path)?,
+            string_col(&b, "kind", path)?,
+        );
+        let cid = b
+            .column_by_name("cluster_id")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| shard_err(path, "cluster_id missing"))?;
+        let j = b
+            .column_by_name("jaccard")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .ok_or_else(|| shard_err(path, "jaccard missing"))?;
         for i in 0..b.num_rows() {
             out.push(DuplicateRow {
                 removed_id: ri.value(i).into(),
@@ -632,6 +707,19 @@ pub fn read_duplicates(path: &Path) -> Result<Vec<DuplicateRow>> {
         }
     }
     Ok(out)
+}
+
+/// Similarity of two cluster members: 1 for the same exact key, else the signature estimate.
+fn similarity(cfg: &DedupConfig, lay: &Layout, sigs: &SigStore, a: &Best, b: &Best, sa: &mut Sketch, sb: &mut Sketch) -> Result<f64> {
+    if cfg.exact.enabled && a.rec.exact == b.rec.exact {
+        return Ok(1.0);
+    }
+    if lay.k == 0 {
+        return Ok(0.0);
+    }
+    sigs.get(a.gidx, sa)?;
+    sigs.get(b.gidx, sb)?;
+    Ok(sa.similarity(sb))
 }
 
 const KIND_EXACT: u8 = 0;
@@ -654,14 +742,17 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
     all_sig_done(lay)?;
     for slot in 0..lay.slots {
         if !read_json::<EdgesDone>(&lay.edges_done(slot)).is_some_and(|d| d.hash == lay.work_hash) {
-            return Err(Error::Other(format!("dedup: the buckets step has not finished band {slot}; run `--step buckets` for every task first")));
+            return Err(Error::Other(format!(
+                "dedup: the buckets step has not finished band {slot}; run `--step buckets` for every task first"
+            )));
         }
     }
     let n = lay.total();
     if n > u32::MAX as u64 {
         return Err(Error::Other(format!("dedup: {n} documents exceed the 2^32 a single cluster step handles")));
     }
-    let mut uf = UnionFind::new(n as usize);
+    // The accepted pairs (a pair found in several bands once) and their components.
+    let mut edges: Vec<(u32, u32)> = Vec::new();
     for slot in 0..lay.slots {
         let p = lay.edges(slot);
         let mut r = BufReader::with_capacity(1 << 16, File::open(&p).map_err(|e| Error::io(&p, e))?);
@@ -672,74 +763,141 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
                     let a = u64::from_le_bytes(buf[..8].try_into().unwrap());
                     let b = u64::from_le_bytes(buf[8..].try_into().unwrap());
                     if a >= n || b >= n {
-                        return Err(Error::Other(format!("{}: pair ({a}, {b}) outside the {n} documents (stale work files?)", p.display())));
+                        return Err(Error::Other(format!(
+                            "{}: pair ({a}, {b}) outside the {n} documents (stale work files?)",
+                            p.display()
+                        )));
                     }
-                    uf.union(a as u32, b as u32);
+                    edges.push((a.min(b) as u32, a.max(b) as u32));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(Error::io(&p, e)),
             }
         }
     }
+    edges.sort_unstable();
+    edges.dedup();
+    let mut uf = UnionFind::new(n as usize);
+    for &(a, b) in &edges {
+        uf.union(a, b);
+    }
     let prio = |source: &str| cfg.keep.source_priority.iter().position(|p| p == source).unwrap_or(cfg.keep.source_priority.len());
 
-    // Pass 1: the kept document of every cluster.
-    let mut best: HashMap<u32, Best> = HashMap::new();
+    // Every document in a cluster, in keep-policy order (best first).
+    let mut members: Vec<Best> = Vec::new();
     for s in 0..lay.shards.len() {
         let mut mr = MetaReader::open(&lay.meta(s))?;
         for g in lay.prefix[s]..lay.prefix[s + 1] {
             let rec = mr.next_rec()?;
-            if uf.set_size(g as u32) < 2 {
-                continue;
-            }
-            let root = uf.find(g as u32);
-            let cand = Best { prio: prio(&rec.source), rec, gidx: g };
-            match best.get(&root) {
-                Some(b) if !better(cfg, &cand, b) => {}
-                _ => {
-                    best.insert(root, cand);
-                }
+            if uf.set_size(g as u32) >= 2 {
+                members.push(Best { prio: prio(&rec.source), rec, gidx: g });
             }
         }
     }
-
-    // Pass 2: removal lists per shard and the audit table.
+    members.sort_by(|a, b| {
+        if better(cfg, a, b) {
+            std::cmp::Ordering::Less
+        } else if better(cfg, b, a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+    let pos: HashMap<u32, u32> = members.iter().enumerate().map(|(i, m)| (m.gidx as u32, i as u32)).collect();
+    // For each member, its neighbours that come earlier in keep order (CSR by position).
+    let mut better_of: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
+    for &(a, b) in &edges {
+        let (pa, pb) = (pos[&a], pos[&b]);
+        let (worse, best) = if pa > pb { (pa, pb) } else { (pb, pa) };
+        better_of[worse as usize].push(best);
+    }
+    drop(edges);
+    // Decide in keep order. `centers`: a document is removed only in favour of a kept document
+    // it was directly matched with (or an exact twin's decision), so chains of distinct but
+    // similar documents (templated IPC descriptions) keep their distinct members.
+    // `components`: one kept document per union-find component (datatrove's rule).
     let sigs = SigStore::new(lay);
+    let (mut sa, mut sb) = (Sketch::default(), Sketch::default());
+    let mut kept_by: Vec<u32> = vec![u32::MAX; members.len()]; // position of the kept doc; self if kept
+    let mut component_best: HashMap<u32, u32> = HashMap::new();
+    let mut twin: HashMap<(u32, u128), u32> = HashMap::new();
+    for i in 0..members.len() {
+        let root = uf.find(members[i].gidx as u32);
+        let first = *component_best.entry(root).or_insert(i as u32);
+        let decided = match cfg.clustering {
+            super::Clustering::Components => first,
+            super::Clustering::Centers => {
+                let t = if cfg.exact.enabled { twin.get(&(root, members[i].rec.exact)).copied() } else { None };
+                match t {
+                    Some(t) => kept_by[t as usize],
+                    None => match better_of[i].iter().copied().filter(|&b| kept_by[b as usize] == b).min() {
+                        Some(c) => c,
+                        None => {
+                            // Matched only documents that were removed themselves: their kept
+                            // documents are checked directly (LSH buckets link members to a few
+                            // heads, not to every member).
+                            let mut cands: Vec<u32> = better_of[i].iter().map(|&b| kept_by[b as usize]).collect();
+                            cands.sort_unstable();
+                            cands.dedup();
+                            let mut found = i as u32;
+                            for c in cands {
+                                if similarity(cfg, lay, &sigs, &members[i], &members[c as usize], &mut sa, &mut sb)? >= cfg.near.threshold {
+                                    found = c;
+                                    break;
+                                }
+                            }
+                            found
+                        }
+                    },
+                }
+            }
+        };
+        kept_by[i] = decided;
+        if cfg.exact.enabled {
+            twin.entry((root, members[i].rec.exact)).or_insert(i as u32);
+        }
+    }
+    drop(better_of);
+    drop(twin);
+    // gidx → (kept position, cluster id) of every removed document.
+    let mut removed_of: HashMap<u64, (u32, u64)> = HashMap::new();
+    for (i, m) in members.iter().enumerate() {
+        if kept_by[i] != i as u32 {
+            let root = uf.find(m.gidx as u32);
+            let cid = xxhash_rust::xxh3::xxh3_64(members[component_best[&root] as usize].rec.id.as_bytes());
+            removed_of.insert(m.gidx, (kept_by[i], cid));
+        }
+    }
+
+    // Removal lists per shard and the audit table, in input order.
     let dup_path = cfg.output.join(DUPLICATES_FILE);
     let mut dw = ShardWriter::create(&dup_path, duplicates_schema(), &cfg.writer)?;
     let mut rows: Vec<DuplicateRow> = Vec::new();
-    let mut summary = ClusterSummary { hash: lay.cluster_hash.clone(), clusters: best.len() as u64, ..Default::default() };
-    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    let mut summary = ClusterSummary { hash: lay.cluster_hash.clone(), clusters: component_best.len() as u64, ..Default::default() };
     std::fs::create_dir_all(lay.work.join("removed")).map_err(|e| Error::io(lay.work.join("removed"), e))?;
     for s in 0..lay.shards.len() {
-        let mut mr = MetaReader::open(&lay.meta(s))?;
         let mut removed: Vec<u8> = Vec::new();
         for g in lay.prefix[s]..lay.prefix[s + 1] {
-            let rec = mr.next_rec()?;
-            if uf.set_size(g as u32) < 2 {
-                continue;
-            }
-            let b = &best[&uf.find(g as u32)];
-            if b.gidx == g {
-                continue;
-            }
+            let Some(&(kp, cluster_id)) = removed_of.get(&g) else { continue };
+            let rec = &members[pos[&(g as u32)] as usize].rec;
+            let b = &members[kp as usize];
             let kind = if cfg.exact.enabled && rec.exact == b.rec.exact { KIND_EXACT } else { KIND_NEAR };
             let jaccard = if kind == KIND_EXACT || lay.k == 0 {
                 1.0
             } else {
                 sigs.get(g, &mut sa)?;
                 sigs.get(b.gidx, &mut sb)?;
-                estimate(&sa, &sb)
+                sa.similarity(&sb)
             };
             removed.extend_from_slice(&((g - lay.prefix[s]) as u32).to_le_bytes());
             removed.push(kind);
             *summary.removed.entry(rec.source.clone()).or_default().entry(kind_name(kind).into()).or_default() += 1;
             rows.push(DuplicateRow {
-                removed_id: rec.id,
-                removed_source: rec.source,
+                removed_id: rec.id.clone(),
+                removed_source: rec.source.clone(),
                 kept_id: b.rec.id.clone(),
                 kept_source: b.rec.source.clone(),
-                cluster_id: xxhash_rust::xxh3::xxh3_64(b.rec.id.as_bytes()),
+                cluster_id,
                 kind: kind_name(kind).into(),
                 jaccard,
             });
@@ -790,7 +948,14 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<RunReport>
     }
     let progress_path = out.join("progress.json");
     let progress = match read_json::<FilterProgress>(&progress_path) {
-        Some(p) if p.hash == hash && p.done.iter().all(|(_, (info, _))| info.as_ref().is_none_or(|i| std::fs::metadata(out.join(&i.file)).is_ok_and(|m| m.len() == i.bytes))) => p,
+        Some(p)
+            if p.hash == hash
+                && p.done.iter().all(|(_, (info, _))| {
+                    info.as_ref().is_none_or(|i| std::fs::metadata(out.join(&i.file)).is_ok_and(|m| m.len() == i.bytes))
+                }) =>
+        {
+            p
+        }
         _ => {
             clean_output(&out)?;
             FilterProgress { hash: hash.clone(), done: BTreeMap::new() }
@@ -838,7 +1003,8 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<RunReport>
 fn clean_output(out: &Path) -> Result<()> {
     for e in std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        let ours = (name.starts_with("part-") && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp"))) || matches!(name.as_str(), "manifest.json" | "report.json" | "progress.json");
+        let ours = (name.starts_with("part-") && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp")))
+            || matches!(name.as_str(), "manifest.json" | "report.json" | "progress.json");
         if ours {
             std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
         }
@@ -893,7 +1059,10 @@ fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result
         }
     }
     if next != removed.len() {
-        return Err(Error::Other(format!("{}: removal list names rows past the end of the shard (input changed since the cluster step?)", path.display())));
+        return Err(Error::Other(format!(
+            "{}: removal list names rows past the end of the shard (input changed since the cluster step?)",
+            path.display()
+        )));
     }
     for src in seen_sources {
         report.source(&src).files += 1;

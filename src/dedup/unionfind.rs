@@ -29,7 +29,12 @@ impl UnionFind {
         if ra == rb {
             return false;
         }
-        let (big, small) = if self.size[ra as usize] > self.size[rb as usize] || (self.size[ra as usize] == self.size[rb as usize] && ra < rb) { (ra, rb) } else { (rb, ra) };
+        let (big, small) =
+            if self.size[ra as usize] > self.size[rb as usize] || (self.size[ra as usize] == self.size[rb as usize] && ra < rb) {
+                (ra, rb)
+            } else {
+                (rb, ra)
+            };
         self.parent[small as usize] = big;
         self.size[big as usize] += self.size[small as usize];
         true

@@ -68,8 +68,20 @@ impl VerifyReport {
         if self.pairs.is_empty() {
             return s;
         }
-        let _ = writeln!(s, "exact Jaccard: mean {:.4}, min {:.4}", mean(self.pairs.iter().map(|p| p.exact)), self.pairs.iter().map(|p| p.exact).fold(1.0, f64::min));
-        let _ = writeln!(s, "estimate - exact: bias {:+.4}, MAE {:.4}, RMSE {:.4}, max |error| {:.4}", self.bias(), self.mae(), self.rmse(), self.max_abs());
+        let _ = writeln!(
+            s,
+            "exact Jaccard: mean {:.4}, min {:.4}",
+            mean(self.pairs.iter().map(|p| p.exact)),
+            self.pairs.iter().map(|p| p.exact).fold(1.0, f64::min)
+        );
+        let _ = writeln!(
+            s,
+            "estimate - exact: bias {:+.4}, MAE {:.4}, RMSE {:.4}, max |error| {:.4}",
+            self.bias(),
+            self.mae(),
+            self.rmse(),
+            self.max_abs()
+        );
         let _ = writeln!(s, "within 2 binomial standard errors: {:.1} %", 100.0 * self.within_two_se());
         let mut worst: Vec<&CheckedPair> = self.pairs.iter().collect();
         worst.sort_by(|a, b| (b.estimated - b.exact).abs().total_cmp(&(a.estimated - a.exact).abs()));
@@ -125,9 +137,17 @@ pub fn verify_sample(cfg: &DedupConfig, n: usize, seed: u64) -> Result<VerifyRep
     for r in sample {
         let (a, b) = match (texts.get(&r.removed_id), texts.get(&r.kept_id)) {
             (Some(a), Some(b)) => (a, b),
-            _ => return Err(Error::Other(format!("{} / {}: not found in {} (input changed since the run?)", r.removed_id, r.kept_id, cfg.input.display()))),
+            _ => {
+                return Err(Error::Other(format!(
+                    "{} / {}: not found in {} (input changed since the run?)",
+                    r.removed_id,
+                    r.kept_id,
+                    cfg.input.display()
+                )))
+            }
         };
-        let exact = jaccard(&shingle_set(a, nc.word_ngram, nc.cjk_ngram, nc.case_fold), &shingle_set(b, nc.word_ngram, nc.cjk_ngram, nc.case_fold));
+        let exact =
+            jaccard(&shingle_set(a, nc.word_ngram, nc.cjk_ngram, nc.case_fold), &shingle_set(b, nc.word_ngram, nc.cjk_ngram, nc.case_fold));
         pairs.push(CheckedPair { removed_id: r.removed_id.clone(), kept_id: r.kept_id.clone(), estimated: r.jaccard, exact });
     }
     Ok(VerifyReport { near_pairs: near.len(), pairs, k: nc.bands * nc.rows })
