@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::clean::CleanConfig;
+use crate::dedup::DedupConfig;
 use crate::error::{Error, Result};
 use crate::ipc::IpcConfig;
 use crate::render::RenderConfig;
@@ -32,6 +33,10 @@ pub struct PipelineConfig {
     #[serde(default)]
     #[schemars(with = "DocsConfig")]
     pub docs: Option<DocsConfig>,
+    /// Exact and near deduplication of document shards.
+    #[serde(default)]
+    #[schemars(with = "DedupConfig")]
+    pub dedup: Option<DedupConfig>,
 }
 
 /// The `docs` stage: raw files → document shards.

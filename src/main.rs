@@ -43,6 +43,31 @@ enum Cmd {
         #[command(flatten)]
         task: TaskArgs,
     },
+    /// Remove exact and near duplicates from document shards (the `dedup` stage of a pipeline).
+    ///
+    /// With --task-count > 1 run each --step as its own job array, in order: signatures
+    /// (input shards split by task), buckets (bands split by task), cluster (one task), filter
+    /// (shards split by task), then `coretech merge OUTPUT`.
+    Dedup {
+        /// Pipeline TOML with a [dedup] section.
+        config: PathBuf,
+        #[command(flatten)]
+        task: TaskArgs,
+        /// Run one step only: signatures, buckets, cluster or filter.
+        #[arg(long)]
+        step: Option<String>,
+        /// After the run, check N random near-duplicate pairs: exact Jaccard vs the estimate.
+        #[arg(long)]
+        verify_sample: Option<usize>,
+        /// Seed of the --verify-sample draw.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Labelled and scaled test corpora for dedup, and scoring of a dedup run against labels.
+    DedupBench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
     /// Run every stage the pipeline lists, in order.
     Run {
         /// Pipeline TOML.
@@ -63,6 +88,54 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rows: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Fixture texts plus copies with controlled edits, as document shards (OUT/documents), with
+    /// exact-Jaccard ground truth (OUT/labels.jsonl, OUT/pairs.jsonl).
+    Gen {
+        /// Output directory.
+        out: PathBuf,
+        /// Fixture directory.
+        #[arg(long, default_value = "fixtures/data")]
+        fixtures: PathBuf,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Use at most this many originals (0: all).
+        #[arg(long, default_value_t = 0)]
+        max_originals: usize,
+    },
+    /// Score the output of `coretech dedup CONFIG` (whose input is LABELLED/documents).
+    Score {
+        /// The labelled set directory.
+        labelled: PathBuf,
+        /// The pipeline TOML the dedup ran with.
+        config: PathBuf,
+    },
+    /// About BYTES of documents composed from fixture chunks with small mutations, one in five a
+    /// near copy (the speed benchmark input).
+    Scale {
+        /// Output shard directory.
+        out: PathBuf,
+        /// Text bytes to generate (e.g. 1000000000).
+        #[arg(long)]
+        bytes: u64,
+        /// Fixture directory.
+        #[arg(long, default_value = "fixtures/data")]
+        fixtures: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Documents per shard.
+        #[arg(long, default_value_t = 20000)]
+        rows_per_shard: usize,
+    },
+}
+
+fn dedup_config(config: &PathBuf) -> anyhow::Result<coretech::dedup::DedupConfig> {
+    load(config)?.dedup.with_context(|| format!("{}: no [dedup] section", config.display()))
 }
 
 fn main() -> ExitCode {
@@ -90,6 +163,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = pipeline::run_stage(&cfg, "docs", &task.options()?)?;
             print!("{}", report.table());
         }
+        Cmd::Dedup { config, task, step, verify_sample, seed } => {
+            let cfg = dedup_config(&config)?;
+            let step = step.map(|s| s.parse()).transpose()?;
+            let report = coretech::dedup::run(&cfg, task.options()?.task, step)?;
+            print!("{}", report.table());
+            if let Some(n) = verify_sample {
+                print!("{}", coretech::dedup::verify::verify_sample(&cfg, n, seed)?.table());
+            }
+        }
+        Cmd::DedupBench { cmd } => match cmd {
+            BenchCmd::Gen { out, fixtures, seed, max_originals } => {
+                let cfg = coretech::dedup::bench::LabelledConfig { fixtures, out: out.clone(), seed, max_originals };
+                let dedup = coretech::dedup::DedupConfig::new(out.join("documents"), out.join("dedup"));
+                let s = coretech::dedup::bench::gen_labelled(&cfg, &dedup)?;
+                println!("{}: {} documents in {} families, {} pairs ({} with Jaccard >= 0.8)", out.display(), s.docs, s.families, s.pairs, s.pairs_08);
+            }
+            BenchCmd::Score { labelled, config } => {
+                let cfg = dedup_config(&config)?;
+                print!("{}", coretech::dedup::bench::score(&labelled, &cfg)?.table());
+            }
+            BenchCmd::Scale { out, bytes, fixtures, seed, rows_per_shard } => {
+                let m = coretech::dedup::bench::gen_scale(&fixtures, &out, bytes, seed, rows_per_shard)?;
+                println!("{}: {} shards, {} documents", out.display(), m.shards.len(), m.rows());
+            }
+        },
         Cmd::Run { config, task } => {
             let cfg = load(&config)?;
             for report in pipeline::run(&cfg, &task.options()?)? {

@@ -74,6 +74,10 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             let scheme = IpcScheme::load(&cfg.ipc)?;
             docs::run(docs, &scheme, opts.task, opts.strict)
         }
+        "dedup" => {
+            let dedup = cfg.dedup.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "dedup".into(), message: "stage \"dedup\" needs a [dedup] section".into() })?;
+            crate::dedup::run(dedup, opts.task, None)
+        }
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }

@@ -1,0 +1,1075 @@
+//! The dedup stage and its four steps (see the module doc of `dedup`): signatures → buckets →
+//! cluster → filter, with file-based hand-off, per-unit done markers (resume) and byte-
+//! deterministic outputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::extsort::{merge_runs, write_run, Entry};
+use super::minhash::{estimate, sketch_estimate, Scratch};
+use super::normalize::exact_key;
+use super::unionfind::UnionFind;
+use super::{DatePreference, DedupConfig};
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::pipeline::{RunReport, TaskSplit};
+use crate::shard::writer::write_atomic;
+use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
+
+/// One step of the stage (for multi-machine runs; a single-machine run does all four).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Signatures, metadata and sorted bucket runs per input shard.
+    Signatures,
+    /// Merge of each band's runs into verified candidate pairs.
+    Buckets,
+    /// Union-find, keep policy, removal lists and `duplicates.parquet`.
+    Cluster,
+    /// Rewrite of each shard without its removed rows.
+    Filter,
+}
+
+impl std::str::FromStr for Step {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "signatures" => Step::Signatures,
+            "buckets" => Step::Buckets,
+            "cluster" => Step::Cluster,
+            "filter" => Step::Filter,
+            other => return Err(Error::Other(format!("unknown dedup step {other:?} (signatures, buckets, cluster, filter)"))),
+        })
+    }
+}
+
+/// The name of the duplicates table in the output directory.
+pub const DUPLICATES_FILE: &str = "duplicates.parquet";
+
+/// The input shards and the derived facts every step agrees on.
+struct Layout {
+    shards: Vec<PathBuf>,
+    /// `prefix[s]` = global index of shard `s`'s first row; `prefix[n]` = total.
+    prefix: Vec<u64>,
+    work: PathBuf,
+    work_hash: String,
+    cluster_hash: String,
+    /// Signature length (0 when near dedup is off).
+    k: usize,
+    /// Verification sketch bins (0 when off).
+    m: usize,
+    /// Near bands (0 when near dedup is off); the exact slot, if any, comes after them.
+    nb: usize,
+    slots: usize,
+}
+
+impl Layout {
+    fn new(cfg: &DedupConfig) -> Result<Self> {
+        let shards = documents::shard_files(&cfg.input)?;
+        if shards.is_empty() {
+            return Err(Error::Other(format!("{}: no document shards (*.parquet) to deduplicate", cfg.input.display())));
+        }
+        let mut prefix = vec![0u64];
+        let mut listing = Vec::new();
+        for p in &shards {
+            let f = File::open(p).map_err(|e| Error::io(p, e))?;
+            let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| shard_err(p, e))?;
+            let rows = b.metadata().file_metadata().num_rows() as u64;
+            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            prefix.push(prefix.last().unwrap() + rows);
+            listing.push((p.strip_prefix(&cfg.input).unwrap_or(p).display().to_string(), size, rows));
+        }
+        let nb = if cfg.near.enabled { cfg.near.bands } else { 0 };
+        let k = if cfg.near.enabled { cfg.near.bands * cfg.near.rows } else { 0 };
+        let m = if cfg.near.enabled { cfg.near.verify_bins } else { 0 };
+        // The keep policy orders bucket members, so it is part of the work.
+        let work_hash = PipelineConfig::hash_of(&(&cfg.exact, &cfg.near, &cfg.keep, &listing));
+        let cluster_hash = PipelineConfig::hash_of(&(&work_hash, cfg.clustering));
+        Ok(Self { shards, prefix, work: cfg.work(), work_hash, cluster_hash, k, m, nb, slots: nb + cfg.exact.enabled as usize })
+    }
+    /// Bytes of one document's record in a `.sig` file.
+    fn record(&self) -> usize {
+        4 * self.k + 2 * self.m
+    }
+    fn total(&self) -> u64 {
+        *self.prefix.last().unwrap()
+    }
+    fn sig(&self, s: usize) -> PathBuf {
+        self.work.join("sig").join(format!("part-{s:05}.sig"))
+    }
+    fn meta(&self, s: usize) -> PathBuf {
+        self.work.join("sig").join(format!("part-{s:05}.meta"))
+    }
+    fn sig_done(&self, s: usize) -> PathBuf {
+        self.work.join("sig").join(format!("part-{s:05}.done"))
+    }
+    fn run(&self, slot: usize, s: usize, r: usize) -> PathBuf {
+        self.work.join("runs").join(format!("b{slot:02}")).join(format!("part-{s:05}-{r:04}.run"))
+    }
+    fn edges(&self, slot: usize) -> PathBuf {
+        self.work.join("edges").join(format!("b{slot:02}.edges"))
+    }
+    fn edges_done(&self, slot: usize) -> PathBuf {
+        self.work.join("edges").join(format!("b{slot:02}.done"))
+    }
+    fn removed(&self, s: usize) -> PathBuf {
+        self.work.join("removed").join(format!("part-{s:05}.bin"))
+    }
+    fn cluster_done(&self) -> PathBuf {
+        self.work.join("cluster.done")
+    }
+    fn output_hash(&self, cfg: &DedupConfig, task: TaskSplit) -> String {
+        PipelineConfig::hash_of(&(&self.cluster_hash, &cfg.writer, task.index, task.count))
+    }
+    /// (shard, row) of a global index.
+    fn locate(&self, g: u64) -> (usize, u64) {
+        let s = self.prefix.partition_point(|&p| p <= g) - 1;
+        (s, g - self.prefix[s])
+    }
+}
+
+/// Runs the stage (all steps, one task) or one step of a multi-task run. Returns the filter
+/// step's report (the other steps return an empty report named after the step).
+pub fn run(cfg: &DedupConfig, task: TaskSplit, step: Option<Step>) -> Result<RunReport> {
+    let started = Instant::now();
+    cfg.validate()?;
+    let lay = Layout::new(cfg)?;
+    let mut report = match step {
+        Some(Step::Signatures) => {
+            signatures(cfg, &lay, task)?;
+            RunReport::new("dedup:signatures")
+        }
+        Some(Step::Buckets) => {
+            buckets(cfg, &lay, task)?;
+            RunReport::new("dedup:buckets")
+        }
+        Some(Step::Cluster) => {
+            if task.index == 0 {
+                cluster(cfg, &lay)?;
+            }
+            RunReport::new("dedup:cluster")
+        }
+        Some(Step::Filter) => filter(cfg, &lay, task)?,
+        None => {
+            if task.count > 1 {
+                return Err(Error::Other(
+                    "dedup with --task-count > 1 runs one step per job array: --step signatures, then buckets, then cluster, then filter (see `coretech dedup --help`)".into(),
+                ));
+            }
+            if let Some(r) = up_to_date(cfg, &lay, task) {
+                tracing::info!("{}: up to date (same inputs and config)", cfg.output.display());
+                r
+            } else {
+                signatures(cfg, &lay, task)?;
+                buckets(cfg, &lay, task)?;
+                cluster(cfg, &lay)?;
+                let r = filter(cfg, &lay, task)?;
+                if !cfg.keep_work {
+                    remove_work(&lay)?;
+                }
+                r
+            }
+        }
+    };
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn up_to_date(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Option<RunReport> {
+    let out = task.output_dir(&cfg.output);
+    let m = Manifest::load(&out).ok()?;
+    if m.config_hash != lay.output_hash(cfg, task) || !cfg.output.join(DUPLICATES_FILE).exists() {
+        return None;
+    }
+    serde_json::from_slice(&std::fs::read(out.join("report.json")).ok()?).ok()
+}
+
+fn remove_work(lay: &Layout) -> Result<()> {
+    for d in ["sig", "runs", "edges", "removed", "tmp"] {
+        let p = lay.work.join(d);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    let _ = std::fs::remove_file(lay.cluster_done());
+    let _ = std::fs::remove_dir(&lay.work); // only if empty
+    Ok(())
+}
+
+fn shard_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Shard { path: path.to_path_buf(), message: e.to_string() }
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let mut b = serde_json::to_vec_pretty(v).expect("serializes");
+    b.push(b'\n');
+    write_atomic(path, &b)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn string_col<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| shard_err(path, format!("column {name:?} missing or not utf8 (not a document shard?)")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 1: signatures
+
+/// What a finished shard of the signatures step left.
+#[derive(Debug, Serialize, Deserialize)]
+struct SigDone {
+    hash: String,
+    rows: u64,
+    /// Run files per slot, relative to the work directory.
+    runs: Vec<Vec<String>>,
+}
+
+fn load_sig_done(lay: &Layout, s: usize) -> Option<SigDone> {
+    read_json::<SigDone>(&lay.sig_done(s))
+        .filter(|d| d.hash == lay.work_hash && d.rows == lay.prefix[s + 1] - lay.prefix[s] && d.runs.len() == lay.slots)
+}
+
+fn signatures(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<()> {
+    let mine: Vec<usize> = (0..lay.shards.len()).filter(|s| s % task.count == task.index).collect();
+    let hasher = cfg.hasher();
+    let budget = (cfg.sort_buffer_mb << 20) / super::extsort::ENTRY_BYTES / rayon::current_num_threads().max(1);
+    mine.par_iter().try_for_each(|&s| {
+        if load_sig_done(lay, s).is_some() {
+            return Ok(());
+        }
+        sign_shard(cfg, lay, s, &hasher, budget.max(1024))
+    })
+}
+
+struct DocKeys {
+    exact: u128,
+    order: u64,
+    shingles: u32,
+}
+
+fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash::MinHasher, budget: usize) -> Result<()> {
+    let path = &lay.shards[s];
+    // Runs left by an interrupted attempt at this shard.
+    for slot in 0..lay.slots {
+        let dir = lay.work.join("runs").join(format!("b{slot:02}"));
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            let prefix = format!("part-{s:05}-");
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+                }
+            }
+        }
+    }
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| shard_err(path, e))?;
+    let wanted: Vec<usize> = ["id", "source", "date", "text"]
+        .iter()
+        .map(|n| builder.schema().index_of(n).map_err(|_| shard_err(path, format!("column {n:?} missing (not a document shard?)"))))
+        .collect::<Result<_>>()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+    let reader = builder.with_projection(mask).with_batch_size(cfg.read_batch_rows).build().map_err(|e| shard_err(path, e))?;
+
+    std::fs::create_dir_all(lay.work.join("sig")).map_err(|e| Error::io(lay.work.join("sig"), e))?;
+    let (sig_path, meta_path) = (lay.sig(s), lay.meta(s));
+    let (sig_tmp, meta_tmp) = (crate::shard::writer::tmp_path(&sig_path), crate::shard::writer::tmp_path(&meta_path));
+    let mut sig_w = BufWriter::with_capacity(1 << 20, File::create(&sig_tmp).map_err(|e| Error::io(&sig_tmp, e))?);
+    let mut meta_w = BufWriter::with_capacity(1 << 20, File::create(&meta_tmp).map_err(|e| Error::io(&meta_tmp, e))?);
+
+    let (k, nb) = (lay.k, lay.nb);
+    let mut bufs: Vec<Vec<Entry>> = vec![Vec::new(); lay.slots];
+    let mut runs: Vec<Vec<String>> = vec![Vec::new(); lay.slots];
+    let mut run_no = 0usize;
+    let mut buffered = 0usize;
+    let mut spill = |bufs: &mut Vec<Vec<Entry>>, runs: &mut Vec<Vec<String>>| -> Result<()> {
+        for (slot, b) in bufs.iter_mut().enumerate() {
+            if b.is_empty() {
+                continue;
+            }
+            let p = lay.run(slot, s, run_no);
+            write_run(&p, b)?;
+            runs[slot].push(p.strip_prefix(&lay.work).unwrap_or(&p).display().to_string());
+            b.clear();
+        }
+        run_no += 1;
+        Ok(())
+    };
+    let mut row: u64 = 0;
+    let mut sig_bytes: Vec<u8> = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| shard_err(path, e))?;
+        let (ids, sources, dates, texts) = (
+            string_col(&batch, "id", path)?,
+            string_col(&batch, "source", path)?,
+            string_col(&batch, "date", path)?,
+            string_col(&batch, "text", path)?,
+        );
+        let n = batch.num_rows();
+        // Chunks of at least one value so the zips line up when near dedup is off (k = nb = 0).
+        let (kk, nbb, mm) = (k.max(1), nb.max(1), lay.m.max(1));
+        let mut sigs = vec![0u32; n * kk];
+        let mut bands = vec![0u128; n * nbb];
+        let mut bins = vec![0u16; n * mm];
+        let keys: Vec<DocKeys> = (0..n)
+            .into_par_iter()
+            .zip(sigs.par_chunks_mut(kk))
+            .zip(bands.par_chunks_mut(nbb))
+            .zip(bins.par_chunks_mut(mm))
+            .map_init(Scratch::default, |sc, (((i, sig), band), bin)| {
+                let text = texts.value(i);
+                let exact = if cfg.exact.enabled { exact_key(&cfg.exact.normalize, text, cfg.exact.seed) } else { 0 };
+                let mut shingles = 0;
+                if k > 0 {
+                    shingles = hasher.signature(text, sc, sig, &mut bin[..lay.m]) as u32;
+                    for (b, key) in band.iter_mut().enumerate().take(nb) {
+                        *key = hasher.band_key(sig, b);
+                    }
+                }
+                DocKeys { exact, order: order_key(cfg, sources.value(i), dates.value(i), ids.value(i)), shingles }
+            })
+            .collect();
+        sig_bytes.clear();
+        if k > 0 {
+            for i in 0..n {
+                for v in &sigs[i * kk..i * kk + k] {
+                    sig_bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                for v in &bins[i * mm..i * mm + lay.m] {
+                    sig_bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        sig_w.write_all(&sig_bytes).map_err(|e| Error::io(&sig_tmp, e))?;
+        for (i, d) in keys.iter().enumerate() {
+            write_meta(&mut meta_w, d, sources.value(i), dates.value(i), ids.value(i)).map_err(|e| Error::io(&meta_tmp, e))?;
+            let gidx = lay.prefix[s] + row + i as u64;
+            if d.shingles > 0 {
+                for b in 0..nb {
+                    bufs[b].push(Entry { key: bands[i * nbb + b], order: d.order, gidx });
+                }
+                buffered += nb;
+            }
+            if cfg.exact.enabled {
+                bufs[nb].push(Entry { key: d.exact, order: d.order, gidx });
+                buffered += 1;
+            }
+            if buffered >= budget {
+                spill(&mut bufs, &mut runs)?;
+                buffered = 0;
+            }
+        }
+        row += n as u64;
+    }
+    spill(&mut bufs, &mut runs)?;
+    for (w, tmp, fin) in [(sig_w, &sig_tmp, &sig_path), (meta_w, &meta_tmp, &meta_path)] {
+        let f = w.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io(tmp, e))?;
+        std::fs::rename(tmp, fin).map_err(|e| Error::io(fin, e))?;
+    }
+    write_json(&lay.sig_done(s), &SigDone { hash: lay.work_hash.clone(), rows: row, runs })
+}
+
+/// The order of a document inside an LSH bucket: the keep policy compressed to 64 bits
+/// (source priority 8 bits, date 28 bits, id hash 28 bits), so members are matched against
+/// the better-ranked members first. Exact ties and collisions only change which pairs are
+/// examined; the cluster step applies the exact policy.
+fn order_key(cfg: &DedupConfig, source: &str, date: &str, id: &str) -> u64 {
+    let prio = cfg.keep.source_priority.iter().position(|p| p == source).unwrap_or(cfg.keep.source_priority.len()).min(255) as u64;
+    let digits: String = date.chars().filter(|c| c.is_ascii_digit()).take(8).collect();
+    const NONE: u64 = (1 << 28) - 1;
+    let d = match digits.parse::<u64>() {
+        Ok(v) if !date.is_empty() => match cfg.keep.date {
+            DatePreference::Oldest => v.min(NONE - 1),
+            DatePreference::Newest => NONE - 1 - v.min(NONE - 1),
+        },
+        _ => NONE,
+    };
+    (prio << 56) | (d << 28) | (xxhash_rust::xxh3::xxh3_64(id.as_bytes()) >> 36)
+}
+
+fn write_meta(w: &mut impl Write, d: &DocKeys, source: &str, date: &str, id: &str) -> std::io::Result<()> {
+    w.write_all(&d.exact.to_le_bytes())?;
+    w.write_all(&d.order.to_le_bytes())?;
+    w.write_all(&d.shingles.to_le_bytes())?;
+    w.write_all(&(source.len().min(u16::MAX as usize) as u16).to_le_bytes())?;
+    w.write_all(&source.as_bytes()[..source.len().min(u16::MAX as usize)])?;
+    w.write_all(&(date.len().min(u16::MAX as usize) as u16).to_le_bytes())?;
+    w.write_all(&date.as_bytes()[..date.len().min(u16::MAX as usize)])?;
+    w.write_all(&(id.len() as u32).to_le_bytes())?;
+    w.write_all(id.as_bytes())
+}
+
+/// One document's record in a `.meta` file.
+#[derive(Debug, Clone)]
+struct MetaRec {
+    exact: u128,
+    source: String,
+    date: String,
+    id: String,
+}
+
+struct MetaReader {
+    path: PathBuf,
+    r: BufReader<File>,
+}
+
+impl MetaReader {
+    fn open(path: &Path) -> Result<Self> {
+        Ok(Self { path: path.to_path_buf(), r: BufReader::with_capacity(1 << 16, File::open(path).map_err(|e| Error::io(path, e))?) })
+    }
+    fn next_rec(&mut self) -> Result<MetaRec> {
+        let path = self.path.clone();
+        let bad = |e: std::io::Error| Error::Other(format!("{}: truncated or unreadable metadata file: {e}", path.display()));
+        let mut head = [0u8; 30];
+        self.r.read_exact(&mut head).map_err(bad)?;
+        let exact = u128::from_le_bytes(head[..16].try_into().unwrap());
+        let source = self.string(u16::from_le_bytes([head[28], head[29]]) as usize)?;
+        let mut l2 = [0u8; 2];
+        self.r.read_exact(&mut l2).map_err(bad)?;
+        let date = self.string(u16::from_le_bytes(l2) as usize)?;
+        let mut l4 = [0u8; 4];
+        self.r.read_exact(&mut l4).map_err(bad)?;
+        let id = self.string(u32::from_le_bytes(l4) as usize)?;
+        Ok(MetaRec { exact, source, date, id })
+    }
+    fn string(&mut self, n: usize) -> Result<String> {
+        let mut b = vec![0u8; n];
+        self.r.read_exact(&mut b).map_err(|e| Error::Other(format!("{}: truncated metadata file: {e}", self.path.display())))?;
+        String::from_utf8(b).map_err(|e| Error::Other(format!("{}: bad metadata: {e}", self.path.display())))
+    }
+}
+
+/// Random access to the signatures of all shards (positioned reads; the page cache, not the
+/// process, holds what is hot).
+struct SigStore<'a> {
+    lay: &'a Layout,
+    files: Vec<OnceLock<std::result::Result<File, String>>>,
+}
+
+impl<'a> SigStore<'a> {
+    fn new(lay: &'a Layout) -> Self {
+        Self { lay, files: (0..lay.shards.len()).map(|_| OnceLock::new()).collect() }
+    }
+    fn get(&self, g: u64, out: &mut Sketch) -> Result<()> {
+        let (s, row) = self.lay.locate(g);
+        let rec = self.lay.record();
+        let f = self.files[s].get_or_init(|| File::open(self.lay.sig(s)).map_err(|e| format!("{}: {e}", self.lay.sig(s).display())));
+        let f = f.as_ref().map_err(|e| Error::Other(e.clone()))?;
+        out.buf.resize(rec, 0);
+        f.read_exact_at(&mut out.buf, row * rec as u64).map_err(|e| Error::io(self.lay.sig(s), e))?;
+        out.sig.clear();
+        out.sig.extend(out.buf[..4 * self.lay.k].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())));
+        out.bins.clear();
+        out.bins.extend(out.buf[4 * self.lay.k..].chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().unwrap())));
+        Ok(())
+    }
+}
+
+/// A document's MinHash signature and verification sketch.
+#[derive(Debug, Clone, Default)]
+struct Sketch {
+    sig: Vec<u32>,
+    bins: Vec<u16>,
+    buf: Vec<u8>,
+}
+
+impl Sketch {
+    /// Estimated Jaccard: the verification sketch where there is one, else the signature.
+    fn similarity(&self, o: &Sketch) -> f64 {
+        if self.bins.is_empty() {
+            estimate(&self.sig, &o.sig)
+        } else {
+            sketch_estimate(&self.bins, &o.bins)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 2: buckets
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EdgesDone {
+    hash: String,
+    pairs: u64,
+}
+
+fn all_sig_done(lay: &Layout) -> Result<Vec<SigDone>> {
+    let mut v = Vec::with_capacity(lay.shards.len());
+    for s in 0..lay.shards.len() {
+        match load_sig_done(lay, s) {
+            Some(d) => v.push(d),
+            None => {
+                return Err(Error::Other(format!(
+                    "dedup: the signatures step has not finished shard {s} ({}); run `--step signatures` for every task first",
+                    lay.shards[s].display()
+                )))
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn buckets(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<()> {
+    let done = all_sig_done(lay)?;
+    let sigs = SigStore::new(lay);
+    let mine: Vec<usize> = (0..lay.slots).filter(|b| b % task.count == task.index).collect();
+    mine.par_iter().try_for_each(|&slot| {
+        if read_json::<EdgesDone>(&lay.edges_done(slot)).is_some_and(|d| d.hash == lay.work_hash) {
+            return Ok(());
+        }
+        let runs: Vec<PathBuf> = done.iter().flat_map(|d| d.runs[slot].iter().map(|r| lay.work.join(r))).collect();
+        let pairs = bucket_slot(cfg, lay, slot, &runs, &sigs)?;
+        write_json(&lay.edges_done(slot), &EdgesDone { hash: lay.work_hash.clone(), pairs })
+    })
+}
+
+fn bucket_slot(cfg: &DedupConfig, lay: &Layout, slot: usize, runs: &[PathBuf], sigs: &SigStore) -> Result<u64> {
+    let exact = slot == lay.nb;
+    let mut merge = merge_runs(runs, cfg.merge_fan_in, &lay.work.join("tmp").join(format!("b{slot:02}")))?;
+    let out = lay.edges(slot);
+    std::fs::create_dir_all(out.parent().unwrap()).map_err(|e| Error::io(&out, e))?;
+    let tmp = crate::shard::writer::tmp_path(&out);
+    let mut w = BufWriter::with_capacity(1 << 16, File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    let mut pairs = 0u64;
+    let mut emit = |a: u64, b: u64| -> Result<()> {
+        pairs += 1;
+        w.write_all(&a.to_le_bytes()).and_then(|_| w.write_all(&b.to_le_bytes())).map_err(|e| Error::io(&tmp, e))
+    };
+    let mut key: Option<u128> = None;
+    let mut first = 0u64;
+    let mut heads: Vec<(u64, Sketch)> = Vec::new();
+    let mut sig = Sketch::default();
+    while let Some(e) = merge.next_entry()? {
+        if key != Some(e.key) {
+            key = Some(e.key);
+            first = e.gidx;
+            heads.clear();
+            continue;
+        }
+        if exact {
+            emit(first, e.gidx)?;
+            continue;
+        }
+        // Candidates in a shared band: checked against up to `max_bucket_heads` earlier
+        // members (bucket order is by id hash, so the outcome does not depend on input order).
+        if heads.is_empty() {
+            let mut s0 = Sketch::default();
+            sigs.get(first, &mut s0)?;
+            heads.push((first, s0));
+        }
+        sigs.get(e.gidx, &mut sig)?;
+        let mut joined = false;
+        for (h, hs) in &heads {
+            if hs.similarity(&sig) >= cfg.near.threshold {
+                emit(*h, e.gidx)?;
+                joined = true;
+                break;
+            }
+        }
+        if !joined && heads.len() < cfg.near.max_bucket_heads.max(1) {
+            heads.push((e.gidx, std::mem::take(&mut sig)));
+        }
+    }
+    let f = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
+    Ok(pairs)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 3: cluster
+
+/// What the cluster step found (saved in `cluster.done`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterSummary {
+    hash: String,
+    /// Clusters of more than one document.
+    pub clusters: u64,
+    /// Removed documents by source and kind.
+    pub removed: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// A document of a cluster with its keep-policy facts.
+struct Best {
+    rec: MetaRec,
+    prio: usize,
+    gidx: u64,
+}
+
+fn better(cfg: &DedupConfig, a: &Best, b: &Best) -> bool {
+    use std::cmp::Ordering::*;
+    let by_prio =
+        a.prio.cmp(&b.prio).then_with(|| if a.prio == cfg.keep.source_priority.len() { a.rec.source.cmp(&b.rec.source) } else { Equal });
+    let by_date = a.rec.date.is_empty().cmp(&b.rec.date.is_empty()).then_with(|| match cfg.keep.date {
+        DatePreference::Oldest => a.rec.date.cmp(&b.rec.date),
+        DatePreference::Newest => b.rec.date.cmp(&a.rec.date),
+    });
+    by_prio.then(by_date).then_with(|| a.rec.id.cmp(&b.rec.id)).then(a.gidx.cmp(&b.gidx)) == Less
+}
+
+fn duplicates_schema() -> SchemaRef {
+    let utf8 = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        utf8("removed_id"),
+        utf8("removed_source"),
+        utf8("kept_id"),
+        utf8("kept_source"),
+        Field::new("cluster_id", DataType::UInt64, false),
+        utf8("kind"),
+        Field::new("jaccard", DataType::Float64, false),
+    ]))
+}
+
+/// One row of `duplicates.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateRow {
+    /// Id of the removed document.
+    pub removed_id: String,
+    /// Its source.
+    pub removed_source: String,
+    /// Id of the document kept in its place.
+    pub kept_id: String,
+    /// Source of the kept document.
+    pub kept_source: String,
+    /// xxh3-64 of the kept id: the same for every member of a cluster.
+    pub cluster_id: u64,
+    /// `exact` (same normalized text as the kept one) or `near`.
+    pub kind: String,
+    /// Estimated Jaccard of the removed and the kept document (1 for exact).
+    pub jaccard: f64,
+}
+
+fn duplicates_batch(rows: &[DuplicateRow]) -> RecordBatch {
+    let s = |f: fn(&DuplicateRow) -> &str| -> ArrayRef { Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>()) };
+    RecordBatch::try_new(
+        duplicates_schema(),
+        vec![
+            s(|r| &r.removed_id),
+            s(|r| &r.removed_source),
+            s(|r| &r.kept_id),
+            s(|r| &r.kept_source),
+            Arc::new(rows.iter().map(|r| r.cluster_id).collect::<UInt64Array>()),
+            s(|r| &r.kind),
+            Arc::new(rows.iter().map(|r| r.jaccard).collect::<Float64Array>()),
+        ],
+    )
+    .expect("duplicates batch matches schema")
+}
+
+/// Reads every row of a `duplicates.parquet`.
+pub fn read_duplicates(path: &Path) -> Result<Vec<DuplicateRow>> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f).and_then(|b| b.build()).map_err(|e| shard_err(path, e))?;
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| shard_err(path, e))?;
+        let (ri, rs, ki, ks, kind) = (
+            string_col(&b, "removed_id", path)?,
+            string_col(&b, "removed_source", path)?,
+            string_col(&b, "kept_id", path)?,
+            string_col(&b, "kept_source", path)?,
+            string_col(&b, "kind", path)?,
+        );
+        let cid = b
+            .column_by_name("cluster_id")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| shard_err(path, "cluster_id missing"))?;
+        let j = b
+            .column_by_name("jaccard")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .ok_or_else(|| shard_err(path, "jaccard missing"))?;
+        for i in 0..b.num_rows() {
+            out.push(DuplicateRow {
+                removed_id: ri.value(i).into(),
+                removed_source: rs.value(i).into(),
+                kept_id: ki.value(i).into(),
+                kept_source: ks.value(i).into(),
+                cluster_id: cid.value(i),
+                kind: kind.value(i).into(),
+                jaccard: j.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Similarity of two cluster members: 1 for the same exact key, else the signature estimate.
+fn similarity(cfg: &DedupConfig, lay: &Layout, sigs: &SigStore, a: &Best, b: &Best, sa: &mut Sketch, sb: &mut Sketch) -> Result<f64> {
+    if cfg.exact.enabled && a.rec.exact == b.rec.exact {
+        return Ok(1.0);
+    }
+    if lay.k == 0 {
+        return Ok(0.0);
+    }
+    sigs.get(a.gidx, sa)?;
+    sigs.get(b.gidx, sb)?;
+    Ok(sa.similarity(sb))
+}
+
+const KIND_EXACT: u8 = 0;
+const KIND_NEAR: u8 = 1;
+
+fn kind_name(k: u8) -> &'static str {
+    if k == KIND_EXACT {
+        "exact"
+    } else {
+        "near"
+    }
+}
+
+fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
+    if let Some(d) = read_json::<ClusterSummary>(&lay.cluster_done()) {
+        if d.hash == lay.cluster_hash && cfg.output.join(DUPLICATES_FILE).exists() {
+            return Ok(d);
+        }
+    }
+    all_sig_done(lay)?;
+    for slot in 0..lay.slots {
+        if !read_json::<EdgesDone>(&lay.edges_done(slot)).is_some_and(|d| d.hash == lay.work_hash) {
+            return Err(Error::Other(format!(
+                "dedup: the buckets step has not finished band {slot}; run `--step buckets` for every task first"
+            )));
+        }
+    }
+    let n = lay.total();
+    if n > u32::MAX as u64 {
+        return Err(Error::Other(format!("dedup: {n} documents exceed the 2^32 a single cluster step handles")));
+    }
+    // The accepted pairs (a pair found in several bands once) and their components.
+    let mut edges: Vec<(u32, u32)> = Vec::new();
+    for slot in 0..lay.slots {
+        let p = lay.edges(slot);
+        let mut r = BufReader::with_capacity(1 << 16, File::open(&p).map_err(|e| Error::io(&p, e))?);
+        let mut buf = [0u8; 16];
+        loop {
+            match r.read_exact(&mut buf) {
+                Ok(()) => {
+                    let a = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                    let b = u64::from_le_bytes(buf[8..].try_into().unwrap());
+                    if a >= n || b >= n {
+                        return Err(Error::Other(format!(
+                            "{}: pair ({a}, {b}) outside the {n} documents (stale work files?)",
+                            p.display()
+                        )));
+                    }
+                    edges.push((a.min(b) as u32, a.max(b) as u32));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+        }
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    let mut uf = UnionFind::new(n as usize);
+    for &(a, b) in &edges {
+        uf.union(a, b);
+    }
+    let prio = |source: &str| cfg.keep.source_priority.iter().position(|p| p == source).unwrap_or(cfg.keep.source_priority.len());
+
+    // Every document in a cluster, in keep-policy order (best first).
+    let mut members: Vec<Best> = Vec::new();
+    for s in 0..lay.shards.len() {
+        let mut mr = MetaReader::open(&lay.meta(s))?;
+        for g in lay.prefix[s]..lay.prefix[s + 1] {
+            let rec = mr.next_rec()?;
+            if uf.set_size(g as u32) >= 2 {
+                members.push(Best { prio: prio(&rec.source), rec, gidx: g });
+            }
+        }
+    }
+    members.sort_by(|a, b| {
+        if better(cfg, a, b) {
+            std::cmp::Ordering::Less
+        } else if better(cfg, b, a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+    let pos: HashMap<u32, u32> = members.iter().enumerate().map(|(i, m)| (m.gidx as u32, i as u32)).collect();
+    // For each member, its neighbours that come earlier in keep order (CSR by position).
+    let mut better_of: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
+    for &(a, b) in &edges {
+        let (pa, pb) = (pos[&a], pos[&b]);
+        let (worse, best) = if pa > pb { (pa, pb) } else { (pb, pa) };
+        better_of[worse as usize].push(best);
+    }
+    drop(edges);
+    // Decide in keep order. `centers`: a document is removed only in favour of a kept document
+    // it was directly matched with (or an exact twin's decision), so chains of distinct but
+    // similar documents (templated IPC descriptions) keep their distinct members.
+    // `components`: one kept document per union-find component (datatrove's rule).
+    let sigs = SigStore::new(lay);
+    let (mut sa, mut sb) = (Sketch::default(), Sketch::default());
+    let mut kept_by: Vec<u32> = vec![u32::MAX; members.len()]; // position of the kept doc; self if kept
+    let mut component_best: HashMap<u32, u32> = HashMap::new();
+    let mut twin: HashMap<(u32, u128), u32> = HashMap::new();
+    for i in 0..members.len() {
+        let root = uf.find(members[i].gidx as u32);
+        let first = *component_best.entry(root).or_insert(i as u32);
+        let decided = match cfg.clustering {
+            super::Clustering::Components => first,
+            super::Clustering::Centers => {
+                let t = if cfg.exact.enabled { twin.get(&(root, members[i].rec.exact)).copied() } else { None };
+                match t {
+                    Some(t) => kept_by[t as usize],
+                    None => match better_of[i].iter().copied().filter(|&b| kept_by[b as usize] == b).min() {
+                        Some(c) => c,
+                        None => {
+                            // Matched only documents that were removed themselves: their kept
+                            // documents are checked directly (LSH buckets link members to a few
+                            // heads, not to every member).
+                            let mut cands: Vec<u32> = better_of[i].iter().map(|&b| kept_by[b as usize]).collect();
+                            cands.sort_unstable();
+                            cands.dedup();
+                            let mut found = i as u32;
+                            for c in cands {
+                                if similarity(cfg, lay, &sigs, &members[i], &members[c as usize], &mut sa, &mut sb)? >= cfg.near.threshold {
+                                    found = c;
+                                    break;
+                                }
+                            }
+                            found
+                        }
+                    },
+                }
+            }
+        };
+        kept_by[i] = decided;
+        if cfg.exact.enabled {
+            twin.entry((root, members[i].rec.exact)).or_insert(i as u32);
+        }
+    }
+    drop(better_of);
+    drop(twin);
+    // gidx → (kept position, cluster id) of every removed document.
+    let mut removed_of: HashMap<u64, (u32, u64)> = HashMap::new();
+    for (i, m) in members.iter().enumerate() {
+        if kept_by[i] != i as u32 {
+            let root = uf.find(m.gidx as u32);
+            let cid = xxhash_rust::xxh3::xxh3_64(members[component_best[&root] as usize].rec.id.as_bytes());
+            removed_of.insert(m.gidx, (kept_by[i], cid));
+        }
+    }
+
+    // Removal lists per shard and the audit table, in input order.
+    let dup_path = cfg.output.join(DUPLICATES_FILE);
+    let mut dw = ShardWriter::create(&dup_path, duplicates_schema(), &cfg.writer)?;
+    let mut rows: Vec<DuplicateRow> = Vec::new();
+    let mut summary = ClusterSummary { hash: lay.cluster_hash.clone(), clusters: component_best.len() as u64, ..Default::default() };
+    std::fs::create_dir_all(lay.work.join("removed")).map_err(|e| Error::io(lay.work.join("removed"), e))?;
+    for s in 0..lay.shards.len() {
+        let mut removed: Vec<u8> = Vec::new();
+        for g in lay.prefix[s]..lay.prefix[s + 1] {
+            let Some(&(kp, cluster_id)) = removed_of.get(&g) else { continue };
+            let rec = &members[pos[&(g as u32)] as usize].rec;
+            let b = &members[kp as usize];
+            let kind = if cfg.exact.enabled && rec.exact == b.rec.exact { KIND_EXACT } else { KIND_NEAR };
+            let jaccard = if kind == KIND_EXACT || lay.k == 0 {
+                1.0
+            } else {
+                sigs.get(g, &mut sa)?;
+                sigs.get(b.gidx, &mut sb)?;
+                sa.similarity(&sb)
+            };
+            removed.extend_from_slice(&((g - lay.prefix[s]) as u32).to_le_bytes());
+            removed.push(kind);
+            *summary.removed.entry(rec.source.clone()).or_default().entry(kind_name(kind).into()).or_default() += 1;
+            rows.push(DuplicateRow {
+                removed_id: rec.id.clone(),
+                removed_source: rec.source.clone(),
+                kept_id: b.rec.id.clone(),
+                kept_source: b.rec.source.clone(),
+                cluster_id,
+                kind: kind_name(kind).into(),
+                jaccard,
+            });
+            if rows.len() >= cfg.writer.row_group_rows.max(1) {
+                dw.write(&duplicates_batch(&rows))?;
+                rows.clear();
+            }
+        }
+        write_atomic(&lay.removed(s), &removed)?;
+    }
+    if !rows.is_empty() {
+        dw.write(&duplicates_batch(&rows))?;
+    }
+    dw.finish()?;
+    write_json(&lay.cluster_done(), &summary)?;
+    tracing::info!("dedup: {} clusters, removed {:?}", summary.clusters, summary.removed);
+    Ok(summary)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 4: filter
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct FilterProgress {
+    hash: String,
+    /// Finished input shards: their output shard (None when every row was removed) and counts.
+    done: BTreeMap<usize, (Option<ShardInfo>, RunReport)>,
+}
+
+fn load_removed(lay: &Layout, s: usize) -> Result<Vec<(u64, u8)>> {
+    let p = lay.removed(s);
+    let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+    if b.len() % 5 != 0 {
+        return Err(Error::Other(format!("{}: truncated removal list", p.display())));
+    }
+    Ok(b.chunks_exact(5).map(|c| (u32::from_le_bytes(c[..4].try_into().unwrap()) as u64, c[4])).collect())
+}
+
+fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<RunReport> {
+    let summary = read_json::<ClusterSummary>(&lay.cluster_done())
+        .filter(|d| d.hash == lay.cluster_hash)
+        .ok_or_else(|| Error::Other("dedup: the cluster step has not finished; run `--step cluster` first".into()))?;
+    let out = task.output_dir(&cfg.output);
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let hash = lay.output_hash(cfg, task);
+    if let Some(r) = up_to_date(cfg, lay, task) {
+        return Ok(r);
+    }
+    let progress_path = out.join("progress.json");
+    let progress = match read_json::<FilterProgress>(&progress_path) {
+        Some(p)
+            if p.hash == hash
+                && p.done.iter().all(|(_, (info, _))| {
+                    info.as_ref().is_none_or(|i| std::fs::metadata(out.join(&i.file)).is_ok_and(|m| m.len() == i.bytes))
+                }) =>
+        {
+            p
+        }
+        _ => {
+            clean_output(&out)?;
+            FilterProgress { hash: hash.clone(), done: BTreeMap::new() }
+        }
+    };
+    let progress = Mutex::new(progress);
+    let mine: Vec<usize> = (0..lay.shards.len()).filter(|s| s % task.count == task.index).collect();
+    mine.par_iter().try_for_each(|&s| {
+        if progress.lock().unwrap().done.contains_key(&s) {
+            return Ok(());
+        }
+        let res = filter_shard(cfg, lay, s, &out)?;
+        let mut p = progress.lock().unwrap();
+        p.done.insert(s, res);
+        let bytes = serde_json::to_vec(&*p).expect("progress serializes");
+        write_atomic(&progress_path, &bytes)
+    })?;
+    let progress = progress.into_inner().unwrap();
+    let mut report = RunReport::new("dedup");
+    let mut shards = Vec::new();
+    for (_, (info, r)) in progress.done {
+        report.merge(&r);
+        shards.extend(info);
+    }
+    let mut manifest = Manifest {
+        kind: "documents".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        config_hash: hash,
+        shards,
+        info: Default::default(),
+        accounting: report.accounting(),
+    };
+    manifest.info.insert("task_index".into(), task.index.into());
+    manifest.info.insert("task_count".into(), task.count.into());
+    manifest.info.insert("input_shards".into(), mine.len().into());
+    manifest.info.insert("duplicates".into(), DUPLICATES_FILE.into());
+    manifest.info.insert("clusters".into(), summary.clusters.into());
+    manifest.save(&out)?;
+    write_json(&out.join("report.json"), &report)?;
+    let _ = std::fs::remove_file(&progress_path);
+    Ok(report)
+}
+
+/// Removes what an earlier run of the filter step left in `out` (only files it writes).
+fn clean_output(out: &Path) -> Result<()> {
+    for e in std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let ours = (name.starts_with("part-") && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp")))
+            || matches!(name.as_str(), "manifest.json" | "report.json" | "progress.json");
+        if ours {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
+fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result<(Option<ShardInfo>, RunReport)> {
+    let removed = load_removed(lay, s)?;
+    let path = &lay.shards[s];
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| shard_err(path, e))?;
+    let schema = builder.schema().clone();
+    let reader = builder.with_batch_size(cfg.read_batch_rows).build().map_err(|e| shard_err(path, e))?;
+    let out_path = out.join(format!("part-{s:05}.parquet"));
+    let mut writer: Option<ShardWriter> = None;
+    let mut report = RunReport::new("dedup");
+    let mut seen_sources: Vec<String> = Vec::new();
+    let mut row = 0u64;
+    let mut next = 0usize;
+    for batch in reader {
+        let batch = batch.map_err(|e| shard_err(path, e))?;
+        let (sources, texts) = (string_col(&batch, "source", path)?, string_col(&batch, "text", path)?);
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let r = row + i as u64;
+            let src = sources.value(i);
+            if !seen_sources.iter().any(|x| x == src) {
+                seen_sources.push(src.to_string());
+            }
+            let len = texts.value(i).len() as u64;
+            let st = report.source(src);
+            st.read += 1;
+            st.bytes_in += len;
+            if next < removed.len() && removed[next].0 == r {
+                *st.duplicates.entry(kind_name(removed[next].1).into()).or_default() += 1;
+                next += 1;
+                keep.push(false);
+            } else {
+                st.kept += 1;
+                st.bytes_out += len;
+                keep.push(true);
+            }
+        }
+        row += batch.num_rows() as u64;
+        let kept = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| shard_err(path, e))?;
+        if kept.num_rows() > 0 {
+            if writer.is_none() {
+                writer = Some(ShardWriter::create(&out_path, schema.clone(), &cfg.writer)?);
+            }
+            writer.as_mut().unwrap().write(&kept)?;
+        }
+    }
+    if next != removed.len() {
+        return Err(Error::Other(format!(
+            "{}: removal list names rows past the end of the shard (input changed since the cluster step?)",
+            path.display()
+        )));
+    }
+    for src in seen_sources {
+        report.source(&src).files += 1;
+    }
+    let info = match writer {
+        Some(w) => Some(w.finish()?),
+        None => None,
+    };
+    Ok((info, report))
+}

@@ -1,0 +1,217 @@
+//! The dedup stage end to end on document shards built from fixture texts.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use coretech::dedup::bench::{char_edits, load_fixture_texts, write_shards};
+use coretech::dedup::minhash::SplitMix64;
+use coretech::dedup::stage::{read_duplicates, Step, DUPLICATES_FILE};
+use coretech::dedup::{run, DedupConfig};
+use coretech::pipeline::TaskSplit;
+use coretech::shard::documents;
+use coretech::Document;
+use proptest::prelude::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data")
+}
+
+/// A small corpus: `n` fixture texts (patents, WuDao, IPC, EP) plus, for each, an edited copy.
+fn corpus(n: usize, seed: u64) -> Vec<Document> {
+    let texts = load_fixture_texts(&fixtures()).unwrap();
+    let mut rng = SplitMix64(seed);
+    let mut docs = Vec::new();
+    for t in texts.iter().step_by(texts.len() / n).take(n) {
+        let d = Document {
+            id: t.id.clone(),
+            source: t.source.clone(),
+            lang: t.lang.clone(),
+            date: "2020-01-01".into(),
+            text: t.text.clone(),
+            ..Default::default()
+        };
+        docs.push(Document {
+            id: format!("copy:{}", t.id),
+            source: "mirror".into(),
+            date: "2022-01-01".into(),
+            text: char_edits(&t.text, 0.005, &mut rng),
+            ..d.clone()
+        });
+        docs.push(d);
+    }
+    docs
+}
+
+fn kept_ids(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for f in documents::shard_files(dir).unwrap() {
+        for b in documents::read_shard(&f, 1000).unwrap() {
+            out.extend(b.unwrap().into_iter().map(|d| d.id));
+        }
+    }
+    out
+}
+
+fn run_on(docs: Vec<Document>, rows_per_shard: usize, threads: usize) -> (BTreeSet<String>, Vec<(String, String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_shards(&dir.path().join("in"), docs, rows_per_shard).unwrap();
+    let cfg = DedupConfig::new(dir.path().join("in"), dir.path().join("out"));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| run(&cfg, TaskSplit::default(), None)).unwrap();
+    let mut dups: Vec<(String, String, String)> =
+        read_duplicates(&cfg.output.join(DUPLICATES_FILE)).unwrap().into_iter().map(|r| (r.removed_id, r.kept_id, r.kind)).collect();
+    dups.sort();
+    (kept_ids(&cfg.output), dups)
+}
+
+#[test]
+fn exact_dedup_removes_identical_and_whitespace_copies_across_sources() {
+    let base = "本发明涉及一种专利文本处理方法。\n包括读取、清洗和去重三个步骤。 The method is fast.";
+    let docs = vec![
+        Document { id: "cnipa:CN1".into(), source: "cnipa".into(), text: base.into(), ..Default::default() },
+        Document { id: "wudao:7".into(), source: "wudao".into(), text: base.into(), ..Default::default() },
+        Document {
+            id: "epo:EP1".into(),
+            source: "epo".into(),
+            text: format!("  {}\n\n", base.replace(' ', "   ").replace('\n', "\r\n\t")),
+            ..Default::default()
+        },
+        Document {
+            id: "wudao:8".into(),
+            source: "wudao".into(),
+            text: "完全不同的一段新闻文本，讲的是天气和交通。".into(),
+            ..Default::default()
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    write_shards(&dir.path().join("in"), docs, 2).unwrap();
+    let mut cfg = DedupConfig::new(dir.path().join("in"), dir.path().join("out"));
+    cfg.near.enabled = false; // exact alone must catch these
+    let report = run(&cfg, TaskSplit::default(), None).unwrap();
+    assert_eq!(kept_ids(&cfg.output), BTreeSet::from(["cnipa:CN1".to_string(), "wudao:8".to_string()]));
+    let dups = read_duplicates(&cfg.output.join(DUPLICATES_FILE)).unwrap();
+    assert_eq!(dups.len(), 2);
+    assert!(dups.iter().all(|r| r.kind == "exact" && r.kept_id == "cnipa:CN1" && r.jaccard == 1.0), "{dups:?}");
+    // Accounting: read = kept + duplicates, per source and per kind.
+    let t = report.total();
+    assert_eq!((t.read, t.kept, t.accounted()), (4, 2, 4));
+    assert_eq!(report.sources["wudao"].duplicates["exact"], 1);
+    assert_eq!(report.sources["epo"].duplicates["exact"], 1);
+    let m = coretech::shard::Manifest::load(&cfg.output).unwrap();
+    assert_eq!(m.rows(), 2);
+    assert_eq!(m.accounting["sources"]["epo"]["duplicates"]["exact"], 1);
+}
+
+#[test]
+fn near_copies_are_removed_and_outputs_are_deterministic_and_resumable() {
+    let docs = corpus(40, 3);
+    let dir = tempfile::tempdir().unwrap();
+    write_shards(&dir.path().join("in"), docs.clone(), 25).unwrap();
+    let cfg = DedupConfig::new(dir.path().join("in"), dir.path().join("out"));
+    let r = run(&cfg, TaskSplit::default(), None).unwrap();
+    assert_eq!(r.total().read, 80);
+    let dups = read_duplicates(&cfg.output.join(DUPLICATES_FILE)).unwrap();
+    // Every 0.5 %-edited copy goes, in favour of its original (source priority beats `mirror`).
+    let removed: BTreeSet<&str> = dups.iter().map(|r| r.removed_id.as_str()).collect();
+    for d in docs.iter().filter(|d| d.source == "mirror") {
+        assert!(removed.contains(d.id.as_str()), "{} not removed", d.id);
+    }
+    for r in dups.iter().filter(|r| r.removed_id.starts_with("copy:")) {
+        assert_eq!(r.kept_id, r.removed_id.trim_start_matches("copy:"));
+        assert!(r.kind == "near" && r.jaccard >= 0.8, "{r:?}");
+    }
+    let bytes = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file() && e.file_name() != "report.json")
+            .map(|e| (e.file_name().to_string_lossy().to_string(), std::fs::read(e.path()).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = bytes(&cfg.output);
+    assert!(!cfg.work().exists(), "work files removed after a single-machine run");
+    // Same input and config: up to date, same bytes.
+    run(&cfg, TaskSplit::default(), None).unwrap();
+    assert_eq!(bytes(&cfg.output), first);
+    // The same build as a 2-task job array, step by step, gives the same shards and audit table.
+    let mut multi = cfg.clone();
+    multi.output = dir.path().join("multi");
+    for step in [Step::Signatures, Step::Buckets, Step::Cluster, Step::Filter] {
+        for i in 0..2 {
+            run(&multi, TaskSplit::new(i, 2).unwrap(), Some(step)).unwrap();
+        }
+    }
+    coretech::pipeline::merge::merge(&multi.output).unwrap();
+    assert_eq!(kept_ids(&multi.output), kept_ids(&cfg.output));
+    assert_eq!(std::fs::read(multi.output.join(DUPLICATES_FILE)).unwrap(), std::fs::read(cfg.output.join(DUPLICATES_FILE)).unwrap());
+    // Resume: a run killed during the filter step (one output shard and the manifest gone,
+    // work kept) finishes with the same bytes.
+    let mut keep = cfg.clone();
+    keep.output = dir.path().join("resume");
+    keep.keep_work = true;
+    run(&keep, TaskSplit::default(), None).unwrap();
+    let full = bytes(&keep.output);
+    std::fs::remove_file(keep.output.join("manifest.json")).unwrap();
+    std::fs::remove_file(keep.output.join("part-00001.parquet")).unwrap();
+    std::fs::remove_file(keep.work().join("edges/b03.done")).unwrap();
+    run(&keep, TaskSplit::default(), None).unwrap();
+    assert_eq!(bytes(&keep.output), full);
+}
+
+#[test]
+fn steps_out_of_order_and_bad_input_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DedupConfig::new(dir.path().join("missing"), dir.path().join("out"));
+    let e = run(&cfg, TaskSplit::default(), None).unwrap_err().to_string();
+    assert!(e.contains("missing"), "{e}");
+    write_shards(&dir.path().join("in"), corpus(4, 1), 4).unwrap();
+    let cfg = DedupConfig::new(dir.path().join("in"), dir.path().join("out"));
+    let e = run(&cfg, TaskSplit::new(0, 2).unwrap(), Some(Step::Buckets)).unwrap_err().to_string();
+    assert!(e.contains("signatures step has not finished"), "{e}");
+    let e = run(&cfg, TaskSplit::new(0, 2).unwrap(), None).unwrap_err().to_string();
+    assert!(e.contains("--step"), "{e}");
+    let e = run(&cfg, TaskSplit::default(), Some(Step::Filter)).unwrap_err().to_string();
+    assert!(e.contains("cluster step has not finished"), "{e}");
+    // A Parquet file that is not a document shard.
+    std::fs::write(dir.path().join("in/part-00009.parquet"), b"not parquet").unwrap();
+    std::fs::remove_file(dir.path().join("in/manifest.json")).unwrap();
+    let e = run(&cfg, TaskSplit::default(), None).unwrap_err().to_string();
+    assert!(e.contains("part-00009.parquet"), "{e}");
+    let mut bad = cfg.clone();
+    bad.near.verify_bins = 1000;
+    assert!(run(&bad, TaskSplit::default(), None).unwrap_err().to_string().contains("verify_bins"));
+}
+
+#[test]
+fn verify_sample_compares_estimates_with_exact_jaccard() {
+    let dir = tempfile::tempdir().unwrap();
+    write_shards(&dir.path().join("in"), corpus(30, 5), 100).unwrap();
+    let cfg = DedupConfig::new(dir.path().join("in"), dir.path().join("out"));
+    run(&cfg, TaskSplit::default(), None).unwrap();
+    let v = coretech::dedup::verify::verify_sample(&cfg, 10, 1).unwrap();
+    assert_eq!(v.pairs.len(), 10);
+    assert!(v.mae() < 0.05, "{}", v.table());
+    assert!(v.pairs.iter().all(|p| p.exact > 0.8), "{}", v.table());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    /// The kept set and the removals do not depend on the input order, the shard size or the
+    /// thread count.
+    #[test]
+    fn kept_set_is_independent_of_order_and_threads(seed in 0u64..1000, rows in 7usize..40, threads in 2usize..4) {
+        let docs = corpus(24, 11);
+        let (kept, dups) = run_on(docs.clone(), 50, 1);
+        let mut shuffled = docs;
+        let mut rng = SplitMix64(seed);
+        for i in (1..shuffled.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            shuffled.swap(i, j);
+        }
+        let (kept2, dups2) = run_on(shuffled, rows, threads);
+        prop_assert_eq!(kept, kept2);
+        prop_assert_eq!(dups, dups2);
+    }
+}
