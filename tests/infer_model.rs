@@ -50,8 +50,8 @@ fn chatml_prompt_ids_match_the_golden_ids() {
     let ids = chat_prompt(&ckpt, "一种基于深度学习的专利分类方法 H04L 29/06 hello world");
     // The user turn as PROVENANCE.md gives it (HF `tokenizers`), then "\n" (198).
     let user_turn = [
-        151644, 872, 198, 101053, 104210, 102217, 100134, 9370, 102311, 70538, 39907, 472, 15, 19, 43, 220, 17, 24, 14, 15, 21, 23811, 1879, 151645,
-        198,
+        151644, 872, 198, 101053, 104210, 102217, 100134, 9370, 102311, 70538, 39907, 472, 15, 19, 43, 220, 17, 24, 14, 15, 21, 23811,
+        1879, 151645, 198,
     ];
     // <|im_start|>system\n … <|im_end|>\n before it; <|im_start|>assistant\n after it
     // ("system" = 8948, "assistant" = 77091 in the Qwen2.5 vocabulary).
@@ -95,7 +95,15 @@ fn seeded_sampling_repeats_and_the_seed_matters() {
     let dir = tiny_checkpoint(&Tiny::default(), 3);
     let mut ckpt = load(dir.path());
     let prompt = chat_prompt(&ckpt, "hello");
-    let cfg = |seed| GenerationConfig { max_new_tokens: 32, temperature: 1.0, top_p: 0.95, top_k: 1000, repetition_penalty: 1.1, seed, ..Default::default() };
+    let cfg = |seed| GenerationConfig {
+        max_new_tokens: 32,
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: 1000,
+        repetition_penalty: 1.1,
+        seed,
+        ..Default::default()
+    };
     let a = generate(&mut ckpt, &prompt, &cfg(7), |_| Ok(())).unwrap();
     let b = generate(&mut ckpt, &prompt, &cfg(7), |_| Ok(())).unwrap();
     let c = generate(&mut ckpt, &prompt, &cfg(8), |_| Ok(())).unwrap();
@@ -144,7 +152,9 @@ fn prefill_reuses_a_cached_prefix_and_gives_the_full_forward_logits() {
     let first = chat_prompt(&ckpt, "第一个问题");
     ckpt.prefill(&first).unwrap();
     let mut second = first.clone();
-    second.extend(tokenizer::encode(&ckpt.tokenizer, "回答<|im_end|>\n<|im_start|>user\n第二个问题<|im_end|>\n<|im_start|>assistant\n").unwrap());
+    second.extend(
+        tokenizer::encode(&ckpt.tokenizer, "回答<|im_end|>\n<|im_start|>user\n第二个问题<|im_end|>\n<|im_start|>assistant\n").unwrap(),
+    );
     let (reused_logits, reused) = ckpt.prefill(&second).unwrap();
     assert_eq!(reused, first.len());
     assert_eq!(ckpt.cached_tokens(), &second[..]);
@@ -252,7 +262,8 @@ fn bad_generation_settings_are_refused() {
 #[test]
 fn broken_checkpoints_say_what_is_wrong() {
     let spec = Tiny::default();
-    let cases: Vec<(&str, Box<dyn Fn(&std::path::Path)>)> = vec![
+    type Breaker = Box<dyn Fn(&std::path::Path)>;
+    let cases: Vec<(&str, Breaker)> = vec![
         ("config.json", Box::new(|d| std::fs::remove_file(d.join("config.json")).unwrap())),
         ("config.json: EOF while parsing", Box::new(|d| std::fs::write(d.join("config.json"), "{\"hidden_size\": ").unwrap())),
         ("does not name Qwen2ForCausalLM", Box::new(|d| edit_config(d, "architectures", serde_json::json!(["LlamaForCausalLM"])))),
@@ -263,7 +274,10 @@ fn broken_checkpoints_say_what_is_wrong() {
         ("missing field `vocab_size`", Box::new(|d| remove_config(d, "vocab_size"))),
         ("but the model's vocab_size is 1000", Box::new(|d| edit_config(d, "vocab_size", serde_json::json!(1000)))),
         ("neither model.safetensors nor", Box::new(|d| std::fs::remove_file(d.join("model.safetensors")).unwrap())),
-        ("tie_word_embeddings is false but there is no lm_head.weight", Box::new(|d| edit_config(d, "tie_word_embeddings", serde_json::json!(false)))),
+        (
+            "tie_word_embeddings is false but there is no lm_head.weight",
+            Box::new(|d| edit_config(d, "tie_word_embeddings", serde_json::json!(false))),
+        ),
         ("shape mismatch", Box::new(|d| edit_config(d, "intermediate_size", serde_json::json!(48)))),
         ("tokenizer.json", Box::new(|d| std::fs::write(d.join("tokenizer.json"), "[]").unwrap())),
     ];

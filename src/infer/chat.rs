@@ -52,7 +52,13 @@ impl ChatSession {
 
 /// Reads questions line by line from `input` and streams answers to `out`; `/reset` starts a
 /// new conversation, `/exit`, `/quit` or end of input ends. Prompts and notes go to `note`.
-pub fn repl(ckpt: &mut Checkpoint, session: &mut ChatSession, input: impl BufRead, mut out: impl Write, mut note: impl Write) -> Result<()> {
+pub fn repl(
+    ckpt: &mut Checkpoint,
+    session: &mut ChatSession,
+    input: impl BufRead,
+    mut out: impl Write,
+    mut note: impl Write,
+) -> Result<()> {
     let io_err = |e| InferError::io("<terminal>", e);
     write!(note, "> ").and_then(|_| note.flush()).map_err(io_err)?;
     for line in input.lines() {

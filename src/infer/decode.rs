@@ -34,7 +34,10 @@ impl<'t> TextStream<'t> {
         if window.len() > released.len() && !window.ends_with('\u{FFFD}') {
             let new = window
                 .strip_prefix(released.as_str())
-                .ok_or_else(|| InferError::Tokenizer { origin: "stream".into(), message: format!("decoding of {:?} is not prefix-stable", &self.ids[self.prefix..]) })?
+                .ok_or_else(|| InferError::Tokenizer {
+                    origin: "stream".into(),
+                    message: format!("decoding of {:?} is not prefix-stable", &self.ids[self.prefix..]),
+                })?
                 .to_string();
             self.prefix = self.read;
             self.read = self.ids.len();

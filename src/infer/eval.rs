@@ -176,9 +176,8 @@ fn example(v: &Value, index: usize, line: Option<u64>) -> std::result::Result<Ev
 pub fn read_examples(path: &Path) -> Result<Vec<EvalExample>> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| InferError::io(path, e))?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        ReadError::new(Position::new(&file, Some(e.valid_up_to() as u64), None), "encoding", "not valid UTF-8")
-    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| ReadError::new(Position::new(&file, Some(e.valid_up_to() as u64), None), "encoding", "not valid UTF-8"))?;
     let start = text.len() - text.trim_start().len();
     match text[start..].chars().next() {
         None => Ok(Vec::new()),
@@ -188,7 +187,10 @@ pub fn read_examples(path: &Path) -> Result<Vec<EvalExample>> {
             values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| example(v, i, None).map_err(|m| ReadError::new(Position::new(&file, None, None), "shape", format!("record {i}: {m}")).into()))
+                .map(|(i, v)| {
+                    example(v, i, None)
+                        .map_err(|m| ReadError::new(Position::new(&file, None, None), "shape", format!("record {i}: {m}")).into())
+                })
                 .collect()
         }
         Some('{') => {
@@ -206,7 +208,12 @@ pub fn read_examples(path: &Path) -> Result<Vec<EvalExample>> {
             }
             Ok(out)
         }
-        Some(c) => Err(ReadError::new(Position::new(&file, Some(start as u64), None), "json", format!("starts with {c:?}, expected a JSON array or JSON lines")).into()),
+        Some(c) => Err(ReadError::new(
+            Position::new(&file, Some(start as u64), None),
+            "json",
+            format!("starts with {c:?}, expected a JSON array or JSON lines"),
+        )
+        .into()),
     }
 }
 
@@ -248,7 +255,12 @@ pub fn score_answer(ex: &EvalExample, generated: &str, tech_match_threshold: f64
 }
 
 /// Generates and scores each example in turn; `progress` sees each result as it is done.
-pub fn evaluate(ckpt: &mut Checkpoint, examples: &[EvalExample], cfg: &EvalConfig, mut progress: impl FnMut(&ExampleResult)) -> Result<Vec<ExampleResult>> {
+pub fn evaluate(
+    ckpt: &mut Checkpoint,
+    examples: &[EvalExample],
+    cfg: &EvalConfig,
+    mut progress: impl FnMut(&ExampleResult),
+) -> Result<Vec<ExampleResult>> {
     cfg.validate()?;
     let mut results = Vec::with_capacity(examples.len());
     for ex in examples {
@@ -382,7 +394,8 @@ impl EvalReport {
             let _ = writeln!(s, "{:<22}{:>8}{:>8}{:>8}{:>10}", "key tech (micro)", "P", "R", "F1", "macro-F1");
             let fuzzy = format!("fuzzy ≥ {}", self.config.tech_match_threshold);
             for (name, p, m) in [("exact", &t.exact, t.exact_macro_f1), (fuzzy.as_str(), &t.fuzzy, t.fuzzy_macro_f1)] {
-                let _ = writeln!(s, "  {:<20}{:>8}{:>8}{:>8}{:>10}", name, fmt_opt(p.precision), fmt_opt(p.recall), fmt_opt(p.f1), fmt_opt(m));
+                let _ =
+                    writeln!(s, "  {:<20}{:>8}{:>8}{:>8}{:>10}", name, fmt_opt(p.precision), fmt_opt(p.recall), fmt_opt(p.f1), fmt_opt(m));
             }
         }
         s

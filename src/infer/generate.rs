@@ -34,7 +34,15 @@ pub struct GenerationConfig {
 
 impl Default for GenerationConfig {
     fn default() -> Self {
-        GenerationConfig { max_new_tokens: 512, temperature: 0.0, top_p: 1.0, top_k: 0, repetition_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+        GenerationConfig {
+            max_new_tokens: 512,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            repetition_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -125,7 +133,7 @@ pub fn generate(
     let mut context: Vec<u32> = prompt.to_vec();
     let mut tokens = Vec::new();
     let mut text = String::new();
-    let mut logits = ckpt.prefill(prompt)?;
+    let (mut logits, _reused) = ckpt.prefill(prompt)?;
     let (stop, stop_token) = loop {
         if cfg.repetition_penalty != 1.0 {
             let recent = &context[context.len().saturating_sub(cfg.repeat_last_n)..];

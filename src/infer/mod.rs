@@ -98,5 +98,5 @@ impl InferError {
 pub type Result<T, E = InferError> = std::result::Result<T, E>;
 
 pub use chatml::{Message, Role, DEFAULT_SYSTEM_PROMPT};
-pub use generate::{GenerationConfig, Generation, StopReason};
+pub use generate::{Generation, GenerationConfig, StopReason};
 pub use model::{Checkpoint, DTypeChoice, LoadOptions};

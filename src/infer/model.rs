@@ -226,7 +226,11 @@ impl HfConfig {
             }
         }
         if self.num_attention_heads % self.kv_heads() != 0 {
-            return Err(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_attention_heads, self.kv_heads()));
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads,
+                self.kv_heads()
+            ));
         }
         if self.use_sliding_window {
             return Err("use_sliding_window = true is not supported".into());
@@ -242,7 +246,8 @@ impl HfConfig {
     }
 
     fn activation(&self) -> std::result::Result<candle_nn::Activation, String> {
-        serde_json::from_value(serde_json::Value::String(self.hidden_act.clone())).map_err(|_| format!("unsupported hidden_act {:?}", self.hidden_act))
+        serde_json::from_value(serde_json::Value::String(self.hidden_act.clone()))
+            .map_err(|_| format!("unsupported hidden_act {:?}", self.hidden_act))
     }
 
     fn eos_ids(&self) -> Vec<u32> {
@@ -266,10 +271,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| InferError::io(&index, e))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| InferError::checkpoint(&index, e.to_string()))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| InferError::checkpoint(&index, "no \"weight_map\" object"))?;
+        let map =
+            v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| InferError::checkpoint(&index, "no \"weight_map\" object"))?;
         let mut files: Vec<String> = Vec::new();
         for (name, file) in map {
             let file = file.as_str().ok_or_else(|| InferError::checkpoint(&index, format!("weight_map[{name:?}] is not a file name")))?;
@@ -361,7 +364,10 @@ impl Checkpoint {
             let emb = vb.get(head_shape, "model.embed_tokens.weight").map_err(werr)?;
             let diff = (head - emb)?.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if diff != 0.0 {
-                return Err(InferError::checkpoint(dir, format!("tie_word_embeddings is true but lm_head.weight differs from the embedding (max |diff| {diff})")));
+                return Err(InferError::checkpoint(
+                    dir,
+                    format!("tie_word_embeddings is true but lm_head.weight differs from the embedding (max |diff| {diff})"),
+                ));
             }
         }
         let act = config.activation().map_err(|m| InferError::checkpoint(dir.join("config.json"), m))?;
@@ -384,7 +390,17 @@ impl Checkpoint {
             hidden_act: act,
         };
         let model = qwen2::ModelForCausalLM::new(&cfg, vb).map_err(werr)?;
-        Ok(Checkpoint { dir: dir.to_path_buf(), config, tokenizer: Arc::new(tokenizer), tokenizer_origin, stop_ids, dtype, device: opts.device.clone(), model, cached: Vec::new() })
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer: Arc::new(tokenizer),
+            tokenizer_origin,
+            stop_ids,
+            dtype,
+            device: opts.device.clone(),
+            model,
+            cached: Vec::new(),
+        })
     }
 
     /// Positions the model can attend over (`max_position_embeddings`).
@@ -431,17 +447,18 @@ impl Checkpoint {
         self.step(ids)
     }
 
-    /// Brings the cache to `prompt` and returns the next-token logits. The cache is reused when
-    /// it holds a strict prefix of `prompt`; the remainder is then run at its offset. candle's
-    /// causal mask for several new tokens after cached ones is built in f32 and cannot be joined
-    /// to a half-precision one, so in bf16/f16 that case recomputes from scratch.
-    pub fn prefill(&mut self, prompt: &[u32]) -> Result<Tensor> {
+    /// Brings the cache to `prompt` and returns the next-token logits and how many prompt
+    /// tokens came from the cache. The cache is reused when it holds a strict prefix of
+    /// `prompt`; the remainder is then run at its offset. candle's causal mask for several new
+    /// tokens after cached ones is built in f32 and cannot be joined to a half-precision one,
+    /// so in bf16/f16 that case recomputes from scratch.
+    pub fn prefill(&mut self, prompt: &[u32]) -> Result<(Tensor, usize)> {
         let n = self.cached.len();
         let reusable = n > 0 && n < prompt.len() && prompt[..n] == self.cached[..] && (self.dtype == DType::F32 || prompt.len() - n == 1);
         if reusable {
-            self.step(&prompt[n..])
+            Ok((self.step(&prompt[n..])?, n))
         } else {
-            self.forward_full(prompt)
+            Ok((self.forward_full(prompt)?, 0))
         }
     }
 }

@@ -174,9 +174,9 @@ pub struct LevelScore {
     /// The level.
     pub level: Level,
     /// Generated codes cut to the level, sorted.
-    pub generated: Vec<String>,
+    pub generated_set: Vec<String>,
     /// Reference codes cut to the level, sorted.
-    pub reference: Vec<String>,
+    pub reference_set: Vec<String>,
     /// Their comparison.
     #[serde(flatten)]
     pub prf: Prf,
@@ -207,10 +207,14 @@ pub fn score_ipc(generated: &str, reference: &str) -> IpcScore {
             let gs = level_set(&g, level);
             let rs = level_set(&r, level);
             let counts = Counts { tp: gs.intersection(&rs).count(), generated: gs.len(), reference: rs.len() };
-            LevelScore { level, generated: gs.into_iter().collect(), reference: rs.into_iter().collect(), prf: counts.scored() }
+            LevelScore { level, generated_set: gs.into_iter().collect(), reference_set: rs.into_iter().collect(), prf: counts.scored() }
         })
         .collect();
-    IpcScore { generated_codes: g.iter().map(|s| s.to_string()).collect(), reference_codes: r.iter().map(|s| s.to_string()).collect(), levels }
+    IpcScore {
+        generated_codes: g.iter().map(|s| s.to_string()).collect(),
+        reference_codes: r.iter().map(|s| s.to_string()).collect(),
+        levels,
+    }
 }
 
 /// One level of the IPC aggregate.
@@ -245,9 +249,9 @@ pub fn summarize_ipc<'a>(scores: impl IntoIterator<Item = &'a IpcScore>) -> Vec<
                     f1_sum += f;
                     f1_n += 1;
                 }
-                if !l.reference.is_empty() {
+                if !l.reference_set.is_empty() {
                     with_ref += 1;
-                    exact += usize::from(l.generated == l.reference);
+                    exact += usize::from(l.generated_set == l.reference_set);
                 }
             }
             LevelSummary {
@@ -490,7 +494,11 @@ mod tests {
 
     #[test]
     fn things_that_only_look_like_codes_are_not_codes() {
-        assert!(codes("NVIDIA H100 and A100, B2B, A4 paper, CMOS, h04l, G06FX, XG06F, H04L29").is_empty(), "{:?}", codes("NVIDIA H100 and A100, B2B, A4 paper, CMOS, h04l, G06FX, XG06F, H04L29"));
+        assert!(
+            codes("NVIDIA H100 and A100, B2B, A4 paper, CMOS, h04l, G06FX, XG06F, H04L29").is_empty(),
+            "{:?}",
+            codes("NVIDIA H100 and A100, B2B, A4 paper, CMOS, h04l, G06FX, XG06F, H04L29")
+        );
     }
 
     #[test]
@@ -511,7 +519,8 @@ mod tests {
         // subclass G={A61B,G06F,G06K}, R={G06F,G06N,H04L} → tp 1, P 1/3, R 1/3
         // group:   G={A61B 5/00, G06F 16/00}, R={G06F 16/00, H04L 12/00} → tp 1, P 1/2, R 1/2
         let s = score_ipc("建议：G06F 16/30、G06K、A61B5/00", "1. **G06F16/00**\n2. **G06N**\n3. **H04L12/00**");
-        let got: Vec<(usize, usize, usize)> = s.levels.iter().map(|l| (l.prf.counts.tp, l.prf.counts.generated, l.prf.counts.reference)).collect();
+        let got: Vec<(usize, usize, usize)> =
+            s.levels.iter().map(|l| (l.prf.counts.tp, l.prf.counts.generated, l.prf.counts.reference)).collect();
         assert_eq!(got, [(1, 2, 2), (1, 2, 2), (1, 3, 3), (1, 2, 2)]);
         assert!(close(s.levels[2].prf.precision, 1.0 / 3.0));
         assert!(close(s.levels[3].prf.f1, 0.5));
@@ -543,7 +552,8 @@ mod tests {
         assert_eq!(sum[3].exact_match, None);
     }
 
-    const TECH_ANSWER: &str = "人工智能领域是指……\n\n其核心技术主要包括：\n\n1. **人工智能硬件平台**\n   - **技术简介**：算力。\n   - **应用场景**：训练。\n\n\
+    const TECH_ANSWER: &str =
+        "人工智能领域是指……\n\n其核心技术主要包括：\n\n1. **人工智能硬件平台**\n   - **技术简介**：算力。\n   - **应用场景**：训练。\n\n\
                                2. **人工智能通用技术**\n   - **技术简介**：机器学习。\n\n3. 人工智能关键技术：自然语言处理等。\n";
 
     #[test]

@@ -58,8 +58,8 @@ mod tests {
         let ids = encode(&tok, "<|im_start|>user\n一种基于深度学习的专利分类方法 H04L 29/06 hello world<|im_end|>").unwrap();
         // From fixtures/tokenizers/qwen2.5/PROVENANCE.md (HF `tokenizers`).
         let want = [
-            151644, 872, 198, 101053, 104210, 102217, 100134, 9370, 102311, 70538, 39907, 472, 15, 19, 43, 220, 17, 24, 14, 15, 21, 23811, 1879,
-            151645,
+            151644, 872, 198, 101053, 104210, 102217, 100134, 9370, 102311, 70538, 39907, 472, 15, 19, 43, 220, 17, 24, 14, 15, 21, 23811,
+            1879, 151645,
         ];
         assert_eq!(ids, want);
         assert_eq!(tok.get_vocab_size(true), 151_665);

@@ -114,9 +114,17 @@ impl Tiny {
         let (mut a, mut b) = (HashMap::new(), HashMap::new());
         let mut map = serde_json::Map::new();
         for (name, t) in all {
-            let file = if name.starts_with("model.layers.0.") || name == "model.embed_tokens.weight" { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" };
+            let file = if name.starts_with("model.layers.0.") || name == "model.embed_tokens.weight" {
+                "model-00001-of-00002.safetensors"
+            } else {
+                "model-00002-of-00002.safetensors"
+            };
             map.insert(name.clone(), file.into());
-            if file.starts_with("model-00001") { a.insert(name, t) } else { b.insert(name, t) };
+            if file.starts_with("model-00001") {
+                a.insert(name, t)
+            } else {
+                b.insert(name, t)
+            };
         }
         candle_core::safetensors::save(&a, dir.join("model-00001-of-00002.safetensors")).unwrap();
         candle_core::safetensors::save(&b, dir.join("model-00002-of-00002.safetensors")).unwrap();
