@@ -1,11 +1,14 @@
 //! The `coretech` command line: parses arguments and calls the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+
 use coretech::config::PipelineConfig;
+use coretech::infer;
 use coretech::pipeline::{self, RunOptions, TaskSplit};
 
 #[derive(Parser)]
@@ -80,6 +83,45 @@ enum Cmd {
         /// Output directory holding task-* subdirectories.
         dir: PathBuf,
     },
+    /// Chat with a checkpoint (ChatML, streamed): one answer with --prompt, else a REPL on
+    /// stdin (`/reset` starts over, `/exit` or end of input quits).
+    Chat {
+        /// Checkpoint directory (HF layout: config.json, model.safetensors[.index.json]).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// System prompt (default: the Qwen2.5 template's).
+        #[arg(long)]
+        system: Option<String>,
+        /// Ask this one question and exit.
+        #[arg(long)]
+        prompt: Option<String>,
+        #[command(flatten)]
+        gen: GenArgs,
+    },
+    /// Answer an SFT test split with a checkpoint and score it: IPC codes per level, key
+    /// technologies; prints a summary and optionally writes a JSON report.
+    Eval {
+        /// Checkpoint directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Alpaca JSONL or JSON test split.
+        #[arg(long)]
+        sft_test: PathBuf,
+        /// Evaluate only the first N examples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Write the JSON report (per example and aggregate) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// System prompt for every example (default: the record's, else the template's).
+        #[arg(long)]
+        system: Option<String>,
+        /// Least character-bigram Dice similarity of a fuzzy key-technology match.
+        #[arg(long, default_value_t = 0.5)]
+        tech_threshold: f64,
+        #[command(flatten)]
+        gen: GenArgs,
+    },
     /// Show a shard file or directory: schema, row counts, sample rows, per-source stats.
     Inspect {
         /// A `.parquet` shard or a shard directory.
@@ -136,6 +178,65 @@ enum BenchCmd {
 
 fn dedup_config(config: &PathBuf) -> anyhow::Result<coretech::dedup::DedupConfig> {
     load(config)?.dedup.with_context(|| format!("{}: no [dedup] section", config.display()))
+}
+
+/// Model placement and decoding settings of `chat` and `eval` (greedy unless --temperature > 0).
+#[derive(Args, Clone)]
+struct GenArgs {
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 = greedy. Qwen2.5-Instruct's own defaults are 0.7 with
+    /// --top-p 0.8 --top-k 20 --repetition-penalty 1.05.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Sample among the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Penalty on tokens among the last 64 of the context (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// auto (the checkpoint's dtype on CUDA, f32 on CPU), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+}
+
+impl GenArgs {
+    fn generation(&self) -> infer::GenerationConfig {
+        infer::GenerationConfig {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+
+    fn load(&self, dir: &std::path::Path) -> anyhow::Result<infer::Checkpoint> {
+        self.generation().validate()?;
+        let opts = infer::LoadOptions { device: infer::model::parse_device(&self.device)?, dtype: self.dtype.parse()? };
+        let ckpt = infer::Checkpoint::load(dir, &opts)?;
+        eprintln!(
+            "loaded {} ({} layers, hidden {}, {:?}), tokenizer: {}",
+            dir.display(),
+            ckpt.config.num_hidden_layers,
+            ckpt.config.hidden_size,
+            ckpt.dtype,
+            ckpt.tokenizer_origin
+        );
+        Ok(ckpt)
+    }
 }
 
 fn main() -> ExitCode {
@@ -198,6 +299,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Merge { dir } => {
             let m = pipeline::merge::merge(&dir)?;
             println!("{}: {} shards, {} rows", dir.display(), m.shards.len(), m.rows());
+        }
+        Cmd::Chat { checkpoint, system, prompt, gen } => {
+            let mut ckpt = gen.load(&checkpoint)?;
+            let mut session = infer::chat::ChatSession::new(system, gen.generation());
+            match prompt {
+                Some(p) => {
+                    let mut out = std::io::stdout().lock();
+                    let answer = session.ask(&mut ckpt, &p, |t| {
+                        out.write_all(t.as_bytes())?;
+                        out.flush()
+                    })?;
+                    writeln!(out)?;
+                    if answer.stop != infer::StopReason::StopToken {
+                        eprintln!("(stopped: {:?} after {} tokens)", answer.stop, answer.tokens.len());
+                    }
+                }
+                None => infer::chat::repl(&mut ckpt, &mut session, std::io::stdin().lock(), std::io::stdout(), std::io::stderr())?,
+            }
+        }
+        Cmd::Eval { checkpoint, sft_test, limit, report, system, tech_threshold, gen } => {
+            let cfg = infer::eval::EvalConfig { generation: gen.generation(), system, limit, tech_match_threshold: tech_threshold };
+            cfg.validate()?;
+            let mut ckpt = gen.load(&checkpoint)?;
+            let started = std::time::Instant::now();
+            let rep = infer::eval::run(&mut ckpt, &sft_test, &cfg, |r| {
+                eprintln!("[{}] {:?}: {} tokens, {:?}", r.index, r.task, r.generated_tokens, r.stop);
+            })?;
+            let secs = started.elapsed().as_secs_f64();
+            print!("{}", rep.summary());
+            println!("{:.1} s, {:.1} generated tokens/s", secs, rep.aggregate.generated_tokens as f64 / secs.max(1e-9));
+            if let Some(path) = report {
+                rep.write(&path)?;
+                println!("report: {}", path.display());
+            }
         }
         Cmd::Inspect { path, rows } => {
             print!("{}", coretech::inspect::inspect(&path, rows)?);

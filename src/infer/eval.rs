@@ -1,0 +1,545 @@
+//! `coretech eval`: answers the questions of an SFT test split with a checkpoint and scores
+//! them against the reference answers ([`super::score`] defines the measures).
+//!
+//! The split is alpaca JSONL or a JSON array of alpaca records: `instruction`, `input`
+//! (optional), `output`, and optionally `system`, `history` (`[[question, answer], …]`) and
+//! `task_type`. The question is `instruction`, followed by a newline and `input` when `input`
+//! is not empty (as LLaMA-Factory builds it); the reference is `output`. The prompt is the
+//! ChatML rendering of system (the `--system` override, else the record's, else the template
+//! default), history and question.
+//!
+//! Task: `task_type` `IPC`/`IPC_TASK` → IPC, `tech`/`key_tech`/`TECH_TASK` → key technologies
+//! (case-insensitive); any other value is an error. Without `task_type` the task is inferred:
+//! IPC when the reference answer contains an IPC code (as [`super::score::extract_ipc_codes`]
+//! finds them) or the question mentions `IPC` or `分类号`, else key technologies.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::chatml::{self, Message, Role};
+use super::generate::{generate, GenerationConfig, StopReason};
+use super::model::Checkpoint;
+use super::score::{self, IpcScore, LevelSummary, TechScore, TechSummary};
+use super::{tokenizer, InferError, Result};
+use crate::error::{Position, ReadError};
+
+/// Evaluation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Generation settings (greedy by default, so a report is reproducible).
+    pub generation: GenerationConfig,
+    /// System prompt for every example; unset uses each record's `system`, else the template
+    /// default.
+    pub system: Option<String>,
+    /// Evaluate only the first N examples of the file.
+    pub limit: Option<usize>,
+    /// Least character-bigram Dice similarity for a fuzzy key-technology match, in (0, 1].
+    pub tech_match_threshold: f64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { generation: GenerationConfig::default(), system: None, limit: None, tech_match_threshold: 0.5 }
+    }
+}
+
+impl EvalConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        self.generation.validate()?;
+        if !(self.tech_match_threshold > 0.0 && self.tech_match_threshold <= 1.0) {
+            return Err(InferError::config("tech-threshold", format!("{} is not in (0, 1]", self.tech_match_threshold)));
+        }
+        Ok(())
+    }
+}
+
+/// Which answer format an example asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// A list of IPC codes.
+    Ipc,
+    /// A list of key technologies.
+    Tech,
+}
+
+/// One question of a test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalExample {
+    /// 0-based record number in the file.
+    pub index: usize,
+    /// 1-based line (JSONL).
+    pub line: Option<u64>,
+    /// The task.
+    pub task: Task,
+    /// True when the file gave no `task_type` and the task was inferred.
+    pub task_inferred: bool,
+    /// The record's system prompt.
+    pub system: Option<String>,
+    /// Earlier (question, answer) turns.
+    pub history: Vec<(String, String)>,
+    /// The question.
+    pub question: String,
+    /// The reference answer.
+    pub reference: String,
+}
+
+impl EvalExample {
+    /// The conversation to answer; `system` overrides the record's.
+    pub fn messages(&self, system: Option<&str>) -> Vec<Message> {
+        let mut msgs = Vec::new();
+        if let Some(s) = system.or(self.system.as_deref()) {
+            msgs.push(Message::new(Role::System, s));
+        }
+        for (q, a) in &self.history {
+            msgs.push(Message::new(Role::User, q.clone()));
+            msgs.push(Message::new(Role::Assistant, a.clone()));
+        }
+        msgs.push(Message::new(Role::User, self.question.clone()));
+        msgs
+    }
+}
+
+fn task_named(name: &str) -> Option<Task> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "ipc" | "ipc_task" => Some(Task::Ipc),
+        "tech" | "key_tech" | "tech_task" | "keytech" => Some(Task::Tech),
+        _ => None,
+    }
+}
+
+/// The task of an example without `task_type` (rule in the module doc).
+pub fn infer_task(question: &str, reference: &str) -> Task {
+    let q = question.to_ascii_uppercase();
+    if !score::extract_ipc_codes(reference).is_empty() || q.contains("IPC") || question.contains("分类号") {
+        Task::Ipc
+    } else {
+        Task::Tech
+    }
+}
+
+fn string_field(obj: &serde_json::Map<String, Value>, key: &str, required: bool) -> std::result::Result<Option<String>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(format!("missing \"{key}\"")),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("\"{key}\" is {}, not a string", kind_of(other))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One alpaca record → an example.
+fn example(v: &Value, index: usize, line: Option<u64>) -> std::result::Result<EvalExample, String> {
+    let obj = v.as_object().ok_or_else(|| format!("record is {}, not an object", kind_of(v)))?;
+    let instruction = string_field(obj, "instruction", true)?.unwrap_or_default();
+    let input = string_field(obj, "input", false)?.unwrap_or_default();
+    let reference = string_field(obj, "output", true)?.unwrap_or_default();
+    let system = string_field(obj, "system", false)?;
+    let mut history = Vec::new();
+    match obj.get("history") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(turns)) => {
+            for (i, t) in turns.iter().enumerate() {
+                match t.as_array().map(|a| a.as_slice()) {
+                    Some([Value::String(q), Value::String(a)]) => history.push((q.clone(), a.clone())),
+                    _ => return Err(format!("history[{i}] is not a [question, answer] pair of strings")),
+                }
+            }
+        }
+        Some(other) => return Err(format!("\"history\" is {}, not an array", kind_of(other))),
+    }
+    let question = if input.is_empty() { instruction } else { format!("{instruction}\n{input}") };
+    let (task, task_inferred) = match string_field(obj, "task_type", false)? {
+        Some(t) => (task_named(&t).ok_or_else(|| format!("unknown task_type {t:?} (expected IPC, tech or key_tech)"))?, false),
+        None => (infer_task(&question, &reference), true),
+    };
+    Ok(EvalExample { index, line, task, task_inferred, system, history, question, reference })
+}
+
+/// Reads a test split (alpaca JSONL or a JSON array, told apart by the first character).
+pub fn read_examples(path: &Path) -> Result<Vec<EvalExample>> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| InferError::io(path, e))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| ReadError::new(Position::new(&file, Some(e.valid_up_to() as u64), None), "encoding", "not valid UTF-8"))?;
+    let start = text.len() - text.trim_start().len();
+    match text[start..].chars().next() {
+        None => Ok(Vec::new()),
+        Some('[') => {
+            let values: Vec<Value> = serde_json::from_str(text)
+                .map_err(|e| ReadError::new(Position::new(&file, None, Some(e.line() as u64)), "json", format!("{e}")))?;
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    example(v, i, None)
+                        .map_err(|m| ReadError::new(Position::new(&file, None, None), "shape", format!("record {i}: {m}")).into())
+                })
+                .collect()
+        }
+        Some('{') => {
+            let mut out = Vec::new();
+            let mut offset = 0u64;
+            for (n, raw) in text.split_inclusive('\n').enumerate() {
+                let pos = Position::new(&file, Some(offset), Some(n as u64 + 1));
+                offset += raw.len() as u64;
+                let line = raw.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(line).map_err(|e| ReadError::new(pos.clone(), "json", e.to_string()))?;
+                out.push(example(&v, out.len(), pos.line).map_err(|m| ReadError::new(pos, "shape", m))?);
+            }
+            Ok(out)
+        }
+        Some(c) => Err(ReadError::new(
+            Position::new(&file, Some(start as u64), None),
+            "json",
+            format!("starts with {c:?}, expected a JSON array or JSON lines"),
+        )
+        .into()),
+    }
+}
+
+/// One evaluated example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExampleResult {
+    /// 0-based record number in the file.
+    pub index: usize,
+    /// 1-based line (JSONL).
+    pub line: Option<u64>,
+    /// The task.
+    pub task: Task,
+    /// True when the task was inferred.
+    pub task_inferred: bool,
+    /// The question.
+    pub question: String,
+    /// The reference answer.
+    pub reference: String,
+    /// The generated answer.
+    pub generated: String,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub generated_tokens: usize,
+    /// Why generation ended.
+    pub stop: StopReason,
+    /// IPC scores (IPC examples).
+    pub ipc: Option<IpcScore>,
+    /// Key-technology scores (tech examples).
+    pub tech: Option<TechScore>,
+}
+
+/// Scores `generated` for `ex`'s task.
+pub fn score_answer(ex: &EvalExample, generated: &str, tech_match_threshold: f64) -> (Option<IpcScore>, Option<TechScore>) {
+    match ex.task {
+        Task::Ipc => (Some(score::score_ipc(generated, &ex.reference)), None),
+        Task::Tech => (None, Some(score::score_tech(generated, &ex.reference, tech_match_threshold))),
+    }
+}
+
+/// Generates and scores each example in turn; `progress` sees each result as it is done.
+pub fn evaluate(
+    ckpt: &mut Checkpoint,
+    examples: &[EvalExample],
+    cfg: &EvalConfig,
+    mut progress: impl FnMut(&ExampleResult),
+) -> Result<Vec<ExampleResult>> {
+    cfg.validate()?;
+    let mut results = Vec::with_capacity(examples.len());
+    for ex in examples {
+        let prompt = chatml::render(&ex.messages(cfg.system.as_deref()), true);
+        let ids = tokenizer::encode(&ckpt.tokenizer, &prompt)?;
+        let gen = generate(ckpt, &ids, &cfg.generation, |_| Ok(()))?;
+        let (ipc, tech) = score_answer(ex, &gen.text, cfg.tech_match_threshold);
+        let r = ExampleResult {
+            index: ex.index,
+            line: ex.line,
+            task: ex.task,
+            task_inferred: ex.task_inferred,
+            question: ex.question.clone(),
+            reference: ex.reference.clone(),
+            generated: gen.text,
+            prompt_tokens: gen.prompt_tokens,
+            generated_tokens: gen.tokens.len(),
+            stop: gen.stop,
+            ipc,
+            tech,
+        };
+        progress(&r);
+        results.push(r);
+    }
+    Ok(results)
+}
+
+/// Scores over all examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Examples evaluated.
+    pub examples: usize,
+    /// IPC examples.
+    pub ipc_examples: usize,
+    /// Key-technology examples.
+    pub tech_examples: usize,
+    /// IPC scores per level (empty without IPC examples).
+    pub ipc: Vec<LevelSummary>,
+    /// Key-technology scores (absent without tech examples).
+    pub tech: Option<TechSummary>,
+    /// Tokens generated in all.
+    pub generated_tokens: usize,
+    /// Answers cut by `max_new_tokens` or the context length.
+    pub truncated_answers: usize,
+}
+
+/// Aggregates results.
+pub fn aggregate(results: &[ExampleResult]) -> Aggregate {
+    let ipc: Vec<&IpcScore> = results.iter().filter_map(|r| r.ipc.as_ref()).collect();
+    let tech: Vec<&TechScore> = results.iter().filter_map(|r| r.tech.as_ref()).collect();
+    Aggregate {
+        examples: results.len(),
+        ipc_examples: ipc.len(),
+        tech_examples: tech.len(),
+        ipc: if ipc.is_empty() { Vec::new() } else { score::summarize_ipc(ipc.iter().copied()) },
+        tech: (!tech.is_empty()).then(|| score::summarize_tech(tech.iter().copied())),
+        generated_tokens: results.iter().map(|r| r.generated_tokens).sum(),
+        truncated_answers: results.iter().filter(|r| r.stop != StopReason::StopToken).count(),
+    }
+}
+
+/// The JSON report of `coretech eval`. It holds no timings, so the same checkpoint, split and
+/// settings give the same bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The checkpoint directory.
+    pub checkpoint: PathBuf,
+    /// The test split.
+    pub sft_test: PathBuf,
+    /// Where the tokenizer came from.
+    pub tokenizer: String,
+    /// Compute dtype.
+    pub dtype: String,
+    /// The settings.
+    pub config: EvalConfig,
+    /// Examples in the file.
+    pub examples_in_file: usize,
+    /// Scores over all evaluated examples.
+    pub aggregate: Aggregate,
+    /// Per-example results.
+    pub examples: Vec<ExampleResult>,
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
+}
+
+impl EvalReport {
+    /// Writes the report as pretty JSON, atomically (temporary file, then rename).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| InferError::io(path, std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| InferError::io(&tmp, e))?;
+        f.write_all(&json).and_then(|_| f.write_all(b"\n")).and_then(|_| f.sync_all()).map_err(|e| InferError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| InferError::io(path, e))
+    }
+
+    /// A printable summary table.
+    pub fn summary(&self) -> String {
+        let a = &self.aggregate;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "eval {} on {}: {} of {} examples ({} IPC, {} tech), {} tokens generated, {} answers cut short",
+            self.checkpoint.display(),
+            self.sft_test.display(),
+            a.examples,
+            self.examples_in_file,
+            a.ipc_examples,
+            a.tech_examples,
+            a.generated_tokens,
+            a.truncated_answers
+        );
+        if !a.ipc.is_empty() {
+            let _ = writeln!(s, "{:<22}{:>8}{:>8}{:>8}{:>10}{:>8}{:>6}", "IPC (micro)", "P", "R", "F1", "macro-F1", "exact", "n");
+            for l in &a.ipc {
+                let _ = writeln!(
+                    s,
+                    "  {:<20}{:>8}{:>8}{:>8}{:>10}{:>8}{:>6}",
+                    l.level.name(),
+                    fmt_opt(l.micro.precision),
+                    fmt_opt(l.micro.recall),
+                    fmt_opt(l.micro.f1),
+                    fmt_opt(l.macro_f1),
+                    fmt_opt(l.exact_match),
+                    l.examples_with_reference
+                );
+            }
+        }
+        if let Some(t) = &a.tech {
+            let _ = writeln!(s, "{:<22}{:>8}{:>8}{:>8}{:>10}", "key tech (micro)", "P", "R", "F1", "macro-F1");
+            let fuzzy = format!("fuzzy ≥ {}", self.config.tech_match_threshold);
+            for (name, p, m) in [("exact", &t.exact, t.exact_macro_f1), (fuzzy.as_str(), &t.fuzzy, t.fuzzy_macro_f1)] {
+                let _ =
+                    writeln!(s, "  {:<20}{:>8}{:>8}{:>8}{:>10}", name, fmt_opt(p.precision), fmt_opt(p.recall), fmt_opt(p.f1), fmt_opt(m));
+            }
+        }
+        s
+    }
+}
+
+/// Reads the split, evaluates up to `cfg.limit` examples and builds the report.
+pub fn run(ckpt: &mut Checkpoint, sft_test: &Path, cfg: &EvalConfig, progress: impl FnMut(&ExampleResult)) -> Result<EvalReport> {
+    cfg.validate()?;
+    let examples = read_examples(sft_test)?;
+    if examples.is_empty() {
+        return Err(ReadError::new(Position::new(sft_test.display().to_string(), None, None), "shape", "no examples").into());
+    }
+    let n = cfg.limit.unwrap_or(examples.len()).min(examples.len());
+    let results = evaluate(ckpt, &examples[..n], cfg, progress)?;
+    Ok(EvalReport {
+        checkpoint: ckpt.dir.clone(),
+        sft_test: sft_test.to_path_buf(),
+        tokenizer: ckpt.tokenizer_origin.clone(),
+        dtype: format!("{:?}", ckpt.dtype).to_lowercase(),
+        config: cfg.clone(),
+        examples_in_file: examples.len(),
+        aggregate: aggregate(&results),
+        examples: results,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(content: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("test.jsonl");
+        std::fs::write(&p, content).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn jsonl_and_json_array_read_alike() {
+        let rec = r#"{"instruction":"Q","input":"more","output":"1. **H04L**","system":"S","history":[["q0","a0"]]}"#;
+        let (_d, p) = write(&format!("{rec}\n\n{rec}"));
+        let a = read_examples(&p).unwrap();
+        let (_d2, p2) = write(&format!("[{rec},{rec}]"));
+        let b = read_examples(&p2).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1].line, Some(3));
+        assert_eq!(a[0].question, "Q\nmore");
+        assert_eq!(a[0].task, Task::Ipc);
+        assert!(a[0].task_inferred);
+        assert_eq!(b[0].question, a[0].question);
+        let msgs = a[0].messages(None);
+        assert_eq!(msgs.iter().map(|m| m.role).collect::<Vec<_>>(), [Role::System, Role::User, Role::Assistant, Role::User]);
+        assert_eq!(a[0].messages(Some("X"))[0].content, "X");
+    }
+
+    #[test]
+    fn task_rule() {
+        assert_eq!(infer_task("量子隐形传态的类别代码有哪些？", "1. **H04B10/70**"), Task::Ipc);
+        assert_eq!(infer_task("化工新材料相关的IPC分类号有哪些？", "1. **C08**"), Task::Ipc);
+        assert_eq!(infer_task("哪些分类号？", "没有"), Task::Ipc);
+        assert_eq!(infer_task("人工智能有哪些关键技术？", "1. **人工智能硬件平台**"), Task::Tech);
+        let (_d, p) = write(r#"{"instruction":"x","output":"1. **H04L**","task_type":"key_tech"}"#);
+        let ex = read_examples(&p).unwrap();
+        assert_eq!((ex[0].task, ex[0].task_inferred), (Task::Tech, false));
+    }
+
+    #[test]
+    fn fixture_tasks_are_inferred_as_their_files_say() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/sft");
+        for (file, task) in [
+            ("GovPatent-SFT_QA_IPC.jsonl", Task::Ipc),
+            ("Paper-SFT_QA_IPC.jsonl", Task::Ipc),
+            ("GovPatent-SFT_QA_Tech.jsonl", Task::Tech),
+            ("Paper-SFT_QA_Tech.jsonl", Task::Tech),
+        ] {
+            let ex = read_examples(&root.join(file)).unwrap();
+            assert!(!ex.is_empty());
+            assert!(ex.iter().all(|e| e.task == task), "{file}");
+        }
+    }
+
+    #[test]
+    fn bad_records_name_file_and_line() {
+        for (content, want) in [
+            ("{\"instruction\":\"q\",\"output\":\"a\"}\n{\"instruction\":\"q\"}\n", ":2 (byte 33): shape: missing \"output\""),
+            ("{\"instruction\":\"q\",\"output\":\"a\"}\n{\"instruction\":\"q\",\"output\":\n", ":2 (byte 33): json:"),
+            ("{\"instruction\":1,\"output\":\"a\"}", ":1 (byte 0): shape: \"instruction\" is a number"),
+            ("{\"instruction\":\"q\",\"output\":\"a\",\"task_type\":\"chat\"}", "unknown task_type \"chat\""),
+            ("{\"instruction\":\"q\",\"output\":\"a\",\"history\":[[\"q\"]]}", "history[0] is not a [question, answer] pair"),
+            ("[{\"instruction\":\"q\",\"output\":\"a\"}, 3]", "shape: record 1: record is a number"),
+            ("[{\"instruction\":\"q\",", "json:"),
+            ("instruction,output\n", "(byte 0): json: starts with 'i'"),
+        ] {
+            let (_d, p) = write(content);
+            let err = read_examples(&p).unwrap_err().to_string();
+            assert!(err.contains("test.jsonl") && err.contains(want), "{content:?}: {err}");
+        }
+        let (_d, p) = write("");
+        std::fs::write(&p, b"{\"instruction\":\"\xff\"}").unwrap();
+        let err = read_examples(&p).unwrap_err().to_string();
+        assert!(err.contains("test.jsonl (byte 16): encoding"), "{err}");
+    }
+
+    #[test]
+    fn references_scored_against_themselves_are_perfect_on_every_fixture_example() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/sft");
+        let mut results = Vec::new();
+        for file in ["GovPatent-SFT_QA_IPC.jsonl", "Paper-SFT_QA_IPC.jsonl", "GovPatent-SFT_QA_Tech.jsonl", "Paper-SFT_QA_Tech.jsonl"] {
+            for ex in read_examples(&root.join(file)).unwrap() {
+                let (ipc, tech) = score_answer(&ex, &ex.reference, 0.5);
+                if let Some(t) = &tech {
+                    assert!(!t.reference.is_empty(), "{file} record {}", ex.index);
+                }
+                if let Some(i) = &ipc {
+                    assert!(!i.reference_codes.is_empty(), "{file} record {}", ex.index);
+                }
+                results.push(ExampleResult {
+                    index: ex.index,
+                    line: ex.line,
+                    task: ex.task,
+                    task_inferred: ex.task_inferred,
+                    question: ex.question.clone(),
+                    reference: ex.reference.clone(),
+                    generated: ex.reference.clone(),
+                    prompt_tokens: 0,
+                    generated_tokens: 0,
+                    stop: StopReason::StopToken,
+                    ipc,
+                    tech,
+                });
+            }
+        }
+        let agg = aggregate(&results);
+        assert_eq!(agg.ipc_examples, 168 + 137);
+        assert_eq!(agg.tech_examples, 130 + 139);
+        for l in &agg.ipc {
+            assert_eq!(l.micro.f1, Some(1.0), "{:?}", l.level);
+            assert_eq!(l.macro_f1, Some(1.0));
+            assert_eq!(l.exact_match, Some(1.0));
+            assert!(l.micro.counts.tp > 0);
+        }
+        let t = agg.tech.unwrap();
+        assert_eq!((t.exact.f1, t.fuzzy.f1), (Some(1.0), Some(1.0)));
+        assert!(t.exact.counts.tp >= 2 * 269);
+    }
+}
