@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::clean::CleanConfig;
 use crate::error::{Error, Result};
 use crate::ipc::IpcConfig;
+use crate::pack::PackConfig;
 use crate::render::RenderConfig;
 use crate::shard::WriterConfig;
 use crate::sources::SourcesConfig;
@@ -32,6 +33,10 @@ pub struct PipelineConfig {
     #[serde(default)]
     #[schemars(with = "DocsConfig")]
     pub docs: Option<DocsConfig>,
+    /// Tokenizing and packing document shards into token shards.
+    #[serde(default)]
+    #[schemars(with = "PackConfig")]
+    pub pack: Option<PackConfig>,
 }
 
 /// The `docs` stage: raw files → document shards.

@@ -43,6 +43,18 @@ enum Cmd {
         #[command(flatten)]
         task: TaskArgs,
     },
+    /// Tokenize and pack document shards into token shards (the `pack` stage of a pipeline).
+    Pack {
+        /// Pipeline TOML with a [pack] section.
+        config: PathBuf,
+        #[command(flatten)]
+        task: TaskArgs,
+    },
+    /// Throughput of a component, as JSON (tokens/s, MB/s).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
     /// Run every stage the pipeline lists, in order.
     Run {
         /// Pipeline TOML.
@@ -62,6 +74,58 @@ enum Cmd {
         /// Sample rows to print.
         #[arg(long, default_value_t = 3)]
         rows: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Tokenize texts (a document shard directory, or JSONL with a "text" field).
+    Tokenize {
+        /// Document shard directory or JSONL file.
+        input: PathBuf,
+        /// Encoder: auto, hf, fast.
+        #[arg(long, default_value = "auto")]
+        engine: String,
+        /// A tokenizer.json (default: the bundled Qwen2.5).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Texts per parallel batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// The whole pack stage: document shards to token shards on disk.
+    Pack {
+        /// Document shard directory or JSONL file.
+        input: PathBuf,
+        /// Encoder: auto, hf, fast.
+        #[arg(long, default_value = "auto")]
+        engine: String,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 2048)]
+        seq_len: usize,
+        /// Pack whole documents (best fit) instead of CPT concatenation.
+        #[arg(long)]
+        whole: bool,
+    },
+    /// Read every batch of a token shard directory with the loader.
+    Load {
+        /// Token shard directory.
+        dir: PathBuf,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Passes over the data.
+        #[arg(long, default_value_t = 1)]
+        epochs: u32,
+        /// Batches prefetched on a background thread (0 = read on the calling thread only).
+        #[arg(long, default_value_t = 0)]
+        prefetch: usize,
     },
 }
 
@@ -89,6 +153,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(&config)?;
             let report = pipeline::run_stage(&cfg, "docs", &task.options()?)?;
             print!("{}", report.table());
+        }
+        Cmd::Pack { config, task } => {
+            let cfg = load(&config)?;
+            let report = pipeline::run_stage(&cfg, "pack", &task.options()?)?;
+            print!("{}", report.table());
+        }
+        Cmd::Bench { what } => {
+            use coretech::pack::bench;
+            use coretech::tokenize::TokenizerConfig;
+            let result = match what {
+                BenchCmd::Tokenize { input, engine, tokenizer, threads, batch } => {
+                    bench::tokenize(&input, &TokenizerConfig { path: tokenizer, engine: bench::engine(&engine)? }, threads, batch)?
+                }
+                BenchCmd::Pack { input, engine, threads, seq_len, whole } => {
+                    let mode = if whole { coretech::pack::PackMode::Whole } else { coretech::pack::PackMode::Cpt };
+                    bench::pack(&input, &TokenizerConfig { path: None, engine: bench::engine(&engine)? }, threads, seq_len, mode)?
+                }
+                BenchCmd::Load { dir, batch, epochs, prefetch } => bench::load(&dir, batch, epochs, prefetch)?,
+            };
+            println!("{}", serde_json::to_string(&result)?);
         }
         Cmd::Run { config, task } => {
             let cfg = load(&config)?;

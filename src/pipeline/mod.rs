@@ -74,6 +74,10 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             let scheme = IpcScheme::load(&cfg.ipc)?;
             docs::run(docs, &scheme, opts.task, opts.strict)
         }
+        "pack" => {
+            let pack = cfg.pack.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "pack".into(), message: "stage \"pack\" needs a [pack] section".into() })?;
+            crate::pack::stage::run(pack, opts.task)
+        }
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }
