@@ -112,6 +112,9 @@ enum BenchCmd {
         /// Pack whole documents (best fit) instead of CPT concatenation.
         #[arg(long)]
         whole: bool,
+        /// Keep the token shards in this directory (default: a temp directory, removed).
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Read every batch of a token shard directory with the loader.
     Load {
@@ -166,9 +169,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 BenchCmd::Tokenize { input, engine, tokenizer, threads, batch } => {
                     bench::tokenize(&input, &TokenizerConfig { path: tokenizer, engine: bench::engine(&engine)? }, threads, batch)?
                 }
-                BenchCmd::Pack { input, engine, threads, seq_len, whole } => {
+                BenchCmd::Pack { input, engine, threads, seq_len, whole, output } => {
                     let mode = if whole { coretech::pack::PackMode::Whole } else { coretech::pack::PackMode::Cpt };
-                    bench::pack(&input, &TokenizerConfig { path: None, engine: bench::engine(&engine)? }, threads, seq_len, mode)?
+                    bench::pack(&input, &TokenizerConfig { path: None, engine: bench::engine(&engine)? }, threads, seq_len, mode, output.as_deref())?
                 }
                 BenchCmd::Load { dir, batch, epochs, prefetch } => bench::load(&dir, batch, epochs, prefetch)?,
             };

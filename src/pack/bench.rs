@@ -108,7 +108,8 @@ pub fn tokenize(input: &Path, tokenizer: &TokenizerConfig, threads: usize, batch
 
 /// The whole pack stage (read document shards, tokenize, pack, shuffle, write token shards)
 /// on the texts, in a temp directory. Writing the input document shard is not timed.
-pub fn pack(input: &Path, tokenizer: &TokenizerConfig, threads: usize, seq_len: usize, mode: PackMode) -> Result<BenchResult> {
+/// With `keep`, the token shards are written there and kept (for `bench load`).
+pub fn pack(input: &Path, tokenizer: &TokenizerConfig, threads: usize, seq_len: usize, mode: PackMode, keep: Option<&Path>) -> Result<BenchResult> {
     let work = tempfile_dir()?;
     let docs_dir = if input.is_dir() {
         input.to_path_buf()
@@ -125,7 +126,7 @@ pub fn pack(input: &Path, tokenizer: &TokenizerConfig, threads: usize, seq_len: 
     let bytes: u64 = load_docs(&docs_dir)?.iter().map(|d| d.text.len() as u64).sum();
     let cfg = PackConfig {
         inputs: vec![docs_dir],
-        output: work.join("tokens"),
+        output: keep.map(Path::to_path_buf).unwrap_or_else(|| work.join("tokens")),
         seq_len,
         mode,
         tokenizer: tokenizer.clone(),
