@@ -90,7 +90,11 @@ impl Tokenizer {
 
     /// A `tokenizer.json` from bytes (zstd-compressed or not); `name` is used in messages.
     pub fn from_bytes(bytes: &[u8], name: &str, engine: Engine) -> Result<Tokenizer> {
-        let json: Vec<u8> = if bytes.starts_with(&ZSTD_MAGIC) { zstd::decode_all(bytes).map_err(|e| tok_err(name, format!("bad zstd data: {e}")))? } else { bytes.to_vec() };
+        let json: Vec<u8> = if bytes.starts_with(&ZSTD_MAGIC) {
+            zstd::decode_all(bytes).map_err(|e| tok_err(name, format!("bad zstd data: {e}")))?
+        } else {
+            bytes.to_vec()
+        };
         let sha256 = crate::shard::writer::hex(&Sha256::digest(&json));
         let mut hf = tokenizers::Tokenizer::from_bytes(&json).map_err(|e| tok_err(name, format!("not a valid tokenizer.json: {e}")))?;
         // Encoding never truncates or pads: packing decides lengths.
@@ -106,7 +110,9 @@ impl Tokenizer {
                         tracing::info!("tokenizer {name}: fast path does not apply ({why}); using HF tokenizers");
                         None
                     }
-                    Err(fast::Unsupported(why)) => return Err(tok_err(name, format!("engine \"fast\" does not support this tokenizer: {why}"))),
+                    Err(fast::Unsupported(why)) => {
+                        return Err(tok_err(name, format!("engine \"fast\" does not support this tokenizer: {why}")))
+                    }
                 }
             }
         };
@@ -182,7 +188,11 @@ impl Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("name", &self.inner.name).field("sha256", &self.inner.sha256).field("engine", &self.engine()).finish()
+        f.debug_struct("Tokenizer")
+            .field("name", &self.inner.name)
+            .field("sha256", &self.inner.sha256)
+            .field("engine", &self.engine())
+            .finish()
     }
 }
 
@@ -201,7 +211,10 @@ mod tests {
     fn check_string_of_the_provenance() {
         let (fast, hf) = qwen();
         let text = "<|im_start|>user\n一种基于深度学习的专利分类方法 H04L 29/06 hello world<|im_end|>";
-        let want = [151644, 872, 198, 101053, 104210, 102217, 100134, 9370, 102311, 70538, 39907, 472, 15, 19, 43, 220, 17, 24, 14, 15, 21, 23811, 1879, 151645];
+        let want = [
+            151644, 872, 198, 101053, 104210, 102217, 100134, 9370, 102311, 70538, 39907, 472, 15, 19, 43, 220, 17, 24, 14, 15, 21, 23811,
+            1879, 151645,
+        ];
         assert_eq!(fast.encode(text).unwrap(), want);
         assert_eq!(hf.encode(text).unwrap(), want);
         assert_eq!(fast.engine(), "fast");

@@ -33,7 +33,8 @@ fn write_set(dir: &Path, base: u32, shard_rows: &[usize], group: usize, stage: O
             })
             .collect();
         let path = dir.join(format!("part-{k:05}.parquet"));
-        let mut w = ShardWriter::create(&path, tokens::schema(cols), &WriterConfig { row_group_rows: group, ..Default::default() }).unwrap();
+        let mut w =
+            ShardWriter::create(&path, tokens::schema(cols), &WriterConfig { row_group_rows: group, ..Default::default() }).unwrap();
         for c in rows.chunks(group.max(1)) {
             w.write(&tokens::to_batch(c, cols)).unwrap();
         }
@@ -157,7 +158,15 @@ fn stages_in_order_with_replay_of_earlier_rows() {
     std::fs::create_dir_all(&s2).unwrap();
     let n1 = write_set(&s1, 0, &[20], 4, Some(1));
     let n2 = write_set(&s2, 1000, &[30, 10], 4, Some(2));
-    let cfg = LoaderConfig { stages: vec![vec![s1.clone()], vec![s2.clone()]], batch_size: 3, seed: 9, epochs: 2, replay: 0.25, prefetch: 1, ..Default::default() };
+    let cfg = LoaderConfig {
+        stages: vec![vec![s1.clone()], vec![s2.clone()]],
+        batch_size: 3,
+        seed: 9,
+        epochs: 2,
+        replay: 0.25,
+        prefetch: 1,
+        ..Default::default()
+    };
     let batches = all_batches(cfg.clone());
     let ids: Vec<u32> = batches.iter().flat_map(row_ids).collect();
     // Stage 1 (both epochs) comes first, without replay.

@@ -119,7 +119,14 @@ fn check_engine(tok: &Tokenizer, other: &Tokenizer) {
                 let (a, b) = (tok.encode(t).unwrap(), other.encode(t).unwrap());
                 if a != b {
                     let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
-                    panic!("{key:?}: {} ids differ from golden; vs {}: first difference at token {at}: {:?} vs {:?} in text starting {:?}", tok.engine(), other.engine(), &a[at..(at + 8).min(a.len())], &b[at..(at + 8).min(b.len())], t.chars().take(80).collect::<String>());
+                    panic!(
+                        "{key:?}: {} ids differ from golden; vs {}: first difference at token {at}: {:?} vs {:?} in text starting {:?}",
+                        tok.engine(),
+                        other.engine(),
+                        &a[at..(at + 8).min(a.len())],
+                        &b[at..(at + 8).min(b.len())],
+                        t.chars().take(80).collect::<String>()
+                    );
                 }
             }
             panic!("{key:?}: {} ids differ from golden (both engines agree)", tok.engine());

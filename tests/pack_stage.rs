@@ -21,17 +21,37 @@ fn fixture(p: &str) -> PathBuf {
 /// Documents from fixture files, parsed here with serde_json (the real readers live elsewhere).
 fn fixture_docs() -> Vec<Document> {
     let mut docs = Vec::new();
-    let wudao: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(fixture("wudao/wudaosailing_corpus_test.json")).unwrap()).unwrap();
+    let wudao: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(fixture("wudao/wudaosailing_corpus_test.json")).unwrap()).unwrap();
     for r in wudao.iter().take(150) {
-        docs.push(Document { id: format!("wudao:{}", r["id"]), source: "wudao".into(), lang: "zh".into(), text: format!("{}\n{}", r["title"].as_str().unwrap(), r["content"].as_str().unwrap()), ..Default::default() });
+        docs.push(Document {
+            id: format!("wudao:{}", r["id"]),
+            source: "wudao".into(),
+            lang: "zh".into(),
+            text: format!("{}\n{}", r["title"].as_str().unwrap(), r["content"].as_str().unwrap()),
+            ..Default::default()
+        });
     }
-    let patents: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(fixture("cnipa/coretech_Patent_demo.json")).unwrap()).unwrap();
+    let patents: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(fixture("cnipa/coretech_Patent_demo.json")).unwrap()).unwrap();
     for r in &patents {
-        docs.push(Document { id: format!("cnipa:{}", r["patent_id"].as_str().unwrap()), source: "cnipa".into(), lang: "zh".into(), text: r["text"].as_str().unwrap().into(), ..Default::default() });
+        docs.push(Document {
+            id: format!("cnipa:{}", r["patent_id"].as_str().unwrap()),
+            source: "cnipa".into(),
+            lang: "zh".into(),
+            text: r["text"].as_str().unwrap().into(),
+            ..Default::default()
+        });
     }
     for line in std::fs::read_to_string(fixture("ipc/coretech_ipc_description_expand.hier+G06+H04.jsonl")).unwrap().lines().take(200) {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
-        docs.push(Document { id: format!("ipc:{}", r["ipc"].as_str().unwrap()), source: "ipc".into(), lang: "zh".into(), text: r["des"].as_str().unwrap().into(), ..Default::default() });
+        docs.push(Document {
+            id: format!("ipc:{}", r["ipc"].as_str().unwrap()),
+            source: "ipc".into(),
+            lang: "zh".into(),
+            text: r["des"].as_str().unwrap().into(),
+            ..Default::default()
+        });
     }
     docs.push(Document { id: "ipc:EMPTY".into(), source: "ipc".into(), ..Default::default() });
     docs
@@ -157,7 +177,8 @@ fn cpt_build_accounts_for_every_token_and_is_deterministic() {
     assert_ne!(shard_hashes(&cfg.output), shard_hashes(&cfg4.output));
 
     // The loader reads the build: every row once.
-    let n: usize = Loader::new(LoaderConfig { batch_size: 4, ..LoaderConfig::single(&cfg.output, 4) }).unwrap().map(|b| b.unwrap().batch).sum();
+    let n: usize =
+        Loader::new(LoaderConfig { batch_size: 4, ..LoaderConfig::single(&cfg.output, 4) }).unwrap().map(|b| b.unwrap().batch).sum();
     assert_eq!(n, rows.len());
 
     // inspect: per-source tokens, histograms, decoded rows with boundaries.
@@ -174,7 +195,8 @@ fn whole_mode_never_splits_short_documents() {
     let docs_dir = tmp.path().join("documents");
     let docs = fixture_docs();
     write_docs(&docs_dir, &docs);
-    let cfg = PackConfig { mode: PackMode::Whole, mixture: Default::default(), seq_len: 1024, ..config(&docs_dir, &tmp.path().join("tokens")) };
+    let cfg =
+        PackConfig { mode: PackMode::Whole, mixture: Default::default(), seq_len: 1024, ..config(&docs_dir, &tmp.path().join("tokens")) };
     run_in_pool(&cfg, 2);
     let m = Manifest::load(&cfg.output).unwrap();
     let tok = Tokenizer::qwen25(Engine::Auto).unwrap();
@@ -222,7 +244,10 @@ fn bad_configs_and_inputs_are_clear_errors() {
     let e = stage::run(&config(&docs_dir, &tmp.path().join("out2")), TaskSplit::default()).unwrap_err().to_string();
     assert!(e.contains("part-00000.parquet"), "{e}");
     // TOML: the pack section is validated against the schema, errors name the key.
-    let e = coretech::config::PipelineConfig::parse("stages=[\"pack\"]\n[pack]\ninputs=[\"d\"]\noutput=\"o\"\nseq_len=\"long\"\n", "p.toml").unwrap_err().to_string();
+    let e =
+        coretech::config::PipelineConfig::parse("stages=[\"pack\"]\n[pack]\ninputs=[\"d\"]\noutput=\"o\"\nseq_len=\"long\"\n", "p.toml")
+            .unwrap_err()
+            .to_string();
     assert!(e.contains("pack.seq_len"), "{e}");
 }
 
@@ -240,22 +265,32 @@ fn python() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("CORETECH_PYTHON").map(PathBuf::from).into_iter().collect();
     candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     candidates.push("python3".into());
-    candidates.into_iter().find(|p| Command::new(p).args(["-c", "import pyarrow, polars, datasets"]).output().is_ok_and(|o| o.status.success()))
+    candidates
+        .into_iter()
+        .find(|p| Command::new(p).args(["-c", "import pyarrow, polars, datasets"]).output().is_ok_and(|o| o.status.success()))
 }
 
 /// Opens the shards in pyarrow, polars and HF datasets (tests/compat/check_shards.py) and
 /// compares the first row with what Rust read.
 fn compat_check(dir: &Path, first: &[coretech::shard::tokens::Row]) {
     let Some(py) = python() else {
-        eprintln!("SKIPPED tests/compat/check_shards.py: no python3 with pyarrow, polars and datasets (set CORETECH_PYTHON or create .venv)");
+        eprintln!(
+            "SKIPPED tests/compat/check_shards.py: no python3 with pyarrow, polars and datasets (set CORETECH_PYTHON or create .venv)"
+        );
         return;
     };
     let expect = dir.join("expected-first-row.json");
     let r = &first[0];
-    std::fs::write(&expect, serde_json::json!({ "input_ids": r.input_ids, "seg_lens": r.seg_lens, "source": r.sources }).to_string()).unwrap();
+    std::fs::write(&expect, serde_json::json!({ "input_ids": r.input_ids, "seg_lens": r.seg_lens, "source": r.sources }).to_string())
+        .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/check_shards.py");
     let out = Command::new(&py).arg(&script).arg(dir).arg(&expect).output().unwrap();
     let _ = std::fs::remove_file(&expect);
-    assert!(out.status.success(), "check_shards.py failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "check_shards.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }

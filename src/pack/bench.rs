@@ -75,8 +75,12 @@ pub fn load_docs(input: &Path) -> Result<Vec<Document>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Other(format!("{}:{}: not JSON: {e}", input.display(), n + 1)))?;
-        let text = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| Error::Other(format!("{}:{}: no \"text\" string", input.display(), n + 1)))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| Error::Other(format!("{}:{}: not JSON: {e}", input.display(), n + 1)))?;
+        let text = v
+            .get("text")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| Error::Other(format!("{}:{}: no \"text\" string", input.display(), n + 1)))?;
         let source = v.get("source").and_then(|t| t.as_str()).unwrap_or("text");
         docs.push(Document { id: format!("{source}:{n}"), source: source.into(), text: text.into(), ..Default::default() });
     }
@@ -109,7 +113,14 @@ pub fn tokenize(input: &Path, tokenizer: &TokenizerConfig, threads: usize, batch
 /// The whole pack stage (read document shards, tokenize, pack, shuffle, write token shards)
 /// on the texts, in a temp directory. Writing the input document shard is not timed.
 /// With `keep`, the token shards are written there and kept (for `bench load`).
-pub fn pack(input: &Path, tokenizer: &TokenizerConfig, threads: usize, seq_len: usize, mode: PackMode, keep: Option<&Path>) -> Result<BenchResult> {
+pub fn pack(
+    input: &Path,
+    tokenizer: &TokenizerConfig,
+    threads: usize,
+    seq_len: usize,
+    mode: PackMode,
+    keep: Option<&Path>,
+) -> Result<BenchResult> {
     let work = tempfile_dir()?;
     let docs_dir = if input.is_dir() {
         input.to_path_buf()
@@ -147,7 +158,14 @@ pub fn pack(input: &Path, tokenizer: &TokenizerConfig, threads: usize, seq_len: 
     let m = crate::shard::Manifest::load(&cfg.output)?;
     let tokens = m.info.get("tokens").and_then(|v| v.as_u64()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&work);
-    Ok(BenchResult::new("pack", format!("engine {}, mode {mode:?}, seq_len {seq_len}, document shards to token shards on disk", tok.engine()), threads, tokens, bytes, secs))
+    Ok(BenchResult::new(
+        "pack",
+        format!("engine {}, mode {mode:?}, seq_len {seq_len}, document shards to token shards on disk", tok.engine()),
+        threads,
+        tokens,
+        bytes,
+        secs,
+    ))
 }
 
 /// Reads every batch of a token shard directory (`epochs` passes).

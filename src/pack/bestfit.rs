@@ -115,7 +115,14 @@ impl BestFit {
 
     fn new_bin(&mut self, stage: Option<u32>) -> Bin {
         self.next_seq += 1;
-        Bin { seq: self.next_seq, stage, ids: Vec::with_capacity(self.seq_len), mask: Vec::new(), seg_lens: Vec::new(), sources: Vec::new() }
+        Bin {
+            seq: self.next_seq,
+            stage,
+            ids: Vec::with_capacity(self.seq_len),
+            mask: Vec::new(),
+            seg_lens: Vec::new(),
+            sources: Vec::new(),
+        }
     }
 
     fn add(&self, bin: &mut Bin, ex: &Example, start: usize, end: usize) {

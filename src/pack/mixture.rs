@@ -25,7 +25,11 @@ impl Mixture {
     pub fn new(weights: &BTreeMap<String, f64>, seed: u64) -> Result<Self> {
         for (k, w) in weights {
             if !w.is_finite() || *w < 0.0 {
-                return Err(Error::Config { file: String::new(), key: format!("pack.mixture.{k}"), message: format!("weight {w} must be a finite number ≥ 0") });
+                return Err(Error::Config {
+                    file: String::new(),
+                    key: format!("pack.mixture.{k}"),
+                    message: format!("weight {w} must be a finite number ≥ 0"),
+                });
             }
         }
         Ok(Self { weights: weights.clone(), seed })

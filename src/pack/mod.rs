@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use bestfit::{BestFit, Example};
-pub use cpt::CptPacker;
 use crate::shard::WriterConfig;
 use crate::tokenize::TokenizerConfig;
+pub use bestfit::{BestFit, Example};
+pub use cpt::CptPacker;
 
 /// How documents become rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -171,7 +171,11 @@ pub struct Interleaver {
 impl Interleaver {
     /// Starts (or, with `state`, resumes) the interleave of `chunks` in `dir`.
     pub fn new(dir: &Path, chunks: Vec<ChunkInfo>, seed: u64, shuffle: bool, state: Option<InterleaveState>) -> Result<Self> {
-        let state = state.unwrap_or_else(|| InterleaveState { rng: SplitMix64::new(hash_words(seed, &[0x17u64])), taken: vec![0; chunks.len()], offsets: vec![0; chunks.len()] });
+        let state = state.unwrap_or_else(|| InterleaveState {
+            rng: SplitMix64::new(hash_words(seed, &[0x17u64])),
+            taken: vec![0; chunks.len()],
+            offsets: vec![0; chunks.len()],
+        });
         if state.taken.len() != chunks.len() {
             return Err(Error::Other(format!("{}: interleave state does not match the chunk list", dir.display())));
         }
@@ -218,7 +222,9 @@ impl Interleaver {
             self.readers[i] = Some(BufReader::with_capacity(READ_BUFFER, f));
         }
         let r = self.readers[i].as_mut().expect("opened");
-        let (row, bytes) = decode_row(r).map_err(|e| Error::io(&path, e))?.ok_or_else(|| Error::Other(format!("{}: chunk ended early", path.display())))?;
+        let (row, bytes) = decode_row(r)
+            .map_err(|e| Error::io(&path, e))?
+            .ok_or_else(|| Error::Other(format!("{}: chunk ended early", path.display())))?;
         self.state.taken[i] += 1;
         self.state.offsets[i] += bytes;
         self.remaining_total -= 1;
@@ -234,7 +240,13 @@ mod tests {
     use super::*;
 
     fn row(i: u32) -> Row {
-        Row { input_ids: vec![i, i + 1], seg_lens: vec![2], loss_mask: (i % 2 == 0).then(|| vec![1, 0]), sources: vec![format!("s{i}")], stage: (i % 3 == 0).then_some(i) }
+        Row {
+            input_ids: vec![i, i + 1],
+            seg_lens: vec![2],
+            loss_mask: (i % 2 == 0).then(|| vec![1, 0]),
+            sources: vec![format!("s{i}")],
+            stage: (i % 3 == 0).then_some(i),
+        }
     }
 
     #[test]

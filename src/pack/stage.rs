@@ -109,7 +109,11 @@ pub fn run(cfg: &PackConfig, task: TaskSplit) -> Result<RunReport> {
 pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>) -> Result<RunReport> {
     let started = Instant::now();
     if cfg.seq_len == 0 || cfg.rows_per_shard == 0 || cfg.batch_docs == 0 || cfg.open_bins == 0 || cfg.shuffle.chunk_rows == 0 {
-        return Err(Error::Config { file: String::new(), key: "pack".into(), message: "seq_len, rows_per_shard, batch_docs, open_bins and shuffle.chunk_rows must be positive".into() });
+        return Err(Error::Config {
+            file: String::new(),
+            key: "pack".into(),
+            message: "seq_len, rows_per_shard, batch_docs, open_bins and shuffle.chunk_rows must be positive".into(),
+        });
     }
     let files = input_files(cfg, task)?;
     let out_dir = task.output_dir(&cfg.output);
@@ -118,14 +122,19 @@ pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>
         Some(t) => t.clone(),
         None => Tokenizer::load(&cfg.tokenizer)?,
     };
-    let eos = tokenizer.token_id(&cfg.eos_token).ok_or_else(|| Error::Config { file: String::new(), key: "pack.eos_token".into(), message: format!("{:?} is not a token of {}", cfg.eos_token, tokenizer.name()) })?;
+    let eos = tokenizer.token_id(&cfg.eos_token).ok_or_else(|| Error::Config {
+        file: String::new(),
+        key: "pack.eos_token".into(),
+        message: format!("{:?} is not a token of {}", cfg.eos_token, tokenizer.name()),
+    })?;
     let mixture = Mixture::new(&cfg.mixture, cfg.seed)?;
 
     // The engine does not change the ids, so it is not part of the hash.
     let config_hash = {
         let mut c = cfg.clone();
         c.tokenizer.engine = Default::default();
-        let listing: Vec<(String, u64)> = files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
+        let listing: Vec<(String, u64)> =
+            files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
         PipelineConfig::hash_of(&(c, &listing, tokenizer.sha256(), task.index, task.count))
     };
     if let Ok(m) = Manifest::load(&out_dir) {
@@ -153,7 +162,16 @@ pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>
                 PackMode::Cpt => Packer::Cpt(CptPacker::new(cfg.seq_len, eos)),
                 PackMode::Whole => Packer::Whole(BestFit::new(cfg.seq_len, eos, cfg.open_bins, false)),
             };
-            Progress { config_hash: config_hash.clone(), interleave: None, pos: Pos::default(), packer, chunks: Vec::new(), stats: PackStats::default(), report: RunReport::new("pack"), shards: Vec::new() }
+            Progress {
+                config_hash: config_hash.clone(),
+                interleave: None,
+                pos: Pos::default(),
+                packer,
+                chunks: Vec::new(),
+                stats: PackStats::default(),
+                report: RunReport::new("pack"),
+                shards: Vec::new(),
+            }
         }
     };
     if let Packer::Whole(bf) = &mut p.packer {
@@ -179,7 +197,16 @@ pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>
 }
 
 #[allow(clippy::too_many_arguments)]
-fn pack_all(cfg: &PackConfig, files: &[PathBuf], tokenizer: &Tokenizer, mixture: &Mixture, eos: u32, tmp: &Path, out_dir: &Path, p: &mut Progress) -> Result<()> {
+fn pack_all(
+    cfg: &PackConfig,
+    files: &[PathBuf],
+    tokenizer: &Tokenizer,
+    mixture: &Mixture,
+    eos: u32,
+    tmp: &Path,
+    out_dir: &Path,
+    p: &mut Progress,
+) -> Result<()> {
     let passes = mixture.passes();
     let mut chunk: Vec<Row> = Vec::new();
     let start = p.pos;
@@ -423,7 +450,14 @@ fn build_manifest(
         .iter()
         .map(|d| serde_json::json!({ "dir": d.display().to_string(), "config_hash": Manifest::load(d).map(|m| m.config_hash).unwrap_or_default() }))
         .collect();
-    let mut m = Manifest { kind: "tokens".into(), tool_version: env!("CARGO_PKG_VERSION").into(), config_hash, shards, info: Default::default(), accounting: report.accounting() };
+    let mut m = Manifest {
+        kind: "tokens".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        config_hash,
+        shards,
+        info: Default::default(),
+        accounting: report.accounting(),
+    };
     let info = &mut m.info;
     info.insert("tokenizer".into(), tokenizer.name().into());
     info.insert("tokenizer_sha256".into(), tokenizer.sha256().into());

@@ -173,7 +173,10 @@ impl Producer {
             return Err(other("loader: no token shard directories given (stages is empty or has an empty stage)"));
         }
         if cfg.batch_size == 0 || cfg.world_size == 0 || cfg.rank >= cfg.world_size {
-            return Err(other(format!("loader: batch_size {} and world_size {} must be positive and rank {} below world_size", cfg.batch_size, cfg.world_size, cfg.rank)));
+            return Err(other(format!(
+                "loader: batch_size {} and world_size {} must be positive and rank {} below world_size",
+                cfg.batch_size, cfg.world_size, cfg.rank
+            )));
         }
         if !(0.0..1.0).contains(&cfg.replay) {
             return Err(other(format!("loader: replay {} must be in [0, 1)", cfg.replay)));
@@ -202,7 +205,8 @@ impl Producer {
                     identity.push((s.file.clone(), s.rows, s.sha256.clone()));
                     let path = dir.join(&s.file);
                     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-                    let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| Error::Shard { path: path.clone(), message: e.to_string() })?;
+                    let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+                        .map_err(|e| Error::Shard { path: path.clone(), message: e.to_string() })?;
                     let groups = meta.metadata().row_groups();
                     let total: i64 = groups.iter().map(|g| g.num_rows()).sum();
                     if total as u64 != s.rows {
@@ -228,13 +232,31 @@ impl Producer {
             Some((s, _)) => s,
             None => return Err(other(format!("loader: no manifest in {:?} gives seq_len", cfg.stages))),
         };
-        Ok(Producer { cfg, seq_len, files, stages, cursor: Cursor { stage: 0, epoch: 0, step: 0 }, plan: None, cache: VecDeque::new(), identity })
+        Ok(Producer {
+            cfg,
+            seq_len,
+            files,
+            stages,
+            cursor: Cursor { stage: 0, epoch: 0, step: 0 },
+            plan: None,
+            cache: VecDeque::new(),
+            identity,
+        })
     }
 
     /// Identifies the data and every setting that defines the order (not the rank).
     fn fingerprint(&self) -> String {
         let c = &self.cfg;
-        crate::config::PipelineConfig::hash_of(&(&self.identity, c.stages.iter().map(|s| s.len()).collect::<Vec<_>>(), c.batch_size, c.seed, c.epochs, c.world_size, (c.replay * PPM as f64).round() as u64, c.drop_last))
+        crate::config::PipelineConfig::hash_of(&(
+            &self.identity,
+            c.stages.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            c.batch_size,
+            c.seed,
+            c.epochs,
+            c.world_size,
+            (c.replay * PPM as f64).round() as u64,
+            c.drop_last,
+        ))
     }
 
     fn plan(&mut self, stage: usize, epoch: u32) -> &EpochPlan {
@@ -322,11 +344,21 @@ impl Producer {
         let f = &self.files[block.file];
         let file = File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
         let shard_err = |e: parquet::errors::ParquetError| Error::Shard { path: f.path.clone(), message: e.to_string() };
-        let mut reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, f.meta.clone()).with_row_groups(vec![block.group]).with_batch_size(block.rows as usize).build().map_err(shard_err)?;
-        let rb = reader.next().ok_or_else(|| Error::Shard { path: f.path.clone(), message: format!("row group {} is empty", block.group) })?.map_err(|e| Error::Shard { path: f.path.clone(), message: e.to_string() })?;
+        let mut reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, f.meta.clone())
+            .with_row_groups(vec![block.group])
+            .with_batch_size(block.rows as usize)
+            .build()
+            .map_err(shard_err)?;
+        let rb = reader
+            .next()
+            .ok_or_else(|| Error::Shard { path: f.path.clone(), message: format!("row group {} is empty", block.group) })?
+            .map_err(|e| Error::Shard { path: f.path.clone(), message: e.to_string() })?;
         let tb = Arc::new(TokenBatch::new(&rb, &f.path)?);
         if tb.rows as u64 != block.rows {
-            return Err(Error::Shard { path: f.path.clone(), message: format!("row group {} decoded to {} rows, expected {}", block.group, tb.rows, block.rows) });
+            return Err(Error::Shard {
+                path: f.path.clone(),
+                message: format!("row group {} decoded to {} rows, expected {}", block.group, tb.rows, block.rows),
+            });
         }
         self.cache.push_front((id, tb.clone()));
         self.cache.truncate(BLOCK_CACHE);
@@ -491,7 +523,8 @@ impl Loader {
     /// The state to store in a checkpoint: restoring it yields the batches after the last one
     /// this loader returned.
     pub fn state(&self) -> serde_json::Value {
-        serde_json::to_value(State { version: STATE_VERSION, fingerprint: self.fingerprint.clone(), cursor: self.cursor }).expect("state serializes")
+        serde_json::to_value(State { version: STATE_VERSION, fingerprint: self.fingerprint.clone(), cursor: self.cursor })
+            .expect("state serializes")
     }
 
     /// The next batch, `Ok(None)` after the last stage's last epoch.

@@ -57,7 +57,8 @@ fn list_of(item: DataType) -> DataType {
 
 /// The Arrow schema of token shards with these optional columns.
 pub fn schema(cols: Columns) -> SchemaRef {
-    let mut fields = vec![Field::new("input_ids", list_of(DataType::UInt32), false), Field::new("seg_lens", list_of(DataType::UInt32), false)];
+    let mut fields =
+        vec![Field::new("input_ids", list_of(DataType::UInt32), false), Field::new("seg_lens", list_of(DataType::UInt32), false)];
     if cols.loss_mask {
         fields.push(Field::new("loss_mask", list_of(DataType::UInt8), false));
     }
@@ -71,7 +72,8 @@ pub fn schema(cols: Columns) -> SchemaRef {
 /// Builds a record batch from rows (all rows must agree with `cols`).
 pub fn to_batch(rows: &[Row], cols: Columns) -> RecordBatch {
     let item = |t: DataType| Arc::new(Field::new("item", t, false));
-    let mut ids = ListBuilder::new(UInt32Builder::with_capacity(rows.iter().map(|r| r.input_ids.len()).sum())).with_field(item(DataType::UInt32));
+    let mut ids =
+        ListBuilder::new(UInt32Builder::with_capacity(rows.iter().map(|r| r.input_ids.len()).sum())).with_field(item(DataType::UInt32));
     let mut segs = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
     let mut mask = ListBuilder::new(UInt8Builder::new()).with_field(item(DataType::UInt8));
     let mut src = ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8));
@@ -137,7 +139,11 @@ impl TokenBatch {
         let mask = if batch.column_by_name("loss_mask").is_some() { Some(list("loss_mask", DataType::UInt8)?) } else { None };
         let stage = match batch.column_by_name("stage") {
             None => None,
-            Some(c) => Some(c.as_primitive_opt::<UInt32Type>().ok_or_else(|| bad(format!("column \"stage\" is {} (expected uint32)", c.data_type())))?.clone()),
+            Some(c) => Some(
+                c.as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| bad(format!("column \"stage\" is {} (expected uint32)", c.data_type())))?
+                    .clone(),
+            ),
         };
         Ok(TokenBatch { rows: batch.num_rows(), ids, segs, mask, sources, stage })
     }
@@ -235,8 +241,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cols = Columns { loss_mask: true, stage: true };
         let rows = vec![
-            Row { input_ids: vec![1, 2, 3, 4], seg_lens: vec![3, 1], loss_mask: Some(vec![0, 1, 1, 1]), sources: vec!["ipc".into(), "wudao".into()], stage: Some(1) },
-            Row { input_ids: vec![5, 6, 0, 0], seg_lens: vec![2], loss_mask: Some(vec![1, 1, 0, 0]), sources: vec!["epo".into()], stage: Some(2) },
+            Row {
+                input_ids: vec![1, 2, 3, 4],
+                seg_lens: vec![3, 1],
+                loss_mask: Some(vec![0, 1, 1, 1]),
+                sources: vec!["ipc".into(), "wudao".into()],
+                stage: Some(1),
+            },
+            Row {
+                input_ids: vec![5, 6, 0, 0],
+                seg_lens: vec![2],
+                loss_mask: Some(vec![1, 1, 0, 0]),
+                sources: vec!["epo".into()],
+                stage: Some(2),
+            },
         ];
         let path = dir.path().join("part-00000.parquet");
         let mut w = crate::shard::ShardWriter::create(&path, schema(cols), &Default::default()).unwrap();

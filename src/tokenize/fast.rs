@@ -98,7 +98,9 @@ impl FastBpe {
             return Err(Unsupported("pre_tokenizer is not Sequence[Split, ByteLevel]".into()));
         };
         check(is(split, "type", "Split"), || "first pre-tokenizer is not Split".into())?;
-        check(field(field(split, "pattern"), "Regex").as_str() == Some(pretok::QWEN2_PATTERN), || "Split pattern is not the Qwen2 regex".into())?;
+        check(field(field(split, "pattern"), "Regex").as_str() == Some(pretok::QWEN2_PATTERN), || {
+            "Split pattern is not the Qwen2 regex".into()
+        })?;
         check(is(split, "behavior", "Isolated") && field(split, "invert") == false, || "Split is not Isolated/non-inverted".into())?;
         check(is(bl, "type", "ByteLevel") && field(bl, "add_prefix_space") == false && field(bl, "use_regex") == false, || {
             "second pre-tokenizer is not ByteLevel(add_prefix_space=false, use_regex=false)".into()
@@ -179,7 +181,10 @@ impl FastBpe {
         let added = if contents.is_empty() {
             None
         } else {
-            let ac = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&contents).map_err(|e| Unsupported(format!("added tokens: {e}")))?;
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&contents)
+                .map_err(|e| Unsupported(format!("added tokens: {e}")))?;
             Some((ac, ids))
         };
         pretok::init();
