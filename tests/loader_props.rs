@@ -148,6 +148,13 @@ fn batches_follow_the_batch_contract() {
     let real = 1 + (7 % SEQ);
     assert_eq!(b.loss_mask, (0..SEQ).map(|t| (t < real) as u8).collect::<Vec<_>>());
     assert_eq!(b.stage, None);
+    // A manifest without seq_len (merged task outputs): the rows give it.
+    let mut m = Manifest::load(dir2.path()).unwrap();
+    m.info.remove("seq_len");
+    m.save(dir2.path()).unwrap();
+    let l = Loader::new(LoaderConfig::single(dir2.path(), 1)).unwrap();
+    assert_eq!(l.seq_len(), SEQ);
+    assert_eq!(l.map(|b| b.unwrap()).collect::<Vec<_>>().len(), 1);
 }
 
 #[test]

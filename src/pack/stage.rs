@@ -232,6 +232,8 @@ fn pack_all(
                     let copies = if d.text.is_empty() { 0 } else { mixture.copies(&d.source, &d.id) };
                     if pass == 0 {
                         p.stats.sources.entry(d.source.clone()).or_default().documents += 1;
+                        // Text bytes read: the stage's input volume (the report's MB in and MB/s).
+                        p.report.source(&d.source).bytes_in += d.text.len() as u64;
                         if d.text.is_empty() {
                             p.report.filtered(&d.source, EMPTY);
                         } else if copies == 0 {

@@ -228,20 +228,25 @@ impl Producer {
             }
             stages.push(StageIndex { blocks, starts, rows });
         }
-        let seq_len = match seq_len {
-            Some((s, _)) => s,
-            None => return Err(other(format!("loader: no manifest in {:?} gives seq_len", cfg.stages))),
-        };
-        Ok(Producer {
+        let mut producer = Producer {
             cfg,
-            seq_len,
+            seq_len: 0,
             files,
             stages,
             cursor: Cursor { stage: 0, epoch: 0, step: 0 },
             plan: None,
             cache: VecDeque::new(),
             identity,
-        })
+        };
+        producer.seq_len = match seq_len {
+            Some((s, _)) => s,
+            // A manifest without seq_len (e.g. merged from task outputs): the first row tells.
+            None => match producer.stages.iter().position(|s| !s.blocks.is_empty()) {
+                Some(st) => producer.block(st, 0)?.ids(0).len(),
+                None => return Err(other(format!("loader: no rows and no seq_len in the manifests of {:?}", producer.cfg.stages))),
+            },
+        };
+        Ok(producer)
     }
 
     /// Identifies the data and every setting that defines the order (not the rank).
