@@ -11,6 +11,7 @@ use crate::clean::CleanConfig;
 use crate::dedup::DedupConfig;
 use crate::error::{Error, Result};
 use crate::ipc::IpcConfig;
+use crate::pack::PackConfig;
 use crate::render::RenderConfig;
 use crate::shard::WriterConfig;
 use crate::sources::SourcesConfig;
@@ -37,6 +38,10 @@ pub struct PipelineConfig {
     #[serde(default)]
     #[schemars(with = "DedupConfig")]
     pub dedup: Option<DedupConfig>,
+    /// Tokenizing and packing document shards into token shards.
+    #[serde(default)]
+    #[schemars(with = "PackConfig")]
+    pub pack: Option<PackConfig>,
 }
 
 /// The `docs` stage: raw files → document shards.

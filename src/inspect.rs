@@ -43,6 +43,9 @@ pub fn inspect(path: &Path, sample_rows: usize) -> Result<String> {
     if files.is_empty() {
         return Err(Error::Other(format!("{}: no parquet shards", path.display())));
     }
+    if is_token_shard(&files[0])? {
+        return inspect_tokens(path, &files, sample_rows);
+    }
     let mut out = String::new();
     let mut sources: Vec<String> = Vec::new();
     let mut lens: Vec<u64> = Vec::new();
@@ -119,4 +122,117 @@ fn preview(col: &dyn Array, row: usize) -> String {
     } else {
         one_line
     }
+}
+
+fn is_token_shard(f: &Path) -> Result<bool> {
+    let file = File::open(f).map_err(|e| Error::io(f, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.to_path_buf(), message: e.to_string() })?;
+    Ok(builder.schema().column_with_name("input_ids").is_some())
+}
+
+/// The tokenizer a token shard directory was built with, when it can be loaded here (the
+/// bundled one, or a file that still exists with the same sha256).
+fn manifest_tokenizer(path: &Path) -> Option<crate::tokenize::Tokenizer> {
+    let dir = if path.is_file() { path.parent()? } else { path };
+    let m = crate::shard::Manifest::load(dir).ok()?;
+    let name = m.info.get("tokenizer")?.as_str()?;
+    let sha = m.info.get("tokenizer_sha256")?.as_str()?;
+    let tok = if name == crate::tokenize::QWEN25 {
+        crate::tokenize::Tokenizer::qwen25(crate::tokenize::Engine::Hf).ok()?
+    } else {
+        crate::tokenize::Tokenizer::from_file(Path::new(name), crate::tokenize::Engine::Hf).ok()?
+    };
+    (tok.sha256() == sha).then_some(tok)
+}
+
+/// Power-of-two bucket label of a length: `1`, `2-3`, `4-7`, …
+fn bucket(len: u64) -> (u32, String) {
+    let b = 64 - len.max(1).leading_zeros() - 1;
+    let lo = 1u64 << b;
+    let hi = (lo << 1) - 1;
+    (b, if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
+}
+
+/// Token shards: rows, tokens and padding, tokens per source, histograms of segment lengths and
+/// of row fill, and decoded sample rows with the segment boundaries marked.
+fn inspect_tokens(path: &Path, files: &[PathBuf], sample_rows: usize) -> Result<String> {
+    use std::collections::BTreeMap;
+    let tok = manifest_tokenizer(path);
+    let mut out = String::new();
+    let mut per_source: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut seg_hist: BTreeMap<u32, (String, u64)> = BTreeMap::new();
+    let mut fill_hist: BTreeMap<u32, (String, u64)> = BTreeMap::new();
+    let (mut rows, mut real, mut padding, mut shown) = (0u64, 0u64, 0u64, 0usize);
+    let mut seq_len = 0usize;
+    for f in files {
+        let file = File::open(f).map_err(|e| Error::io(f, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.clone(), message: e.to_string() })?;
+        if rows == 0 {
+            let _ = writeln!(out, "schema:");
+            for field in builder.schema().fields() {
+                let _ = writeln!(out, "  {}: {}", field.name(), field.data_type());
+            }
+        }
+        let _ = writeln!(out, "{}: {} rows", f.display(), builder.metadata().file_metadata().num_rows());
+        let reader = builder.with_batch_size(1024).build().map_err(|e| Error::Shard { path: f.clone(), message: e.to_string() })?;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::Shard { path: f.clone(), message: e.to_string() })?;
+            let tb = crate::shard::tokens::TokenBatch::new(&batch, f)?;
+            for i in 0..tb.rows {
+                let ids = tb.ids(i);
+                seq_len = seq_len.max(ids.len());
+                let segs = tb.seg_lens(i);
+                let sources = tb.sources(i);
+                let r: u64 = segs.iter().map(|&l| l as u64).sum();
+                rows += 1;
+                real += r;
+                padding += ids.len() as u64 - r.min(ids.len() as u64);
+                for (k, &l) in segs.iter().enumerate() {
+                    let e = per_source.entry(sources.get(k).unwrap_or(&"(none)").to_string()).or_default();
+                    e.0 += 1;
+                    e.1 += l as u64;
+                    let (b, label) = bucket(l as u64);
+                    seg_hist.entry(b).or_insert((label, 0)).1 += 1;
+                }
+                let (b, label) = bucket(r);
+                fill_hist.entry(b).or_insert((label, 0)).1 += 1;
+                if shown < sample_rows {
+                    let _ = writeln!(out, "--- row {shown}: {} segments, {r} real tokens{}", segs.len(), tb.stage(i).map(|s| format!(", stage {s}")).unwrap_or_default());
+                    let mut at = 0usize;
+                    for (k, &l) in segs.iter().enumerate() {
+                        let seg = &ids[at.min(ids.len())..(at + l as usize).min(ids.len())];
+                        at += l as usize;
+                        let text = match &tok {
+                            Some(t) => t.decode(seg).unwrap_or_else(|e| format!("<{e}>")),
+                            None => format!("{seg:?}"),
+                        };
+                        let one_line = text.replace('\n', "⏎");
+                        let shown_text: String = one_line.chars().take(200).collect();
+                        let more = if one_line.chars().count() > 200 { "…" } else { "" };
+                        let _ = writeln!(out, "  ‖ seg {k} [{} · {l} tokens] {shown_text}{more}", sources.get(k).unwrap_or(&"(none)"));
+                    }
+                    if at < ids.len() {
+                        let _ = writeln!(out, "  ‖ padding [{} tokens]", ids.len() - at);
+                    }
+                    shown += 1;
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "total: {} shards, {rows} rows of {seq_len} tokens, {real} real tokens, {padding} padding", files.len());
+    if tok.is_none() {
+        let _ = writeln!(out, "(token ids shown undecoded: the manifest's tokenizer cannot be loaded here)");
+    }
+    let _ = writeln!(out, "tokens per source:");
+    for (s, (segs, toks)) in &per_source {
+        let _ = writeln!(out, "  {s:<12} {toks:>12} tokens {:>6.2} %  {segs:>9} segments", *toks as f64 * 100.0 / real.max(1) as f64);
+    }
+    for (title, hist) in [("segment lengths (tokens)", &seg_hist), ("real tokens per row", &fill_hist)] {
+        let _ = writeln!(out, "{title}:");
+        let max = hist.values().map(|(_, n)| *n).max().unwrap_or(1);
+        for (label, n) in hist.values() {
+            let _ = writeln!(out, "  {label:>13} {n:>9} {}", "#".repeat(((*n * 40).div_ceil(max)) as usize));
+        }
+    }
+    Ok(out)
 }

@@ -69,7 +69,18 @@ enum Cmd {
     /// Labelled and scaled test corpora for dedup, and scoring of a dedup run against labels.
     DedupBench {
         #[command(subcommand)]
-        cmd: BenchCmd,
+        cmd: DedupBenchCmd,
+    /// Tokenize and pack document shards into token shards (the `pack` stage of a pipeline).
+    Pack {
+        /// Pipeline TOML with a [pack] section.
+        config: PathBuf,
+        #[command(flatten)]
+        task: TaskArgs,
+    },
+    /// Throughput of a component, as JSON (tokens/s, MB/s).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
     },
     /// Run every stage the pipeline lists, in order.
     Run {
@@ -133,7 +144,7 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
-enum BenchCmd {
+enum DedupBenchCmd {
     /// Fixture texts plus copies with controlled edits, as document shards (OUT/documents), with
     /// exact-Jaccard ground truth (OUT/labels.jsonl, OUT/pairs.jsonl).
     Gen {
@@ -239,6 +250,61 @@ impl GenArgs {
     }
 }
 
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Tokenize texts (a document shard directory, or JSONL with a "text" field).
+    Tokenize {
+        /// Document shard directory or JSONL file.
+        input: PathBuf,
+        /// Encoder: auto, hf, fast.
+        #[arg(long, default_value = "auto")]
+        engine: String,
+        /// A tokenizer.json (default: the bundled Qwen2.5).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Texts per parallel batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// The whole pack stage: document shards to token shards on disk.
+    Pack {
+        /// Document shard directory or JSONL file.
+        input: PathBuf,
+        /// Encoder: auto, hf, fast.
+        #[arg(long, default_value = "auto")]
+        engine: String,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 2048)]
+        seq_len: usize,
+        /// Pack whole documents (best fit) instead of CPT concatenation.
+        #[arg(long)]
+        whole: bool,
+        /// Keep the token shards in this directory (default: a temp directory, removed).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Read every batch of a token shard directory with the loader.
+    Load {
+        /// Token shard directory.
+        dir: PathBuf,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Passes over the data.
+        #[arg(long, default_value_t = 1)]
+        epochs: u32,
+        /// Batches prefetched on a background thread (0 = read on the calling thread only).
+        #[arg(long, default_value_t = 0)]
+        prefetch: usize,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -274,21 +340,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::DedupBench { cmd } => match cmd {
-            BenchCmd::Gen { out, fixtures, seed, max_originals } => {
+            DedupBenchCmd::Gen { out, fixtures, seed, max_originals } => {
                 let cfg = coretech::dedup::bench::LabelledConfig { fixtures, out: out.clone(), seed, max_originals };
                 let dedup = coretech::dedup::DedupConfig::new(out.join("documents"), out.join("dedup"));
                 let s = coretech::dedup::bench::gen_labelled(&cfg, &dedup)?;
                 println!("{}: {} documents in {} families, {} pairs ({} with Jaccard >= 0.8)", out.display(), s.docs, s.families, s.pairs, s.pairs_08);
             }
-            BenchCmd::Score { labelled, config } => {
+            DedupBenchCmd::Score { labelled, config } => {
                 let cfg = dedup_config(&config)?;
                 print!("{}", coretech::dedup::bench::score(&labelled, &cfg)?.table());
             }
-            BenchCmd::Scale { out, bytes, fixtures, seed, rows_per_shard } => {
+            DedupBenchCmd::Scale { out, bytes, fixtures, seed, rows_per_shard } => {
                 let m = coretech::dedup::bench::gen_scale(&fixtures, &out, bytes, seed, rows_per_shard)?;
                 println!("{}: {} shards, {} documents", out.display(), m.shards.len(), m.rows());
             }
         },
+        Cmd::Pack { config, task } => {
+            let cfg = load(&config)?;
+            let report = pipeline::run_stage(&cfg, "pack", &task.options()?)?;
+            print!("{}", report.table());
+        }
+        Cmd::Bench { what } => {
+            use coretech::pack::bench;
+            use coretech::tokenize::TokenizerConfig;
+            let result = match what {
+                BenchCmd::Tokenize { input, engine, tokenizer, threads, batch } => {
+                    bench::tokenize(&input, &TokenizerConfig { path: tokenizer, engine: bench::engine(&engine)? }, threads, batch)?
+                }
+                BenchCmd::Pack { input, engine, threads, seq_len, whole, output } => {
+                    let mode = if whole { coretech::pack::PackMode::Whole } else { coretech::pack::PackMode::Cpt };
+                    bench::pack(&input, &TokenizerConfig { path: None, engine: bench::engine(&engine)? }, threads, seq_len, mode, output.as_deref())?
+                }
+                BenchCmd::Load { dir, batch, epochs, prefetch } => bench::load(&dir, batch, epochs, prefetch)?,
+            };
+            println!("{}", serde_json::to_string(&result)?);
+        }
         Cmd::Run { config, task } => {
             let cfg = load(&config)?;
             for report in pipeline::run(&cfg, &task.options()?)? {

@@ -78,6 +78,10 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             let dedup = cfg.dedup.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "dedup".into(), message: "stage \"dedup\" needs a [dedup] section".into() })?;
             crate::dedup::run(dedup, opts.task, None)
         }
+        "pack" => {
+            let pack = cfg.pack.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "pack".into(), message: "stage \"pack\" needs a [pack] section".into() })?;
+            crate::pack::stage::run(pack, opts.task)
+        }
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }

@@ -4,8 +4,11 @@
 pub mod batch;
 pub mod documents;
 pub mod manifest;
+pub mod reader;
+pub mod tokens;
 pub mod writer;
 
 pub use batch::Batch;
 pub use manifest::{Manifest, ShardInfo};
+pub use reader::{Loader, LoaderConfig};
 pub use writer::{ShardWriter, WriterConfig};
