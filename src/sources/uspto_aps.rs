@@ -74,7 +74,10 @@ impl Format for UsptoAps {
     fn parse(&self, raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError> {
         let text = decode_utf8(raw, cx)?;
         if raw.bytes.starts_with(HEADER) && !text.lines().any(|l| is_patn(l.as_bytes())) {
-            return Ok(Record::Skip { reason: "not-a-patent:aps-header".into(), id: text.lines().next().unwrap_or_default().trim().to_string() });
+            return Ok(Record::Skip {
+                reason: "not-a-patent:aps-header".into(),
+                id: text.lines().next().unwrap_or_default().trim().to_string(),
+            });
         }
         aps_patent(raw, &text).map(Record::Patent)
     }
@@ -99,8 +102,10 @@ impl Field<'_> {
     }
 }
 
-const SECTIONS: &[&str] =
-    &["PATN", "INVT", "ASSG", "PRIR", "REIS", "RLAP", "CLAS", "UREF", "FREF", "OREF", "LREP", "PCTA", "ABST", "GOVT", "PARN", "BSUM", "DRWD", "DETD", "CLMS", "DCLM"];
+const SECTIONS: &[&str] = &[
+    "PATN", "INVT", "ASSG", "PRIR", "REIS", "RLAP", "CLAS", "UREF", "FREF", "OREF", "LREP", "PCTA", "ABST", "GOVT", "PARN", "BSUM", "DRWD",
+    "DETD", "CLMS", "DCLM",
+];
 
 fn fields<'a>(raw: &RawRecord, text: &'a str) -> Result<Vec<Field<'a>>, ReadError> {
     let mut out: Vec<Field<'a>> = Vec::new();
@@ -139,7 +144,8 @@ fn aps_patent(raw: &RawRecord, text: &str) -> Result<Patent, ReadError> {
     let fields = fields(raw, text)?;
     let get = |section: &str, key: &str| fields.iter().find(|f| f.section == section && f.key == key);
     let wku = get("PATN", "WKU").map(|f| f.first().to_string()).unwrap_or_default();
-    let (number, kind) = wku_number(&wku).ok_or_else(|| raw.error("shape", format!("APS patent has no usable patent number (WKU {wku:?})")))?;
+    let (number, kind) =
+        wku_number(&wku).ok_or_else(|| raw.error("shape", format!("APS patent has no usable patent number (WKU {wku:?})")))?;
 
     let mut p = new_patent("uspto-aps");
     p.number = format!("{number}{kind}");
@@ -157,7 +163,8 @@ fn aps_patent(raw: &RawRecord, text: &str) -> Result<Patent, ReadError> {
     put(m, "application_date", &get("PATN", "APD").and_then(|f| iso_date(f.first())).unwrap_or_default());
     put(m, "application_type", get("PATN", "APT").map(|f| f.first()).unwrap_or_default());
     put(m, "ipc_edition", get("CLAS", "EDF").map(|f| f.first()).unwrap_or_default());
-    let us: Vec<String> = fields.iter().filter(|f| f.section == "CLAS" && (f.key == "OCL" || f.key == "XCL")).map(|f| f.first().to_string()).collect();
+    let us: Vec<String> =
+        fields.iter().filter(|f| f.section == "CLAS" && (f.key == "OCL" || f.key == "XCL")).map(|f| f.first().to_string()).collect();
     put_list(m, "us_class", us);
 
     let mut abstract_lines: Vec<String> = Vec::new();
@@ -232,18 +239,92 @@ fn wku_number(wku: &str) -> Option<(String, &'static str)> {
 
 /// APS dot codes and their characters (the common ones; the rest stay as written).
 const DOT_CODES: &[(&str, &str)] = &[
-    ("alpha", "α"), ("beta", "β"), ("gamma", "γ"), ("delta", "δ"), ("epsilon", "ε"), ("zeta", "ζ"), ("eta", "η"), ("theta", "θ"),
-    ("iota", "ι"), ("kappa", "κ"), ("lambda", "λ"), ("mu", "μ"), ("nu", "ν"), ("xi", "ξ"), ("omicron", "ο"), ("pi", "π"), ("rho", "ρ"),
-    ("sigma", "σ"), ("tau", "τ"), ("upsilon", "υ"), ("phi", "φ"), ("chi", "χ"), ("psi", "ψ"), ("omega", "ω"),
-    ("ALPHA", "Α"), ("BETA", "Β"), ("GAMMA", "Γ"), ("DELTA", "Δ"), ("EPSILON", "Ε"), ("ZETA", "Ζ"), ("ETA", "Η"), ("THETA", "Θ"),
-    ("IOTA", "Ι"), ("KAPPA", "Κ"), ("LAMBDA", "Λ"), ("MU", "Μ"), ("NU", "Ν"), ("XI", "Ξ"), ("OMICRON", "Ο"), ("PI", "Π"), ("RHO", "Ρ"),
-    ("SIGMA", "Σ"), ("TAU", "Τ"), ("UPSILON", "Υ"), ("PHI", "Φ"), ("CHI", "Χ"), ("PSI", "Ψ"), ("OMEGA", "Ω"),
-    ("degree", "°"), ("+-", "±"), ("-+", "∓"), ("times", "×"), ("div", "÷"), ("ltoreq", "≤"), ("gtoreq", "≥"), ("noteq", "≠"),
-    ("apprxeq", "≈"), ("about", "≈"), ("ident", "≡"), ("infin", "∞"), ("sqroot", "√"), ("intg", "∫"), ("varies", "∝"),
-    ("fwdarw", "→"), ("rarw", "←"), ("uparw", "↑"), ("dwnarw", "↓"), ("revreaction", "⇌"), ("cndot", "·"), ("multidot", "·"),
-    ("angle", "∠"), ("perp", "⊥"), ("parallel", "∥"), ("differential", "∂"), ("gradient", "∇"), ("ANG", "Å"), ("sctn", "§"),
-    ("prime", "′"), ("dblprime", "″"), ("TM", "™"), ("RTM", "®"), ("COPYRG", "©"), ("permill", "‰"), ("cent", "¢"),
-    ("sub", ""), ("sup", ""),
+    ("alpha", "α"),
+    ("beta", "β"),
+    ("gamma", "γ"),
+    ("delta", "δ"),
+    ("epsilon", "ε"),
+    ("zeta", "ζ"),
+    ("eta", "η"),
+    ("theta", "θ"),
+    ("iota", "ι"),
+    ("kappa", "κ"),
+    ("lambda", "λ"),
+    ("mu", "μ"),
+    ("nu", "ν"),
+    ("xi", "ξ"),
+    ("omicron", "ο"),
+    ("pi", "π"),
+    ("rho", "ρ"),
+    ("sigma", "σ"),
+    ("tau", "τ"),
+    ("upsilon", "υ"),
+    ("phi", "φ"),
+    ("chi", "χ"),
+    ("psi", "ψ"),
+    ("omega", "ω"),
+    ("ALPHA", "Α"),
+    ("BETA", "Β"),
+    ("GAMMA", "Γ"),
+    ("DELTA", "Δ"),
+    ("EPSILON", "Ε"),
+    ("ZETA", "Ζ"),
+    ("ETA", "Η"),
+    ("THETA", "Θ"),
+    ("IOTA", "Ι"),
+    ("KAPPA", "Κ"),
+    ("LAMBDA", "Λ"),
+    ("MU", "Μ"),
+    ("NU", "Ν"),
+    ("XI", "Ξ"),
+    ("OMICRON", "Ο"),
+    ("PI", "Π"),
+    ("RHO", "Ρ"),
+    ("SIGMA", "Σ"),
+    ("TAU", "Τ"),
+    ("UPSILON", "Υ"),
+    ("PHI", "Φ"),
+    ("CHI", "Χ"),
+    ("PSI", "Ψ"),
+    ("OMEGA", "Ω"),
+    ("degree", "°"),
+    ("+-", "±"),
+    ("-+", "∓"),
+    ("times", "×"),
+    ("div", "÷"),
+    ("ltoreq", "≤"),
+    ("gtoreq", "≥"),
+    ("noteq", "≠"),
+    ("apprxeq", "≈"),
+    ("about", "≈"),
+    ("ident", "≡"),
+    ("infin", "∞"),
+    ("sqroot", "√"),
+    ("intg", "∫"),
+    ("varies", "∝"),
+    ("fwdarw", "→"),
+    ("rarw", "←"),
+    ("uparw", "↑"),
+    ("dwnarw", "↓"),
+    ("revreaction", "⇌"),
+    ("cndot", "·"),
+    ("multidot", "·"),
+    ("angle", "∠"),
+    ("perp", "⊥"),
+    ("parallel", "∥"),
+    ("differential", "∂"),
+    ("gradient", "∇"),
+    ("ANG", "Å"),
+    ("sctn", "§"),
+    ("prime", "′"),
+    ("dblprime", "″"),
+    ("TM", "™"),
+    ("RTM", "®"),
+    ("COPYRG", "©"),
+    ("permill", "‰"),
+    ("cent", "¢"),
+    ("sub", ""),
+    ("sup", ""),
 ];
 
 /// Replaces the APS dot codes listed in [`DOT_CODES`] (`.degree.` → `°`).
@@ -327,7 +408,10 @@ mod tests {
 
     #[test]
     fn header_is_skipped_and_bad_records_are_errors() {
-        assert_eq!(parse("HHHHHT APS1 19760106").unwrap(), Record::Skip { reason: "not-a-patent:aps-header".into(), id: "HHHHHT APS1 19760106".into() });
+        assert_eq!(
+            parse("HHHHHT APS1 19760106").unwrap(),
+            Record::Skip { reason: "not-a-patent:aps-header".into(), id: "HHHHHT APS1 19760106".into() }
+        );
         let e = parse("PATN\nTTL  no number\n").unwrap_err();
         assert_eq!((e.kind.as_str(), e.position.offset), ("shape", Some(500)));
         let e = parse("TTL  x\n").unwrap_err();

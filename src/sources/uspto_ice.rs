@@ -151,7 +151,10 @@ pub(super) fn us_number(country: &str, doc: &str, kind: &str) -> Option<String> 
 /// `YYYYMMDD` → `YYYY-MM-DD`; `None` for anything else (the raw value then goes to meta).
 pub(super) fn iso_date(s: &str) -> Option<String> {
     let s = s.trim();
-    let ok = s.len() == 8 && s.bytes().all(|c| c.is_ascii_digit()) && (1..=12).contains(&s[4..6].parse::<u8>().ok()?) && (1..=31).contains(&s[6..8].parse::<u8>().ok()?);
+    let ok = s.len() == 8
+        && s.bytes().all(|c| c.is_ascii_digit())
+        && (1..=12).contains(&s[4..6].parse::<u8>().ok()?)
+        && (1..=31).contains(&s[6..8].parse::<u8>().ok()?);
     ok.then(|| format!("{}-{}-{}", &s[..4], &s[4..6], &s[6..]))
 }
 
@@ -350,8 +353,11 @@ pub(super) fn flow(lines: &[String]) -> String {
 /// Linear text of a MathML element: `a/b`, `x_i`, `x^2`, `√(x)`, rows of tables joined by
 /// `; `. Invisible operators (U+2061–U+2064) are dropped.
 pub(super) fn mathml(el: El<'_>) -> String {
-    let s = collapse_ws(&math_node(el));
-    s.replace("( ", "(").replace(" )", ")")
+    let mut s = collapse_ws(&math_node(el));
+    for (from, to) in [("( ", "("), ("[ ", "["), (" )", ")"), (" ]", "]"), (" ,", ","), (" ;", ";")] {
+        s = s.replace(from, to);
+    }
+    s
 }
 
 fn math_node(el: El<'_>) -> String {
@@ -388,7 +394,8 @@ fn math_node(el: El<'_>) -> String {
         "mfenced" => {
             let open = el.attr("open").unwrap_or("(");
             let close = el.attr("close").unwrap_or(")");
-            let sep = el.attr("separators").map(|s| s.trim().chars().next().map(String::from).unwrap_or_default()).unwrap_or_else(|| ",".into());
+            let sep =
+                el.attr("separators").map(|s| s.trim().chars().next().map(String::from).unwrap_or_default()).unwrap_or_else(|| ",".into());
             format!("{open}{}{close}", join_nonempty(&parts(), &format!("{sep} ")))
         }
         "mtable" => {
@@ -435,7 +442,8 @@ fn ice_patent(raw: &RawRecord, root: El<'_>) -> Result<Record, ReadError> {
     let biblio_name = if grant { "us-bibliographic-data-grant" } else { "us-bibliographic-data-application" };
     let biblio = root.child(biblio_name).ok_or_else(|| raw.error("shape", format!("<{}> has no <{biblio_name}>", root.name())))?;
     let pubid = biblio.path("publication-reference/document-id");
-    let (country, doc, kind) = pubid.map(|d| (child_text(d, "country"), child_text(d, "doc-number"), child_text(d, "kind"))).unwrap_or_default();
+    let (country, doc, kind) =
+        pubid.map(|d| (child_text(d, "country"), child_text(d, "doc-number"), child_text(d, "kind"))).unwrap_or_default();
     let number = us_number(&country, &doc, &kind).ok_or_else(|| {
         raw.error("shape", format!("<{}> has no publication number (publication-reference/document-id/doc-number)", root.name()))
     })?;
@@ -453,7 +461,9 @@ fn ice_patent(raw: &RawRecord, root: El<'_>) -> Result<Record, ReadError> {
     }
     // ICE v4.0/v4.1 (before the 2006 IPC reform): `classification-ipc` with text symbols.
     if let Some(c) = biblio.child("classification-ipc") {
-        ipc.extend(c.children().filter(|e| e.name() == "main-classification" || e.name() == "further-classification").map(|e| e.raw_text()));
+        ipc.extend(
+            c.children().filter(|e| e.name() == "main-classification" || e.name() == "further-classification").map(|e| e.raw_text()),
+        );
     }
     set_ipc(&mut p, ipc.iter().map(String::as_str));
 
@@ -489,7 +499,7 @@ fn ice_patent(raw: &RawRecord, root: El<'_>) -> Result<Record, ReadError> {
         put(m, "locarno", &child_text(l, "main-classification"));
         put(m, "locarno_edition", &child_text(l, "edition"));
     }
-    put(m, "claim_statement", &child_text(biblio, "us-claim-statement"));
+    put(m, "claim_statement", &child_text(root, "us-claim-statement"));
 
     if let Some(a) = root.child("abstract") {
         p.abstract_text = TextLines::of(a, ice_layout).join("\n");
@@ -537,7 +547,10 @@ mod tests {
 
     #[test]
     fn root_names_from_heads() {
-        assert_eq!(xml_root_name(b"\xef\xbb\xbf <?xml version=\"1.0\"?>\n<!DOCTYPE us-patent-grant SYSTEM \"x.dtd\" [ ]>\n<us-patent-grant>"), Some(&b"us-patent-grant"[..]));
+        assert_eq!(
+            xml_root_name(b"\xef\xbb\xbf <?xml version=\"1.0\"?>\n<!DOCTYPE us-patent-grant SYSTEM \"x.dtd\" [ ]>\n<us-patent-grant>"),
+            Some(&b"us-patent-grant"[..])
+        );
         assert_eq!(xml_root_name(b"<?xml version=\"1.0\"?><!-- c --><PATDOC DTD=\"2.5\">"), Some(&b"PATDOC"[..]));
         assert_eq!(xml_root_name(b"<!DOCTYPE patent-application-publication["), Some(&b"patent-application-publication"[..]));
         assert_eq!(xml_root_name(b"{\"a\": 1}"), None);
@@ -613,5 +626,195 @@ mod tests {
         let cfg = SourcesConfig::default();
         let e = parse_xml_record(&rec(bytes), &ParseContext { cfg: &cfg }).unwrap_err();
         assert_eq!((e.kind.as_str(), e.position.offset), ("encoding", Some(1020)));
+    }
+}
+
+/// The USPTO fixtures read through the real input, sniffing and framing path; golden renders.
+#[cfg(test)]
+mod fixture_tests {
+    use std::io::{Cursor, Read};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use crate::doc::Record;
+    use crate::error::ReadError;
+    use crate::render::{render_patent, RenderConfig};
+    use crate::sources::framing::frame;
+    use crate::sources::input::{for_each_stream, InputStream};
+    use crate::sources::{sniff, ParseContext, SourcesConfig, SNIFF_BYTES};
+
+    fn fixture(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+    }
+
+    /// Reads every record of `path`: (sniffed format name, parse results in order).
+    pub(crate) fn read_all(path: &Path) -> (String, Vec<Result<Record, ReadError>>) {
+        let cfg = SourcesConfig::default();
+        let cx = ParseContext { cfg: &cfg };
+        let progress = Arc::new(AtomicU64::new(0));
+        let mut out = Vec::new();
+        let mut format_name = String::new();
+        for_each_stream(path, &progress, |stream| {
+            let InputStream { name, mut reader } = stream;
+            let mut head = Vec::new();
+            (&mut reader).take(SNIFF_BYTES as u64).read_to_end(&mut head).expect("readable");
+            let format = sniff(&head).unwrap_or_else(|| panic!("{name}: no format recognises it"));
+            format_name = format.name().to_string();
+            let reader = Box::new(Cursor::new(head).chain(reader));
+            frame(format.framing(), InputStream { name, reader }, cfg.max_record_bytes, &mut |raw| {
+                out.push(raw.and_then(|r| format.parse(&r, &cx)));
+                true
+            });
+            Ok(())
+        })
+        .expect("input opens");
+        (format_name, out)
+    }
+
+    fn counts(v: &[Result<Record, ReadError>]) -> (usize, Vec<String>, Vec<String>) {
+        let mut patents = 0;
+        let mut skips = Vec::new();
+        let mut errors = Vec::new();
+        for r in v {
+            match r {
+                Ok(Record::Patent(_)) => patents += 1,
+                Ok(Record::Skip { reason, .. }) => skips.push(reason.clone()),
+                Ok(Record::Doc(_)) => errors.push("unexpected Doc".into()),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (patents, skips, errors)
+    }
+
+    #[test]
+    fn every_uspto_fixture_reads_with_the_provenance_counts() {
+        let seq = || "not-a-patent:sequence-cwu".to_string();
+        for (file, format, patents, skips) in [
+            ("ipg130416.small.xml", "uspto-ice", 25, vec![seq(), seq()]),
+            ("ipa130117.two-applications.xml", "uspto-ice", 2, vec![]),
+            ("US08930553-grant-v45.xml", "uspto-ice", 1, vec![]),
+            ("US20230080311A1-20230316-application-v46.xml", "uspto-ice", 1, vec![]),
+            ("US20010000943A1-pap-v15.xml", "uspto-pap", 1, vec![]),
+            ("US06336130-grant-v25-PATDOC.xml", "uspto-patdoc", 1, vec![]),
+            ("US03937375-aps-greenbook.txt", "uspto-aps", 1, vec![]),
+        ] {
+            let path = fixture(&format!("data/uspto/{file}"));
+            let (name, recs) = read_all(&path);
+            assert_eq!(name, format, "{file}");
+            // The element names of the file: none may appear as a tag in the text.
+            let source = std::fs::read_to_string(&path).unwrap();
+            let tags: std::collections::BTreeSet<&str> =
+                regex::Regex::new(r"<([A-Za-z][\w-]*)").unwrap().captures_iter(&source).map(|c| c.get(1).unwrap().as_str()).collect();
+            let entity = regex::Regex::new(r"&#?\w+;").unwrap();
+            let (n, s, errors) = counts(&recs);
+            assert!(errors.is_empty(), "{file}: {errors:?}");
+            assert_eq!((n, s), (patents, skips), "{file}");
+            for r in &recs {
+                let Ok(Record::Patent(p)) = r else { continue };
+                // Every patent has what the corpus needs, and no markup is left in its text.
+                assert!(
+                    p.number.starts_with("US") && !p.title.is_empty() && p.date.len() == 10,
+                    "{file}: {} {:?} {}",
+                    p.number,
+                    p.title,
+                    p.date
+                );
+                assert!(!p.claims.is_empty(), "{file}: {} has no claims", p.number);
+                for t in [&p.title, &p.abstract_text, &p.description].into_iter().chain(&p.claims) {
+                    for tag in &tags {
+                        for open in [format!("<{tag}>"), format!("<{tag} "), format!("</{tag}>"), format!("<{tag}/>")] {
+                            assert!(!t.contains(&open), "{file}: {} markup {open} left in: {t}", p.number);
+                        }
+                    }
+                    assert!(!entity.is_match(t), "{file}: {} entity left: {t}", p.number);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bulk_file_numbers_and_design_patents() {
+        let (_, recs) = read_all(&fixture("data/uspto/ipg130416.small.xml"));
+        let patents: Vec<_> = recs
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Record::Patent(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(patents[0].number, "USD680087S1");
+        assert!(patents[0].ipc.is_empty(), "design patents have no IPC");
+        assert_eq!(patents[0].meta["locarno"], "1403");
+        assert_eq!(patents[2].number, "US8418361B2");
+        // Distinct numbers, all dated the issue day.
+        let mut nums: Vec<&str> = patents.iter().map(|p| p.number.as_str()).collect();
+        nums.sort();
+        nums.dedup();
+        assert_eq!(nums.len(), 25);
+        assert!(patents.iter().all(|p| p.date == "2013-04-16"));
+        // The sequence listings are skipped under the number of the grant they belong to (the
+        // grants themselves are not in this cut of the weekly file).
+        let skipped: Vec<&str> = recs
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Record::Skip { id, .. }) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skipped, ["US8420053B2", "US8420317B2"]);
+    }
+
+    /// Documents with a golden render: (fixture, index of the patent in the file, golden name).
+    const GOLDEN: &[(&str, usize, &str)] = &[
+        ("US08930553-grant-v45.xml", 0, "US8930553B2-ice-grant"),
+        ("US20230080311A1-20230316-application-v46.xml", 0, "US20230080311A1-ice-application"),
+        ("ipg130416.small.xml", 24, "US8421615B2-ice-grant-maths-tables"),
+        ("US20010000943A1-pap-v15.xml", 0, "US20010000943A1-pap"),
+        ("US06336130-grant-v25-PATDOC.xml", 0, "US6336130B1-patdoc"),
+        ("US03937375-aps-greenbook.txt", 0, "US3937375A-aps"),
+    ];
+
+    /// The golden file is the render with claims; the default render must be it without the
+    /// claims part. `UPDATE_GOLDEN=1` rewrites the files (then read them through by hand).
+    #[test]
+    fn golden_renders() {
+        let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+        for &(file, index, golden) in GOLDEN {
+            let (_, recs) = read_all(&fixture(&format!("data/uspto/{file}")));
+            let p = recs
+                .into_iter()
+                .filter_map(|r| match r {
+                    Ok(Record::Patent(p)) => Some(p),
+                    _ => None,
+                })
+                .nth(index)
+                .unwrap_or_else(|| panic!("{file}: no patent {index}"));
+            let plain = render_patent(&p, &RenderConfig::default(), None);
+            let with_claims = render_patent(&p, &RenderConfig { claims: true, ..Default::default() }, None);
+            let mut meta = serde_json::Map::new();
+            for (k, v) in
+                [("id", &plain.id), ("source", &plain.source), ("lang", &plain.lang), ("title", &plain.title), ("date", &plain.date)]
+            {
+                meta.insert(k.into(), v.clone().into());
+            }
+            meta.insert("ipc".into(), plain.ipc.clone().into());
+            meta.insert("claims".into(), p.claims.len().into());
+            meta.insert("meta".into(), plain.meta.clone().into());
+            let meta = serde_json::to_string_pretty(&meta).unwrap() + "\n";
+            let text_path = fixture(&format!("golden/uspto/{golden}.txt"));
+            let meta_path = fixture(&format!("golden/uspto/{golden}.meta.json"));
+            if update {
+                std::fs::create_dir_all(text_path.parent().unwrap()).unwrap();
+                std::fs::write(&text_path, format!("{}\n", with_claims.text)).unwrap();
+                std::fs::write(&meta_path, &meta).unwrap();
+            }
+            let want = std::fs::read_to_string(&text_path).unwrap_or_else(|e| panic!("{}: {e}", text_path.display()));
+            let want = want.strip_suffix('\n').unwrap_or(&want);
+            assert_eq!(with_claims.text, want, "{golden}: render with claims differs from the golden file");
+            let claims_at = want.find("\n\n权利要求: ").unwrap_or_else(|| panic!("{golden}: golden has no claims part"));
+            assert_eq!(plain.text, &want[..claims_at], "{golden}: default render is not the golden without claims");
+            assert_eq!(meta, std::fs::read_to_string(&meta_path).unwrap(), "{golden}: fields and meta differ");
+        }
     }
 }

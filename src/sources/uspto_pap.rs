@@ -63,7 +63,10 @@ pub(super) fn pap_patent(raw: &RawRecord, root: El<'_>, text: &str) -> Result<Re
     let (doc, kind) = id.map(|d| (child_text(d, "doc-number"), child_text(d, "kind-code"))).unwrap_or_default();
     let country = id.map(|d| child_text(d, "country-code")).unwrap_or_default();
     let number = us_number(&country, &doc, &kind).ok_or_else(|| {
-        raw.error("shape", "<patent-application-publication> has no publication number (subdoc-bibliographic-information/document-id/doc-number)")
+        raw.error(
+            "shape",
+            "<patent-application-publication> has no publication number (subdoc-bibliographic-information/document-id/doc-number)",
+        )
     })?;
 
     let mut p = new_patent("uspto-pap");
@@ -94,7 +97,9 @@ pub(super) fn pap_patent(raw: &RawRecord, root: El<'_>, text: &str) -> Result<Re
         put(m, "ipc_edition", &path_text(t, "classification-ipc/classification-ipc-edition"));
         let us: Vec<String> = t
             .child("classification-us")
-            .map(|c| c.descendants("uspc").into_iter().map(|u| format!("{}/{}", child_text(u, "class"), child_text(u, "subclass"))).collect())
+            .map(|c| {
+                c.descendants("uspc").into_iter().map(|u| format!("{}/{}", child_text(u, "class"), child_text(u, "subclass"))).collect()
+            })
             .unwrap_or_default();
         put_list(m, "us_class", us);
     }

@@ -74,7 +74,12 @@ pub(super) fn patdoc_patent(raw: &RawRecord, root: El<'_>, text: &str) -> Result
 
     let m = &mut p.meta;
     put(m, "kind", &kind);
-    let dtd = [root.attr("DTD").unwrap_or_default(), doctype_system(text).unwrap_or_default()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(" ");
+    let dtd = [root.attr("DTD").unwrap_or_default(), doctype_system(text).unwrap_or_default()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
     put(m, "dtd_version", &dtd);
     put(m, "application_number", &path_text(bi, "B200/B210/DNUM"));
     put(m, "application_date", &iso_date(&path_text(bi, "B200/B220/DATE")).unwrap_or_default());
@@ -104,7 +109,9 @@ mod tests {
 
     #[test]
     fn sniffs_only_patdoc() {
-        assert!(UsptoPatdoc.sniff(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE PATDOC SYSTEM \"ST32-US-Grant-025xml.dtd\" [\n]>\n<PATDOC DTD=\"2.5\">"));
+        assert!(UsptoPatdoc.sniff(
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE PATDOC SYSTEM \"ST32-US-Grant-025xml.dtd\" [\n]>\n<PATDOC DTD=\"2.5\">"
+        ));
         assert!(!UsptoPatdoc.sniff(b"<?xml version=\"1.0\"?>\n<!DOCTYPE patent-application-publication SYSTEM \"p.dtd\">"));
         assert!(!UsptoPatdoc.sniff(b"[{\"content\": \"x\"}]"));
     }
