@@ -765,6 +765,82 @@ mod fixture_tests {
         assert_eq!(skipped, ["US8420053B2", "US8420317B2"]);
     }
 
+    /// A bad file's records and its bytes.
+    fn read_bad(name: &str) -> (PathBuf, Vec<u8>, Vec<Result<Record, ReadError>>) {
+        let path = fixture(&format!("bad/{name}"));
+        let (_, recs) = read_all(&path);
+        (path.clone(), std::fs::read(&path).unwrap(), recs)
+    }
+
+    fn numbers(recs: &[Result<Record, ReadError>]) -> Vec<String> {
+        recs.iter()
+            .filter_map(|r| match r {
+                Ok(Record::Patent(p)) => Some(p.number.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The one error of `recs`, checked to name `path`.
+    fn the_error<'r>(path: &Path, recs: &'r [Result<Record, ReadError>]) -> &'r ReadError {
+        let errors: Vec<&ReadError> = recs.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].position.file, path.display().to_string());
+        errors[0]
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> u64 {
+        memchr::memmem::find(hay, needle).expect("needle in file") as u64
+    }
+
+    #[test]
+    fn truncated_document_in_a_bulk_file_is_one_error_and_the_others_read() {
+        let (path, bytes, recs) = read_bad("uspto-bulk-with-truncated-document.xml");
+        assert_eq!(recs.len(), 3);
+        assert_eq!(numbers(&recs), ["US8000001B2", "US8000003B2"]);
+        let e = the_error(&path, &recs);
+        assert_eq!(e.kind, "xml");
+        assert!(e.message.contains("unclosed element <p>"), "{e}");
+        // At the end of the cut document: the byte before the next document's declaration.
+        let end = find(&bytes, b"cut of\n") + b"cut of".len() as u64;
+        assert_eq!((e.position.offset, e.position.line), (Some(end), Some(18)), "{e}");
+        assert!(e.to_string().starts_with(&format!("{}:18 (byte {end})", path.display())), "{e}");
+    }
+
+    #[test]
+    fn undefined_entity_is_an_xml_error_at_its_byte() {
+        let (path, bytes, recs) = read_bad("uspto-undefined-entity.xml");
+        let e = the_error(&path, &recs);
+        assert_eq!((e.kind.as_str(), e.position.offset), ("xml", Some(find(&bytes, b"&bogus;"))), "{e}");
+        assert!(e.message.contains("undefined entity &bogus;"), "{e}");
+    }
+
+    #[test]
+    fn missing_publication_number_is_a_shape_error() {
+        let (path, _, recs) = read_bad("uspto-no-publication-number.xml");
+        let e = the_error(&path, &recs);
+        assert_eq!((e.kind.as_str(), e.position.offset), ("shape", Some(0)), "{e}");
+        assert!(e.message.contains("no publication number (publication-reference/document-id/doc-number)"), "{e}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_an_encoding_error_at_the_bad_byte() {
+        let (path, bytes, recs) = read_bad("uspto-not-utf8.xml");
+        let e = the_error(&path, &recs);
+        assert_eq!((e.kind.as_str(), e.position.offset), ("encoding", Some(find(&bytes, b"\xe9"))), "{e}");
+        assert!(e.message.contains("invalid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn aps_patent_without_wku_is_a_shape_error_and_its_neighbours_read() {
+        let (path, bytes, recs) = read_bad("uspto-aps-patent-without-wku.txt");
+        assert_eq!(numbers(&recs), ["US3937375A", "US3937376A"]);
+        let e = the_error(&path, &recs);
+        let second = find(&bytes[1..], b"PATN") + 1;
+        assert_eq!((e.kind.as_str(), e.position.offset, e.position.line), ("shape", Some(second), Some(8)), "{e}");
+        assert!(e.message.contains("no usable patent number"), "{e}");
+    }
+
     /// Documents with a golden render: (fixture, index of the patent in the file, golden name).
     const GOLDEN: &[(&str, usize, &str)] = &[
         ("US08930553-grant-v45.xml", 0, "US8930553B2-ice-grant"),
