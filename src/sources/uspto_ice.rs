@@ -765,6 +765,55 @@ mod fixture_tests {
         assert_eq!(skipped, ["US8420053B2", "US8420317B2"]);
     }
 
+    /// Each USPTO fixture is claimed by exactly its reader; no other fixture (EPO XML and TSV,
+    /// JSON, JSONL, CSV, tokenizer files) by any USPTO reader.
+    #[test]
+    fn uspto_sniffers_claim_only_their_files() {
+        use crate::sources::{by_name, sniffing::trimmed};
+        let ours = ["uspto-ice", "uspto-pap", "uspto-patdoc", "uspto-aps"].map(|n| by_name(n).unwrap());
+        let mut stack = vec![fixture("data")];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let bytes = std::fs::read(&p).unwrap();
+                let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
+                let claimed: Vec<&str> = ours.iter().filter(|f| f.sniff(head)).map(|f| f.name()).collect();
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                let want: &[&str] = if !p.parent().unwrap().ends_with("uspto") {
+                    &[]
+                } else if name.contains("aps") {
+                    &["uspto-aps"]
+                } else if name.contains("pap") {
+                    &["uspto-pap"]
+                } else if name.contains("PATDOC") {
+                    &["uspto-patdoc"]
+                } else {
+                    &["uspto-ice"]
+                };
+                assert_eq!(claimed, want, "{}", p.display());
+                // Sniffing looks at content only: the same bytes after a BOM and blank lines.
+                let mut padded = b"\xef\xbb\xbf\n \n".to_vec();
+                padded.extend_from_slice(trimmed(head));
+                assert_eq!(ours.iter().filter(|f| f.sniff(&padded)).count(), want.len(), "{name} with BOM");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 20, "only {seen} fixture files");
+        for head in [
+            &b"{\"RECORDS\": [{\"content\": \"PATN\"}]}"[..],
+            b"[\n  {\"title\": \"x\"}",
+            b"EP\t0600001\tA1\t1994-06-08\ten\tTITLE\tx\n",
+            b"PATN",
+        ] {
+            assert!(ours.iter().all(|f| !f.sniff(head)), "{}", String::from_utf8_lossy(head));
+        }
+    }
+
     /// A bad file's records and its bytes.
     fn read_bad(name: &str) -> (PathBuf, Vec<u8>, Vec<Result<Record, ReadError>>) {
         let path = fixture(&format!("bad/{name}"));
@@ -839,6 +888,41 @@ mod fixture_tests {
         let second = find(&bytes[1..], b"PATN") + 1;
         assert_eq!((e.kind.as_str(), e.position.offset, e.position.line), ("shape", Some(second), Some(8)), "{e}");
         assert!(e.message.contains("no usable patent number"), "{e}");
+    }
+
+    fn docs_config(inputs: &[PathBuf], output: &Path) -> crate::config::DocsConfig {
+        let v = serde_json::json!({ "inputs": inputs, "output": output });
+        serde_json::from_value(v).expect("docs config")
+    }
+
+    /// The whole `docs` stage over the USPTO fixtures: the report accounts for every record.
+    #[test]
+    fn docs_stage_accounts_for_every_uspto_record() {
+        let out = tempfile::tempdir().unwrap();
+        let cfg = docs_config(&[fixture("data/uspto")], out.path());
+        let scheme = crate::ipc::IpcScheme::default();
+        let report = crate::pipeline::docs::run(&cfg, &scheme, Default::default(), false).unwrap();
+        let st = &report.sources["uspto"];
+        assert_eq!((st.files, st.read, st.accounted()), (7, 34, 34), "{st:?}");
+        assert!(st.errors.is_empty(), "{:?}", report.error_samples);
+        assert_eq!(st.filtered.get("not-a-patent:sequence-cwu"), Some(&2), "{st:?}");
+        assert!(report.unrecognized.is_empty(), "{:?}", report.unrecognized);
+    }
+
+    /// Bad records are counted and the run goes on; `strict` fails with the same message.
+    #[test]
+    fn docs_stage_counts_bad_records_and_strict_fails_on_them() {
+        let out = tempfile::tempdir().unwrap();
+        let bad: Vec<PathBuf> =
+            ["uspto-bulk-with-truncated-document.xml", "uspto-undefined-entity.xml"].iter().map(|f| fixture(&format!("bad/{f}"))).collect();
+        let scheme = crate::ipc::IpcScheme::default();
+        let report = crate::pipeline::docs::run(&docs_config(&bad, out.path()), &scheme, Default::default(), false).unwrap();
+        let st = &report.sources["uspto"];
+        assert_eq!((st.read, st.kept, st.errors.get("xml")), (4, 2, Some(&2)), "{st:?}");
+        let out = tempfile::tempdir().unwrap();
+        let err = crate::pipeline::docs::run(&docs_config(&bad, out.path()), &scheme, Default::default(), true).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("uspto-bulk-with-truncated-document.xml:18 (byte ") && msg.contains("unclosed element <p>"), "{msg}");
     }
 
     /// Documents with a golden render: (fixture, index of the patent in the file, golden name).
