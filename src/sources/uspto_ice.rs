@@ -16,7 +16,9 @@
 //! - Title: `invention-title`, whitespace collapsed.
 //! - Abstract and description: one line per heading, paragraph (`p`), list item and table row;
 //!   inline markup (`b`, `i`, `sub`, `sup`, `figref`, `claim-ref`, …) is flattened to its text,
-//!   so figure references stay as written (`FIG. 1 is …`). `br` ends a line.
+//!   so figure references stay as written (`FIG. 1 is …`) and sub/superscripts join their base
+//!   (`V<sub>out</sub>` → `Vout`, also footnote marks: `coli<sup>a</sup>` → `colia`). `br`
+//!   ends a line. Whitespace runs collapse to one space; words the source glued stay glued.
 //! - Tables (CALS `table`): one line per row, the row's non-empty cells joined by ` | `.
 //! - Maths (MathML `math`): linearized inline (`a/b`, `x_i`, `x^2`, `√(x)`; invisible operators
 //!   dropped). Formulas, chemistry and figures that exist only as images are dropped.
@@ -107,7 +109,8 @@ fn trim_ws(b: &[u8]) -> &[u8] {
 
 /// Decodes a USPTO record. USPTO data is UTF-8 (or ASCII): under `encoding = "auto"` the
 /// GB18030 fallback meant for Chinese corpora is not tried, so non-UTF-8 bytes are an
-/// `encoding` error at their offset instead of turning into CJK characters.
+/// `encoding` error at their offset instead of turning into CJK characters. (An explicit
+/// `gb18030` is honoured; XML error offsets are then positions in the decoded text.)
 pub(super) fn decode_utf8<'a>(raw: &'a RawRecord, cx: &ParseContext<'_>) -> Result<Cow<'a, str>, ReadError> {
     let enc = match cx.cfg.encoding {
         Encoding::Auto => Encoding::Utf8,
