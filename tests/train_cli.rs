@@ -61,7 +61,13 @@ fn kill_9_and_resume_gives_the_same_losses() {
     let cfg = write_config(b.path(), rows);
     let run = b.path().join("run");
     for kill_at in [7, 31] {
-        let mut child = Command::new(BIN).args(["train"]).arg(&cfg).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["train"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let t0 = Instant::now();
         while read_metrics(&run.join("metrics.jsonl")).map(|m| m.len()).unwrap_or(0) < kill_at {
             assert!(t0.elapsed() < Duration::from_secs(120), "the run logged nothing");

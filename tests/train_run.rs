@@ -261,3 +261,26 @@ fn config_errors_name_the_key() {
     cfg.checkpoint.tokenizer = Some(dir.path().join("missing.json"));
     assert!(cfg.validate().unwrap_err().to_string().contains("missing.json"));
 }
+
+#[test]
+fn example_pipelines_parse_and_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("train-") {
+            let cfg = coretech::config::PipelineConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert!(!cfg.train.is_empty(), "{}", p.display());
+            for (name, t) in &cfg.train {
+                assert!(cfg.stages.contains(&format!("train:{name}")), "{}: stage train:{name} not listed", p.display());
+                let mut t = t.clone();
+                // Paths are relative to the repository root.
+                t.checkpoint.tokenizer = t.checkpoint.tokenizer.map(|p| Path::new(env!("CARGO_MANIFEST_DIR")).join(p));
+                t.validate().unwrap();
+                t.model.arch().unwrap();
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 1);
+}

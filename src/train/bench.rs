@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::arch::Qwen2Config;
 use super::config::{ComputeDtype, DeviceKind, TrainConfig};
 use super::error::{Result, TrainError};
-use super::metrics::{process_memory, H100_BF16_PEAK};
+use super::metrics::{process_cpu_seconds, process_memory, H100_BF16_PEAK};
 use super::model::{init_params, Grads, Qwen2};
 use super::ops;
 use super::optim::{AdamW, AdamWConfig};
@@ -79,6 +79,11 @@ pub struct BenchResult {
     pub optimizer_s_mean: f64,
     /// Tokens per second over the timed steps.
     pub tokens_per_s: f64,
+    /// Process CPU time (user + system) per timed step, seconds (CPU: compare with `step_s_mean`
+    /// to see how much of the wall time other processes took).
+    pub cpu_s_per_step: Option<f64>,
+    /// Tokens per CPU-second (all threads together).
+    pub tokens_per_cpu_s: Option<f64>,
     /// 6·N·tokens/s / peak.
     pub mfu: Option<f64>,
     /// The peak used for MFU.
@@ -128,7 +133,11 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
     let sync = || -> Result<()> { Ok(model_device_sync(&device)?) };
     let mut losses = Vec::new();
     let (mut steps, mut fb, mut op) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu0 = None;
     for i in 0..b.warmup + b.steps {
+        if i == b.warmup {
+            cpu0 = process_cpu_seconds();
+        }
         let t0 = Instant::now();
         let mut grads = Grads::new(model.params.len());
         let loss = model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)? * scale;
@@ -145,6 +154,7 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
             op.push((t2 - t1).as_secs_f64());
         }
     }
+    let cpu_s_per_step = cpu0.zip(process_cpu_seconds()).map(|(a, z)| (z - a) / b.steps as f64);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let mut sorted = steps.clone();
     sorted.sort_by(f64::total_cmp);
@@ -166,6 +176,8 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
         fwd_bwd_s_mean: mean(&fb),
         optimizer_s_mean: mean(&op),
         tokens_per_s,
+        cpu_s_per_step,
+        tokens_per_cpu_s: cpu_s_per_step.filter(|c| *c > 0.0).map(|c| n as f64 / c),
         mfu: peak.map(|p| 6.0 * model.num_params() as f64 * tokens_per_s / p),
         peak_flops: peak,
         peak_rss_bytes: process_memory().map(|m| m.1),
