@@ -82,6 +82,15 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             let pack = cfg.pack.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "pack".into(), message: "stage \"pack\" needs a [pack] section".into() })?;
             crate::pack::stage::run(pack, opts.task)
         }
+        s if s.starts_with("train:") => {
+            let name = &s["train:".len()..];
+            let tc = cfg.train.get(name).ok_or_else(|| Error::Config { file: String::new(), key: "stages".into(), message: format!("stage {s:?} needs a [train.{name}] section") })?;
+            let summary = crate::train::trainer::run(tc)?;
+            tracing::info!("{s}: {} steps, final loss {:?}, checkpoint {:?}", summary.steps, summary.final_loss, summary.checkpoint);
+            let mut report = RunReport::new(s);
+            report.elapsed_s = summary.elapsed_s;
+            Ok(report)
+        }
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }
