@@ -11,6 +11,7 @@ use crate::clean::CleanConfig;
 use crate::error::{Error, Result};
 use crate::ipc::IpcConfig;
 use crate::render::RenderConfig;
+use crate::sft::SftConfig;
 use crate::shard::WriterConfig;
 use crate::sources::SourcesConfig;
 
@@ -32,6 +33,10 @@ pub struct PipelineConfig {
     #[serde(default)]
     #[schemars(with = "DocsConfig")]
     pub docs: Option<DocsConfig>,
+    /// Building SFT token shards from instruction data.
+    #[serde(default)]
+    #[schemars(with = "SftConfig")]
+    pub sft: Option<SftConfig>,
 }
 
 /// The `docs` stage: raw files → document shards.
