@@ -34,6 +34,36 @@ impl TaskArgs {
     }
 }
 
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SftArgs {
+    #[command(subcommand)]
+    cmd: Option<SftCmd>,
+    /// Pipeline TOML with an [sft] section: read, validate, split, decontaminate, grade, pack.
+    config: Option<PathBuf>,
+    /// Fail on the first bad record instead of counting and skipping it.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Subcommand)]
+enum SftCmd {
+    /// Everything up to difficulty grading: writes examples.parquet and report.json, no shards.
+    Grade {
+        /// Pipeline TOML with an [sft] section.
+        config: PathBuf,
+        /// Fail on the first bad record.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Per-task and per-stage counts, length distributions and stage means of a built SFT
+    /// directory (or its examples.parquet).
+    Stats {
+        /// The `[sft] output` directory.
+        dir: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Build document shards from raw inputs (the `docs` stage of a pipeline).
@@ -43,6 +73,8 @@ enum Cmd {
         #[command(flatten)]
         task: TaskArgs,
     },
+    /// Build SFT token shards (the `sft` stage), or `sft grade` / `sft stats`.
+    Sft(SftArgs),
     /// Run every stage the pipeline lists, in order.
     Run {
         /// Pipeline TOML.
@@ -90,6 +122,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = pipeline::run_stage(&cfg, "docs", &task.options()?)?;
             print!("{}", report.table());
         }
+        Cmd::Sft(args) => match (args.cmd, args.config) {
+            (Some(SftCmd::Grade { config, strict }), _) => {
+                let cfg = load(&config)?;
+                let report = coretech::sft::run_pipeline(&cfg, strict, coretech::sft::Mode::Grade)?;
+                print!("{}", report.table());
+                if let Some(sft) = &cfg.sft {
+                    print!("{}", coretech::sft::stats::stats_of_dir(&sft.output)?);
+                }
+            }
+            (Some(SftCmd::Stats { dir }), _) => print!("{}", coretech::sft::stats::stats_of_dir(&dir)?),
+            (None, Some(config)) => {
+                let report = coretech::sft::run_pipeline(&load(&config)?, args.strict, coretech::sft::Mode::Build)?;
+                print!("{}", report.table());
+            }
+            (None, None) => anyhow::bail!("usage: coretech sft <config> | coretech sft grade <config> | coretech sft stats <dir>"),
+        },
         Cmd::Run { config, task } => {
             let cfg = load(&config)?;
             for report in pipeline::run(&cfg, &task.options()?)? {

@@ -74,6 +74,7 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             let scheme = IpcScheme::load(&cfg.ipc)?;
             docs::run(docs, &scheme, opts.task, opts.strict)
         }
+        "sft" => Ok(crate::sft::run_pipeline(cfg, opts.strict, crate::sft::Mode::Build)?.run),
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }
