@@ -343,3 +343,33 @@ fn overlength_policies_truncate_drop_or_keep() {
     let over: u64 = drop.run.sources.values().map(|s| s.filtered.get("over-length").copied().unwrap_or(0)).sum();
     assert_eq!(over, drop.template.dropped);
 }
+
+/// A scheme that knows every subclass of G06 and H04 and their groups.
+struct G06H04;
+impl coretech::sft::validate::IpcLookup for G06H04 {
+    fn contains(&self, symbol: &str) -> bool {
+        symbol.starts_with("G06") || symbol.starts_with("H04")
+    }
+}
+
+#[test]
+fn codes_unknown_to_the_scheme_are_listed_per_example_and_dropped_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sft");
+    let cfg = config(&out, None, "");
+    let r = coretech::sft::run(cfg.sft.as_ref().unwrap(), Some(&G06H04), false, Mode::Grade).unwrap();
+    assert!(r.validation.scheme_checked);
+    // GovPatent IPC record 0 lists 13 codes; 8 are outside G06/H04 (counted by hand).
+    let e = r.validation.per_example.iter().find(|e| e.id == "GovPatent-SFT_QA_IPC:0").unwrap();
+    let expected: Vec<&str> = vec!["H01L", "G16B", "G16H", "G05B 19/00", "G11C 13/00", "H03K", "H05K", "G16C"];
+    assert_eq!(e.unknown, expected);
+    assert!(e.malformed.is_empty());
+    let with_unknown = r.validation.unknown_examples;
+    assert!(with_unknown > 100);
+    let mut drop_unknown = cfg.sft.clone().unwrap();
+    drop_unknown.validate.unknown_codes = coretech::sft::config::Policy::Drop;
+    let r = coretech::sft::run(&drop_unknown, Some(&G06H04), false, Mode::Grade).unwrap();
+    let dropped: u64 = r.run.sources.values().map(|s| s.filtered.get("unknown-ipc-code").copied().unwrap_or(0)).sum();
+    assert_eq!(dropped, with_unknown);
+    assert!(!graded(&out).contains_key("GovPatent-SFT_QA_IPC:0"));
+}

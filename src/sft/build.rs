@@ -117,6 +117,11 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
         read_input(input, &cx, &mut read)?;
     }
     report.datasets = std::mem::take(&mut read.datasets);
+    for (name, info) in &report.datasets {
+        let s = report.run.source(name);
+        s.files += info.files.len() as u64;
+        s.bytes_in += info.files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum::<u64>();
+    }
     let mut examples = Vec::new();
     for o in read.outcomes {
         match o {
