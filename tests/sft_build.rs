@@ -342,6 +342,11 @@ fn overlength_policies_truncate_drop_or_keep() {
     assert_eq!(drop.template.truncated, 0);
     let over: u64 = drop.run.sources.values().map(|s| s.filtered.get("over-length").copied().unwrap_or(0)).sum();
     assert_eq!(over, drop.template.dropped);
+    // Keep: whole examples up to seq_len (4096 here), nothing cut.
+    let keep = run_pipeline(&config(&out, None, "[sft.template]\ncutoff_len = 512\noverlength = \"keep\"\n"), false, Mode::Grade).unwrap();
+    assert_eq!((keep.template.truncated, keep.template.dropped), (0, 0));
+    assert_eq!(keep.run.total().kept, trunc.run.total().kept);
+    assert!(keep.template.tokens > trunc.template.tokens);
 }
 
 /// A scheme that knows every subclass of G06 and H04 and their groups.
@@ -372,4 +377,26 @@ fn codes_unknown_to_the_scheme_are_listed_per_example_and_dropped_on_request() {
     let dropped: u64 = r.run.sources.values().map(|s| s.filtered.get("unknown-ipc-code").copied().unwrap_or(0)).sum();
     assert_eq!(dropped, with_unknown);
     assert!(!graded(&out).contains_key("GovPatent-SFT_QA_IPC:0"));
+}
+
+#[test]
+fn empty_cut_off_and_repeated_answers_are_filtered_by_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sft");
+    let odd = tmp.path().join("odd.jsonl");
+    let rec = |q: &str, a: &str| serde_json::json!({"instruction": q, "input": "", "output": a}).to_string();
+    let lines = [rec("空回答的问题？", "  "), rec("被截断的回答？", "智能芯片是一种芯片，主要用于"), rec("完整的问题？", "完整的回答。")];
+    std::fs::write(&odd, lines.join("\n")).unwrap();
+    let extra = format!("[sft.validate]\nduplicate_questions = \"drop\"\n[[sft.inputs]]\npath = {odd:?}\n");
+    let r = run_pipeline(&config(&out, None, &extra), false, Mode::Grade).unwrap();
+    let s = &r.run.sources["odd"];
+    assert_eq!((s.read, s.kept, s.filtered.get("empty-answer"), s.filtered.get("truncated-answer")), (3, 1, Some(&1), Some(&1)));
+    assert_eq!(r.validation.empty_answers, ["odd:0"]);
+    assert_eq!(r.validation.truncated_answers, ["odd:1: a Chinese answer ending without punctuation"]);
+    // GovPatent IPC asks 20 questions twice with different answers: dropped on request.
+    assert_eq!(r.run.sources["GovPatent-SFT_QA_IPC"].duplicates.get("question"), Some(&20));
+    // Kept by default, and still listed.
+    let r = run_pipeline(&config(&out, None, &format!("[[sft.inputs]]\npath = {odd:?}\n")), false, Mode::Grade).unwrap();
+    assert_eq!(r.run.sources["GovPatent-SFT_QA_IPC"].duplicates.get("question"), None);
+    assert_eq!(r.duplicates.repeated_questions.iter().filter(|(id, _)| id.starts_with("GovPatent-SFT_QA_IPC")).count(), 20);
 }

@@ -17,7 +17,7 @@ use super::example::{Example, Split};
 use super::grade::{self, list_items, Features};
 use super::pack::{pack_rows, write_shards, PackItem, Row};
 use super::read::{read_input, Outcome, ReadContext, ReadResult};
-use super::report::{ExampleCodes, GradingReport, PackingReport, SftReport, TaskCounts};
+use super::report::{ExampleCodes, GradingReport, PackingReport, SftReport};
 use super::stats::{self, GradedExample};
 use super::task::TaskResolver;
 use super::template::{render, tokenize, truncate, Tokenized};
@@ -314,7 +314,7 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
     for k in &kept {
         let bytes = k.ex.messages.iter().map(|m| m.content.len() as u64).sum();
         report.run.kept(&k.ex.dataset, bytes);
-        let t = report.tasks.entry(k.ex.task.clone()).or_insert_with(TaskCounts::default);
+        let t = report.tasks.entry(k.ex.task.clone()).or_default();
         if k.ex.split == Split::Train {
             t.train += 1;
         } else {

@@ -87,7 +87,7 @@ fn inside(r: &[Range<usize>], (s, e): (usize, usize)) -> bool {
 
 /// Encodes a rendered example and builds its loss mask.
 pub fn tokenize(r: &Rendered, tok: &SftTokenizer) -> Result<Tokenized> {
-    let (ids, offsets) = tok.encode(&r.text)?;
+    let super::tokenizer::Encoded { ids, offsets } = tok.encode(&r.text)?;
     let mut t = Tokenized { loss_mask: Vec::with_capacity(ids.len()), ..Default::default() };
     for &(s, e) in &offsets {
         t.loss_mask.push(inside(&r.targets, (s, e)) as u8);

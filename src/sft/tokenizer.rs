@@ -8,6 +8,15 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 
+/// An encoded text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Byte range of each token in the text.
+    pub offsets: Vec<(usize, usize)>,
+}
+
 /// A loaded tokenizer.
 pub struct SftTokenizer {
     inner: Tokenizer,
@@ -31,9 +40,9 @@ impl SftTokenizer {
 
     /// Token ids of `text` (special tokens written in the text are matched, nothing is added)
     /// and each token's byte range in `text`.
-    pub fn encode(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode(&self, text: &str) -> Result<Encoded> {
         let enc = self.inner.encode(text, false).map_err(|e| Error::Other(format!("tokenizer: {e}")))?;
-        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+        Ok(Encoded { ids: enc.get_ids().to_vec(), offsets: enc.get_offsets().to_vec() })
     }
 
     /// The id of a token string (e.g. `<|endoftext|>`).
