@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::ipc::IpcConfig;
 use crate::pack::PackConfig;
 use crate::render::RenderConfig;
+use crate::sft::SftConfig;
 use crate::shard::WriterConfig;
 use crate::sources::SourcesConfig;
 use crate::train::TrainConfig;
@@ -47,6 +48,10 @@ pub struct PipelineConfig {
     /// Training runs, by name; `[train.<name>]` is run by the stage `train:<name>`.
     #[serde(default)]
     pub train: BTreeMap<String, TrainConfig>,
+    /// Building SFT token shards from instruction data.
+    #[serde(default)]
+    #[schemars(with = "SftConfig")]
+    pub sft: Option<SftConfig>,
 }
 
 /// The `docs` stage: raw files → document shards.

@@ -37,6 +37,36 @@ impl TaskArgs {
     }
 }
 
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SftArgs {
+    #[command(subcommand)]
+    cmd: Option<SftCmd>,
+    /// Pipeline TOML with an [sft] section: read, validate, split, decontaminate, grade, pack.
+    config: Option<PathBuf>,
+    /// Fail on the first bad record instead of counting and skipping it.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Subcommand)]
+enum SftCmd {
+    /// Everything up to difficulty grading: writes examples.parquet and report.json, no shards.
+    Grade {
+        /// Pipeline TOML with an [sft] section.
+        config: PathBuf,
+        /// Fail on the first bad record.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Per-task and per-stage counts, length distributions and stage means of a built SFT
+    /// directory (or its examples.parquet).
+    Stats {
+        /// The `[sft] output` directory.
+        dir: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Build document shards from raw inputs (the `docs` stage of a pipeline).
@@ -70,6 +100,7 @@ enum Cmd {
     DedupBench {
         #[command(subcommand)]
         cmd: DedupBenchCmd,
+    },
     /// Tokenize and pack document shards into token shards (the `pack` stage of a pipeline).
     Pack {
         /// Pipeline TOML with a [pack] section.
@@ -82,6 +113,8 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+    /// Build SFT token shards (the `sft` stage), or `sft grade` / `sft stats`.
+    Sft(SftArgs),
     /// Run every stage the pipeline lists, in order.
     Run {
         /// Pipeline TOML.
@@ -427,6 +460,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             println!("{}", serde_json::to_string(&result)?);
         }
+        Cmd::Sft(args) => match (args.cmd, args.config) {
+            (Some(SftCmd::Grade { config, strict }), _) => {
+                let cfg = load(&config)?;
+                let report = coretech::sft::run_pipeline(&cfg, strict, coretech::sft::Mode::Grade)?;
+                print!("{}", report.table());
+                if let Some(sft) = &cfg.sft {
+                    print!("{}", coretech::sft::stats::stats_of_dir(&sft.output)?);
+                }
+            }
+            (Some(SftCmd::Stats { dir }), _) => print!("{}", coretech::sft::stats::stats_of_dir(&dir)?),
+            (None, Some(config)) => {
+                let report = coretech::sft::run_pipeline(&load(&config)?, args.strict, coretech::sft::Mode::Build)?;
+                print!("{}", report.table());
+            }
+            (None, None) => anyhow::bail!("usage: coretech sft <config> | coretech sft grade <config> | coretech sft stats <dir>"),
+        },
         Cmd::Run { config, task } => {
             let cfg = load(&config)?;
             for report in pipeline::run(&cfg, &task.options()?)? {
@@ -485,7 +534,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let summary = coretech::train::trainer::run(&tc)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
-        }
         }
         Cmd::Inspect { path, rows } => {
             print!("{}", coretech::inspect::inspect(&path, rows)?);

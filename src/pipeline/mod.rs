@@ -91,6 +91,7 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             report.elapsed_s = summary.elapsed_s;
             Ok(report)
         }
+        "sft" => Ok(crate::sft::run_pipeline(cfg, opts.strict, crate::sft::Mode::Build)?.run),
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }

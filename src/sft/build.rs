@@ -1,0 +1,464 @@
+//! The SFT stage, step by step: read → validate (answers, IPC codes, duplicates) → split →
+//! decontaminate → template and tokenize → grade → pack and write. Every record read ends in
+//! one bucket of the accounting: kept, filtered (reason), duplicate (kind) or error (kind).
+//!
+//! SFT sets are small (thousands of examples), so the examples are held in memory; the CPT
+//! corpus is only streamed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rayon::prelude::*;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::config::{GradeMethod, Overlength, Policy, SftConfig};
+use super::decontam::{cpt_check, train_test_overlap};
+use super::example::{Example, Split};
+use super::grade::{self, list_items, Features};
+use super::pack::{pack_rows, write_shards, PackItem, Row};
+use super::read::{read_input, Outcome, ReadContext, ReadResult};
+use super::report::{ExampleCodes, GradingReport, PackingReport, SftReport};
+use super::stats::{self, GradedExample};
+use super::task::TaskResolver;
+use super::template::{render, tokenize, truncate, Tokenized};
+use super::text::normalize;
+use super::tokenizer::SftTokenizer;
+use super::validate::{check_codes, looks_truncated, CodeCheck, IpcLookup};
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::ipc::IpcScheme;
+use crate::pipeline::RunReport;
+use crate::shard::Manifest;
+
+/// How far a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything, including the token shards.
+    Build,
+    /// Up to grading: `examples.parquet` and `report.json`, no shards (`coretech sft grade`).
+    Grade,
+}
+
+/// An example that survived validation, with what later steps need.
+struct Kept {
+    ex: Example,
+    codes: CodeCheck,
+    tokens: Tokenized,
+    truncated: bool,
+    cpt_flagged: bool,
+}
+
+fn config_err(key: &str, message: impl Into<String>) -> Error {
+    Error::Config { file: String::new(), key: format!("sft.{key}"), message: message.into() }
+}
+
+fn check_config(cfg: &SftConfig) -> Result<()> {
+    if cfg.inputs.is_empty() {
+        return Err(config_err("inputs", "no inputs listed"));
+    }
+    if cfg.template.cutoff_len == 0 {
+        return Err(config_err("template.cutoff_len", "must be positive"));
+    }
+    if cfg.template.overlength != Overlength::Keep && cfg.pack.seq_len < cfg.template.cutoff_len {
+        return Err(config_err("pack.seq_len", format!("{} is below template.cutoff_len {}", cfg.pack.seq_len, cfg.template.cutoff_len)));
+    }
+    if !(0.0..=1.0).contains(&cfg.split.test_fraction) {
+        return Err(config_err("split.test_fraction", "must be within [0, 1]"));
+    }
+    if cfg.decontam.question_ngram == 0 || cfg.decontam.cpt_ngram == 0 {
+        return Err(config_err("decontam", "n-gram sizes must be positive"));
+    }
+    if cfg.grade.stages == 0 {
+        return Err(config_err("grade.stages", "must be at least 1"));
+    }
+    for d in &cfg.decontam.cpt_documents {
+        if !d.is_dir() {
+            return Err(config_err(
+                "decontam.cpt_documents",
+                format!(
+                    "{} is not a directory of document shards (build the CPT documents first, e.g. `coretech run pipelines/cpt.toml`)",
+                    d.display()
+                ),
+            ));
+        }
+    }
+    if cfg.grade.method == GradeMethod::Model {
+        grade::model_scores(&cfg.grade)?;
+    }
+    Ok(())
+}
+
+/// Runs the SFT stage of a pipeline: its `[sft]` section, with the `[ipc]` scheme for code
+/// validation (no scheme configured: codes are parsed but not looked up).
+pub fn run_pipeline(cfg: &PipelineConfig, strict: bool, mode: Mode) -> Result<SftReport> {
+    let sft = cfg.sft.as_ref().ok_or_else(|| Error::Config {
+        file: String::new(),
+        key: "sft".into(),
+        message: "stage \"sft\" needs an [sft] section".into(),
+    })?;
+    let scheme = IpcScheme::load(&cfg.ipc)?;
+    let lookup: Option<&dyn IpcLookup> = if cfg.ipc.scheme.is_empty() { None } else { Some(&scheme) };
+    run(sft, lookup, strict, mode)
+}
+
+/// Runs the SFT stage. `scheme` is `None` when no IPC scheme is configured.
+pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: Mode) -> Result<SftReport> {
+    let started = std::time::Instant::now();
+    check_config(cfg)?;
+    let strict = strict || cfg.strict;
+    let tasks = TaskResolver::new(&cfg.tasks)?;
+    let tok = SftTokenizer::load(&cfg.tokenizer)?;
+    let mut report = SftReport { run: RunReport::new("sft"), ..Default::default() };
+
+    // Read.
+    let cx = ReadContext { tasks: &tasks, trailing_user_turn: cfg.validate.trailing_user_turn, base: Path::new(".") };
+    let mut read = ReadResult::default();
+    for input in &cfg.inputs {
+        read_input(input, &cx, &mut read)?;
+    }
+    report.datasets = std::mem::take(&mut read.datasets);
+    for (name, info) in &report.datasets {
+        let s = report.run.source(name);
+        s.files += info.files.len() as u64;
+        s.bytes_in += info.files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum::<u64>();
+    }
+    let mut examples = Vec::new();
+    for o in read.outcomes {
+        match o {
+            Outcome::Example(ex) => examples.push(*ex),
+            Outcome::Filtered { dataset, reason, .. } => report.run.filtered(&dataset, reason),
+            Outcome::Error { dataset, err } => {
+                if strict {
+                    return Err(Error::Read(err));
+                }
+                report.run.error(&dataset, &err);
+            }
+        }
+    }
+    for ex in &examples {
+        let t = report.tasks.entry(ex.task.clone()).or_default();
+        match ex.task_from.as_str() {
+            "given" => t.given += 1,
+            "config" => t.config += 1,
+            _ => t.inferred += 1,
+        }
+    }
+
+    // Validate answers and codes.
+    let mut valid: Vec<(Example, CodeCheck)> = Vec::new();
+    let v = &mut report.validation;
+    v.scheme_checked = scheme.is_some();
+    let mut all_codes: std::collections::BTreeSet<String> = Default::default();
+    for ex in examples {
+        if ex.messages.iter().any(|m| m.content.trim().is_empty()) {
+            let empty_answer = ex.messages.iter().any(|m| m.role == super::example::Role::Assistant && m.content.trim().is_empty());
+            let reason = if empty_answer { "empty-answer" } else { "empty-question" };
+            if empty_answer {
+                v.empty_answers.push(ex.id.clone());
+            }
+            report.run.filtered(&ex.dataset, reason);
+            continue;
+        }
+        let answer = ex.answer();
+        let codes = check_codes(&answer, scheme);
+        if !codes.mentions.is_empty() {
+            v.examples_with_codes += 1;
+        }
+        v.mentions += codes.mentions.len() as u64;
+        v.fullwidth += codes.mentions.iter().filter(|m| m.fullwidth).count() as u64;
+        all_codes.extend(codes.distinct.iter().cloned());
+        v.unknown_codes += codes.unknown.len() as u64;
+        v.unknown_examples += !codes.unknown.is_empty() as u64;
+        v.malformed_codes += codes.malformed.len() as u64;
+        v.malformed_examples += !codes.malformed.is_empty() as u64;
+        if !codes.unknown.is_empty() || !codes.malformed.is_empty() {
+            v.per_example.push(ExampleCodes { id: ex.id.clone(), unknown: codes.unknown.clone(), malformed: codes.malformed.clone() });
+        }
+        let truncated = ex.messages.iter().filter(|m| m.role == super::example::Role::Assistant).find_map(|m| looks_truncated(&m.content));
+        if let Some(why) = truncated {
+            v.truncated_answers.push(format!("{}: {why}", ex.id));
+        }
+        let drop = if truncated.is_some() && cfg.validate.truncated_answer == Policy::Drop {
+            Some("truncated-answer")
+        } else if !codes.malformed.is_empty() && cfg.validate.malformed_codes == Policy::Drop {
+            Some("malformed-ipc-code")
+        } else if !codes.unknown.is_empty() && cfg.validate.unknown_codes == Policy::Drop {
+            Some("unknown-ipc-code")
+        } else {
+            None
+        };
+        match drop {
+            Some(reason) => report.run.filtered(&ex.dataset, reason),
+            None => valid.push((ex, codes)),
+        }
+    }
+    report.validation.distinct_codes = all_codes.len() as u64;
+
+    // Duplicates, in input order: the first occurrence stays.
+    let mut seen_pairs: HashMap<(String, String), String> = HashMap::new();
+    let mut seen_questions: HashMap<String, String> = HashMap::new();
+    let mut unique = Vec::with_capacity(valid.len());
+    for (ex, codes) in valid {
+        let q = normalize(&ex.question());
+        let pair = (q.clone(), normalize(&ex.answer()));
+        if let Some(of) = seen_pairs.get(&pair) {
+            report.duplicates.exact_pairs.push((ex.id.clone(), of.clone()));
+            if cfg.validate.duplicate_pairs == Policy::Drop {
+                duplicate(&mut report.run, &ex.dataset, "exact-pair");
+                continue;
+            }
+        } else if let Some(of) = seen_questions.get(&q) {
+            report.duplicates.repeated_questions.push((ex.id.clone(), of.clone()));
+            if cfg.validate.duplicate_questions == Policy::Drop {
+                duplicate(&mut report.run, &ex.dataset, "question");
+                continue;
+            }
+        }
+        seen_pairs.entry(pair).or_insert_with(|| ex.id.clone());
+        seen_questions.entry(q).or_insert_with(|| ex.id.clone());
+        unique.push((ex, codes));
+    }
+
+    // Split.
+    let mut exs: Vec<Example> = Vec::with_capacity(unique.len());
+    let mut code_checks: Vec<CodeCheck> = Vec::with_capacity(unique.len());
+    for (e, c) in unique {
+        exs.push(e);
+        code_checks.push(c);
+    }
+    super::split::assign(&mut exs, cfg.split.test_fraction, cfg.split.seed);
+
+    // Decontaminate: train against test, then test against the CPT corpus.
+    let (train_refs, test_refs): (Vec<&Example>, Vec<&Example>) = exs.iter().partition(|e| e.split == Split::Train);
+    let overlaps = train_test_overlap(&train_refs, &test_refs, &cfg.decontam);
+    let removed: HashMap<String, String> = overlaps.iter().flatten().map(|o| (o.train_id.clone(), o.kind.clone())).collect();
+    report.decontam.train_removed = overlaps.into_iter().flatten().collect();
+    let cpt_flagged: std::collections::HashSet<String> = if cfg.decontam.cpt_documents.is_empty() {
+        Default::default()
+    } else {
+        let c = cpt_check(&test_refs, &cfg.decontam.cpt_documents, &cfg.decontam)?;
+        let set = c.flagged.iter().map(|h| h.id.clone()).collect();
+        report.decontam.cpt = Some(c);
+        set
+    };
+    drop((train_refs, test_refs));
+    let mut survivors: Vec<(Example, CodeCheck)> = Vec::with_capacity(exs.len());
+    for (ex, codes) in exs.into_iter().zip(code_checks) {
+        match removed.get(&ex.id) {
+            Some(kind) => report.run.filtered(&ex.dataset, if kind == "exact" { "test-overlap-exact" } else { "test-overlap-ngram" }),
+            None => survivors.push((ex, codes)),
+        }
+    }
+
+    // Template and tokenize (parallel, order kept), then apply the length policy.
+    let tokenized: Vec<Result<Tokenized>> =
+        survivors.par_iter().map(|(ex, _)| tokenize(&render(ex, &cfg.template.default_system), &tok)).collect();
+    let mut kept: Vec<Kept> = Vec::with_capacity(survivors.len());
+    let tr = &mut report.template;
+    tr.cutoff_len = cfg.template.cutoff_len;
+    for ((ex, codes), t) in survivors.into_iter().zip(tokenized) {
+        let mut t = t?;
+        tr.straddling_tokens += t.straddling as u64;
+        let mut truncated = false;
+        let cutoff = cfg.template.cutoff_len;
+        match cfg.template.overlength {
+            Overlength::Truncate => {
+                let cut = truncate(&mut t, cutoff);
+                if cut.any() {
+                    truncated = true;
+                    tr.truncated += 1;
+                    tr.prompt_tokens_cut += cut.prompt_tokens as u64;
+                    tr.answer_tokens_cut += cut.answer_tokens as u64;
+                    tr.turns_dropped += cut.turns_dropped as u64;
+                }
+            }
+            Overlength::Drop if t.input_ids.len() > cutoff => {
+                tr.dropped += 1;
+                report.run.filtered(&ex.dataset, "over-length");
+                continue;
+            }
+            Overlength::Keep if t.input_ids.len() > cfg.pack.seq_len => {
+                tr.dropped += 1;
+                report.run.filtered(&ex.dataset, "over-seq-len");
+                continue;
+            }
+            _ => {}
+        }
+        if !t.loss_mask.contains(&1) {
+            report.run.filtered(&ex.dataset, "no-answer-tokens");
+            continue;
+        }
+        tr.tokens += t.input_ids.len() as u64;
+        tr.loss_tokens += t.loss_mask.iter().map(|&m| m as u64).sum::<u64>();
+        let cpt = cpt_flagged.contains(&ex.id);
+        kept.push(Kept { ex, codes, tokens: t, truncated, cpt_flagged: cpt });
+    }
+
+    // Grade.
+    let features: Vec<Features> = kept.iter().map(|k| features(k, &cfg.grade.task_weights)).collect();
+    let (train_idx, test_idx): (Vec<usize>, Vec<usize>) = (0..kept.len()).partition(|&i| kept[i].ex.split == Split::Train);
+    let train_feats: Vec<Features> = train_idx.iter().map(|&i| features[i]).collect();
+    let test_feats: Vec<Features> = test_idx.iter().map(|&i| features[i]).collect();
+    let train_ids: Vec<String> = train_idx.iter().map(|&i| kept[i].ex.id.clone()).collect();
+    let grades = grade::grade(&train_feats, &train_ids, &test_feats, &cfg.grade)?;
+    let mut score = vec![0.0; kept.len()];
+    let mut stage = vec![0u32; kept.len()];
+    for (j, &i) in train_idx.iter().enumerate() {
+        (score[i], stage[i]) = (grades.train_scores[j], grades.train_stages[j]);
+    }
+    for (j, &i) in test_idx.iter().enumerate() {
+        (score[i], stage[i]) = (grades.test_scores[j], grades.test_stages[j]);
+    }
+
+    // Accounting of the kept examples and per-task split sizes.
+    for k in &kept {
+        let bytes = k.ex.messages.iter().map(|m| m.content.len() as u64).sum();
+        report.run.kept(&k.ex.dataset, bytes);
+        let t = report.tasks.entry(k.ex.task.clone()).or_default();
+        if k.ex.split == Split::Train {
+            t.train += 1;
+        } else {
+            t.test += 1;
+        }
+    }
+
+    // The graded examples table and its statistics.
+    let graded: Vec<GradedExample> = kept
+        .iter()
+        .enumerate()
+        .map(|(i, k)| GradedExample {
+            id: k.ex.id.clone(),
+            dataset: k.ex.dataset.clone(),
+            task: k.ex.task.clone(),
+            task_from: k.ex.task_from.clone(),
+            split: k.ex.split.as_str().into(),
+            stage: stage[i],
+            score: score[i],
+            features: features[i],
+            tokens: k.tokens.input_ids.len() as u32,
+            truncated: k.truncated,
+            cpt_flagged: k.cpt_flagged,
+            ipc_codes: k.codes.distinct.clone(),
+            unknown_codes: k.codes.unknown.clone(),
+            malformed_codes: k.codes.malformed.clone(),
+            system: k.ex.system.clone().unwrap_or_default(),
+            messages: serde_json::to_string(&k.ex.messages).expect("messages serialize"),
+        })
+        .collect();
+    let df = stats::frame(&[stats::to_batch(&graded)])?;
+    let means = stats::stage_means(&df)?;
+    let mut stage_means = Vec::new();
+    let names: Vec<String> = means.columns().iter().map(|c| c.name().to_string()).collect();
+    let cols: Vec<Vec<f64>> = names.iter().map(|n| stats::column_f64(&means, n)).collect::<Result<_>>()?;
+    for r in 0..means.height() {
+        stage_means.push(names.iter().zip(&cols).map(|(n, c)| (n.clone(), c[r])).collect::<BTreeMap<String, f64>>());
+    }
+    let mut sizes = vec![0u64; cfg.grade.stages];
+    for &s in &grades.train_stages {
+        sizes[s as usize] += 1;
+    }
+    report.grading = GradingReport {
+        method: format!("{:?}", cfg.grade.method).to_lowercase(),
+        stage_sizes: sizes,
+        stage_min_scores: grades.stage_min_scores.iter().map(|&s| if s.is_finite() { s } else { f64::NAN }).collect(),
+        stage_means,
+    };
+
+    let out = &cfg.output;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    stats::write_examples(&out.join("examples.parquet"), &graded, &cfg.writer)?;
+
+    if mode == Mode::Build {
+        let pad = tok.token_id("<|endoftext|>").ok_or_else(|| Error::Other("tokenizer has no <|endoftext|> token for padding".into()))?;
+        let mut packing = PackingReport { seq_len: cfg.pack.seq_len, ..Default::default() };
+        let config_hash = PipelineConfig::hash_of(cfg);
+        for split in [Split::Train, Split::Test] {
+            let idx: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].ex.split == split).collect();
+            let rows = pack_split(&kept, &stage, &idx, cfg, pad)?;
+            let real: u64 = rows.iter().map(|r| r.seg_lens.iter().map(|&l| l as u64).sum::<u64>()).sum();
+            packing.tokens += real;
+            packing.pad_tokens += rows.len() as u64 * cfg.pack.seq_len as u64 - real;
+            match split {
+                Split::Train => packing.train_rows = rows.len() as u64,
+                _ => packing.test_rows = rows.len() as u64,
+            }
+            let dir = out.join(split.as_str());
+            let shards = write_shards(&dir, &rows, cfg.pack.rows_per_shard, &cfg.writer)?;
+            let mut m = Manifest {
+                kind: "sft".into(),
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+                config_hash: config_hash.clone(),
+                shards,
+                info: Default::default(),
+                accounting: report.run.accounting(),
+            };
+            m.info.insert("split".into(), split.as_str().into());
+            m.info.insert("tokenizer_sha256".into(), tok.sha256.clone().into());
+            m.info.insert("seq_len".into(), cfg.pack.seq_len.into());
+            m.info.insert("cutoff_len".into(), cfg.template.cutoff_len.into());
+            m.info.insert("stages".into(), cfg.grade.stages.into());
+            let mut per_stage: BTreeMap<String, u64> = BTreeMap::new();
+            for r in &rows {
+                *per_stage.entry(r.stage.to_string()).or_default() += 1;
+            }
+            m.info.insert("rows_per_stage".into(), serde_json::to_value(per_stage).expect("serializes"));
+            m.info.insert("examples".into(), idx.len().into());
+            m.save(&dir)?;
+        }
+        report.packing = Some(packing);
+    }
+    report.run.elapsed_s = started.elapsed().as_secs_f64();
+    let mut bytes = serde_json::to_vec_pretty(&report).expect("report serializes");
+    bytes.push(b'\n');
+    crate::shard::writer::write_atomic(&out.join("report.json"), &bytes)?;
+    Ok(report)
+}
+
+fn duplicate(run: &mut RunReport, dataset: &str, kind: &str) {
+    let s = run.source(dataset);
+    s.read += 1;
+    *s.duplicates.entry(kind.to_string()).or_default() += 1;
+}
+
+fn features(k: &Kept, task_weights: &BTreeMap<String, f64>) -> Features {
+    Features {
+        answer_tokens: k.tokens.answer_tokens as f64,
+        question_tokens: k.tokens.question_tokens as f64,
+        ipc_codes: k.codes.distinct.len() as f64,
+        ipc_depth: k.codes.mean_depth(),
+        list_items: k
+            .ex
+            .messages
+            .iter()
+            .filter(|m| m.role == super::example::Role::Assistant)
+            .map(|m| list_items(&m.content))
+            .sum::<usize>() as f64,
+        turns: k.ex.turns() as f64,
+        task_weight: task_weights.get(&k.ex.task).copied().unwrap_or(0.0),
+    }
+}
+
+/// Packs one split: stage by stage (curriculum order), examples within a stage in a seeded
+/// order, never mixing stages in a row.
+fn pack_split(kept: &[Kept], stage: &[u32], idx: &[usize], cfg: &SftConfig, pad_id: u32) -> Result<Vec<Row>> {
+    let mut by_stage: BTreeMap<u32, Vec<(u64, usize)>> = BTreeMap::new();
+    for &i in idx {
+        by_stage.entry(stage[i]).or_default().push((xxh3_64_with_seed(kept[i].ex.id.as_bytes(), cfg.pack.seed), i));
+    }
+    let mut rows = Vec::new();
+    for (s, mut v) in by_stage {
+        v.sort();
+        let items: Vec<PackItem> = v
+            .iter()
+            .map(|&(_, i)| PackItem {
+                id: kept[i].ex.id.clone(),
+                task: kept[i].ex.task.clone(),
+                source: kept[i].ex.dataset.clone(),
+                input_ids: kept[i].tokens.input_ids.clone(),
+                loss_mask: kept[i].tokens.loss_mask.clone(),
+            })
+            .collect();
+        rows.extend(pack_rows(&items, s, cfg.pack.seq_len, pad_id)?);
+    }
+    Ok(rows)
+}

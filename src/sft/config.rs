@@ -1,0 +1,365 @@
+//! The `[sft]` section of a pipeline: inputs, validation, splits and decontamination, ChatML
+//! templating, difficulty grading and packing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::example::Split;
+use crate::shard::WriterConfig;
+
+/// The SFT stage: instruction files → validated, decontaminated, graded, templated and packed
+/// SFT token shards.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    /// Input files (alpaca or sharegpt JSON/JSONL, the GovPatent `question,answer` CSV) and
+    /// LLaMA-Factory data folders (a directory holding `dataset_info.json`, or that file).
+    pub inputs: Vec<SftInput>,
+    /// Output directory: `train/` and `test/` token shards with their manifests,
+    /// `examples.parquet` (every kept example, graded) and `report.json`.
+    pub output: PathBuf,
+    /// The tokenizer (`tokenizer.json`, optionally zstd-compressed as `.zst`).
+    #[serde(default = "default_tokenizer")]
+    pub tokenizer: PathBuf,
+    /// Fail on the first bad record instead of counting and skipping it.
+    #[serde(default)]
+    pub strict: bool,
+    /// How tasks are named and inferred.
+    #[serde(default)]
+    pub tasks: TaskConfig,
+    /// Answer, IPC-code and duplicate checks.
+    #[serde(default)]
+    pub validate: ValidateConfig,
+    /// Train/test split.
+    #[serde(default)]
+    pub split: SplitConfig,
+    /// Train/test overlap removal and the CPT-corpus contamination check.
+    #[serde(default)]
+    pub decontam: DecontamConfig,
+    /// ChatML rendering, loss mask and truncation.
+    #[serde(default)]
+    pub template: TemplateConfig,
+    /// Difficulty grading and curriculum stages.
+    #[serde(default)]
+    pub grade: GradeConfig,
+    /// Packing examples into fixed-length rows.
+    #[serde(default)]
+    pub pack: PackConfig,
+    /// Parquet settings.
+    #[serde(default)]
+    pub writer: WriterConfig,
+}
+
+fn default_tokenizer() -> PathBuf {
+    PathBuf::from("fixtures/tokenizers/qwen2.5/tokenizer.json.zst")
+}
+
+/// Record layout of an input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Decide from the content: `conversations`/`messages` lists → sharegpt, else alpaca; a
+    /// file starting with a `question,answer` header → csv.
+    #[default]
+    Auto,
+    /// `instruction`, `input`, `output`, `system`, `history`.
+    Alpaca,
+    /// `conversations` of `from`/`value` turns (or `messages` of `role`/`content`).
+    Sharegpt,
+    /// A CSV file with `question` and `answer` columns (multi-line quoted fields allowed).
+    Csv,
+}
+
+/// One input: a file, or a LLaMA-Factory data folder.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SftInput {
+    /// A data file, or a directory holding `dataset_info.json` (or that file itself).
+    pub path: PathBuf,
+    /// Dataset name used in ids and reports (default: the file stem, or the
+    /// `dataset_info.json` key).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Record layout (files only; `dataset_info.json` gives its own `formatting`).
+    #[serde(default)]
+    pub format: InputFormat,
+    /// Which `dataset_info.json` entries to read (empty: all of them).
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// Task of every record, overriding the record's own task key and inference.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Split of every record: `train`, `test`, or `auto` (the seeded split decides).
+    #[serde(default = "default_split")]
+    pub split: Split,
+}
+
+fn default_split() -> Split {
+    Split::Auto
+}
+
+/// Task names and inference.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    /// Record keys that carry the task, tried in order.
+    pub keys: Vec<String>,
+    /// Task values → canonical task names (values not listed are lower-cased and kept).
+    pub aliases: BTreeMap<String, String>,
+    /// Inference for records without a task key: a question matching this regex is `ipc`.
+    pub ipc_question_pattern: String,
+    /// Inference: an answer with at least this many well-formed IPC codes is `ipc`.
+    pub ipc_min_codes: usize,
+    /// Inference: the task of everything else (CoreTech's other task; set an input's `task`
+    /// for data that is neither, e.g. general chat).
+    pub fallback: String,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        let aliases = [("IPC", "ipc"), ("ipc", "ipc"), ("tech", "tech"), ("key_tech", "tech"), ("TECH", "tech")];
+        Self {
+            keys: vec!["task_type".into(), "task".into()],
+            aliases: aliases.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ipc_question_pattern: r"(?i)IPC|分类号|分类编号|classification".into(),
+            ipc_min_codes: 2,
+            fallback: "tech".into(),
+        }
+    }
+}
+
+/// Keep or drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Keep the example (it is still counted and listed in the report).
+    Keep,
+    /// Drop the example (counted under its reason).
+    Drop,
+}
+
+/// What to do with a sharegpt conversation that ends on a user turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrailingUserTurn {
+    /// Remove the unanswered last user turn (it carries no loss) and keep the rest.
+    Trim,
+    /// Drop the conversation, as LLaMA-Factory does ("Invalid message count").
+    Drop,
+}
+
+/// Validation settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateConfig {
+    /// Answers that look cut off (odd `**` or code-fence count, ending on a comma or an open
+    /// bracket, a CJK answer ending on an ideograph).
+    pub truncated_answer: Policy,
+    /// Examples whose question and answer both repeat an earlier example (after whitespace
+    /// normalization): drop keeps the first.
+    pub duplicate_pairs: Policy,
+    /// Examples whose question repeats an earlier one with a different answer.
+    pub duplicate_questions: Policy,
+    /// Examples with IPC codes the scheme does not know.
+    pub unknown_codes: Policy,
+    /// Examples with IPC-looking codes that do not parse (wrong section letter, missing group…).
+    pub malformed_codes: Policy,
+    /// Sharegpt conversations ending on a user turn.
+    pub trailing_user_turn: TrailingUserTurn,
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        Self {
+            truncated_answer: Policy::Drop,
+            duplicate_pairs: Policy::Drop,
+            duplicate_questions: Policy::Keep,
+            unknown_codes: Policy::Keep,
+            malformed_codes: Policy::Keep,
+            trailing_user_turn: TrailingUserTurn::Trim,
+        }
+    }
+}
+
+/// Train/test split settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitConfig {
+    /// Share of each task's `auto` examples that go to test (0 puts all in train).
+    pub test_fraction: f64,
+    /// Seed of the split hash.
+    pub seed: u64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self { test_fraction: 0.1, seed: 42 }
+    }
+}
+
+/// Decontamination settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecontamConfig {
+    /// n of the n-grams compared between train and test questions (units: one CJK character,
+    /// or one lower-cased ASCII word/number).
+    pub question_ngram: usize,
+    /// A train question whose n-gram Jaccard similarity with some test question reaches this
+    /// value is removed (exact matches after normalization are always removed).
+    pub question_threshold: f64,
+    /// Document shard directories of the CPT corpus; test questions whose n-grams occur there
+    /// are flagged. Empty: no CPT check.
+    pub cpt_documents: Vec<PathBuf>,
+    /// n of the CPT n-gram check.
+    pub cpt_ngram: usize,
+    /// Check test answers against the CPT corpus too.
+    pub cpt_check_answers: bool,
+    /// Documents read per batch while streaming the CPT shards.
+    pub batch_rows: usize,
+}
+
+impl Default for DecontamConfig {
+    fn default() -> Self {
+        Self {
+            question_ngram: 5,
+            question_threshold: 0.8,
+            cpt_documents: Vec::new(),
+            cpt_ngram: 13,
+            cpt_check_answers: false,
+            batch_rows: 1024,
+        }
+    }
+}
+
+/// What to do with examples longer than `cutoff_len` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlength {
+    /// Cut as LLaMA-Factory does (per turn, `infer_seqlen`; later turns dropped).
+    Truncate,
+    /// Drop the example.
+    Drop,
+    /// Keep it whole (it must still fit `pack.seq_len`, else it is dropped as `over-seq-len`).
+    Keep,
+}
+
+/// ChatML templating.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateConfig {
+    /// System prompt of examples that have none (the Qwen2.5 template's default).
+    pub default_system: String,
+    /// Longest example in tokens (LLaMA-Factory `cutoff_len`).
+    pub cutoff_len: usize,
+    /// Examples over `cutoff_len`.
+    pub overlength: Overlength,
+}
+
+/// The Qwen2.5 chat template's default system prompt.
+pub const QWEN_DEFAULT_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+impl Default for TemplateConfig {
+    fn default() -> Self {
+        Self { default_system: QWEN_DEFAULT_SYSTEM.into(), cutoff_len: 2048, overlength: Overlength::Truncate }
+    }
+}
+
+/// Grading method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GradeMethod {
+    /// Features of the text and its tokens; no model.
+    Heuristic,
+    /// Answer loss and IFD from a checkpoint (needs the trainer's forward pass).
+    Model,
+}
+
+/// How each feature is scaled before weighting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// Mid-rank percentile among the training examples, in [0, 1].
+    Rank,
+    /// (x − min) / (max − min) over the training examples.
+    Minmax,
+    /// (x − mean) / std over the training examples.
+    Zscore,
+}
+
+/// Weights of the heuristic features in the difficulty score.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureWeights {
+    /// Answer length in tokens.
+    pub answer_tokens: f64,
+    /// Question length in tokens.
+    pub question_tokens: f64,
+    /// Distinct well-formed IPC codes in the answer.
+    pub ipc_codes: f64,
+    /// Mean depth of those codes (3 subclass, 4 main group, 5 subgroup).
+    pub ipc_depth: f64,
+    /// Listed items (top-level numbered lines) in the answer: technologies, codes.
+    pub list_items: f64,
+    /// Number of user/assistant exchanges.
+    pub turns: f64,
+    /// The task's weight from `task_weights`.
+    pub task: f64,
+}
+
+impl Default for FeatureWeights {
+    fn default() -> Self {
+        Self { answer_tokens: 1.0, question_tokens: 0.25, ipc_codes: 0.5, ipc_depth: 0.5, list_items: 0.5, turns: 0.25, task: 0.5 }
+    }
+}
+
+/// Difficulty grading and curriculum stages.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GradeConfig {
+    /// `heuristic` (default) or `model`.
+    pub method: GradeMethod,
+    /// Checkpoint for the model-based scores.
+    pub checkpoint: Option<PathBuf>,
+    /// Number of curriculum stages (quantiles of the score over the training examples).
+    pub stages: usize,
+    /// Feature scaling before weighting.
+    pub normalization: Normalization,
+    /// Feature weights.
+    pub weights: FeatureWeights,
+    /// Difficulty of each task, used as the `task` feature (unlisted tasks: 0).
+    pub task_weights: BTreeMap<String, f64>,
+}
+
+impl Default for GradeConfig {
+    fn default() -> Self {
+        Self {
+            method: GradeMethod::Heuristic,
+            checkpoint: None,
+            stages: 3,
+            normalization: Normalization::Rank,
+            weights: FeatureWeights::default(),
+            task_weights: [("general", 0.0), ("tech", 0.5), ("ipc", 1.0)].iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+}
+
+/// Packing settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackConfig {
+    /// Tokens per packed row (at least `template.cutoff_len`).
+    pub seq_len: usize,
+    /// Rows per shard file.
+    pub rows_per_shard: usize,
+    /// Seed of the order of examples within a stage.
+    pub seed: u64,
+}
+
+impl Default for PackConfig {
+    fn default() -> Self {
+        Self { seq_len: 2048, rows_per_shard: 10_000, seed: 42 }
+    }
+}

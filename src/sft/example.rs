@@ -1,0 +1,104 @@
+//! One SFT example as read from any input format: an optional system prompt and alternating
+//! user/assistant turns that end with an assistant turn (LLaMA-Factory's `_prompt` + `_response`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Position;
+
+/// Who speaks a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The question side (LLaMA-Factory `user`, sharegpt `human`).
+    User,
+    /// The answer side (LLaMA-Factory `assistant`, sharegpt `gpt`); the only side with loss.
+    Assistant,
+}
+
+impl Role {
+    /// The ChatML role name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Speaker.
+    pub role: Role,
+    /// Text, verbatim from the input.
+    pub content: String,
+}
+
+/// Train/test membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Training set.
+    Train,
+    /// Held-out test set.
+    Test,
+    /// Not given by the input: the deterministic split decides.
+    Auto,
+}
+
+impl Split {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::Auto => "auto",
+        }
+    }
+}
+
+/// An SFT example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    /// Stable id: `{dataset}:{ordinal}`.
+    pub id: String,
+    /// Dataset name (the `dataset_info.json` key, the configured name, or the file stem).
+    pub dataset: String,
+    /// Where the record is (file and line).
+    pub position: Position,
+    /// 0-based index of the record among the records of its file.
+    pub ordinal: u64,
+    /// Canonical task (`ipc`, `tech`, …), given or inferred.
+    pub task: String,
+    /// How the task was decided: `given` (a task key in the record), `config` (the input's
+    /// `task`), or `inferred`.
+    pub task_from: String,
+    /// Train/test membership.
+    pub split: Split,
+    /// The example's own system prompt, if it has a non-empty one.
+    pub system: Option<String>,
+    /// Alternating user/assistant turns, starting with user and ending with assistant.
+    pub messages: Vec<Message>,
+}
+
+impl Example {
+    /// All user turns, joined by a newline (what decontamination and duplicate checks compare).
+    pub fn question(&self) -> String {
+        self.joined(Role::User)
+    }
+
+    /// All assistant turns, joined by a newline.
+    pub fn answer(&self) -> String {
+        self.joined(Role::Assistant)
+    }
+
+    /// Number of user/assistant exchanges.
+    pub fn turns(&self) -> usize {
+        self.messages.len() / 2
+    }
+
+    fn joined(&self, role: Role) -> String {
+        let parts: Vec<&str> = self.messages.iter().filter(|m| m.role == role).map(|m| m.content.as_str()).collect();
+        parts.join("\n")
+    }
+}

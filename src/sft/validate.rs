@@ -1,0 +1,230 @@
+//! Answer validation: IPC codes mentioned in answers (found by a pattern, parsed and normalized
+//! by [`IpcSymbol`], checked against the scheme), and answers that are empty or look cut off.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::text::is_cjk;
+use crate::ipc::{IpcScheme, IpcSymbol};
+
+/// One IPC-looking code in a text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeMention {
+    /// The spelling in the text (`G05B19/00`, `Ｈ０４Ｌ　２９／０６`).
+    pub raw: String,
+    /// Byte offset of `raw` in the text.
+    pub offset: usize,
+    /// The normalized symbol (`G05B 19/00`); `None` when it does not parse.
+    pub normalized: Option<String>,
+    /// Depth of the symbol (3 subclass, 4 main group, 5 subgroup); 0 when malformed.
+    pub level: u8,
+    /// Why it does not parse.
+    pub error: Option<String>,
+    /// The spelling used full-width characters.
+    pub fullwidth: bool,
+}
+
+/// Candidates: a capital letter (any, so a wrong section letter is caught), two digits, a
+/// capital letter, then optionally a group and a `/subgroup` — ASCII or full-width, with the
+/// spaces the spellings use. A slash without digits before it is kept so a missing group is
+/// reported rather than silently read as a subclass. Candidates outside sections A–H count
+/// only with a `/` (see [`extract_codes`]).
+fn candidate_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"[A-ZＡ-Ｚ][0-9０-９]{2}[A-ZＡ-Ｚ](?:[ \u{3000}]{0,2}[0-9０-９]{1,4})?(?:[ \u{3000}]{0,2}[/／][ \u{3000}]{0,2}[0-9０-９]{0,6})?").expect("valid regex")
+    })
+}
+
+/// Letters and digits (ASCII or full-width) glue a candidate to a longer token, which then is
+/// not a code (`COVID19A`, `H04LX`). CJK characters around a code are fine (`分类号H04L`).
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || ('０'..='９').contains(&c) || ('Ａ'..='Ｚ').contains(&c) || ('ａ'..='ｚ').contains(&c)
+}
+
+/// Every IPC-looking code in `text`, in order.
+pub fn extract_codes(text: &str) -> Vec<CodeMention> {
+    let mut out = Vec::new();
+    for m in candidate_re().find_iter(text) {
+        if text[..m.start()].chars().next_back().is_some_and(is_word_char) {
+            continue;
+        }
+        // Prefer the whole match; if a letter/digit follows it, fall back to the bare subclass
+        // (`H04L 5G` is the subclass H04L followed by a word, not the group H04L 5).
+        let subclass_end = m.start() + text[m.start()..].char_indices().nth(4).map(|(i, _)| i).unwrap_or(m.len());
+        let end = [m.end(), subclass_end].into_iter().find(|&e| !text[e..].chars().next().is_some_and(is_word_char));
+        let Some(end) = end else { continue };
+        let raw = text[m.start()..end].trim_end_matches([' ', '\u{3000}']);
+        // A letter outside A–H is only a (wrong) section when a group follows: a bare
+        // `N79S` is a model number, `Z04L 29/06` a misspelt code.
+        let folded = crate::ipc::symbol::fold_width(raw);
+        if !folded.starts_with(|c: char| ('A'..='H').contains(&c)) && !folded.contains('/') {
+            continue;
+        }
+        let fullwidth = raw.chars().any(|c| ('\u{FF01}'..='\u{FF5E}').contains(&c) || c == '\u{3000}');
+        let (normalized, level, error) = match IpcSymbol::parse(raw) {
+            Ok(sym) => {
+                let level = sym.level();
+                (Some(sym.to_string()), level, None)
+            }
+            Err(e) => (None, 0, Some(e.to_string())),
+        };
+        out.push(CodeMention { raw: raw.to_string(), offset: m.start(), normalized, level, error, fullwidth });
+    }
+    out
+}
+
+/// What validation needs from the IPC scheme.
+pub trait IpcLookup {
+    /// Whether the scheme knows a normalized symbol (`H04L 29/06`).
+    fn contains(&self, symbol: &str) -> bool;
+}
+
+impl IpcLookup for IpcScheme {
+    // TODO(lead): call `IpcScheme::contains` once the scheme lands; until then a symbol is
+    // known when the scheme has a title for it.
+    fn contains(&self, symbol: &str) -> bool {
+        self.title(symbol, "en").is_some() || self.title(symbol, "zh").is_some()
+    }
+}
+
+/// The IPC findings of one example.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeCheck {
+    /// Every mention, in order.
+    pub mentions: Vec<CodeMention>,
+    /// Distinct normalized symbols that parse.
+    pub distinct: Vec<String>,
+    /// Distinct parsed symbols the scheme does not know (empty when no scheme is configured).
+    pub unknown: Vec<String>,
+    /// Mentions that do not parse: `raw: why`.
+    pub malformed: Vec<String>,
+}
+
+impl CodeCheck {
+    /// Mean depth of the distinct parsed symbols (0 when there are none).
+    pub fn mean_depth(&self) -> f64 {
+        let levels: Vec<u8> = self.distinct.iter().filter_map(|s| IpcSymbol::parse(s).ok()).map(|s| s.level()).collect();
+        if levels.is_empty() {
+            0.0
+        } else {
+            levels.iter().map(|&l| l as f64).sum::<f64>() / levels.len() as f64
+        }
+    }
+}
+
+/// Finds and checks the codes of an answer. `scheme` is `None` when no scheme is configured
+/// (nothing can be called unknown then).
+pub fn check_codes(answer: &str, scheme: Option<&dyn IpcLookup>) -> CodeCheck {
+    let mentions = extract_codes(answer);
+    let mut distinct: Vec<String> = Vec::new();
+    let mut malformed = Vec::new();
+    for m in &mentions {
+        match &m.normalized {
+            Some(s) if !distinct.contains(s) => distinct.push(s.clone()),
+            Some(_) => {}
+            None => malformed.push(format!("{}: {}", m.raw, m.error.as_deref().unwrap_or("malformed"))),
+        }
+    }
+    let unknown = match scheme {
+        Some(sc) => distinct.iter().filter(|s| !sc.contains(s)).cloned().collect(),
+        None => Vec::new(),
+    };
+    CodeCheck { mentions, distinct, unknown, malformed }
+}
+
+/// Why an answer looks cut off, if it does: an odd number of `**` or code fences, a last
+/// character that cannot end a sentence (comma, colon, open bracket), or a mostly-CJK answer
+/// that ends on an ideograph (Chinese sentences end with punctuation).
+pub fn looks_truncated(answer: &str) -> Option<&'static str> {
+    let t = answer.trim_end();
+    if t.matches("```").count() % 2 == 1 {
+        return Some("unclosed code fence");
+    }
+    if t.matches("**").count() % 2 == 1 {
+        return Some("unbalanced ** markup");
+    }
+    let last = t.chars().next_back()?;
+    if ",，、;；:：(（[【《{".contains(last) {
+        return Some("ends on a comma, colon or open bracket");
+    }
+    let (cjk, letters) = t.chars().fold((0usize, 0usize), |(c, l), ch| (c + is_cjk(ch) as usize, l + ch.is_alphanumeric() as usize));
+    if is_cjk(last) && cjk * 2 > letters {
+        return Some("a Chinese answer ending without punctuation");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Known(&'static [&'static str]);
+    impl IpcLookup for Known {
+        fn contains(&self, s: &str) -> bool {
+            self.0.contains(&s)
+        }
+    }
+
+    fn norm(text: &str) -> Vec<Option<String>> {
+        extract_codes(text).into_iter().map(|m| m.normalized).collect()
+    }
+
+    #[test]
+    fn spellings_are_found_and_normalized() {
+        let t = "1. **H01L** — 半导体\n9. **G05B19/00** — 控制\n5. **A61B 34/00** — 手术\n分类号：G06F16/00、H04L12/00\n全角：Ｈ０４Ｌ　２９／０６。";
+        let want = ["H01L", "G05B 19/00", "A61B 34/00", "G06F 16/00", "H04L 12/00", "H04L 29/06"];
+        assert_eq!(norm(t), want.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>());
+        let m = extract_codes(t);
+        assert!(m[5].fullwidth && !m[0].fullwidth);
+        assert_eq!(m.iter().map(|m| m.level).collect::<Vec<_>>(), [3, 4, 4, 4, 4, 5]);
+        assert_eq!(&t[m[1].offset..m[1].offset + m[1].raw.len()], "G05B19/00");
+    }
+
+    #[test]
+    fn hand_made_bad_codes_are_each_reported() {
+        // Wrong section letter: Z is not a section (A–H).
+        let c = check_codes("参见 Z04L 29/06。", None);
+        assert_eq!(c.malformed, ["Z04L 29/06: wrong section letter 'Z' (expected A–H)"]);
+        assert!(c.distinct.is_empty());
+        // Missing main group before the slash, with and without a space.
+        for t in ["参见 H04L /06。", "参见H04L/06。"] {
+            let c = check_codes(t, None);
+            assert_eq!(c.malformed.len(), 1, "{t}");
+            assert!(c.malformed[0].contains("missing or malformed main group"), "{:?}", c.malformed);
+        }
+        // Slash without a subgroup.
+        let c = check_codes("参见 H04L 29/。", None);
+        assert!(c.malformed[0].contains("malformed subgroup"), "{:?}", c.malformed);
+        // Full-width digits and letters are a spelling, not an error: normalized and flagged.
+        let c = check_codes("参见Ｇ０６Ｆ１６／００。", None);
+        assert_eq!((c.distinct.as_slice(), c.malformed.len()), (&["G06F 16/00".to_string()][..], 0));
+        assert!(c.mentions[0].fullwidth);
+        // Unknown to the scheme (parsed fine, not in it).
+        let scheme = Known(&["H04L 29/06"]);
+        let c = check_codes("H04L 29/06 与 H04L99/99", Some(&scheme));
+        assert_eq!(c.unknown, ["H04L 99/99"]);
+        assert!(c.malformed.is_empty());
+    }
+
+    #[test]
+    fn glued_tokens_and_model_numbers_are_not_codes() {
+        assert!(extract_codes("COVID19A and XH04L and H04LX").is_empty());
+        // A bare letter-digits-letter token outside sections A–H is a model number.
+        assert!(extract_codes("Ecovacs Deebot N79S, Sony Z10X").is_empty());
+        // A subclass followed by a word: the subclass only.
+        assert_eq!(norm("H04L 5G 网络"), [Some("H04L".to_string())]);
+    }
+
+    #[test]
+    fn truncation_heuristics() {
+        assert_eq!(looks_truncated("智能芯片是一种芯片。"), None);
+        assert_eq!(looks_truncated("The answer is 216"), None);
+        assert!(looks_truncated("智能芯片是一种芯片，主要用于").is_some());
+        assert!(looks_truncated("1. **H01L** — 半导体\n2. **G06F").is_some());
+        assert!(looks_truncated("Here are the steps:").is_some());
+        assert!(looks_truncated("```rust\nfn main() {}").is_some());
+    }
+}

@@ -1,0 +1,95 @@
+//! Token ids of every fixture SFT example equal transformers' `apply_chat_template` with the
+//! Qwen2.5 chat template, and the loss mask equals LLaMA-Factory's `qwen` labels, with and
+//! without `cutoff_len` truncation. The golden file is written by
+//! `tests/golden/make_sft_ids.py` (see its docstring for the rules it reproduces).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn, QWEN_DEFAULT_SYSTEM};
+use coretech::sft::read::{read_input, Outcome, ReadContext, ReadResult};
+use coretech::sft::task::TaskResolver;
+use coretech::sft::template::{render, tokenize, truncate};
+use coretech::sft::tokenizer::SftTokenizer;
+use coretech::sft::Split;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Golden {
+    file: String,
+    ordinal: u64,
+    input_ids: Vec<u32>,
+    mask: Vec<[usize; 2]>,
+    cutoff: Option<usize>,
+    trunc_ids: Option<Vec<u32>>,
+    trunc_mask: Option<Vec<[usize; 2]>>,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn spans(mask: &[u8]) -> Vec<[usize; 2]> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, &m) in mask.iter().chain(std::iter::once(&0)).enumerate() {
+        match (m, start) {
+            (1, None) => start = Some(i),
+            (0, Some(s)) => {
+                out.push([s, i]);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn input(path: &Path) -> SftInput {
+    SftInput { path: path.to_path_buf(), name: None, format: InputFormat::Auto, datasets: vec![], task: None, split: Split::Auto }
+}
+
+#[test]
+fn ids_match_apply_chat_template_and_mask_matches_llamafactory_labels() {
+    let golden_path = root().join("fixtures/golden/sft/qwen2.5_chatml.jsonl.zst");
+    let text = zstd::decode_all(std::fs::File::open(&golden_path).unwrap()).unwrap();
+    let mut golden: HashMap<(String, u64), Golden> = HashMap::new();
+    for line in BufReader::new(&text[..]).lines() {
+        let g: Golden = serde_json::from_str(&line.unwrap()).unwrap();
+        golden.insert((g.file.clone(), g.ordinal), g);
+    }
+    assert_eq!(golden.len(), 682, "every fixture example is in the golden file");
+
+    let tok = SftTokenizer::load(&root().join("fixtures/tokenizers/qwen2.5/tokenizer.json.zst")).unwrap();
+    let tasks = TaskResolver::new(&TaskConfig::default()).unwrap();
+    let cx = ReadContext { tasks: &tasks, trailing_user_turn: TrailingUserTurn::Trim, base: Path::new("/") };
+    let mut read = ReadResult::default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures/data/sft")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for f in &files {
+        read_input(&input(f), &cx, &mut read).unwrap();
+    }
+    let (mut compared, mut truncated) = (0, 0);
+    for o in &read.outcomes {
+        let Outcome::Example(ex) = o else { panic!("fixture record not read: {o:?}") };
+        let file = Path::new(&ex.position.file).file_name().unwrap().to_string_lossy().to_string();
+        let g = golden.get(&(file.clone(), ex.ordinal)).unwrap_or_else(|| panic!("{} not in golden", ex.id));
+        let t = tokenize(&render(ex, QWEN_DEFAULT_SYSTEM), &tok).unwrap();
+        assert_eq!(t.input_ids, g.input_ids, "{}: ids differ from apply_chat_template", ex.id);
+        assert_eq!(spans(&t.loss_mask), g.mask, "{}: mask differs from LLaMA-Factory labels", ex.id);
+        assert_eq!(t.straddling, 0, "{}", ex.id);
+        if let (Some(c), Some(ids), Some(mask)) = (g.cutoff, &g.trunc_ids, &g.trunc_mask) {
+            let mut tt = t.clone();
+            let cut = truncate(&mut tt, c);
+            assert!(cut.any());
+            assert_eq!(&tt.input_ids, ids, "{}: truncated ids differ", ex.id);
+            assert_eq!(&spans(&tt.loss_mask), mask, "{}: truncated mask differs", ex.id);
+            assert_eq!(cut.prompt_tokens + cut.answer_tokens + tt.input_ids.len(), t.input_ids.len());
+            truncated += 1;
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, golden.len());
+    assert!(truncated > 100, "{truncated} truncation cases compared");
+}

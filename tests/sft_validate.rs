@@ -1,0 +1,109 @@
+//! IPC validation on the fixture answers: counts verified by hand on a few examples, and a
+//! completeness check that no IPC-shaped token in any answer is missed.
+
+use std::path::{Path, PathBuf};
+
+use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
+use coretech::sft::read::{read_input, Outcome, ReadContext, ReadResult};
+use coretech::sft::task::TaskResolver;
+use coretech::sft::validate::{check_codes, extract_codes, looks_truncated};
+use coretech::sft::{Example, Split};
+
+fn examples(file: &str) -> Vec<Example> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/sft").join(file);
+    let tasks = TaskResolver::new(&TaskConfig::default()).unwrap();
+    let cx = ReadContext { tasks: &tasks, trailing_user_turn: TrailingUserTurn::Trim, base: Path::new("/") };
+    let mut r = ReadResult::default();
+    read_input(&SftInput { path, name: None, format: InputFormat::Auto, datasets: vec![], task: None, split: Split::Auto }, &cx, &mut r)
+        .unwrap();
+    r.outcomes.into_iter().filter_map(|o| if let Outcome::Example(e) = o { Some(*e) } else { None }).collect()
+}
+
+#[test]
+fn codes_counted_by_hand_are_all_found() {
+    // GovPatent IPC, record 0 (智能芯片): 13 codes in a numbered list, 11 subclasses and two
+    // main groups written without a space (G05B19/00, G11C13/00). Counted by reading the answer.
+    let gov = examples("GovPatent-SFT_QA_IPC.jsonl");
+    let c = check_codes(&gov[0].answer(), None);
+    assert_eq!(
+        c.distinct,
+        ["H01L", "G06F", "G06N", "G06T", "G16B", "G16H", "G06V", "G06K", "G05B 19/00", "G11C 13/00", "H03K", "H05K", "G16C"]
+    );
+    assert_eq!((c.mentions.len(), c.malformed.len()), (13, 0));
+    assert_eq!(c.mentions.iter().filter(|m| m.level == 4).count(), 2);
+    // Paper IPC, record 0 (医疗机器人): 12 codes, six with a space before the group.
+    let paper = examples("Paper-SFT_QA_IPC.jsonl");
+    let c = check_codes(&paper[0].answer(), None);
+    assert_eq!(
+        c.distinct,
+        ["A61B", "B25J", "G05B", "G05D", "A61B 34/00", "G06T", "A61G 12/00", "B25J 11/00", "A61B 17/00", "A61H 3/00", "G06N", "G06K 9/00"]
+    );
+    assert_eq!(c.mentions.len(), 12);
+    // The tech answers mention no codes at all (their acronyms — GPU, AI, FPGA — are not codes).
+    let tech = examples("GovPatent-SFT_QA_Tech.jsonl");
+    assert!(tech.iter().all(|e| extract_codes(&e.answer()).is_empty()));
+}
+
+#[test]
+fn no_ipc_shaped_token_in_any_answer_is_missed() {
+    // Every section-letter (A–H), digit, digit, capital-letter token — the shape every IPC code
+    // starts with — is either covered by a mention or glued to a longer word.
+    let mut mentions = 0;
+    for file in [
+        "GovPatent-SFT_QA_IPC.jsonl",
+        "GovPatent-SFT_QA_Tech.jsonl",
+        "GovPatent-SFT_raw_data.csv",
+        "Paper-SFT_QA_IPC.jsonl",
+        "Paper-SFT_QA_Tech.jsonl",
+        "flagai_aquila_convo_samples.sharegpt.jsonl",
+    ] {
+        for ex in examples(file) {
+            let a = ex.answer();
+            let found = extract_codes(&a);
+            mentions += found.len();
+            let chars: Vec<(usize, char)> = a.char_indices().collect();
+            for w in 0..chars.len().saturating_sub(3) {
+                let (i, c0) = chars[w];
+                let shape = ('A'..='H').contains(&c0)
+                    && chars[w + 1].1.is_ascii_digit()
+                    && chars[w + 2].1.is_ascii_digit()
+                    && chars[w + 3].1.is_ascii_uppercase();
+                if !shape {
+                    continue;
+                }
+                let glued =
+                    w > 0 && chars[w - 1].1.is_ascii_alphanumeric() || chars.get(w + 4).is_some_and(|(_, c)| c.is_ascii_alphabetic());
+                let covered = found.iter().any(|m| m.offset <= i && i < m.offset + m.raw.len());
+                assert!(covered || glued, "{}: {:?} at byte {i} not found", ex.id, &a[i..chars.get(w + 8).map(|c| c.0).unwrap_or(a.len())]);
+            }
+            // Nothing in the fixtures is malformed or full-width.
+            let c = check_codes(&a, None);
+            assert!(c.malformed.is_empty(), "{}: {:?}", ex.id, c.malformed);
+        }
+    }
+    assert!(mentions > 2000, "{mentions}");
+}
+
+#[test]
+fn no_fixture_answer_looks_truncated() {
+    for file in [
+        "GovPatent-SFT_QA_IPC.jsonl",
+        "GovPatent-SFT_QA_Tech.jsonl",
+        "GovPatent-SFT_raw_data.csv",
+        "Paper-SFT_QA_IPC.jsonl",
+        "Paper-SFT_QA_Tech.jsonl",
+        "flagai_aquila_convo_samples.sharegpt.jsonl",
+    ] {
+        for ex in examples(file) {
+            for m in ex.messages.iter().filter(|m| m.role == coretech::sft::Role::Assistant) {
+                assert_eq!(
+                    looks_truncated(&m.content),
+                    None,
+                    "{}: …{}",
+                    ex.id,
+                    m.content.chars().rev().take(60).collect::<String>().chars().rev().collect::<String>()
+                );
+            }
+        }
+    }
+}
