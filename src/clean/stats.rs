@@ -1,0 +1,271 @@
+//! One pass over a document's characters: letter counts by script, the units repetition is
+//! measured in, Gopher's symbol count; one pass over its lines.
+//!
+//! Units are right for the script: a CJK character (ideograph, kana, CJK punctuation,
+//! full-width form) is a unit on its own, because CJK text has no spaces between words; any
+//! other run of non-space characters is a word. English text is thus measured in words and
+//! Chinese text in characters, and a Chinese sentence with an embedded `GPU` or `2014` is
+//! measured in both, as a reader would.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::script::{classify, is_single_unit, CharClass, Script};
+use super::table::mix;
+
+/// Base of the polynomial n-gram hash (odd, so multiplication is invertible mod 2^64).
+const NGRAM_BASE: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Counts the filters use.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextStats {
+    /// Characters (Unicode scalar values).
+    pub chars: usize,
+    /// Alphabetic characters.
+    pub letters: usize,
+    /// Letters in the CJK script (Han, kana, bopomofo, Hangul).
+    pub cjk_letters: usize,
+    /// Latin letters.
+    pub latin_letters: usize,
+    /// Units (CJK characters and words).
+    pub units: usize,
+    /// Units that are single CJK-width characters.
+    pub single_units: usize,
+    /// Units with at least one letter.
+    pub alpha_units: usize,
+    /// Word units (runs of non-space, non-CJK characters).
+    pub words: usize,
+    /// Characters in word units.
+    pub word_chars: usize,
+    /// Gopher's symbols: `#`, `…`, and each `...`.
+    pub symbols: usize,
+    /// Non-empty lines.
+    pub lines: usize,
+    /// Lines starting with a bullet.
+    pub bullet_lines: usize,
+    /// Lines ending with an ellipsis (`...` or `…`).
+    pub ellipsis_lines: usize,
+}
+
+impl TextStats {
+    /// Fraction of the letters in `script` (0 when there are no letters).
+    pub fn script_ratio(&self, script: Script) -> f64 {
+        let n = match script {
+            Script::Cjk => self.cjk_letters,
+            Script::Latin => self.latin_letters,
+        };
+        ratio(n, self.letters)
+    }
+}
+
+/// `a / b`, 0 when `b` is 0.
+#[inline]
+pub fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Prefix sums over the units of a document, for O(1) n-gram hashes and lengths.
+#[derive(Default)]
+pub struct Units {
+    /// `hash[k]` = polynomial hash of units `0..k`.
+    hash: Vec<u64>,
+    /// `chars[k]` = characters in units `0..k`.
+    chars: Vec<u32>,
+    /// `NGRAM_BASE^n` for the n in use.
+    pow: Vec<u64>,
+}
+
+impl Units {
+    /// Number of units.
+    pub fn len(&self) -> usize {
+        self.hash.len().saturating_sub(1)
+    }
+
+    /// Whether there are no units.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hash of the `n` units starting at unit `i`.
+    #[inline]
+    pub fn ngram(&self, i: usize, n: usize) -> u64 {
+        mix(self.hash[i + n].wrapping_sub(self.hash[i].wrapping_mul(self.pow[n])))
+    }
+
+    /// Characters in the `n` units starting at unit `i`.
+    #[inline]
+    pub fn ngram_chars(&self, i: usize, n: usize) -> usize {
+        (self.chars[i + n] - self.chars[i]) as usize
+    }
+
+    /// Makes `ngram` usable for every n up to `max_n`.
+    pub fn prepare_pow(&mut self, max_n: usize) {
+        while self.pow.len() <= max_n {
+            let next = self.pow.last().map_or(1, |p| p.wrapping_mul(NGRAM_BASE));
+            self.pow.push(next);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.hash.clear();
+        self.hash.push(0);
+        self.chars.clear();
+        self.chars.push(0);
+    }
+
+    #[inline]
+    fn push(&mut self, h: u64, chars: usize) {
+        let prev = *self.hash.last().expect("starts with 0");
+        let pc = *self.chars.last().expect("starts with 0");
+        self.hash.push(prev.wrapping_mul(NGRAM_BASE).wrapping_add(h));
+        self.chars.push(pc.saturating_add(chars as u32));
+    }
+
+    /// Frees the memory after a huge document.
+    pub fn shrink(&mut self, max_units: usize) {
+        if self.hash.capacity() > max_units {
+            self.hash = Vec::new();
+            self.chars = Vec::new();
+        }
+    }
+}
+
+/// Bullets a line may start with (Gopher counts `•` and `-`; these are their common kin).
+const BULLETS: &[char] = &['•', '●', '○', '◦', '▪', '■', '□', '►', '▶', '➢', '✓', '-', '*', '–'];
+
+/// Counts everything in one pass over the characters and one over the lines; fills `units`.
+pub fn compute(text: &str, units: &mut Units) -> TextStats {
+    let mut st = TextStats::default();
+    units.clear();
+    let bytes = text.as_bytes();
+    let mut word_start: Option<usize> = None;
+    let mut word_chars = 0usize;
+    let mut word_alpha = false;
+    let mut dots = 0usize;
+
+    // Ends the current word (if any) at byte `end`.
+    let end_word = |st: &mut TextStats, units: &mut Units, start: &mut Option<usize>, end: usize, chars: usize, alpha: bool| {
+        if let Some(s) = start.take() {
+            units.push(xxh3_64(&bytes[s..end]), chars);
+            st.units += 1;
+            st.words += 1;
+            st.word_chars += chars;
+            st.alpha_units += alpha as usize;
+        }
+    };
+
+    for (i, c) in text.char_indices() {
+        st.chars += 1;
+        if c == '.' {
+            dots += 1;
+        } else {
+            if dots > 0 {
+                st.symbols += dots / 3;
+                dots = 0;
+            }
+            if c == '#' || c == '…' {
+                st.symbols += 1;
+            }
+        }
+        let class = classify(c);
+        if class.is_letter() {
+            st.letters += 1;
+            match class {
+                CharClass::CjkLetter | CharClass::Hangul => st.cjk_letters += 1,
+                CharClass::Latin => st.latin_letters += 1,
+                _ => {}
+            }
+        }
+        match class {
+            CharClass::Newline | CharClass::Space => end_word(&mut st, units, &mut word_start, i, word_chars, word_alpha),
+            _ if is_single_unit(c, class) => {
+                end_word(&mut st, units, &mut word_start, i, word_chars, word_alpha);
+                // Distinct from any word hash: words go through xxh3, characters through mix.
+                units.push(mix(c as u64 | 1 << 40), 1);
+                st.units += 1;
+                st.single_units += 1;
+                st.alpha_units += class.is_letter() as usize;
+            }
+            _ => {
+                if word_start.is_none() {
+                    word_start = Some(i);
+                    word_chars = 0;
+                    word_alpha = false;
+                }
+                word_chars += 1;
+                word_alpha |= class.is_letter();
+            }
+        }
+    }
+    end_word(&mut st, units, &mut word_start, bytes.len(), word_chars, word_alpha);
+    st.symbols += dots / 3;
+
+    for line in text.split('\n') {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        st.lines += 1;
+        if line.starts_with(BULLETS) {
+            st.bullet_lines += 1;
+        }
+        if line.ends_with("...") || line.ends_with('…') {
+            st.ellipsis_lines += 1;
+        }
+    }
+    st
+}
+
+/// Characters in a UTF-8 byte string (bytes that are not continuation bytes).
+#[inline]
+pub fn count_chars(b: &[u8]) -> usize {
+    b.iter().filter(|&&x| (x as i8) >= -0x40).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_are_words_and_cjk_characters() {
+        let mut u = Units::default();
+        let st = compute("本发明 uses a GPU，共8个。", &mut u);
+        // 本 发 明 | uses | a | GPU | ， | 共 | 8 | 个 | 。
+        assert_eq!(st.units, 11);
+        assert_eq!(st.single_units, 7);
+        assert_eq!(st.words, 4);
+        assert_eq!(st.alpha_units, 8);
+        assert_eq!(st.cjk_letters, 5);
+        assert_eq!(st.latin_letters, 8);
+        assert_eq!(st.letters, 13);
+        assert_eq!(st.chars, 19);
+        assert_eq!(u.len(), 11);
+        u.prepare_pow(3);
+        assert_eq!(u.ngram_chars(3, 3), 4 + 1 + 3);
+    }
+
+    #[test]
+    fn equal_ngrams_hash_equal() {
+        let mut u = Units::default();
+        compute("a b c a b c 中文中文", &mut u);
+        u.prepare_pow(3);
+        assert_eq!(u.ngram(0, 3), u.ngram(3, 3));
+        assert_ne!(u.ngram(0, 3), u.ngram(1, 3));
+        assert_eq!(u.ngram(6, 2), u.ngram(8, 2));
+        assert_ne!(u.ngram(6, 2), u.ngram(7, 2));
+    }
+
+    #[test]
+    fn symbols_and_lines() {
+        let mut u = Units::default();
+        let st = compute("# a....\n\n• b…\n- c\nd ... e", &mut u);
+        assert_eq!(st.symbols, 1 + 1 + 1 + 1);
+        assert_eq!(st.lines, 4);
+        assert_eq!(st.bullet_lines, 2);
+        assert_eq!(st.ellipsis_lines, 2);
+        assert_eq!(count_chars("中a".as_bytes()), 2);
+    }
+}
