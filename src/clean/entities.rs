@@ -104,28 +104,47 @@ fn numeric(v: u32) -> Decoded {
     }
 }
 
-/// Writes `w.src()` with its references decoded (one pass; the caller repeats while it
-/// changes, so `&amp;lt;` ends as `<`).
+impl Decoded {
+    fn is_ampersand(&self) -> bool {
+        matches!(self, Decoded::Str("&") | Decoded::Char('&'))
+    }
+}
+
+/// Writes `w.src()` with its references decoded. Escaped escapes are decoded in the same
+/// pass (`&amp;lt;` → `<`, `&amp;amp;amp;` → `&`): a decoded `&` is read again with what follows.
 pub fn run(w: &mut Rewriter<'_>) {
     let src = w.src();
     let b = src.as_bytes();
     let mut last = 0;
     let mut from = 0;
+    // `&` + the bytes after a decoded `&`, to parse them as one reference.
+    let mut again = [0u8; MAX_NAME + 4];
     while let Some(off) = memchr::memchr(b'&', &b[from..]) {
         let at = from + off;
-        match parse(&b[at..]) {
-            Some((len, d)) => {
-                w.keep(last, at);
-                match d {
-                    Decoded::Str(s) => w.push_str(s),
-                    Decoded::Char(c) => w.push(c),
-                    Decoded::Nothing => {}
+        let Some((len, mut d)) = parse(&b[at..]) else {
+            from = at + 1;
+            continue;
+        };
+        w.keep(last, at);
+        last = at + len;
+        while d.is_ampersand() {
+            let n = (b.len() - last).min(again.len() - 1);
+            again[0] = b'&';
+            again[1..=n].copy_from_slice(&b[last..last + n]);
+            match parse(&again[..=n]) {
+                Some((len, next)) => {
+                    last += len - 1;
+                    d = next;
                 }
-                last = at + len;
-                from = last;
+                None => break,
             }
-            None => from = at + 1,
         }
+        match d {
+            Decoded::Str(s) => w.push_str(s),
+            Decoded::Char(c) => w.push(c),
+            Decoded::Nothing => {}
+        }
+        from = last;
     }
     w.keep(last, b.len());
 }
@@ -159,7 +178,9 @@ mod tests {
     }
 
     #[test]
-    fn one_pass_decodes_one_level() {
-        assert_eq!(decode("&amp;lt;p&amp;gt;"), "&lt;p&gt;");
+    fn escaped_escapes_decode_in_one_pass() {
+        assert_eq!(decode("&amp;lt;p&amp;gt;"), "<p>");
+        assert_eq!(decode(&format!("&{}lt;", "amp;".repeat(1000))), "<");
+        assert_eq!(decode("&amp;amp &amp;T &#38;#x41;"), "&amp &T A");
     }
 }

@@ -71,11 +71,18 @@ impl Markup {
 
     /// If a tag (or comment, PI, declaration) starts `b` (at a `<`): its length and whether it
     /// becomes a line break.
-    fn tag_at(&self, b: &[u8]) -> Option<(usize, bool)> {
+    /// `comments_close` turns false once a comment found no end: none later will (this keeps
+    /// a text full of `<!--` linear).
+    fn tag_at(&self, b: &[u8], comments_close: &mut bool) -> Option<(usize, bool)> {
         let limit = &b[..b.len().min(self.max_tag_bytes)];
         if b.starts_with(b"<!--") {
             // Comments may be long and may contain tags (EPO's `<!-- EPO <DP n="2"> -->`).
-            return memchr::memmem::find(&b[4..], b"-->").map(|e| (4 + e + 3, false));
+            if !*comments_close {
+                return None;
+            }
+            let end = memchr::memmem::find(&b[4..], b"-->").map(|e| (4 + e + 3, false));
+            *comments_close = end.is_some();
+            return end;
         }
         if b.starts_with(b"<?") || (b.len() > 2 && b[1] == b'!' && b[2].is_ascii_alphabetic()) {
             let end = memchr::memchr(b'>', limit)?;
@@ -144,9 +151,10 @@ impl Markup {
         let b = w.src().as_bytes();
         let mut last = 0;
         let mut from = 0;
+        let mut comments_close = true;
         while let Some(off) = memchr::memchr(b'<', &b[from..]) {
             let at = from + off;
-            match self.tag_at(&b[at..]) {
+            match self.tag_at(&b[at..], &mut comments_close) {
                 Some((len, block)) => {
                     w.keep(last, at);
                     if block {

@@ -72,9 +72,14 @@ pub struct CleanConfig {
     pub quality: QualityConfig,
     /// Gopher repetition rules.
     pub repetition: RepetitionConfig,
-    /// Working memory per thread is released after a document of more than this many
-    /// characters (bounds the memory a rare huge document leaves behind).
-    pub release_scratch_after_chars: usize,
+    /// Most rounds of the stages that can expose work for each other (entities ⇄ markup, and
+    /// boilerplate ⇄ the rest). Real text settles in one or two; this bounds the time an
+    /// adversarial text (markup nested inside entities, credits chained a thousand deep) can
+    /// take, at the price of leaving such a text partly cleaned.
+    pub max_rounds: usize,
+    /// Working memory per thread is released after a document of more than this many bytes
+    /// (bounds the memory a rare huge document leaves behind; smaller documents reuse it).
+    pub release_scratch_after_bytes: usize,
 }
 
 /// HTML character-reference decoding.
@@ -100,7 +105,7 @@ pub struct LengthConfig {
     /// descriptions of about 55 characters (`D99 表示 本部其他类不包含的主题 相关的技术。…`).
     pub min_chars: usize,
     /// Most characters (`max_length`); also bounds the per-thread memory of the repetition
-    /// rules (about 40 bytes per character).
+    /// rules (up to about 50 bytes per CJK character).
     pub max_chars: usize,
 }
 
@@ -123,7 +128,8 @@ impl Default for CleanConfig {
             script: ScriptConfig::default(),
             quality: QualityConfig::default(),
             repetition: RepetitionConfig::default(),
-            release_scratch_after_chars: 1 << 20,
+            max_rounds: 8,
+            release_scratch_after_bytes: 4 << 20,
         }
     }
 }
@@ -196,14 +202,8 @@ impl Cleaner {
             let s = &mut *s;
             self.normalize_with(&mut doc.text, &mut s.buf);
             let r = self.filter_with(&doc.lang, &doc.text, s).map_err(str::to_string);
-            if doc.text.len() > self.cfg.release_scratch_after_chars {
-                // Bytes ≥ characters: this bounds what a huge document leaves behind.
-                let keep = self.cfg.release_scratch_after_chars;
-                s.units.shrink(keep);
-                s.rep.shrink(keep * 2);
-                if s.buf.capacity() > keep * 4 {
-                    s.buf = String::new();
-                }
+            if doc.text.len() > self.cfg.release_scratch_after_bytes || s.buf.capacity() > self.cfg.release_scratch_after_bytes {
+                *s = Scratch::default();
             }
             r
         })
@@ -228,14 +228,16 @@ impl Cleaner {
         if c.controls.enabled {
             run_stage(text, buf, |w| controls::run(&c.controls, w));
         }
+        let mut round = 0;
         loop {
+            round += 1;
             // Unicode before entities and markup: NFC maps a few characters to ASCII (U+037E →
             // `;`) that they look for. Again after anything that deletes characters, which can
             // bring a base and its combining mark together (`c\u{200b}\u{301}`).
             run_stage(text, buf, |w| unicode::run(form, w));
             // Decoding can expose markup (`&lt;br&gt;`), stripping can join an entity, and both
             // can leave decomposed characters (`e&#x301;`): run until nothing changes.
-            loop {
+            for _ in 0..c.max_rounds.max(1) {
                 let mut changed = false;
                 if c.entities.enabled {
                     changed |= run_stage(text, buf, entities::run);
@@ -253,9 +255,9 @@ impl Cleaner {
             }
             // Deleting boilerplate can expose more of it (a credit before a credit), and can
             // join what the stages above look for: go round again until nothing is deleted.
-            // Each round shortens the text, so this ends.
+            // The last round ends here, white space tidy.
             let Some(b) = &self.boilerplate else { break };
-            if !run_stage(text, buf, |w| b.run(w)) {
+            if round >= c.max_rounds || !run_stage(text, buf, |w| b.run(w)) {
                 break;
             }
         }

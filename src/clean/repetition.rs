@@ -138,13 +138,6 @@ pub struct Scratch {
     table: CountTable,
 }
 
-impl Scratch {
-    /// Frees memory kept from a huge document.
-    pub fn shrink(&mut self, max_slots: usize) {
-        self.table.shrink(max_slots);
-    }
-}
-
 fn compile(top: &[NgramLimit], duplicated: &[NgramLimit]) -> Vec<(NgramLimit, String, bool)> {
     let dup = duplicated.iter().map(|l| (*l, format!("repeated_{}_grams", l.n), false));
     let top = top.iter().map(|l| (*l, format!("top_{}_gram", l.n), true));
@@ -219,9 +212,15 @@ impl RepetitionFilter {
 
     /// Most frequent n-gram: its occurrences × characters.
     pub fn top_ngram_chars(units: &Units, n: usize, s: &mut Scratch) -> usize {
+        let (count, chars) = Self::top_ngram(units, n, s);
+        count * chars
+    }
+
+    /// Most frequent n-gram (the first to reach the highest count): (occurrences, characters).
+    fn top_ngram(units: &Units, n: usize, s: &mut Scratch) -> (usize, usize) {
         let len = units.len();
         if len < n {
-            return 0;
+            return (0, 0);
         }
         s.table.reset(len + 1 - n);
         let (mut best, mut best_chars) = (0u32, 0usize);
@@ -232,7 +231,33 @@ impl RepetitionFilter {
                 best_chars = units.ngram_chars(i, n);
             }
         }
-        best as usize * best_chars
+        (best as usize, best_chars)
+    }
+
+    /// Characters covered by n-grams that occur earlier in the text. It bounds
+    /// [`Self::duplicated_ngram_chars`] for this n and every larger n: each n-gram counted there
+    /// occurred before, and a repeated longer n-gram is made of repeated n-grams. One pass then
+    /// clears all the larger n of a document with little repetition.
+    pub fn covered_by_repeats(units: &Units, n: usize, s: &mut Scratch) -> usize {
+        let len = units.len();
+        if len < n {
+            return 0;
+        }
+        s.table.reset(len + 1 - n);
+        let (mut covered, mut until) = (0usize, 0usize);
+        for i in 0..=len - n {
+            if s.table.seen(units.ngram(i, n)) {
+                let from = until.max(i);
+                covered += units.ngram_chars(from, i + n - from);
+                until = i + n;
+            }
+        }
+        covered
+    }
+
+    /// The most characters any `n` consecutive units hold.
+    fn widest_window(units: &Units, n: usize) -> usize {
+        (0..=units.len().saturating_sub(n)).map(|i| units.ngram_chars(i, n)).max().unwrap_or(0)
     }
 
     /// Characters in n-grams seen before, scanning left to right and skipping past each
@@ -279,8 +304,36 @@ impl RepetitionFilter {
             Script::Cjk => &self.cjk,
             Script::Latin => &self.latin,
         };
+        // Cheap bounds first, computed once for the smallest n of each kind: a rule whose bound
+        // is within its threshold passes without its own pass over the units. The verdict is
+        // the same as computing every rule (rules are still judged in their configured order).
+        let min_n = |want_top: bool| rules.iter().filter(|r| r.2 == want_top).map(|r| r.0.n).min();
+        let mut top_base: Option<(usize, usize, usize)> = None; // (n, count, chars)
+        let mut cover: Option<usize> = None;
         for (limit, name, top) in rules {
-            let measured = if *top { Self::top_ngram_chars(units, limit.n, s) } else { Self::duplicated_ngram_chars(units, limit.n, s) };
+            let allowed = limit.max_frac * chars as f64;
+            let measured = if *top {
+                let (n0, count, best_chars) = *top_base.get_or_insert_with(|| {
+                    let n0 = min_n(true).expect("a top rule exists");
+                    let (count, best_chars) = Self::top_ngram(units, n0, s);
+                    (n0, count, best_chars)
+                });
+                if limit.n == n0 {
+                    count * best_chars
+                } else if ((count * Self::widest_window(units, limit.n)) as f64) <= allowed {
+                    // The most frequent longer n-gram occurs at most `count` times.
+                    continue;
+                } else {
+                    Self::top_ngram_chars(units, limit.n, s)
+                }
+            } else {
+                let bound =
+                    *cover.get_or_insert_with(|| Self::covered_by_repeats(units, min_n(false).expect("a duplicated rule exists"), s));
+                if bound as f64 <= allowed {
+                    continue;
+                }
+                Self::duplicated_ngram_chars(units, limit.n, s)
+            };
             if ratio(measured, chars) > limit.max_frac {
                 return Err(name);
             }
@@ -328,5 +381,26 @@ mod tests {
         assert_eq!(RepetitionFilter::top_ngram_chars(&u, 2, &mut s), 6);
         assert_eq!(RepetitionFilter::duplicated_ngram_chars(&u, 2, &mut s), 4);
         assert_eq!(RepetitionFilter::top_ngram_chars(&u, 7, &mut s), 0);
+    }
+
+    /// The bounds that let `check` skip passes really bound the measures, on real texts and on
+    /// repetitive ones.
+    #[test]
+    fn bounds_hold() {
+        let mut s = Scratch::default();
+        let mut texts: Vec<String> = crate::clean::tests::fixture_texts().into_iter().step_by(7).map(|t| t.text).collect();
+        texts.push("好消息好消息，全场五折，走过路过不要错过。".repeat(20));
+        texts.push("the cat sat on the mat and the cat sat on the hat ".repeat(9));
+        for t in &texts {
+            let u = units(t);
+            for n0 in [1, 2, 5, 10] {
+                let cover = RepetitionFilter::covered_by_repeats(&u, n0, &mut s);
+                let (count, _) = RepetitionFilter::top_ngram(&u, n0, &mut s);
+                for n in n0..=20 {
+                    assert!(RepetitionFilter::duplicated_ngram_chars(&u, n, &mut s) <= cover, "n0 {n0} n {n}");
+                    assert!(RepetitionFilter::top_ngram_chars(&u, n, &mut s) <= count * RepetitionFilter::widest_window(&u, n));
+                }
+            }
+        }
     }
 }

@@ -46,7 +46,7 @@ pub struct ScriptRule {
 pub struct ScriptConfig {
     /// Apply the ratio rules (the rules still choose the measuring units when this is off).
     pub enabled: bool,
-    /// Rule per document language (ISO 639-1, as in `Document.lang`). Languages without a rule
+    /// Rule per document language (ISO 639-1, as in `Document.lang`; `zh-CN` uses `zh`). Languages without a rule
     /// (and documents without a language) are not ratio-checked; their units follow the
     /// majority of their letters. Setting this table replaces the default table as a whole.
     pub rules: BTreeMap<String, ScriptRule>,
@@ -164,9 +164,14 @@ impl ScriptFilter {
         Self { enabled: cfg.enabled, rules: cfg.rules.clone() }
     }
 
-    /// The rule for a language, if any.
+    /// The rule for a language, if any (by its primary subtag: `zh-CN` and `ZH` use `zh`).
     pub fn rule(&self, lang: &str) -> Option<&ScriptRule> {
-        self.rules.get(lang)
+        let primary = lang.split(['-', '_']).next().unwrap_or("");
+        if primary.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.rules.get(&primary.to_ascii_lowercase())
+        } else {
+            self.rules.get(primary)
+        }
     }
 
     /// The script whose units and thresholds apply: the language's rule, else the majority of
@@ -219,5 +224,15 @@ mod tests {
         assert_eq!(classify('\u{2029}'), CharClass::Newline);
         assert!(is_single_unit('Ａ', CharClass::Latin));
         assert!(!is_single_unit('A', CharClass::Latin));
+    }
+
+    #[test]
+    fn rules_by_primary_subtag() {
+        let f = ScriptFilter::new(&ScriptConfig::default());
+        assert_eq!(f.rule("zh-CN").map(|r| r.script), Some(Script::Cjk));
+        assert_eq!(f.rule("ZH_Hans").map(|r| r.script), Some(Script::Cjk));
+        assert_eq!(f.rule("en").map(|r| r.script), Some(Script::Latin));
+        assert!(f.rule("").is_none());
+        assert!(f.rule("ru").is_none());
     }
 }

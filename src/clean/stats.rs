@@ -123,14 +123,6 @@ impl Units {
         self.hash.push(prev.wrapping_mul(NGRAM_BASE).wrapping_add(h));
         self.chars.push(pc.saturating_add(chars as u32));
     }
-
-    /// Frees the memory after a huge document.
-    pub fn shrink(&mut self, max_units: usize) {
-        if self.hash.capacity() > max_units {
-            self.hash = Vec::new();
-            self.chars = Vec::new();
-        }
-    }
 }
 
 /// Bullets a line may start with (Gopher counts `•` and `-`; these are their common kin).

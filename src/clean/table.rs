@@ -71,13 +71,6 @@ impl CountTable {
             i = (i + 1) & self.mask;
         }
     }
-
-    /// Frees the memory if the table grew past `max_slots` (after a huge document).
-    pub fn shrink(&mut self, max_slots: usize) {
-        if self.slots.len() > max_slots {
-            *self = Self::default();
-        }
-    }
 }
 
 /// Spreads a hash's entropy to the low bits the table indexes by (a multiply-xorshift).

@@ -182,7 +182,21 @@ fn measure(c: &Cleaner, lang: &str, text: &str) -> Vec<(String, f64)> {
     m
 }
 
-/// Prints the distribution of every measure per collection (for choosing thresholds):
+/// Gopher's web-text thresholds on our units (CJK n-grams at twice Gopher's n).
+fn gopher_config() -> CleanConfig {
+    let lim = |v: &[(usize, f64)]| v.iter().map(|&(n, max_frac)| NgramLimit { n, max_frac }).collect::<Vec<_>>();
+    let mut c = CleanConfig::default();
+    c.repetition.max_dup_line_frac = 0.3;
+    c.repetition.max_dup_line_char_frac = 0.2;
+    c.repetition.latin.duplicated = lim(&[(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]);
+    c.repetition.cjk.top = lim(&[(4, 0.20), (6, 0.18), (8, 0.16)]);
+    c.repetition.cjk.duplicated = lim(&[(10, 0.15), (12, 0.14), (14, 0.13), (16, 0.12), (18, 0.11), (20, 0.10)]);
+    c.quality.cjk.min_alpha_ratio = 0.8;
+    c
+}
+
+/// Prints the distribution of every measure per collection (for choosing thresholds), and
+/// what the default and Gopher's thresholds drop:
 /// `cargo test --lib clean::tests::print_fixture_measures -- --ignored --nocapture`.
 #[test]
 #[ignore]
@@ -202,6 +216,16 @@ fn print_fixture_measures() {
         let q = |f: f64| v[((n - 1) as f64 * f) as usize].0;
         let top: Vec<String> = v.iter().rev().take(4).map(|(x, id)| format!("{x:.3} {id}")).collect();
         println!("{p:5} {k:20} min {:8.3} ({})  p50 {:8.3}  p99 {:8.3}  top {}", v[0].0, v[0].1, q(0.5), q(0.99), top.join(", "));
+    }
+    for (name, cfg) in [("default", CleanConfig::default()), ("gopher", gopher_config())] {
+        let c = Cleaner::new(&cfg).unwrap();
+        let mut drops: BTreeMap<(&str, String), usize> = BTreeMap::new();
+        for t in &texts {
+            if let Err(r) = verdict(&c, &t.lang, &t.text) {
+                *drops.entry((t.collection, r)).or_default() += 1;
+            }
+        }
+        println!("{name}: {drops:?}");
     }
 }
 
@@ -413,6 +437,26 @@ fn found_idempotency_cases() {
         c.normalize(&mut t);
         assert_eq!(t, want, "{input:?}");
     }
+}
+
+/// Adversarial nesting is bounded by `max_rounds` and still ends tidy.
+#[test]
+fn adversarial_nesting_is_bounded() {
+    let c = cleaner();
+    // Each round deletes only the last credit of the chain (the pattern needs the line end
+    // within 30 characters), and the last round does not delete.
+    let chain = format!("正文。{}", "责任编辑：甲乙丙丁戊己庚辛壬癸甲乙丙丁戊己庚辛壬癸".repeat(20));
+    let mut t = chain.clone();
+    c.normalize(&mut t);
+    assert_eq!(t.matches("责任编辑").count(), 20 - (CleanConfig::default().max_rounds - 1));
+    let unbounded = Cleaner::new(&CleanConfig { max_rounds: 100, ..Default::default() }).unwrap();
+    let mut t = chain;
+    unbounded.normalize(&mut t);
+    assert_eq!(t, "正文。");
+    // Markup nested in entities: `&lt;` inside `<b>` inside `&lt;` …
+    let mut t = format!("x{}y", "&amp;lt;b&amp;gt;<b></b>".repeat(50));
+    c.normalize(&mut t);
+    assert_eq!(t, "xy");
 }
 
 mod props {
