@@ -8,7 +8,7 @@
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::rewrite::Rewriter;
+use super::rewrite::run_stage;
 use crate::error::{Error, Result};
 
 /// Boilerplate removal.
@@ -17,25 +17,29 @@ use crate::error::{Error, Result};
 pub struct BoilerplateConfig {
     /// Delete every match of `patterns`.
     pub enabled: bool,
-    /// Regular expressions (Rust `regex` syntax, multi-line mode); every match is deleted, and
-    /// lines left empty disappear. Deleting repeats until nothing matches, so a credit exposed
+    /// Regular expressions (Rust `regex` syntax, multi-line mode), applied in order; every
+    /// match is deleted, and lines left empty disappear. Deleting repeats until nothing matches, so a credit exposed
     /// by deleting another (`本文来源：… 责任编辑：…`) goes too.
     pub patterns: Vec<String>,
 }
 
 impl Default for BoilerplateConfig {
     fn default() -> Self {
+        // One bounded repetition per pattern, case spelled out, no Unicode `\b`: each pattern
+        // then runs on the regex crate's fast automaton behind a literal prefilter.
         let patterns = [
-            // WuDao news: `…点击进入专题：X 本文来源：Y 责任编辑：Z` at the end of the article.
-            r"(?:(?:点击进入专题|本文来源|来源)[:：][^\n。！？]{0,40}?)?责任编辑[:：][^\n。！？]{0,30}$",
+            // WuDao news: `… 本文来源：X 责任编辑：Z` at the end of the article (one line).
+            r"责任编辑[:：][^\n。！？]{0,30}$",
+            // What a deleted credit leaves at the line end: `点击进入专题：X`, `本文来源：Y`.
+            r"(?:点击进入专题|本文来源)[:：][^\n。！？]{0,40}$",
             // "Click to view / enter / follow …" at the end of a line.
             r"点击(?:查看|进入|阅读|关注)[^\n。！？]{0,40}[。！？!]?$",
             // Disclaimers at the end of a line: `声明：文字原创，图片来自网络。如有侵权，请联系我们删除，谢谢。`
-            r"[（(]?(?:免责)?声明[:：][^\n]{0,80}?(?:侵权|删除|转载)[^\n]{0,40}$",
+            r"[（(]?(?:免责)?声明[:：][^\n]{0,80}(?:侵权|删除|转载)[^\n]{0,40}$",
             // Copyright lines.
-            r"^(?:©|\([cC]\)|版权所有|(?i:copyright\b))[^\n]{0,120}$",
+            r"^(?:©|\([cC]\)|版权所有|[Cc]opyright|COPYRIGHT)[^\n]{0,120}$",
             // Navigation lines.
-            r"^(?:上一篇|下一篇|返回顶部|分享到|相关阅读|(?i:share this|click here|read more))[:：]?[^\n]{0,60}$",
+            r"^(?:上一篇|下一篇|返回顶部|分享到|相关阅读|[Ss]hare this|[Cc]lick here|[Rr]ead more)[:：]?[^\n]{0,60}$",
         ];
         Self { enabled: true, patterns: patterns.iter().map(|s| s.to_string()).collect() }
     }
@@ -44,47 +48,52 @@ impl Default for BoilerplateConfig {
 /// The compiled patterns.
 #[derive(Debug)]
 pub struct Boilerplate {
-    re: Option<Regex>,
+    patterns: Vec<Regex>,
 }
 
 impl Boilerplate {
-    /// Compiles the patterns into one expression; a bad pattern is an error naming its index.
+    /// Compiles the patterns (multi-line mode); a bad pattern is an error naming its index.
     pub fn new(cfg: &BoilerplateConfig) -> Result<Self> {
-        for (i, p) in cfg.patterns.iter().enumerate() {
-            Regex::new(p).map_err(|e| Error::Other(format!("clean.boilerplate.patterns[{i}]: invalid regular expression: {e}")))?;
-        }
-        if cfg.patterns.is_empty() {
-            return Ok(Self { re: None });
-        }
-        let joined = cfg.patterns.iter().map(|p| format!("(?:{p})")).collect::<Vec<_>>().join("|");
-        let re = Regex::new(&format!("(?m){joined}")).map_err(|e| Error::Other(format!("clean.boilerplate.patterns: {e}")))?;
-        Ok(Self { re: Some(re) })
+        let patterns = cfg
+            .patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Regex::new(&format!("(?m){p}"))
+                    .map_err(|e| Error::Other(format!("clean.boilerplate.patterns[{i}]: invalid regular expression: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { patterns })
     }
 
-    /// Writes `w.src()` without the matches (one pass; the caller repeats while it changes).
-    pub fn run(&self, w: &mut Rewriter<'_>) {
-        let src = w.src();
-        let mut last = 0;
-        if let Some(re) = &self.re {
-            for m in re.find_iter(src) {
-                w.keep(last, m.start());
-                last = m.end();
-            }
+    /// Deletes the matches of each pattern in turn (one round; the caller repeats while it
+    /// changes). Returns whether anything was deleted.
+    pub fn run(&self, text: &mut String, buf: &mut String) -> bool {
+        let mut changed = false;
+        for re in &self.patterns {
+            changed |= run_stage(text, buf, |w| {
+                let src = w.src();
+                let mut last = 0;
+                for m in re.find_iter(src) {
+                    w.keep(last, m.start());
+                    last = m.end();
+                }
+                w.keep(last, src.len());
+            });
         }
-        w.keep(last, src.len());
+        changed
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clean::rewrite::run_stage;
 
     fn remove(s: &str) -> String {
         let b = Boilerplate::new(&BoilerplateConfig::default()).unwrap();
         let mut t = s.to_string();
         let mut buf = String::new();
-        while run_stage(&mut t, &mut buf, |w| b.run(w)) {}
+        while b.run(&mut t, &mut buf) {}
         t
     }
 

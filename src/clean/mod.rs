@@ -150,6 +150,7 @@ pub struct Cleaner {
 struct Scratch {
     buf: String,
     units: stats::Units,
+    lines: Vec<stats::Line>,
     rep: repetition::Scratch,
 }
 
@@ -257,7 +258,7 @@ impl Cleaner {
             // join what the stages above look for: go round again until nothing is deleted.
             // The last round ends here, white space tidy.
             let Some(b) = &self.boilerplate else { break };
-            if round >= c.max_rounds || !run_stage(text, buf, |w| b.run(w)) {
+            if round >= c.max_rounds || !b.run(text, buf) {
                 break;
             }
         }
@@ -268,11 +269,11 @@ impl Cleaner {
             return Err("empty");
         }
         let len = &self.cfg.length;
-        // Bytes bound characters from above (≤ 4 per character): skip counting when possible.
-        if text.len() / 4 > len.max_chars || stats::count_chars(text.as_bytes()) > len.max_chars {
+        // Bytes bound characters (1–4 bytes each): count only when the bytes leave it open.
+        if text.len() > len.max_chars && (text.len() / 4 > len.max_chars || stats::count_chars(text.as_bytes()) > len.max_chars) {
             return Err("max_length");
         }
-        let st = stats::compute(text, &mut s.units);
+        let st = stats::compute(text, &mut s.units, &mut s.lines);
         if st.chars < len.min_chars {
             return Err("min_length");
         }
@@ -280,6 +281,6 @@ impl Cleaner {
         let profile = self.script.profile(lang, &st);
         quality::check(&self.cfg.quality, profile, &st)?;
         s.units.prepare_pow(self.repetition.max_n());
-        self.repetition.check(text, st.chars, profile, &s.units, &mut s.rep)
+        self.repetition.check(&s.lines, st.chars, profile, &s.units, &mut s.rep)
     }
 }

@@ -7,12 +7,10 @@
 //! hashes, O(1) per n-gram from prefix sums), never built as strings. Fractions are of the
 //! document's characters, as in datatrove; an n-gram's length is its units' characters.
 
-use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
-
 use super::script::Script;
-use super::stats::{count_chars, ratio, Units};
-use super::table::CountTable;
+use super::stats::{ratio, Line, Units};
+use super::table::{mix, CountTable};
+use serde::{Deserialize, Serialize};
 
 /// A threshold on one n.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -158,52 +156,37 @@ impl RepetitionFilter {
         self.max_n
     }
 
-    /// Line and paragraph duplication.
-    pub fn lines(&self, text: &str, chars: usize, s: &mut Scratch) -> Repetition {
+    /// Line and paragraph duplication, from the lines [`super::stats::compute`] recorded.
+    pub fn lines(&self, lines: &[Line], chars: usize, s: &mut Scratch) -> Repetition {
         let mut r = Repetition::default();
-        // Lines.
-        let n_lines = text.split('\n').filter(|l| !l.trim().is_empty()).count();
+        let n_lines = lines.iter().filter(|l| l.chars > 0).count();
         s.table.reset(n_lines);
         let (mut dup, mut dup_chars) = (0usize, 0usize);
-        for l in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
-            if s.table.seen(xxh3_64(l.as_bytes())) {
+        for l in lines.iter().filter(|l| l.chars > 0) {
+            if s.table.seen(l.hash) {
                 dup += 1;
-                dup_chars += count_chars(l.as_bytes());
+                dup_chars += l.chars as usize;
             }
         }
         r.dup_line_frac = ratio(dup, n_lines);
         r.dup_line_char_frac = ratio(dup_chars, chars);
-        // Paragraphs: runs of non-blank lines.
-        let (mut paras, mut dup, mut dup_chars) = (0usize, 0usize, 0usize);
+        // Paragraphs: runs of lines between breaks; a paragraph's characters include the line
+        // breaks inside it.
         s.table.reset(n_lines);
-        let mut start: Option<usize> = None;
-        let mut end = 0;
-        let mut pos = 0;
-        let b = text.as_bytes();
-        let mut finish = |start: usize, end: usize, table: &mut CountTable| {
-            paras += 1;
-            let p = &b[start..end];
-            if table.seen(xxh3_64(p)) {
-                dup += 1;
-                dup_chars += count_chars(p);
-            }
-        };
-        for line in text.split('\n') {
-            let line_end = pos + line.len();
-            if line.trim().is_empty() {
-                if let Some(st) = start.take() {
-                    finish(st, end, &mut s.table);
+        let (mut paras, mut dup, mut dup_chars) = (0usize, 0usize, 0usize);
+        let (mut hash, mut para_chars) = (0u64, 0usize);
+        for l in lines.iter().chain(std::iter::once(&Line { hash: 0, chars: 0 })) {
+            if l.chars > 0 {
+                hash = mix(hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ l.hash);
+                para_chars += l.chars as usize + (para_chars > 0) as usize;
+            } else if para_chars > 0 {
+                paras += 1;
+                if s.table.seen(hash) {
+                    dup += 1;
+                    dup_chars += para_chars;
                 }
-            } else {
-                if start.is_none() {
-                    start = Some(pos);
-                }
-                end = line_end;
+                (hash, para_chars) = (0, 0);
             }
-            pos = line_end + 1;
-        }
-        if let Some(st) = start {
-            finish(st, end, &mut s.table);
         }
         r.dup_para_frac = ratio(dup, paras);
         r.dup_para_char_frac = ratio(dup_chars, chars);
@@ -239,20 +222,35 @@ impl RepetitionFilter {
     /// occurred before, and a repeated longer n-gram is made of repeated n-grams. One pass then
     /// clears all the larger n of a document with little repetition.
     pub fn covered_by_repeats(units: &Units, n: usize, s: &mut Scratch) -> usize {
+        Self::top_and_cover(units, n, s).2
+    }
+
+    /// One pass for n: the most frequent n-gram (occurrences, characters) and the characters
+    /// covered by repeated n-grams.
+    fn top_and_cover(units: &Units, n: usize, s: &mut Scratch) -> (usize, usize, usize) {
         let len = units.len();
         if len < n {
-            return 0;
+            return (0, 0, 0);
         }
         s.table.reset(len + 1 - n);
+        let (mut best, mut best_chars) = (0u32, 0usize);
         let (mut covered, mut until) = (0usize, 0usize);
         for i in 0..=len - n {
-            if s.table.seen(units.ngram(i, n)) {
+            let c = s.table.add(units.ngram(i, n));
+            if c > 1 {
                 let from = until.max(i);
                 covered += units.ngram_chars(from, i + n - from);
                 until = i + n;
+                if c > best {
+                    best = c;
+                    best_chars = units.ngram_chars(i, n);
+                }
+            } else if best == 0 {
+                best = 1;
+                best_chars = units.ngram_chars(i, n);
             }
         }
-        covered
+        (best as usize, best_chars, covered)
     }
 
     /// The most characters any `n` consecutive units hold.
@@ -282,11 +280,11 @@ impl RepetitionFilter {
     }
 
     /// `Err(name)` when a rule fails. `units` must be prepared up to [`Self::max_n`].
-    pub fn check(&self, text: &str, chars: usize, script: Script, units: &Units, s: &mut Scratch) -> Result<(), &str> {
+    pub fn check(&self, lines: &[Line], chars: usize, script: Script, units: &Units, s: &mut Scratch) -> Result<(), &str> {
         if !self.cfg.enabled || chars == 0 {
             return Ok(());
         }
-        let r = self.lines(text, chars, s);
+        let r = self.lines(lines, chars, s);
         let c = &self.cfg;
         if r.dup_para_frac > c.max_dup_para_frac {
             return Err("repeated_paragraphs");
@@ -304,31 +302,43 @@ impl RepetitionFilter {
             Script::Cjk => &self.cjk,
             Script::Latin => &self.latin,
         };
-        // Cheap bounds first, computed once for the smallest n of each kind: a rule whose bound
-        // is within its threshold passes without its own pass over the units. The verdict is
-        // the same as computing every rule (rules are still judged in their configured order).
+        // Cheap bounds first. One pass at the smallest top n gives that rule exactly, a bound on
+        // the other top rules (the most frequent longer n-gram occurs at most as often), and —
+        // when the duplicated rules' n are not smaller — a bound on those (characters covered by
+        // repeats). A second pass at the smallest duplicated n gives a tighter bound. A rule whose
+        // bound is within its threshold passes without a pass of its own; the verdict is the same
+        // as computing every rule (rules are still judged in their configured order).
         let min_n = |want_top: bool| rules.iter().filter(|r| r.2 == want_top).map(|r| r.0.n).min();
-        let mut top_base: Option<(usize, usize, usize)> = None; // (n, count, chars)
+        let (min_top, min_dup) = (min_n(true), min_n(false));
+        let mut base: Option<(usize, usize, usize, usize)> = None; // (n, count, chars, covered)
         let mut cover: Option<usize> = None;
         for (limit, name, top) in rules {
             let allowed = limit.max_frac * chars as f64;
+            let mut base = |s: &mut Scratch| {
+                *base.get_or_insert_with(|| {
+                    let n0 = min_top.expect("asked only when a top rule exists");
+                    let (count, best_chars, covered) = Self::top_and_cover(units, n0, s);
+                    (n0, count, best_chars, covered)
+                })
+            };
             let measured = if *top {
-                let (n0, count, best_chars) = *top_base.get_or_insert_with(|| {
-                    let n0 = min_n(true).expect("a top rule exists");
-                    let (count, best_chars) = Self::top_ngram(units, n0, s);
-                    (n0, count, best_chars)
-                });
+                let (n0, count, best_chars, _) = base(s);
                 if limit.n == n0 {
                     count * best_chars
                 } else if ((count * Self::widest_window(units, limit.n)) as f64) <= allowed {
-                    // The most frequent longer n-gram occurs at most `count` times.
                     continue;
                 } else {
                     Self::top_ngram_chars(units, limit.n, s)
                 }
             } else {
-                let bound =
-                    *cover.get_or_insert_with(|| Self::covered_by_repeats(units, min_n(false).expect("a duplicated rule exists"), s));
+                if let Some(n0) = min_top.filter(|&n0| n0 <= limit.n) {
+                    let (_, _, _, covered) = base(s);
+                    debug_assert!(n0 <= limit.n);
+                    if covered as f64 <= allowed {
+                        continue;
+                    }
+                }
+                let bound = *cover.get_or_insert_with(|| Self::covered_by_repeats(units, min_dup.expect("a duplicated rule exists"), s));
                 if bound as f64 <= allowed {
                     continue;
                 }
@@ -349,7 +359,7 @@ mod tests {
 
     fn units(text: &str) -> Units {
         let mut u = Units::default();
-        compute(text, &mut u);
+        compute(text, &mut u, &mut Vec::new());
         u.prepare_pow(20);
         u
     }
@@ -359,7 +369,9 @@ mod tests {
         let f = RepetitionFilter::new(&RepetitionConfig::default());
         let mut s = Scratch::default();
         let text = "a\nb\na\n\na\nb\na\n\nc";
-        let r = f.lines(text, count_chars(text.as_bytes()), &mut s);
+        let mut lines = Vec::new();
+        let st = compute(text, &mut Units::default(), &mut lines);
+        let r = f.lines(&lines, st.chars, &mut s);
         // Lines a b a a b a c: 4 repeats of 7.
         assert!((r.dup_line_frac - 4.0 / 7.0).abs() < 1e-9);
         // Paragraphs "a\nb\na", "a\nb\na", "c": one repeat of 3, 5 characters of 15.

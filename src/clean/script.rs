@@ -95,18 +95,36 @@ impl CharClass {
     }
 }
 
+const fn ascii_classes() -> [CharClass; 128] {
+    let mut t = [CharClass::Other; 128];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = match b as u8 {
+            b'\n' | b'\r' | 0x0b | 0x0c => CharClass::Newline,
+            b' ' | b'\t' => CharClass::Space,
+            b'a'..=b'z' | b'A'..=b'Z' => CharClass::Latin,
+            _ => CharClass::Other,
+        };
+        b += 1;
+    }
+    t
+}
+static ASCII_CLASS: [CharClass; 128] = ascii_classes();
+
 /// Classifies one character. ASCII and the CJK blocks are decided by ranges; only other
 /// characters pay for the Unicode alphabetic table.
 #[inline]
 pub fn classify(c: char) -> CharClass {
     let u = c as u32;
     if u < 0x80 {
-        return match c {
-            '\n' | '\r' | '\x0b' | '\x0c' => CharClass::Newline,
-            ' ' | '\t' => CharClass::Space,
-            'a'..='z' | 'A'..='Z' => CharClass::Latin,
-            _ => CharClass::Other,
-        };
+        return ASCII_CLASS[u as usize];
+    }
+    // The common cases of Chinese text first.
+    if (0x4E00..=0x9FFF).contains(&u) {
+        return CharClass::CjkLetter;
+    }
+    if (0x3001..=0x303F).contains(&u) || (0xFF01..=0xFF20).contains(&u) {
+        return CharClass::CjkSymbol;
     }
     match u {
         0x4E00..=0x9FFF

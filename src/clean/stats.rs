@@ -89,10 +89,11 @@ impl Units {
         self.len() == 0
     }
 
-    /// Hash of the `n` units starting at unit `i`.
+    /// Hash of the `n` units starting at unit `i`. Its low bits are as uniform as the units'
+    /// hashes (the last unit's hash is added with factor 1), so tables index by them directly.
     #[inline]
     pub fn ngram(&self, i: usize, n: usize) -> u64 {
-        mix(self.hash[i + n].wrapping_sub(self.hash[i].wrapping_mul(self.pow[n])))
+        self.hash[i + n].wrapping_sub(self.hash[i].wrapping_mul(self.pow[n]))
     }
 
     /// Characters in the `n` units starting at unit `i`.
@@ -109,6 +110,11 @@ impl Units {
         }
     }
 
+    fn reserve(&mut self, n: usize) {
+        self.hash.reserve(n);
+        self.chars.reserve(n);
+    }
+
     fn clear(&mut self) {
         self.hash.clear();
         self.hash.push(0);
@@ -118,8 +124,8 @@ impl Units {
 
     #[inline]
     fn push(&mut self, h: u64, chars: usize) {
-        let prev = *self.hash.last().expect("starts with 0");
-        let pc = *self.chars.last().expect("starts with 0");
+        // Never empty: `clear` leaves the leading 0.
+        let (prev, pc) = (self.hash[self.hash.len() - 1], self.chars[self.chars.len() - 1]);
         self.hash.push(prev.wrapping_mul(NGRAM_BASE).wrapping_add(h));
         self.chars.push(pc.saturating_add(chars as u32));
     }
@@ -128,76 +134,106 @@ impl Units {
 /// Bullets a line may start with (Gopher counts `•` and `-`; these are their common kin).
 const BULLETS: &[char] = &['•', '●', '○', '◦', '▪', '■', '□', '►', '▶', '➢', '✓', '-', '*', '–'];
 
-/// Counts everything in one pass over the characters and one over the lines; fills `units`.
-pub fn compute(text: &str, units: &mut Units) -> TextStats {
+/// A non-empty line (trimmed), or a paragraph break (`chars == 0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    /// Hash of the trimmed line.
+    pub hash: u64,
+    /// Characters in the trimmed line; 0 marks one or more blank lines.
+    pub chars: u32,
+}
+
+/// Counts everything in one pass over the characters and one over the lines; fills `units`
+/// and `lines`.
+pub fn compute(text: &str, units: &mut Units, lines: &mut Vec<Line>) -> TextStats {
     let mut st = TextStats::default();
     units.clear();
+    units.reserve(text.len() / 2);
     let bytes = text.as_bytes();
-    let mut word_start: Option<usize> = None;
+    // Characters per class, summed up at the end (one increment per character).
+    let mut per_class = [0usize; 8];
+    let mut word_start = usize::MAX; // MAX: no word open
     let mut word_chars = 0usize;
     let mut word_alpha = false;
     let mut dots = 0usize;
+    let (mut n_words, mut n_word_chars, mut n_single, mut alpha_units, mut symbols) = (0usize, 0usize, 0usize, 0usize, 0usize);
 
-    // Ends the current word (if any) at byte `end`.
-    let end_word = |st: &mut TextStats, units: &mut Units, start: &mut Option<usize>, end: usize, chars: usize, alpha: bool| {
-        if let Some(s) = start.take() {
-            units.push(xxh3_64(&bytes[s..end]), chars);
-            st.units += 1;
-            st.words += 1;
-            st.word_chars += chars;
-            st.alpha_units += alpha as usize;
-        }
-    };
-
-    for (i, c) in text.char_indices() {
-        st.chars += 1;
-        if c == '.' {
-            dots += 1;
-        } else {
-            if dots > 0 {
-                st.symbols += dots / 3;
-                dots = 0;
-            }
-            if c == '#' || c == '…' {
-                st.symbols += 1;
-            }
-        }
+    let mut i = 0;
+    while i < bytes.len() {
+        // ASCII without decoding; otherwise one character.
+        let (c, len) = if bytes[i] < 0x80 { (bytes[i] as char, 1) } else { decode(bytes, i) };
+        let at = i;
+        i += len;
         let class = classify(c);
-        if class.is_letter() {
-            st.letters += 1;
-            match class {
-                CharClass::CjkLetter | CharClass::Hangul => st.cjk_letters += 1,
-                CharClass::Latin => st.latin_letters += 1,
+        per_class[class as usize] += 1;
+        if class == CharClass::Other {
+            match c {
+                '.' => {
+                    dots += 1;
+                    continue_word(&mut word_start, &mut word_chars, &mut word_alpha, at, false);
+                    continue;
+                }
+                '#' | '…' => symbols += 1,
                 _ => {}
             }
         }
+        if dots > 0 {
+            symbols += dots / 3;
+            dots = 0;
+        }
         match class {
-            CharClass::Newline | CharClass::Space => end_word(&mut st, units, &mut word_start, i, word_chars, word_alpha),
+            CharClass::Newline | CharClass::Space => {
+                if word_start != usize::MAX {
+                    units.push(xxh3_64(&bytes[word_start..at]), word_chars);
+                    n_words += 1;
+                    n_word_chars += word_chars;
+                    alpha_units += word_alpha as usize;
+                    word_start = usize::MAX;
+                }
+            }
             _ if is_single_unit(c, class) => {
-                end_word(&mut st, units, &mut word_start, i, word_chars, word_alpha);
+                if word_start != usize::MAX {
+                    units.push(xxh3_64(&bytes[word_start..at]), word_chars);
+                    n_words += 1;
+                    n_word_chars += word_chars;
+                    alpha_units += word_alpha as usize;
+                    word_start = usize::MAX;
+                }
                 // Distinct from any word hash: words go through xxh3, characters through mix.
                 units.push(mix(c as u64 | 1 << 40), 1);
-                st.units += 1;
-                st.single_units += 1;
-                st.alpha_units += class.is_letter() as usize;
+                n_single += 1;
+                alpha_units += class.is_letter() as usize;
             }
-            _ => {
-                if word_start.is_none() {
-                    word_start = Some(i);
-                    word_chars = 0;
-                    word_alpha = false;
-                }
-                word_chars += 1;
-                word_alpha |= class.is_letter();
-            }
+            _ => continue_word(&mut word_start, &mut word_chars, &mut word_alpha, at, class.is_letter()),
         }
     }
-    end_word(&mut st, units, &mut word_start, bytes.len(), word_chars, word_alpha);
-    st.symbols += dots / 3;
+    if word_start != usize::MAX {
+        units.push(xxh3_64(&bytes[word_start..]), word_chars);
+        n_words += 1;
+        n_word_chars += word_chars;
+        alpha_units += word_alpha as usize;
+    }
+    symbols += dots / 3;
 
+    let count = |cl: CharClass| per_class[cl as usize];
+    st.chars = per_class.iter().sum();
+    st.cjk_letters = count(CharClass::CjkLetter) + count(CharClass::Hangul);
+    st.latin_letters = count(CharClass::Latin);
+    st.letters = st.cjk_letters + st.latin_letters + count(CharClass::OtherLetter);
+    st.words = n_words;
+    st.word_chars = n_word_chars;
+    st.single_units = n_single;
+    st.units = n_words + n_single;
+    st.alpha_units = alpha_units;
+    st.symbols = symbols;
+
+    lines.clear();
     for line in text.split('\n') {
         let line = line.trim();
         if line.is_empty() {
+            if lines.last().is_some_and(|l| l.chars > 0) {
+                lines.push(Line { hash: 0, chars: 0 });
+            }
             continue;
         }
         st.lines += 1;
@@ -207,8 +243,35 @@ pub fn compute(text: &str, units: &mut Units) -> TextStats {
         if line.ends_with("...") || line.ends_with('…') {
             st.ellipsis_lines += 1;
         }
+        lines.push(Line { hash: xxh3_64(line.as_bytes()), chars: count_chars(line.as_bytes()).max(1) as u32 });
     }
     st
+}
+
+#[inline]
+fn continue_word(start: &mut usize, chars: &mut usize, alpha: &mut bool, at: usize, letter: bool) {
+    if *start == usize::MAX {
+        *start = at;
+        *chars = 0;
+        *alpha = false;
+    }
+    *chars += 1;
+    *alpha |= letter;
+}
+
+/// The (non-ASCII) character starting at byte `i` of valid UTF-8, and its length.
+#[inline]
+fn decode(b: &[u8], i: usize) -> (char, usize) {
+    let b0 = b[i] as u32;
+    let (u, len) = if b0 < 0xe0 {
+        (((b0 & 0x1f) << 6) | (b[i + 1] as u32 & 0x3f), 2)
+    } else if b0 < 0xf0 {
+        (((b0 & 0x0f) << 12) | ((b[i + 1] as u32 & 0x3f) << 6) | (b[i + 2] as u32 & 0x3f), 3)
+    } else {
+        (((b0 & 0x07) << 18) | ((b[i + 1] as u32 & 0x3f) << 12) | ((b[i + 2] as u32 & 0x3f) << 6) | (b[i + 3] as u32 & 0x3f), 4)
+    };
+    // Valid UTF-8 (from a `&str`) decodes to a valid scalar value.
+    (char::from_u32(u).unwrap_or(char::REPLACEMENT_CHARACTER), len)
 }
 
 /// Characters in a UTF-8 byte string (bytes that are not continuation bytes).
@@ -224,7 +287,7 @@ mod tests {
     #[test]
     fn units_are_words_and_cjk_characters() {
         let mut u = Units::default();
-        let st = compute("本发明 uses a GPU，共8个。", &mut u);
+        let st = compute("本发明 uses a GPU，共8个。", &mut u, &mut Vec::new());
         // 本 发 明 | uses | a | GPU | ， | 共 | 8 | 个 | 。
         assert_eq!(st.units, 11);
         assert_eq!(st.single_units, 7);
@@ -242,7 +305,7 @@ mod tests {
     #[test]
     fn equal_ngrams_hash_equal() {
         let mut u = Units::default();
-        compute("a b c a b c 中文中文", &mut u);
+        compute("a b c a b c 中文中文", &mut u, &mut Vec::new());
         u.prepare_pow(3);
         assert_eq!(u.ngram(0, 3), u.ngram(3, 3));
         assert_ne!(u.ngram(0, 3), u.ngram(1, 3));
@@ -253,7 +316,9 @@ mod tests {
     #[test]
     fn symbols_and_lines() {
         let mut u = Units::default();
-        let st = compute("# a....\n\n• b…\n- c\nd ... e", &mut u);
+        let mut lines = Vec::new();
+        let st = compute("# a....\n\n• b…\n- c\nd ... e", &mut u, &mut lines);
+        assert_eq!(lines.iter().map(|l| l.chars).collect::<Vec<_>>(), [7, 0, 4, 3, 7]);
         assert_eq!(st.symbols, 1 + 1 + 1 + 1);
         assert_eq!(st.lines, 4);
         assert_eq!(st.bullet_lines, 2);

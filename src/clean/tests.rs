@@ -149,11 +149,12 @@ fn measure(c: &Cleaner, lang: &str, text: &str) -> Vec<(String, f64)> {
     let mut t = text.to_string();
     c.normalize(&mut t);
     let mut units = stats::Units::default();
-    let st = stats::compute(&t, &mut units);
+    let mut lines = Vec::new();
+    let st = stats::compute(&t, &mut units, &mut lines);
     units.prepare_pow(c.repetition.max_n());
     let profile = c.script.profile(lang, &st);
     let mut s = repetition::Scratch::default();
-    let r = c.repetition.lines(&t, st.chars, &mut s);
+    let r = c.repetition.lines(&lines, st.chars, &mut s);
     let mut m = vec![
         ("chars".to_string(), st.chars as f64),
         ("script_ratio".into(), st.script_ratio(c.script.rule(lang).map_or(profile, |r| r.script))),

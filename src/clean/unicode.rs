@@ -21,15 +21,18 @@ pub enum UnicodeForm {
     None,
 }
 
-/// CJK Unified Ideographs are always NFC/NFKC-normalized starters: the quick check sees them
-/// as ASCII, which skips two table lookups per character of Chinese text.
+/// Characters that are normalized starters in every form (CJK ideographs, CJK punctuation):
+/// the quick check sees them as ASCII, which skips two table lookups per character of Chinese
+/// text. A test checks every character of these ranges.
 #[inline]
-fn fast(c: char) -> char {
-    if ('\u{4e00}'..='\u{9fff}').contains(&c) {
-        'a'
-    } else {
-        c
-    }
+fn always_normal(c: char) -> bool {
+    matches!(c, '\u{4e00}'..='\u{9fff}' | '\u{3400}'..='\u{4dbf}' | '\u{3001}'..='\u{3029}')
+}
+
+/// Full-width forms are NFC starters (NFKC maps them).
+#[inline]
+fn nfc_normal(c: char) -> bool {
+    always_normal(c) || matches!(c, '\u{ff01}'..='\u{ffee}')
 }
 
 /// Writes `w.src()` in `form`. Text the quick check proves normalized is not touched.
@@ -37,8 +40,8 @@ pub fn run(form: UnicodeForm, w: &mut Rewriter<'_>) {
     let src = w.src();
     let quick = match form {
         UnicodeForm::None => IsNormalized::Yes,
-        UnicodeForm::Nfc => is_nfc_quick(src.chars().map(fast)),
-        UnicodeForm::Nfkc => is_nfkc_quick(src.chars().map(fast)),
+        UnicodeForm::Nfc => is_nfc_quick(src.chars().map(|c| if nfc_normal(c) { 'a' } else { c })),
+        UnicodeForm::Nfkc => is_nfkc_quick(src.chars().map(|c| if always_normal(c) { 'a' } else { c })),
     };
     if quick == IsNormalized::Yes {
         w.keep(0, src.len());
@@ -72,6 +75,22 @@ mod tests {
         let zh = "本发明（GPU）：１２３，①。";
         assert_eq!(norm(zh, UnicodeForm::Nfc), (zh.into(), false));
         assert_eq!(norm("école", UnicodeForm::Nfc), ("école".into(), false));
+    }
+
+    #[test]
+    fn fast_ranges_are_normalized_starters() {
+        use unicode_normalization::char::canonical_combining_class;
+        for u in (0x3000..0xa000).chain(0xff00..0x10000) {
+            let Some(c) = char::from_u32(u) else { continue };
+            let s = c.to_string();
+            if nfc_normal(c) {
+                assert_eq!(canonical_combining_class(c), 0, "{u:x}");
+                assert_eq!(s.nfc().collect::<String>(), s, "{u:x}");
+            }
+            if always_normal(c) {
+                assert_eq!(s.nfkc().collect::<String>(), s, "{u:x}");
+            }
+        }
     }
 
     #[test]
