@@ -59,7 +59,7 @@ impl Default for ScriptConfig {
         // CJK: letters are counted, and a Latin word spends ~5 letters where Chinese spends 1–2
         // characters, so 0.4 still means "mostly Chinese" by content. The fixture minimum is
         // 0.58 (a WuDao article about TikTok and Instagram); CN patents with English IPC titles
-        // score 0.8–0.95. Latin: rendered patents carry the Chinese CoreTech labels; the
+        // score 0.80–0.96. Latin: rendered patents carry the Chinese CoreTech labels; the
         // fixture minimum is 0.999.
         let rules = [("zh", cjk(0.4)), ("ja", cjk(0.4)), ("ko", cjk(0.4)), ("en", latin(0.6)), ("de", latin(0.6)), ("fr", latin(0.6))];
         Self { enabled: true, rules: rules.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }

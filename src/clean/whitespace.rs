@@ -70,11 +70,27 @@ fn run(newline_run: &str, w: &mut Rewriter<'_>) {
     let mut newlines = 0usize; // line breaks since the last content
     let mut space: Option<&'static str> = None; // pending horizontal space
     while i < b.len() {
-        let (class, len) = if MAYBE_SPACE[b[i] as usize] {
-            let c = src[i..].chars().next().expect("in bounds");
-            (classify(c), c.len_utf8())
-        } else {
+        let (class, len) = if !MAYBE_SPACE[b[i] as usize] {
             (CharClass::Other, 1)
+        } else if b[i] < 0x80 {
+            (classify(b[i] as char), 1)
+        } else {
+            // Lead bytes shared with common non-space characters (“ ” — 。、): compare the
+            // bytes before decoding.
+            let is_space = match (b[i], b[i + 1]) {
+                (0xc2, 0x85 | 0xa0) => true,
+                (0xe1, 0x9a) => b[i + 2] == 0x80,
+                (0xe2, 0x80) => matches!(b[i + 2], 0x80..=0x8a | 0xa8 | 0xa9 | 0xaf),
+                (0xe2, 0x81) => b[i + 2] == 0x9f,
+                (0xe3, 0x80) => b[i + 2] == 0x80,
+                _ => false,
+            };
+            if is_space {
+                let c = src[i..].chars().next().expect("in bounds");
+                (classify(c), c.len_utf8())
+            } else {
+                (CharClass::Other, 1)
+            }
         };
         match class {
             CharClass::Newline | CharClass::Space => {
@@ -123,6 +139,24 @@ mod tests {
         let n = Whitespace::new(&WhitespaceConfig { enabled: true, max_newlines });
         run_stage(&mut t, &mut String::new(), |w| n.run(w));
         t
+    }
+
+    /// The byte shortcut agrees with the character classes on every white-space character.
+    #[test]
+    fn byte_shortcut_matches_classes() {
+        let n = Whitespace::new(&WhitespaceConfig::default());
+        for u in 0x80..0x3100u32 {
+            let Some(c) = char::from_u32(u) else { continue };
+            let text = format!("a{c}b");
+            let mut t = text.clone();
+            run_stage(&mut t, &mut String::new(), |w| n.run(w));
+            let want = match classify(c) {
+                CharClass::Newline => "a\nb".to_string(),
+                CharClass::Space => "a b".to_string(),
+                _ => text,
+            };
+            assert_eq!(t, want, "U+{u:04X}");
+        }
     }
 
     #[test]
