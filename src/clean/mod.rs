@@ -76,6 +76,7 @@ pub struct CleanConfig {
     /// boilerplate ⇄ the rest). Real text settles in one or two; this bounds the time an
     /// adversarial text (markup nested inside entities, credits chained a thousand deep) can
     /// take, at the price of leaving such a text partly cleaned.
+    #[schemars(range(min = 1))]
     pub max_rounds: usize,
     /// Working memory per thread is released after a document of more than this many bytes
     /// (bounds the memory a rare huge document leaves behind; smaller documents reuse it).

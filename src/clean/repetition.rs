@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct NgramLimit {
     /// N-gram length in units (at least 1).
+    #[schemars(range(min = 1))]
     pub n: usize,
     /// The document is dropped when the measured fraction of its characters exceeds this.
     pub max_frac: f64,

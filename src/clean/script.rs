@@ -37,6 +37,7 @@ pub struct ScriptRule {
     /// Minimum fraction of the letters (alphabetic characters; digits, punctuation and symbols
     /// do not count) that are in `script`. Documents below it are dropped as `cjk_ratio` /
     /// `latin_ratio` (documents without letters are left to the quality rules).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min_ratio: f64,
 }
 

@@ -397,6 +397,28 @@ fn config_from_toml_and_its_errors() {
     assert!(err(CleanConfig { length: LengthConfig { min_chars: 5, max_chars: 4 }, ..Default::default() }).contains("clean.length"));
 }
 
+/// The pipeline file's schema checks the clean section, naming the key.
+#[test]
+fn pipeline_schema_names_clean_keys() {
+    let base = "[docs]\ninputs=[\"x\"]\noutput=\"o\"\n";
+    let e = crate::config::PipelineConfig::parse(&format!("{base}[docs.clean.whitespace]\nmax_newlines = 0\n"), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("docs.clean.whitespace.max_newlines"), "{e}");
+    let e =
+        crate::config::PipelineConfig::parse(&format!("{base}[docs.clean.script.rules.zh]\nscript = \"han\"\nmin_ratio = 0.5\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("docs.clean.script.rules.zh.script"), "{e}");
+    let ok = crate::config::PipelineConfig::parse(
+        &format!("{base}[docs.clean]\nunicode = \"nfkc\"\n[docs.clean.length]\nmin_chars = 10\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let clean = ok.docs.unwrap().clean;
+    assert_eq!((clean.unicode, clean.length.min_chars, clean.length.max_chars), (UnicodeForm::Nfkc, 10, LengthConfig::default().max_chars));
+}
+
 /// Same results on many threads as on one (the per-thread scratch is reused correctly).
 #[test]
 fn parallel_results_equal_sequential() {

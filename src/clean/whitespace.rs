@@ -15,6 +15,7 @@ pub struct WhitespaceConfig {
     /// a tab — and trim the text.
     pub enabled: bool,
     /// Most consecutive line breaks kept (2 = paragraphs separated by one blank line); at least 1.
+    #[schemars(range(min = 1))]
     pub max_newlines: usize,
 }
 
