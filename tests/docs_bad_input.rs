@@ -34,7 +34,10 @@ fn good() -> PathBuf {
 fn config(inputs: &[PathBuf], out: &Path, extra: &str) -> DocsConfig {
     let inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
     let toml = format!(
-        "stages = [\"docs\"]\n[docs]\ninputs = {inputs:?}\noutput = {:?}\nrows_per_shard = 100\n{extra}",
+        // These tests are about reading: the quality filters are off so that tiny hand-made
+        // records are not dropped as too short (filters have their own tests in `clean`).
+        "stages = [\"docs\"]\n[docs]\ninputs = {inputs:?}\noutput = {:?}\nrows_per_shard = 100\n{extra}\n\
+         [docs.clean.length]\nmin_chars = 1\n[docs.clean.quality]\nenabled = false\n[docs.clean.repetition]\nenabled = false\n",
         out.display().to_string()
     );
     PipelineConfig::parse(&toml, "test.toml").expect("test config is valid").docs.expect("docs section")

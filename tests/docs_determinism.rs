@@ -100,7 +100,9 @@ fn one_and_four_threads_write_identical_bytes() {
     }
     let m: serde_json::Value = serde_json::from_slice(&one["manifest.json"]).unwrap();
     let rows: u64 = m["shards"].as_array().unwrap().iter().map(|s| s["rows"].as_u64().unwrap()).sum();
-    assert_eq!(rows, 3354);
+    // 3,354 JSON-family records; the default cleaner drops one (WuDao 272, a sentence repeated
+    // 15 times: `repeated_10_grams`).
+    assert_eq!(rows, 3353);
 }
 
 #[test]
