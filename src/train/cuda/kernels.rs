@@ -106,4 +106,4 @@ macro_rules! ct_launch {
         unsafe { b.launch($cfg) }.map_err(candle_core::Error::wrap)?;
     }};
 }
-pub use ct_launch as launch;
+pub use crate::ct_launch as launch;

@@ -30,6 +30,9 @@ const COLSUM_ROWS: usize = 64;
 #[derive(Clone)]
 pub struct CudaOps {
     dev: CudaDevice,
+    /// Units forced onto the reference composition (`CORETECH_CUDA_REFERENCE=attn_fwd,…`, for
+    /// diagnosis on the device; empty by default).
+    forced: Vec<String>,
     /// Unit timings (events around each unit) while profiling is on.
     prof: Arc<Mutex<Option<Vec<(&'static str, CudaEvent, CudaEvent)>>>>,
 }
@@ -67,7 +70,15 @@ impl CudaOps {
         if let Err(e) = device::configure(dev) {
             tracing::warn!("CUDA memory pool / event tracking not configured (training will be slower): {e}");
         }
-        CudaOps { dev: dev.clone(), prof: Arc::new(Mutex::new(None)) }
+        let forced: Vec<String> = std::env::var("CORETECH_CUDA_REFERENCE").unwrap_or_default().split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        if !forced.is_empty() {
+            tracing::warn!("CORETECH_CUDA_REFERENCE: reference composition for {forced:?}");
+        }
+        CudaOps { dev: dev.clone(), forced, prof: Arc::new(Mutex::new(None)) }
+    }
+
+    fn forced(&self, unit: &str) -> bool {
+        !self.forced.is_empty() && self.forced.iter().any(|u| u == unit || u == "all")
     }
 
     fn prof(&self, name: &'static str) -> ProfGuard<'_> {
@@ -189,7 +200,7 @@ impl CudaOps {
                 cublas_sys::cudaDataType_t::CUDA_R_32F,
                 inn as i32,
                 cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
             )
         }
         .map_err(candle_core::Error::wrap)?;
@@ -262,6 +273,9 @@ impl Ops for CudaOps {
 
     fn rms_norm_fwd(&self, x: &Tensor, w: &Tensor, eps: f64) -> Result<RmsNormOut> {
         let _p = self.prof("rms_norm_fwd");
+        if self.forced("rms_norm_fwd") {
+            return ReferenceOps.rms_norm_fwd(x, w, eps);
+        }
         let Some((rows, h)) = bf16_rows(x) else { return ReferenceOps.rms_norm_fwd(x, w, eps) };
         if w.dtype() != DType::BF16 || w.elem_count() != h {
             return ReferenceOps.rms_norm_fwd(x, w, eps);
@@ -277,6 +291,9 @@ impl Ops for CudaOps {
 
     fn rms_norm_bwd(&self, dy: &Tensor, x: &Tensor, w: &Tensor, rstd: &Tensor) -> Result<(Tensor, Tensor)> {
         let _p = self.prof("rms_norm_bwd");
+        if self.forced("rms_norm_bwd") {
+            return ReferenceOps.rms_norm_bwd(dy, x, w, rstd);
+        }
         let Some((rows, h)) = bf16_rows(x) else { return ReferenceOps.rms_norm_bwd(dy, x, w, rstd) };
         if dy.dtype() != DType::BF16 || w.dtype() != DType::BF16 || rstd.dtype() != DType::F32 || w.elem_count() != h {
             return ReferenceOps.rms_norm_bwd(dy, x, w, rstd);
@@ -292,16 +309,25 @@ impl Ops for CudaOps {
 
     fn rope_fwd(&self, x: &Tensor, rope: &RopeCtx) -> Result<Tensor> {
         let _p = self.prof("rope_fwd");
+        if self.forced("rope_fwd") {
+            return ReferenceOps.rope_fwd(x, rope);
+        }
         self.rope(x, rope, 1.0)
     }
 
     fn rope_bwd(&self, dy: &Tensor, rope: &RopeCtx) -> Result<Tensor> {
         let _p = self.prof("rope_bwd");
+        if self.forced("rope_bwd") {
+            return ReferenceOps.rope_bwd(dy, rope);
+        }
         self.rope(dy, rope, -1.0)
     }
 
     fn attn_fwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, seg: &Segments, scale: f64) -> Result<AttnOut> {
         let _p = self.prof("attn_fwd");
+        if self.forced("attn_fwd") {
+            return ReferenceOps.attn_fwd(q, k, v, seg, scale);
+        }
         let (b, t, hq, d) = q.dims4()?;
         let hkv = k.dim(2)?;
         if q.dtype() != DType::BF16 {
@@ -345,6 +371,9 @@ impl Ops for CudaOps {
 
     fn attn_bwd(&self, dout: &Tensor, q: &Tensor, k: &Tensor, v: &Tensor, fwd: &AttnOut, seg: &Segments, scale: f64) -> Result<(Tensor, Tensor, Tensor)> {
         let _p = self.prof("attn_bwd");
+        if self.forced("attn_bwd") {
+            return ReferenceOps.attn_bwd(dout, q, k, v, fwd, seg, scale);
+        }
         let (b, t, hq, d) = q.dims4()?;
         let hkv = k.dim(2)?;
         if q.dtype() != DType::BF16 {
@@ -386,6 +415,9 @@ impl Ops for CudaOps {
 
     fn swiglu_fwd(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         let _p = self.prof("swiglu_fwd");
+        if self.forced("swiglu_fwd") {
+            return ReferenceOps.swiglu_fwd(gate, up);
+        }
         if bf16_rows(gate).is_none() || up.dtype() != DType::BF16 || gate.dims() != up.dims() {
             return ReferenceOps.swiglu_fwd(gate, up);
         }
@@ -399,6 +431,9 @@ impl Ops for CudaOps {
 
     fn swiglu_bwd(&self, dy: &Tensor, gate: &Tensor, up: &Tensor) -> Result<(Tensor, Tensor)> {
         let _p = self.prof("swiglu_bwd");
+        if self.forced("swiglu_bwd") {
+            return ReferenceOps.swiglu_bwd(dy, gate, up);
+        }
         if bf16_rows(gate).is_none() || up.dtype() != DType::BF16 || dy.dtype() != DType::BF16 || gate.dims() != up.dims() || gate.dims() != dy.dims() {
             return ReferenceOps.swiglu_bwd(dy, gate, up);
         }
@@ -418,6 +453,9 @@ impl Ops for CudaOps {
 
     fn embedding_bwd_acc(&self, ids: &Tensor, dy: &Tensor, grad: Tensor) -> Result<Tensor> {
         let _p = self.prof("embedding_bwd_acc");
+        if self.forced("embedding_bwd_acc") {
+            return ReferenceOps.embedding_bwd_acc(ids, dy, grad);
+        }
         let Some((rows, h)) = bf16_rows(dy) else { return ReferenceOps.embedding_bwd_acc(ids, dy, grad) };
         if grad.dtype() != DType::F32 || !grad.is_contiguous() || grad.dim(1)? != h || h % 2 != 0 {
             return ReferenceOps.embedding_bwd_acc(ids, dy, grad);
@@ -457,6 +495,9 @@ impl Ops for CudaOps {
 
     fn cross_entropy(&self, h: &Tensor, w: &Tensor, t: &CeTargets, grad_scale: Option<f64>, chunk: usize) -> Result<CeOut> {
         let _p = self.prof("cross_entropy");
+        if self.forced("cross_entropy") {
+            return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk);
+        }
         let Some((n, hid)) = bf16_rows(h) else { return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk) };
         if w.dtype() != DType::BF16 || w.dim(1)? != hid {
             return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk);
@@ -530,6 +571,9 @@ impl Ops for CudaOps {
 
     fn sum_squares(&self, grads: &[Tensor]) -> Result<f64> {
         let _p = self.prof("sum_squares");
+        if self.forced("sum_squares") {
+            return ReferenceOps.sum_squares(grads);
+        }
         if grads.iter().any(|g| g.dtype() != DType::F32) {
             return ReferenceOps.sum_squares(grads);
         }
@@ -550,6 +594,9 @@ impl Ops for CudaOps {
 
     fn adamw_step(&self, states: &mut [AdamState], grads: &[Tensor], params: &mut [Tensor], hp: &AdamWStep) -> Result<()> {
         let _p = self.prof("adamw_step");
+        if self.forced("adamw_step") {
+            return ReferenceOps.adamw_step(states, grads, params, hp);
+        }
         if states.len() != grads.len() || states.len() != params.len() {
             return Err(bad(format!("adamw_step: {} states, {} grads, {} params", states.len(), grads.len(), params.len())));
         }
