@@ -3,8 +3,8 @@
 //!
 //! Every unit runs its own kernel for bf16 compute on shapes the kernels take (row lengths and
 //! half head dims multiples of 8, which every Qwen2 size satisfies); other dtypes (f32/f64 runs
-//! on a GPU) and other shapes go through the reference composition, which `name()` does not
-//! hide: `coretech selftest` reports which path each unit took.
+//! on a GPU) and other shapes go through the reference composition on the GPU (correct, slow).
+//! `CORETECH_CUDA_REFERENCE=unit,…` forces units onto the reference path (diagnosis).
 //!
 //! Accumulators handed in by value (`*_acc`) are updated in place and returned; AdamW updates
 //! the master weights, moments and parameters in place (one multi-tensor launch).
