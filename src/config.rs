@@ -2,6 +2,7 @@
 //! in `schemas/pipeline.schema.json` (generated from these types; a test keeps the file in
 //! sync), with errors that name the offending key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
@@ -13,6 +14,7 @@ use crate::ipc::IpcConfig;
 use crate::render::RenderConfig;
 use crate::shard::WriterConfig;
 use crate::sources::SourcesConfig;
+use crate::train::TrainConfig;
 
 /// The committed pipeline schema (the contract users validate against).
 pub const PIPELINE_SCHEMA: &str = include_str!("../schemas/pipeline.schema.json");
@@ -32,6 +34,9 @@ pub struct PipelineConfig {
     #[serde(default)]
     #[schemars(with = "DocsConfig")]
     pub docs: Option<DocsConfig>,
+    /// Training runs, by name; `[train.<name>]` is run by the stage `train:<name>`.
+    #[serde(default)]
+    pub train: BTreeMap<String, TrainConfig>,
 }
 
 /// The `docs` stage: raw files → document shards.

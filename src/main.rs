@@ -55,6 +55,22 @@ enum Cmd {
         /// Output directory holding task-* subdirectories.
         dir: PathBuf,
     },
+    /// Train: runs a `[train.<name>]` section of a pipeline (the only one, or the one --name picks).
+    Train {
+        /// Pipeline TOML with [train.<name>] sections.
+        config: PathBuf,
+        /// Which [train.<name>] section.
+        #[arg(long)]
+        name: Option<String>,
+        /// Override the section's device (cpu|cuda).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
     /// Show a shard file or directory: schema, row counts, sample rows, per-source stats.
     Inspect {
         /// A `.parquet` shard or a shard directory.
@@ -62,6 +78,46 @@ enum Cmd {
         /// Sample rows to print.
         #[arg(long, default_value_t = 3)]
         rows: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Training throughput (tokens/s, MFU, step-time split, memory) on random tokens, as JSON.
+    Train {
+        /// A model preset (test, tiny, small, qwen2.5-0.5b, …) or an HF config.json.
+        #[arg(long, default_value = "tiny")]
+        model: String,
+        /// Rows per step.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        /// Compute dtype (f32|bf16).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Device (cpu|cuda).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// CUDA ordinal.
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Recompute activations in backward.
+        #[arg(long)]
+        recompute: bool,
+        /// Cross-entropy chunk in tokens.
+        #[arg(long, default_value_t = 1024)]
+        ce_chunk: usize,
+        /// Peak FLOP/s for MFU (default 989e12 on CUDA).
+        #[arg(long)]
+        peak_flops: Option<f64>,
     },
 }
 
@@ -100,6 +156,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Merge { dir } => {
             let m = pipeline::merge::merge(&dir)?;
             println!("{}: {} shards, {} rows", dir.display(), m.shards.len(), m.rows());
+        }
+        Cmd::Train { config, name, device } => {
+            let cfg = load(&config)?;
+            let name = match name {
+                Some(n) => n,
+                None if cfg.train.len() == 1 => cfg.train.keys().next().cloned().unwrap_or_default(),
+                None => anyhow::bail!("{} has {} [train.<name>] sections: pick one with --name ({})", config.display(), cfg.train.len(), cfg.train.keys().cloned().collect::<Vec<_>>().join(", ")),
+            };
+            let mut tc = cfg.train.get(&name).cloned().with_context(|| format!("{} has no [train.{name}] section", config.display()))?;
+            if let Some(d) = device {
+                tc.device = d.parse()?;
+            }
+            let summary = coretech::train::trainer::run(&tc)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Cmd::Bench { what: BenchCmd::Train { model, batch, seq, dtype, device, gpu, steps, warmup, recompute, ce_chunk, peak_flops } } => {
+            let b = coretech::train::bench::BenchConfig { model, batch, seq_len: seq, dtype: dtype.parse()?, device: device.parse()?, gpu, steps, warmup, recompute, ce_chunk, peak_flops, seed: 0 };
+            println!("{}", serde_json::to_string(&coretech::train::bench::bench_train(&b)?)?);
         }
         Cmd::Inspect { path, rows } => {
             print!("{}", coretech::inspect::inspect(&path, rows)?);

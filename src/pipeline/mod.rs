@@ -74,6 +74,15 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             let scheme = IpcScheme::load(&cfg.ipc)?;
             docs::run(docs, &scheme, opts.task, opts.strict)
         }
+        s if s.starts_with("train:") => {
+            let name = &s["train:".len()..];
+            let tc = cfg.train.get(name).ok_or_else(|| Error::Config { file: String::new(), key: "stages".into(), message: format!("stage {s:?} needs a [train.{name}] section") })?;
+            let summary = crate::train::trainer::run(tc)?;
+            tracing::info!("{s}: {} steps, final loss {:?}, checkpoint {:?}", summary.steps, summary.final_loss, summary.checkpoint);
+            let mut report = RunReport::new(s);
+            report.elapsed_s = summary.elapsed_s;
+            Ok(report)
+        }
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }

@@ -1,0 +1,194 @@
+//! `coretech bench train`: training throughput of a model shape on random tokens (one document
+//! per row, every next token counted — the PyTorch reference's `labels = ids`), as JSON.
+
+use std::time::Instant;
+
+use candle_core::DType;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::arch::Qwen2Config;
+use super::config::{ComputeDtype, DeviceKind, TrainConfig};
+use super::error::{Result, TrainError};
+use super::metrics::{process_cpu_seconds, process_memory, H100_BF16_PEAK};
+use super::model::{init_params, Grads, Qwen2};
+use super::ops;
+use super::optim::{AdamW, AdamWConfig};
+use crate::shard::Batch;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// A preset name or the path of an HF `config.json`.
+    pub model: String,
+    /// Rows per step.
+    pub batch: usize,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Compute dtype.
+    pub dtype: ComputeDtype,
+    /// Device.
+    pub device: DeviceKind,
+    /// CUDA ordinal.
+    pub gpu: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed warm-up steps.
+    pub warmup: usize,
+    /// Activation recomputation.
+    pub recompute: bool,
+    /// Cross-entropy chunk (tokens).
+    pub ce_chunk: usize,
+    /// MFU denominator (default: 989e12 on CUDA, none on CPU).
+    pub peak_flops: Option<f64>,
+    /// Init and data seed.
+    pub seed: u64,
+}
+
+/// The measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// The ops backend.
+    pub backend: String,
+    /// CPU threads candle uses.
+    pub threads: usize,
+    /// The model argument.
+    pub model: String,
+    /// Parameters (tied head counted once).
+    pub n_params: u64,
+    /// Compute dtype.
+    pub dtype: String,
+    /// Rows per step.
+    pub batch: usize,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Activation recomputation.
+    pub recompute: bool,
+    /// Timed steps.
+    pub steps: usize,
+    /// Mean step time.
+    pub step_s_mean: f64,
+    /// Median step time.
+    pub step_s_median: f64,
+    /// Mean forward + backward time.
+    pub fwd_bwd_s_mean: f64,
+    /// Mean optimizer (clip + AdamW) time.
+    pub optimizer_s_mean: f64,
+    /// Tokens per second over the timed steps.
+    pub tokens_per_s: f64,
+    /// Process CPU time (user + system) per timed step, seconds (CPU: compare with `step_s_mean`
+    /// to see how much of the wall time other processes took).
+    pub cpu_s_per_step: Option<f64>,
+    /// Tokens per CPU-second (all threads together).
+    pub tokens_per_cpu_s: Option<f64>,
+    /// 6·N·tokens/s / peak.
+    pub mfu: Option<f64>,
+    /// The peak used for MFU.
+    pub peak_flops: Option<f64>,
+    /// Peak resident memory of the process (CPU), bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// Loss of the first step.
+    pub loss_first: f64,
+    /// Loss of the last step.
+    pub loss_last: f64,
+}
+
+/// Runs the benchmark.
+pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
+    if b.steps == 0 || b.batch == 0 || b.seq_len < 2 {
+        return Err(TrainError::config("bench", "steps and batch must be >= 1, seq >= 2"));
+    }
+    let arch = if b.model.ends_with(".json") {
+        Qwen2Config::from_hf_file(std::path::Path::new(&b.model))?
+    } else {
+        Qwen2Config::preset(&b.model)?
+    };
+    let tc = TrainConfig { device: b.device, gpu: b.gpu, ..Default::default() };
+    let device = tc.device()?;
+    let ops = ops::for_device(&device);
+    let masters = init_params(&arch, b.seed, DType::F32, &device)?;
+    let cfg = AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, ..Default::default() };
+    let specs = super::model::param_specs(&arch);
+    let mut opt = AdamW::new(&cfg, &specs, &masters)?;
+    let mut model = Qwen2::new(&arch, b.dtype.dtype(), &masters, &device)?;
+    drop(masters);
+    model.recompute = b.recompute;
+    model.ce_chunk = b.ce_chunk;
+    let mut rng = ChaCha8Rng::seed_from_u64(b.seed);
+    let n = b.batch * b.seq_len;
+    let batch = Batch {
+        batch: b.batch,
+        seq_len: b.seq_len,
+        input_ids: (0..n).map(|_| rng.random_range(0..arch.vocab_size as u32)).collect(),
+        position_ids: (0..n).map(|i| (i % b.seq_len) as u32).collect(),
+        segment_ids: vec![0; n],
+        loss_mask: vec![1; n],
+        stage: None,
+    };
+    let inputs = model.inputs(&batch)?;
+    let scale = 1.0 / inputs.targets.count as f64;
+    let sync = || -> Result<()> { Ok(model_device_sync(&device)?) };
+    let mut losses = Vec::new();
+    let (mut steps, mut fb, mut op) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu0 = None;
+    for i in 0..b.warmup + b.steps {
+        if i == b.warmup {
+            cpu0 = process_cpu_seconds();
+        }
+        let t0 = Instant::now();
+        let mut grads = Grads::new(model.params.len());
+        let loss = model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)? * scale;
+        sync()?;
+        let t1 = Instant::now();
+        opt.step(ops.as_ref(), &grads, &mut model.params, cfg.lr)?;
+        drop(grads);
+        sync()?;
+        let t2 = Instant::now();
+        losses.push(loss);
+        if i >= b.warmup {
+            steps.push((t2 - t0).as_secs_f64());
+            fb.push((t1 - t0).as_secs_f64());
+            op.push((t2 - t1).as_secs_f64());
+        }
+    }
+    let cpu_s_per_step = cpu0.zip(process_cpu_seconds()).map(|(a, z)| (z - a) / b.steps as f64);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mut sorted = steps.clone();
+    sorted.sort_by(f64::total_cmp);
+    let tokens_per_s = n as f64 / mean(&steps);
+    let peak = b.peak_flops.or((b.device == DeviceKind::Cuda).then_some(H100_BF16_PEAK));
+    Ok(BenchResult {
+        device: format!("{:?}", b.device).to_lowercase(),
+        backend: ops.name().to_string(),
+        threads: candle_core::utils::get_num_threads(),
+        model: b.model.clone(),
+        n_params: model.num_params(),
+        dtype: format!("{:?}", b.dtype).to_lowercase(),
+        batch: b.batch,
+        seq_len: b.seq_len,
+        recompute: b.recompute,
+        steps: b.steps,
+        step_s_mean: mean(&steps),
+        step_s_median: sorted[sorted.len() / 2],
+        fwd_bwd_s_mean: mean(&fb),
+        optimizer_s_mean: mean(&op),
+        tokens_per_s,
+        cpu_s_per_step,
+        tokens_per_cpu_s: cpu_s_per_step.filter(|c| *c > 0.0).map(|c| n as f64 / c),
+        mfu: peak.map(|p| 6.0 * model.num_params() as f64 * tokens_per_s / p),
+        peak_flops: peak,
+        peak_rss_bytes: process_memory().map(|m| m.1),
+        loss_first: losses[0],
+        loss_last: *losses.last().expect("at least one step"),
+    })
+}
+
+fn model_device_sync(device: &candle_core::Device) -> candle_core::Result<()> {
+    match device {
+        candle_core::Device::Cpu => Ok(()),
+        d => d.synchronize(),
+    }
+}

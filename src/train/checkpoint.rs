@@ -1,0 +1,422 @@
+//! Checkpoints in HF layout, written atomically (`DIR.tmp/`, fsync, rename):
+//! `model.safetensors` (or `model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`)
+//! in the configured dtype, `config.json`, the tokenizer files when configured,
+//! `optimizer.safetensors` (f32 master weights and moments) and `trainer_state.json` (step,
+//! loader cursor, schedule, config hash). Loading reads HF Qwen2.5 weights and our own alike.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::arch::Qwen2Config;
+use super::error::{Result, TrainError};
+use super::model::ParamSpec;
+use super::ops::AdamState;
+
+/// dtype of the saved model weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveDtype {
+    /// bfloat16 (as the released Qwen2.5 weights).
+    #[default]
+    Bf16,
+    /// float16.
+    F16,
+    /// float32.
+    F32,
+}
+
+impl SaveDtype {
+    /// candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            SaveDtype::Bf16 => DType::BF16,
+            SaveDtype::F16 => DType::F16,
+            SaveDtype::F32 => DType::F32,
+        }
+    }
+
+    /// `torch_dtype` in config.json.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            SaveDtype::Bf16 => "bfloat16",
+            SaveDtype::F16 => "float16",
+            SaveDtype::F32 => "float32",
+        }
+    }
+}
+
+/// The checkpoint section of a training config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every N optimizer steps (0: only at stage ends and at the end).
+    pub every: u64,
+    /// Keep the newest K checkpoints (0 keeps all).
+    pub keep_last: usize,
+    /// Also save when the curriculum moves to the next stage.
+    pub at_stage_end: bool,
+    /// dtype of `model.safetensors`.
+    pub dtype: SaveDtype,
+    /// Largest model file; bigger models are sharded with an index.
+    pub max_shard_bytes: u64,
+    /// Tokenizer to ship in every checkpoint: a `tokenizer.json`, a `tokenizer.json.zst`, or a
+    /// directory holding one (its `tokenizer_config.json`, `special_tokens_map.json`,
+    /// `chat_template.jinja`, `generation_config.json`, `vocab.json`, `merges.txt` come along).
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every: 500, keep_last: 3, at_stage_end: true, dtype: SaveDtype::Bf16, max_shard_bytes: 5_000_000_000, tokenizer: None }
+    }
+}
+
+impl CheckpointConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_shard_bytes == 0 {
+            return Err(TrainError::config("checkpoint.max_shard_bytes", "must be > 0"));
+        }
+        if let Some(t) = &self.tokenizer {
+            if !t.exists() {
+                return Err(TrainError::file(t, "checkpoint.tokenizer does not exist"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `trainer_state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Format version of this file.
+    pub format: u32,
+    /// Optimizer steps done (the trainer's step counter).
+    pub step: u64,
+    /// AdamW steps taken (differs from `step` when a step had no counted target and was skipped).
+    pub optimizer_steps: u64,
+    /// Steps the schedule spans.
+    pub total_steps: u64,
+    /// `TrainConfig::math_hash` of the run.
+    pub config_hash: String,
+    /// The batch source's cursor.
+    pub loader: serde_json::Value,
+    /// Seed of the run. No random draw happens after the init (no dropout), so the seed is the
+    /// whole RNG state; the synthetic source's position is in `loader`.
+    pub seed: u64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Curriculum stage of the last step.
+    pub stage: Option<u32>,
+    /// Tokens processed so far.
+    pub tokens: u64,
+    /// Counted targets so far.
+    pub targets: u64,
+    /// Tool version that wrote it.
+    pub version: String,
+}
+
+/// Current format of `trainer_state.json`.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Name of the checkpoint directory for `step` under `root`.
+pub fn dir_for(root: &Path, step: u64) -> PathBuf {
+    root.join(format!("step-{step:08}"))
+}
+
+/// Complete checkpoints under `root`, oldest first (`.tmp` directories are not checkpoints).
+pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(TrainError::file(root, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| TrainError::file(root, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<u64>().ok()) {
+            if entry.path().join("trainer_state.json").is_file() {
+                out.push((step, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes leftovers of interrupted saves (`step-*.tmp`).
+pub fn remove_partial(root: &Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(root) else { return Ok(()) };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("step-") && name.ends_with(".tmp") {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| TrainError::file(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes all but the newest `keep` checkpoints (0 keeps all).
+pub fn prune(root: &Path, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let all = list(root)?;
+    for (_, dir) in all.iter().take(all.len().saturating_sub(keep)) {
+        std::fs::remove_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
+    }
+    Ok(())
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| TrainError::file(path, e))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    // Directories open read-only on Linux; fsync makes the entries (renames) durable.
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| TrainError::file(path, e))
+}
+
+fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| TrainError::file(path, e))?;
+    let text = serde_json::to_string_pretty(v).map_err(|e| TrainError::file(path, e))?;
+    f.write_all(text.as_bytes()).and_then(|_| f.write_all(b"\n")).map_err(|e| TrainError::file(path, e))
+}
+
+fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let cpu = tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?))).collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(cpu, Some(meta), path).map_err(|e| TrainError::file(path, e))
+}
+
+/// Writes the HF model files (weights in `dtype`, sharded above `max_shard_bytes`) and
+/// `config.json` into `dir`. `params` in `param_specs` order, any dtype.
+pub fn write_model(
+    dir: &Path,
+    cfg: &Qwen2Config,
+    specs: &[ParamSpec],
+    params: &[Tensor],
+    dtype: SaveDtype,
+    max_shard_bytes: u64,
+) -> Result<Vec<PathBuf>> {
+    let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
+    let mut size = 0u64;
+    let mut total = 0u64;
+    for (s, p) in specs.iter().zip(params) {
+        let bytes = (s.numel() * dtype.dtype().size_in_bytes()) as u64;
+        if size > 0 && size + bytes > max_shard_bytes {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        total += bytes;
+        shards.last_mut().expect("one shard").push((s.name.clone(), p.to_dtype(dtype.dtype())?));
+    }
+    let mut written = Vec::new();
+    if shards.len() == 1 {
+        let path = dir.join("model.safetensors");
+        write_safetensors(&path, &shards[0])?;
+        written.push(path);
+    } else {
+        let n = shards.len();
+        let mut weight_map = BTreeMap::new();
+        for (i, shard) in shards.iter().enumerate() {
+            let name = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
+            for (t, _) in shard {
+                weight_map.insert(t.clone(), name.clone());
+            }
+            let path = dir.join(&name);
+            write_safetensors(&path, shard)?;
+            written.push(path);
+        }
+        let path = dir.join("model.safetensors.index.json");
+        write_json(&path, &serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map }))?;
+        written.push(path);
+    }
+    let path = dir.join("config.json");
+    write_json(&path, &cfg.to_hf_json(dtype.torch_name()))?;
+    written.push(path);
+    Ok(written)
+}
+
+/// Tokenizer side files copied along with `tokenizer.json`.
+const TOKENIZER_FILES: &[&str] =
+    &["tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json", "vocab.json", "merges.txt"];
+
+/// Copies the tokenizer files into `dir` (decompressing a `.zst` `tokenizer.json`).
+pub fn write_tokenizer(dir: &Path, src: &Path) -> Result<Vec<PathBuf>> {
+    let (folder, main) = if src.is_dir() {
+        let main = [src.join("tokenizer.json"), src.join("tokenizer.json.zst")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| TrainError::file(src, "no tokenizer.json or tokenizer.json.zst in this directory"))?;
+        (src.to_path_buf(), main)
+    } else {
+        (src.parent().map(Path::to_path_buf).unwrap_or_default(), src.to_path_buf())
+    };
+    let mut written = Vec::new();
+    let out = dir.join("tokenizer.json");
+    if main.extension().is_some_and(|e| e == "zst") {
+        let f = File::open(&main).map_err(|e| TrainError::file(&main, e))?;
+        let bytes = zstd::decode_all(f).map_err(|e| TrainError::file(&main, format!("zstd: {e}")))?;
+        std::fs::write(&out, bytes).map_err(|e| TrainError::file(&out, e))?;
+    } else {
+        std::fs::copy(&main, &out).map_err(|e| TrainError::file(&main, e))?;
+    }
+    written.push(out);
+    for name in TOKENIZER_FILES {
+        let p = folder.join(name);
+        if p.is_file() {
+            let out = dir.join(name);
+            std::fs::copy(&p, &out).map_err(|e| TrainError::file(&p, e))?;
+            written.push(out);
+        }
+    }
+    Ok(written)
+}
+
+/// Everything a checkpoint holds.
+pub struct CheckpointData<'a> {
+    /// Architecture.
+    pub arch: &'a Qwen2Config,
+    /// Parameter names and shapes.
+    pub specs: &'a [ParamSpec],
+    /// Optimizer state (master weights are what `model.safetensors` is written from).
+    pub states: &'a [AdamState],
+    /// `trainer_state.json`.
+    pub state: &'a TrainerState,
+}
+
+/// Writes a checkpoint for `data.state.step` under `root` atomically; returns its directory.
+pub fn save(root: &Path, cfg: &CheckpointConfig, data: &CheckpointData) -> Result<PathBuf> {
+    std::fs::create_dir_all(root).map_err(|e| TrainError::file(root, e))?;
+    let fin = dir_for(root, data.state.step);
+    let tmp = fin.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
+    let masters: Vec<Tensor> = data.states.iter().map(|s| s.master.clone()).collect();
+    let mut files = write_model(&tmp, data.arch, data.specs, &masters, cfg.dtype, cfg.max_shard_bytes)?;
+    if let Some(t) = &cfg.tokenizer {
+        files.extend(write_tokenizer(&tmp, t)?);
+    }
+    let mut opt = Vec::with_capacity(3 * data.specs.len());
+    for (s, st) in data.specs.iter().zip(data.states) {
+        opt.push((format!("master.{}", s.name), st.master.clone()));
+        opt.push((format!("exp_avg.{}", s.name), st.exp_avg.clone()));
+        opt.push((format!("exp_avg_sq.{}", s.name), st.exp_avg_sq.clone()));
+    }
+    let p = tmp.join("optimizer.safetensors");
+    write_safetensors(&p, &opt)?;
+    files.push(p);
+    // trainer_state.json last: its presence marks a complete checkpoint.
+    let p = tmp.join("trainer_state.json");
+    write_json(&p, data.state)?;
+    files.push(p);
+    for f in &files {
+        sync_file(f)?;
+    }
+    sync_dir(&tmp)?;
+    if fin.exists() {
+        std::fs::remove_dir_all(&fin).map_err(|e| TrainError::file(&fin, e))?;
+    }
+    std::fs::rename(&tmp, &fin).map_err(|e| TrainError::file(&fin, e))?;
+    sync_dir(root)?;
+    prune(root, cfg.keep_last)?;
+    Ok(fin)
+}
+
+/// The safetensors files of a model directory (single file or index).
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| TrainError::file(&index, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::file(&index, format!("not valid JSON: {e}")))?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| TrainError::file(&index, "no weight_map object"))?;
+        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        files.sort();
+        files.dedup();
+        return files
+            .into_iter()
+            .map(|f| {
+                let p = dir.join(&f);
+                if p.is_file() {
+                    Ok(p)
+                } else {
+                    Err(TrainError::file(&index, format!("names shard {f}, which is missing")))
+                }
+            })
+            .collect();
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err(TrainError::file(dir, "no model.safetensors or model.safetensors.index.json"))
+}
+
+fn open(files: &[PathBuf]) -> Result<candle_core::safetensors::MmapedSafetensors> {
+    // SAFETY: the files are mapped read-only for the duration of the load; like every
+    // safetensors reader we rely on nobody truncating them meanwhile.
+    unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
+        .map_err(|e| TrainError::file(files.first().cloned().unwrap_or_default(), e))
+}
+
+fn load_named(
+    st: &candle_core::safetensors::MmapedSafetensors,
+    name: &str,
+    spec: &ParamSpec,
+    where_: &Path,
+    device: &Device,
+) -> Result<Tensor> {
+    let t = st.load(name, &Device::Cpu).map_err(|_| TrainError::file(where_, format!("tensor {name} is missing")))?;
+    if t.dims() != spec.shape.as_slice() {
+        return Err(TrainError::file(where_, format!("tensor {name} has shape {:?}, the config needs {:?}", t.dims(), spec.shape)));
+    }
+    Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+}
+
+/// Loads model weights (HF layout) from `dir` as f32, in `param_specs` order. A tied model
+/// ignores a stored `lm_head.weight`; an untied one needs it.
+pub fn load_weights(dir: &Path, specs: &[ParamSpec], device: &Device) -> Result<Vec<Tensor>> {
+    let files = weight_files(dir)?;
+    let st = open(&files)?;
+    specs.iter().map(|s| load_named(&st, &s.name, s, dir, device)).collect()
+}
+
+/// Loads the optimizer state of a checkpoint (`optimizer.safetensors`).
+pub fn load_optimizer(dir: &Path, specs: &[ParamSpec], decay: &[bool], device: &Device) -> Result<Vec<AdamState>> {
+    let path = dir.join("optimizer.safetensors");
+    let st = open(std::slice::from_ref(&path))?;
+    specs
+        .iter()
+        .zip(decay)
+        .map(|(s, &decay)| {
+            Ok(AdamState {
+                master: load_named(&st, &format!("master.{}", s.name), s, &path, device)?,
+                exp_avg: load_named(&st, &format!("exp_avg.{}", s.name), s, &path, device)?,
+                exp_avg_sq: load_named(&st, &format!("exp_avg_sq.{}", s.name), s, &path, device)?,
+                decay,
+            })
+        })
+        .collect()
+}
+
+/// Reads `trainer_state.json`.
+pub fn load_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;
+    let st: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::file(&path, format!("not a trainer state: {e}")))?;
+    if st.format != STATE_FORMAT {
+        return Err(TrainError::file(&path, format!("format {} (this build reads {STATE_FORMAT})", st.format)));
+    }
+    Ok(st)
+}

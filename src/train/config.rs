@@ -1,0 +1,204 @@
+//! The training config (`[train.<name>]` in a pipeline TOML): model and init, device and dtype,
+//! batch shape, optimizer, schedule, curriculum data, checkpoints and metrics.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::arch::Qwen2Config;
+use super::checkpoint::CheckpointConfig;
+use super::data::DataConfig;
+use super::error::{Result, TrainError};
+use super::metrics::MetricsConfig;
+use super::optim::AdamWConfig;
+use super::schedule::ScheduleConfig;
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// The CPU (reference ops).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU (needs a build with the `cuda` feature).
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda),
+            other => Err(TrainError::config("device", format!("{other:?} is not cpu or cuda"))),
+        }
+    }
+}
+
+/// The dtype the model computes in. Master weights and optimizer moments are always f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDtype {
+    /// f32 everywhere.
+    #[default]
+    F32,
+    /// bf16 weights and activations; f32 statistics, gradients, master weights and moments.
+    Bf16,
+}
+
+impl ComputeDtype {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            ComputeDtype::F32 => DType::F32,
+            ComputeDtype::Bf16 => DType::BF16,
+        }
+    }
+}
+
+impl std::str::FromStr for ComputeDtype {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(ComputeDtype::F32),
+            "bf16" => Ok(ComputeDtype::Bf16),
+            other => Err(TrainError::config("dtype", format!("{other:?} is not f32 or bf16"))),
+        }
+    }
+}
+
+/// Which architecture, and where the weights start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A named architecture (`test`, `tiny`, `small`, `qwen2.5-0.5b`, `qwen2.5-1.5b`, `qwen2.5-3b`, `qwen2.5-7b`).
+    pub preset: Option<String>,
+    /// An HF `config.json` to take the architecture from.
+    pub config_json: Option<PathBuf>,
+    /// Start from these weights instead of a seeded HF init: a directory with `config.json` and
+    /// `model.safetensors` (or shards and `model.safetensors.index.json`) — HF Qwen2.5 weights or
+    /// a checkpoint of ours. The architecture then comes from its `config.json`.
+    pub from: Option<PathBuf>,
+}
+
+impl ModelConfig {
+    /// The architecture this section names.
+    pub fn arch(&self) -> Result<Qwen2Config> {
+        let named = [self.preset.is_some(), self.config_json.is_some(), self.from.is_some()].iter().filter(|x| **x).count();
+        if named != 1 {
+            return Err(TrainError::config("model", "set exactly one of preset, config_json or from"));
+        }
+        if let Some(p) = &self.preset {
+            return Qwen2Config::preset(p);
+        }
+        if let Some(p) = &self.config_json {
+            return Qwen2Config::from_hf_file(p);
+        }
+        let dir = self.from.as_ref().expect("one is set");
+        Qwen2Config::from_hf_file(&dir.join("config.json"))
+    }
+}
+
+/// A training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Run directory: `checkpoints/`, `metrics.jsonl`, `loss.svg`. A run resumes from the newest
+    /// complete checkpoint here.
+    pub output: PathBuf,
+    /// Device.
+    pub device: DeviceKind,
+    /// CUDA device ordinal.
+    pub gpu: usize,
+    /// Compute dtype.
+    pub dtype: ComputeDtype,
+    /// Seed of the weight init and the synthetic data.
+    pub seed: u64,
+    /// Architecture and initial weights.
+    pub model: ModelConfig,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Micro-batches per optimizer step (the loss is the mean over all their counted targets).
+    pub grad_accum: usize,
+    /// Optimizer steps (default: as many as the data gives, micro-batches / grad_accum).
+    pub max_steps: Option<u64>,
+    /// Keep only each layer's input and recompute the layer in backward (less memory, ~1/3 more compute).
+    pub recompute: bool,
+    /// Counted tokens per cross-entropy chunk (bounds the f32 logits held at once to chunk × vocab).
+    pub ce_chunk_tokens: usize,
+    /// AdamW.
+    pub optimizer: AdamWConfig,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// Batches and curriculum.
+    pub data: DataConfig,
+    /// Checkpointing.
+    pub checkpoint: CheckpointConfig,
+    /// Metrics and progress display.
+    pub metrics: MetricsConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            output: PathBuf::from("runs/train"),
+            device: DeviceKind::Cpu,
+            gpu: 0,
+            dtype: ComputeDtype::F32,
+            seed: 0,
+            model: ModelConfig { preset: Some("tiny".into()), ..Default::default() },
+            batch_size: 4,
+            seq_len: 256,
+            grad_accum: 1,
+            max_steps: None,
+            recompute: false,
+            ce_chunk_tokens: 1024,
+            optimizer: AdamWConfig::default(),
+            schedule: ScheduleConfig::default(),
+            data: DataConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks everything that can be checked without touching files.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.seq_len < 2 || self.grad_accum == 0 || self.ce_chunk_tokens == 0 {
+            return Err(TrainError::config("batch_size", "batch_size, grad_accum and ce_chunk_tokens must be >= 1, seq_len >= 2"));
+        }
+        if self.max_steps == Some(0) {
+            return Err(TrainError::config("max_steps", "must be >= 1"));
+        }
+        self.optimizer.validate()?;
+        self.data.validate()?;
+        self.checkpoint.validate()?;
+        Ok(())
+    }
+
+    /// The candle device.
+    pub fn device(&self) -> Result<Device> {
+        match self.device {
+            DeviceKind::Cpu => Ok(Device::Cpu),
+            DeviceKind::Cuda => Device::new_cuda(self.gpu).map_err(|e| TrainError::config("device", format!("cuda:{}: {e}", self.gpu))),
+        }
+    }
+
+    /// sha256 of the settings that change the numbers a run produces (everything except the
+    /// output directory, checkpoint and metrics settings, the device and recomputation). A run
+    /// only resumes from a checkpoint with the same hash.
+    pub fn math_hash(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("config serializes");
+        if let Some(o) = v.as_object_mut() {
+            for k in ["output", "checkpoint", "metrics", "device", "gpu", "recompute"] {
+                o.remove(k);
+            }
+        }
+        crate::config::PipelineConfig::hash_of(&v)
+    }
+}

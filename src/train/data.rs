@@ -1,0 +1,392 @@
+//! Where training batches come from. The trainer codes against [`BatchSource`]: stage-ordered
+//! micro-batches with a JSON cursor to resume from. The token-shard loader (`shard::reader`,
+//! built separately) implements it for real shards; [`SyntheticSource`] (seeded documents, for
+//! tests, the demo and benchmarks) and [`VecSource`] (fixed batches) live here.
+
+use std::path::PathBuf;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::error::{Result, TrainError};
+use crate::shard::Batch;
+
+/// A stream of training micro-batches in curriculum order.
+pub trait BatchSource: Send {
+    /// The next micro-batch, or `None` when the curriculum is done.
+    fn next_batch(&mut self) -> Result<Option<Batch>>;
+    /// A cursor that [`BatchSource::restore`] accepts: after `restore(state())` the source yields
+    /// exactly the batches it would have yielded next.
+    fn state(&self) -> serde_json::Value;
+    /// Moves the source to a saved cursor.
+    fn restore(&mut self, state: &serde_json::Value) -> Result<()>;
+    /// Micro-batches the whole curriculum yields, when known (sizes the LR schedule).
+    fn total_batches(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Kind of a curriculum stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    /// Continued pre-training: every real token is a target.
+    #[default]
+    Cpt,
+    /// Supervised fine-tuning: only answer tokens are targets (the shards' loss mask).
+    Sft,
+}
+
+/// One stage of the curriculum, run in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StageConfig {
+    /// Stage name (shown in metrics; matches the shards' `stage` where they have one).
+    pub name: String,
+    /// CPT or SFT.
+    pub kind: StageKind,
+    /// Token-shard directory of this stage (`data.source = "shards"`).
+    pub shards: Option<PathBuf>,
+    /// Passes over the stage's rows.
+    pub epochs: u32,
+    /// Share of each stage's rows drawn from earlier stages (replay against forgetting).
+    pub replay: f64,
+}
+
+impl Default for StageConfig {
+    fn default() -> Self {
+        Self { name: "main".into(), kind: StageKind::Cpt, shards: None, epochs: 1, replay: 0.0 }
+    }
+}
+
+/// Where batches come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Seeded synthetic documents (`data.synthetic`).
+    #[default]
+    Synthetic,
+    /// Token shards through the streaming loader.
+    Shards,
+}
+
+/// Seeded synthetic documents: each stage has a pool of random documents that rows pack (so a
+/// model can learn them and the loss falls), or fresh random tokens when the pool is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    /// Rows per epoch of each stage.
+    pub rows: u64,
+    /// Token ids are drawn below this (0: the model's vocabulary).
+    pub vocab: usize,
+    /// Distinct documents per stage (0: every document is fresh random tokens).
+    pub pool_docs: usize,
+    /// Shortest document.
+    pub min_doc_len: usize,
+    /// Longest document (0: the row length, i.e. one document per row).
+    pub max_doc_len: usize,
+    /// SFT stages: share of each document (its start) that is prompt, with no loss.
+    pub prompt_fraction: f64,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self { rows: 256, vocab: 0, pool_docs: 16, min_doc_len: 8, max_doc_len: 64, prompt_fraction: 0.5 }
+    }
+}
+
+/// The data section of a training config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Batch source.
+    pub source: SourceKind,
+    /// Curriculum stages, in order.
+    pub stages: Vec<StageConfig>,
+    /// Synthetic-source settings.
+    pub synthetic: SyntheticConfig,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { source: SourceKind::Synthetic, stages: vec![StageConfig::default()], synthetic: SyntheticConfig::default() }
+    }
+}
+
+impl DataConfig {
+    /// Checks the curriculum.
+    pub fn validate(&self) -> Result<()> {
+        if self.stages.is_empty() {
+            return Err(TrainError::config("data.stages", "at least one stage is needed"));
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.epochs == 0 {
+                return Err(TrainError::config(format!("data.stages[{i}].epochs"), "must be >= 1"));
+            }
+            if !(0.0..1.0).contains(&s.replay) || (i == 0 && s.replay > 0.0) {
+                return Err(TrainError::config(format!("data.stages[{i}].replay"), "must be in [0, 1), and 0 for the first stage"));
+            }
+            if self.source == SourceKind::Shards && s.shards.is_none() {
+                return Err(TrainError::config(
+                    format!("data.stages[{i}].shards"),
+                    "a shard directory is needed with data.source = \"shards\"",
+                ));
+            }
+        }
+        let sy = &self.synthetic;
+        if self.source == SourceKind::Synthetic
+            && (sy.rows == 0
+                || sy.min_doc_len == 0
+                || (sy.max_doc_len != 0 && sy.max_doc_len < sy.min_doc_len)
+                || !(0.0..1.0).contains(&sy.prompt_fraction))
+        {
+            return Err(TrainError::config(
+                "data.synthetic",
+                "rows and min_doc_len must be > 0, max_doc_len 0 or >= min_doc_len, prompt_fraction in [0, 1)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The synthetic source: row `g` of the curriculum is a pure function of (seed, g), so the
+/// cursor is the next row index.
+#[derive(Debug, Clone)]
+pub struct SyntheticSource {
+    cfg: SyntheticConfig,
+    stages: Vec<StageConfig>,
+    seed: u64,
+    vocab: usize,
+    batch: usize,
+    seq_len: usize,
+    /// Cumulative rows at each stage's end.
+    stage_end: Vec<u64>,
+    next_row: u64,
+}
+
+impl SyntheticSource {
+    /// A source for `data` yielding micro-batches of `batch` rows of `seq_len` tokens, ids below
+    /// `model_vocab` (or `data.synthetic.vocab` when smaller).
+    pub fn new(data: &DataConfig, seed: u64, model_vocab: usize, batch: usize, seq_len: usize) -> Result<SyntheticSource> {
+        data.validate()?;
+        let cfg = data.synthetic.clone();
+        let vocab = if cfg.vocab == 0 { model_vocab } else { cfg.vocab.min(model_vocab) };
+        let mut stage_end = Vec::new();
+        let mut end = 0;
+        for s in &data.stages {
+            end += cfg.rows * s.epochs as u64;
+            stage_end.push(end);
+        }
+        Ok(SyntheticSource { cfg, stages: data.stages.clone(), seed, vocab, batch, seq_len, stage_end, next_row: 0 })
+    }
+
+    fn rng(&self, parts: &[u64]) -> ChaCha8Rng {
+        let mut h = self.seed ^ 0x5EED_0F5E_ED00_0001;
+        for p in parts {
+            h = xxhash_rust::xxh3::xxh3_64_with_seed(&p.to_le_bytes(), h);
+        }
+        ChaCha8Rng::seed_from_u64(h)
+    }
+
+    fn doc(&self, stage: usize, doc: u64, rng_parts: &[u64]) -> Vec<u32> {
+        let mut rng = self.rng(&[1, stage as u64, doc, rng_parts.first().copied().unwrap_or(0)]);
+        let max = if self.cfg.max_doc_len == 0 { self.seq_len } else { self.cfg.max_doc_len };
+        let min = self.cfg.min_doc_len.min(max);
+        let len = rng.random_range(min..=max);
+        (0..len).map(|_| rng.random_range(0..self.vocab as u32)).collect()
+    }
+
+    /// Packs row `r` of stage `stage` (the row itself, not a replay decision).
+    fn row(&self, stage: usize, r: u64, out: &mut Batch) {
+        let mut rng = self.rng(&[2, stage as u64, r]);
+        let sft = self.stages[stage].kind == StageKind::Sft;
+        let mut seg_lens = Vec::new();
+        let start = out.input_ids.len();
+        let mut k = 0u64;
+        while out.input_ids.len() - start < self.seq_len {
+            let doc = if self.cfg.pool_docs == 0 {
+                self.doc(stage, u64::MAX, &[r * 1_000_003 + k])
+            } else {
+                self.doc(stage, rng.random_range(0..self.cfg.pool_docs as u64), &[])
+            };
+            k += 1;
+            let take = doc.len().min(self.seq_len - (out.input_ids.len() - start));
+            let prompt = if sft { ((doc.len() as f64) * self.cfg.prompt_fraction).ceil() as usize } else { 0 };
+            for (j, &t) in doc[..take].iter().enumerate() {
+                out.input_ids.push(t);
+                out.loss_mask.push(u8::from(j >= prompt));
+            }
+            seg_lens.push(take as u32);
+        }
+        Batch::row_layout(&seg_lens, self.seq_len, &mut out.position_ids, &mut out.segment_ids);
+    }
+
+    fn stage_of(&self, g: u64) -> usize {
+        self.stage_end.iter().position(|&e| g < e).unwrap_or(self.stages.len() - 1)
+    }
+}
+
+impl BatchSource for SyntheticSource {
+    fn next_batch(&mut self) -> Result<Option<Batch>> {
+        let total = *self.stage_end.last().unwrap_or(&0);
+        if self.next_row + self.batch as u64 > total {
+            return Ok(None);
+        }
+        let mut b = Batch { batch: self.batch, seq_len: self.seq_len, stage: Some(Vec::new()), ..Default::default() };
+        for _ in 0..self.batch {
+            let g = self.next_row;
+            self.next_row += 1;
+            let stage = self.stage_of(g);
+            let first = if stage == 0 { 0 } else { self.stage_end[stage - 1] };
+            let local = (g - first) % self.cfg.rows;
+            let mut rng = self.rng(&[3, g]);
+            let replay = self.stages[stage].replay;
+            if replay > 0.0 && rng.random_bool(replay) {
+                let from = rng.random_range(0..stage);
+                self.row(from, rng.random_range(0..self.cfg.rows), &mut b);
+            } else {
+                self.row(stage, local, &mut b);
+            }
+            if let Some(s) = b.stage.as_mut() {
+                s.push(stage as u32);
+            }
+        }
+        Ok(Some(b))
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "synthetic", "next_row": self.next_row })
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
+        let row =
+            state.get("next_row").and_then(|v| v.as_u64()).filter(|_| state.get("kind").and_then(|k| k.as_str()) == Some("synthetic"));
+        self.next_row = row.ok_or_else(|| TrainError::Data(format!("not a synthetic-source cursor: {state}")))?;
+        Ok(())
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        Some(self.stage_end.last().copied().unwrap_or(0) / self.batch as u64)
+    }
+}
+
+/// Fixed batches, yielded in order `epochs` times (`0`: forever).
+#[derive(Debug, Clone)]
+pub struct VecSource {
+    batches: Vec<Batch>,
+    epochs: u64,
+    next: u64,
+}
+
+impl VecSource {
+    /// A source over `batches`.
+    pub fn new(batches: Vec<Batch>, epochs: u64) -> VecSource {
+        VecSource { batches, epochs, next: 0 }
+    }
+}
+
+impl BatchSource for VecSource {
+    fn next_batch(&mut self) -> Result<Option<Batch>> {
+        if self.batches.is_empty() || (self.epochs > 0 && self.next >= self.epochs * self.batches.len() as u64) {
+            return Ok(None);
+        }
+        let b = self.batches[(self.next % self.batches.len() as u64) as usize].clone();
+        self.next += 1;
+        Ok(Some(b))
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "vec", "next": self.next })
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
+        self.next =
+            state.get("next").and_then(|v| v.as_u64()).ok_or_else(|| TrainError::Data(format!("not a vec-source cursor: {state}")))?;
+        Ok(())
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        (self.epochs > 0).then(|| self.epochs * self.batches.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(stages: Vec<StageConfig>) -> DataConfig {
+        DataConfig {
+            source: SourceKind::Synthetic,
+            stages,
+            synthetic: SyntheticConfig { rows: 10, vocab: 50, pool_docs: 4, min_doc_len: 3, max_doc_len: 9, prompt_fraction: 0.5 },
+        }
+    }
+
+    #[test]
+    fn synthetic_rows_follow_the_batch_contract_and_resume() {
+        let d = data(vec![
+            StageConfig { name: "a".into(), ..Default::default() },
+            StageConfig { name: "b".into(), kind: StageKind::Sft, epochs: 2, replay: 0.3, ..Default::default() },
+        ]);
+        let mut s = SyntheticSource::new(&d, 7, 1000, 3, 16).unwrap();
+        assert_eq!(s.total_batches(), Some(10));
+        let mut all = Vec::new();
+        let mut cursor_at_4 = None;
+        while let Some(b) = s.next_batch().unwrap() {
+            assert_eq!(b.input_ids.len(), 48);
+            assert_eq!(b.position_ids.len(), 48);
+            assert!(b.input_ids.iter().all(|&t| t < 50));
+            if all.len() == 4 {
+                cursor_at_4 = Some(s.state());
+            }
+            all.push(b);
+        }
+        assert_eq!(all.len(), 10);
+        // Stage 0 is CPT (every token counts), stage 1 SFT (document starts are prompt).
+        assert!(all[0].loss_mask.iter().all(|&m| m == 1));
+        assert_eq!(all[0].stage.as_ref().unwrap(), &[0, 0, 0]);
+        assert_eq!(all[9].stage.as_ref().unwrap(), &[1, 1, 1]);
+        assert!(all[9].loss_mask.iter().any(|&m| m == 0));
+        // Same seed, same rows; a restored cursor continues identically.
+        let mut again = SyntheticSource::new(&d, 7, 1000, 3, 16).unwrap();
+        again.restore(&cursor_at_4.unwrap()).unwrap();
+        assert_eq!(again.next_batch().unwrap().unwrap(), all[5]);
+        let mut other = SyntheticSource::new(&d, 8, 1000, 3, 16).unwrap();
+        assert_ne!(other.next_batch().unwrap().unwrap(), all[0]);
+        assert!(again.restore(&serde_json::json!({"kind": "vec", "next": 1})).is_err());
+    }
+
+    #[test]
+    fn bad_curricula_are_rejected_with_the_key() {
+        let e = data(vec![]).validate().unwrap_err();
+        assert!(e.to_string().contains("data.stages"), "{e}");
+        let e = data(vec![StageConfig { replay: 0.2, ..Default::default() }]).validate().unwrap_err();
+        assert!(e.to_string().contains("data.stages[0].replay"), "{e}");
+        let e = data(vec![StageConfig { epochs: 0, ..Default::default() }]).validate().unwrap_err();
+        assert!(e.to_string().contains("epochs"), "{e}");
+        let mut d = data(vec![StageConfig::default()]);
+        d.source = SourceKind::Shards;
+        assert!(d.validate().unwrap_err().to_string().contains("shards"));
+    }
+
+    #[test]
+    fn vec_source_cycles_and_resumes() {
+        let b = |t: u32| Batch {
+            batch: 1,
+            seq_len: 1,
+            input_ids: vec![t],
+            position_ids: vec![0],
+            segment_ids: vec![0],
+            loss_mask: vec![1],
+            stage: None,
+        };
+        let mut s = VecSource::new(vec![b(1), b(2)], 2);
+        assert_eq!(s.total_batches(), Some(4));
+        let ids: Vec<u32> = std::iter::from_fn(|| s.next_batch().unwrap()).map(|b| b.input_ids[0]).collect();
+        assert_eq!(ids, [1, 2, 1, 2]);
+        s.restore(&serde_json::json!({"kind": "vec", "next": 1})).unwrap();
+        assert_eq!(s.next_batch().unwrap().unwrap().input_ids, [2]);
+    }
+}

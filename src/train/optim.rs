@@ -1,0 +1,133 @@
+//! AdamW over fp32 master weights and fp32 moments (the model may compute in bf16), decoupled
+//! weight decay with norms and biases excluded by config, and global-norm gradient clipping.
+//! The update itself is one multi-tensor call into the backend ([`Ops::adamw_step`]).
+
+use candle_core::{DType, Tensor};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::error::{Result, TrainError};
+use super::model::{Grads, ParamSpec};
+use super::ops::{AdamState, AdamWStep, Ops};
+
+/// The optimizer section of a training config (PyTorch AdamW semantics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdamWConfig {
+    /// Peak learning rate (the schedule scales it).
+    pub lr: f64,
+    /// First-moment decay β1.
+    pub beta1: f64,
+    /// Second-moment decay β2.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Apply weight decay to RMSNorm weights and biases too (HF Trainer and most recipes do not).
+    pub decay_norms_and_biases: bool,
+    /// Clip the global gradient norm to this value (0 turns clipping off).
+    pub max_grad_norm: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self { lr: 3e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, decay_norms_and_biases: false, max_grad_norm: 1.0 }
+    }
+}
+
+impl AdamWConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(TrainError::config(format!("optimizer.{k}"), m));
+        if !(self.lr >= 0.0) {
+            return bad("lr", "must be >= 0");
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return bad("beta1", "betas must be in [0, 1)");
+        }
+        if !(self.eps > 0.0) || !(self.weight_decay >= 0.0) || !(self.max_grad_norm >= 0.0) {
+            return bad("eps", "eps must be > 0; weight_decay and max_grad_norm >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// What one optimizer step saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Global L2 norm of the gradients before clipping.
+    pub grad_norm: f64,
+    /// Factor applied to the gradients (1 when not clipped).
+    pub clip_coef: f64,
+}
+
+/// AdamW state of every parameter plus the count of steps taken.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    /// Settings.
+    pub cfg: AdamWConfig,
+    /// Per-parameter master weight and moments, in `param_specs` order.
+    pub states: Vec<AdamState>,
+    /// Optimizer steps taken so far.
+    pub steps: u64,
+}
+
+impl AdamW {
+    /// Fresh moments for master weights `masters` (cast to f32, or kept f64).
+    pub fn new(cfg: &AdamWConfig, specs: &[ParamSpec], masters: &[Tensor]) -> Result<AdamW> {
+        let states = specs
+            .iter()
+            .zip(masters)
+            .map(|(s, m)| {
+                let dt = if m.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+                let master = m.to_dtype(dt)?;
+                Ok(AdamState {
+                    exp_avg: master.zeros_like()?,
+                    exp_avg_sq: master.zeros_like()?,
+                    master,
+                    decay: cfg.decay_norms_and_biases || !s.is_norm_or_bias(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AdamW { cfg: cfg.clone(), states, steps: 0 })
+    }
+
+    /// Clips the global gradient norm and applies one AdamW step at learning rate `lr`; writes
+    /// the new weights into `params` (the model's compute-dtype copies). Untouched gradient
+    /// slots count as zero.
+    pub fn step(&mut self, ops: &dyn Ops, grads: &Grads, params: &mut [Tensor], lr: f64) -> Result<StepStats> {
+        let grads: Vec<Tensor> = grads
+            .slots
+            .iter()
+            .zip(&self.states)
+            .map(|(g, s)| match g {
+                Some(g) => Ok(g.clone()),
+                None => Ok(s.master.zeros_like()?),
+            })
+            .collect::<Result<_>>()?;
+        let grad_norm = ops.sum_squares(&grads)?.sqrt();
+        if !grad_norm.is_finite() {
+            return Err(TrainError::Data(format!("gradient norm is {grad_norm} at optimizer step {}", self.steps + 1)));
+        }
+        // torch.nn.utils.clip_grad_norm_: coef = max / (norm + 1e-6), clamped to 1.
+        let clip_coef = if self.cfg.max_grad_norm > 0.0 { (self.cfg.max_grad_norm / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
+        self.steps += 1;
+        let hp = AdamWStep {
+            lr,
+            beta1: self.cfg.beta1,
+            beta2: self.cfg.beta2,
+            eps: self.cfg.eps,
+            weight_decay: self.cfg.weight_decay,
+            step: self.steps,
+            grad_scale: clip_coef,
+        };
+        ops.adamw_step(&mut self.states, &grads, params, &hp)?;
+        Ok(StepStats { grad_norm, clip_coef })
+    }
+
+    /// The master weights, in `param_specs` order.
+    pub fn masters(&self) -> Vec<Tensor> {
+        self.states.iter().map(|s| s.master.clone()).collect()
+    }
+}

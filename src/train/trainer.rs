@@ -1,0 +1,292 @@
+//! The training loop: micro-batches from a [`BatchSource`] in curriculum order, gradient
+//! accumulation with the loss averaged over all counted targets of a step, clipping, AdamW,
+//! the schedule, metrics, and checkpoints from which a killed run resumes bit for bit.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::DType;
+
+use super::checkpoint::{self, CheckpointData, TrainerState, STATE_FORMAT};
+use super::config::{DeviceKind, TrainConfig};
+use super::data::{BatchSource, SourceKind, SyntheticSource};
+use super::error::{Result, TrainError};
+use super::metrics::{process_memory, MetricsLog, StepMetrics, H100_BF16_PEAK};
+use super::model::{init_params, param_specs, Grads, Qwen2};
+use super::ops::{self, Ops};
+use super::optim::AdamW;
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunSummary {
+    /// Steps done (including those of earlier, resumed-from runs).
+    pub steps: u64,
+    /// Steps the schedule spans.
+    pub total_steps: u64,
+    /// The step this process resumed from, if it did.
+    pub resumed_from: Option<u64>,
+    /// Loss of the last step.
+    pub final_loss: Option<f64>,
+    /// Tokens processed over the whole run.
+    pub tokens: u64,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// Wall time of this process's part.
+    pub elapsed_s: f64,
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    /// The run's config.
+    pub cfg: TrainConfig,
+    /// The model (compute-dtype parameters).
+    pub model: Qwen2,
+    /// Optimizer state (f32 master weights and moments).
+    pub opt: AdamW,
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Steps the schedule spans.
+    pub total_steps: u64,
+    /// The step this process resumed from.
+    pub resumed_from: Option<u64>,
+    ops: Box<dyn Ops>,
+    source: Box<dyn BatchSource>,
+    hash: String,
+    metrics: MetricsLog,
+    tokens: u64,
+    targets: u64,
+    last_lr: f64,
+    last_stage: Option<u32>,
+    last_loss: Option<f64>,
+    last_saved: Option<(u64, PathBuf)>,
+    peak_flops: Option<f64>,
+}
+
+impl Trainer {
+    /// Sets up a run: resumes from the newest complete checkpoint in `cfg.output/checkpoints`
+    /// when there is one (same config hash required), else starts from `cfg.model`.
+    pub fn new(cfg: &TrainConfig, mut source: Box<dyn BatchSource>) -> Result<Trainer> {
+        cfg.validate()?;
+        let device = cfg.device()?;
+        let arch = cfg.model.arch()?;
+        let specs = param_specs(&arch);
+        let root = cfg.output.join("checkpoints");
+        checkpoint::remove_partial(&root)?;
+        let hash = cfg.math_hash();
+        let total_steps = match (cfg.max_steps, source.total_batches()) {
+            (Some(n), _) => n,
+            (None, Some(b)) => b.div_ceil(cfg.grad_accum as u64),
+            (None, None) => return Err(TrainError::config("max_steps", "the batch source does not know its length: set max_steps")),
+        };
+        if total_steps == 0 {
+            return Err(TrainError::Data("the curriculum yields no full micro-batch".into()));
+        }
+        let decay: Vec<bool> = specs.iter().map(|s| cfg.optimizer.decay_norms_and_biases || !s.is_norm_or_bias()).collect();
+        let mut resumed = None;
+        let opt = match checkpoint::list(&root)?.pop() {
+            Some((_, dir)) => {
+                let st = checkpoint::load_state(&dir)?;
+                if st.config_hash != hash {
+                    return Err(TrainError::file(
+                        &dir,
+                        format!(
+                            "written by a run with config hash {}, this config hashes to {hash}: use another output directory",
+                            st.config_hash
+                        ),
+                    ));
+                }
+                let states = checkpoint::load_optimizer(&dir, &specs, &decay, &device)?;
+                source.restore(&st.loader)?;
+                tracing::info!("resuming from {} (step {})", dir.display(), st.step);
+                let opt = AdamW { cfg: cfg.optimizer.clone(), states, steps: st.optimizer_steps };
+                resumed = Some(st);
+                opt
+            }
+            None => {
+                let masters = match &cfg.model.from {
+                    Some(dir) => checkpoint::load_weights(dir, &specs, &device)?,
+                    None => init_params(&arch, cfg.seed, DType::F32, &device)?,
+                };
+                AdamW::new(&cfg.optimizer, &specs, &masters)?
+            }
+        };
+        let mut model = Qwen2::new(&arch, cfg.dtype.dtype(), &opt.masters(), &device)?;
+        model.recompute = cfg.recompute;
+        model.ce_chunk = cfg.ce_chunk_tokens;
+        let step = resumed.as_ref().map(|s| s.step).unwrap_or(0);
+        let metrics = MetricsLog::open(&cfg.output, step, total_steps, &cfg.metrics)?;
+        let peak_flops = cfg.metrics.peak_flops.or((cfg.device == DeviceKind::Cuda).then_some(H100_BF16_PEAK));
+        Ok(Trainer {
+            cfg: cfg.clone(),
+            model,
+            opt,
+            step,
+            total_steps,
+            resumed_from: resumed.as_ref().map(|s| s.step),
+            ops: ops::for_device(&device),
+            source,
+            hash,
+            metrics,
+            tokens: resumed.as_ref().map(|s| s.tokens).unwrap_or(0),
+            targets: resumed.as_ref().map(|s| s.targets).unwrap_or(0),
+            last_lr: resumed.as_ref().map(|s| s.lr).unwrap_or(0.0),
+            last_stage: resumed.as_ref().and_then(|s| s.stage),
+            last_loss: None,
+            last_saved: None,
+            peak_flops,
+        })
+    }
+
+    /// Runs one optimizer step; `None` when the schedule or the data is done.
+    pub fn step_once(&mut self) -> Result<Option<StepMetrics>> {
+        if self.step >= self.total_steps {
+            return Ok(None);
+        }
+        let cursor = self.source.state();
+        let t0 = Instant::now();
+        let mut batches = Vec::with_capacity(self.cfg.grad_accum);
+        while batches.len() < self.cfg.grad_accum {
+            match self.source.next_batch()? {
+                Some(b) => batches.push(b),
+                None => break,
+            }
+        }
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let stage = batches.iter().filter_map(|b| b.stage.as_ref().and_then(|s| s.iter().max().copied())).max();
+        if self.cfg.checkpoint.at_stage_end && self.last_stage.is_some() && stage != self.last_stage && self.step > 0 {
+            // The previous stage ended with the previous step: save that state (cursor before this step's batches).
+            self.save(cursor)?;
+        }
+        let inputs = batches.iter().map(|b| self.model.inputs(b)).collect::<Result<Vec<_>>>()?;
+        let count: usize = inputs.iter().map(|i| i.targets.count).sum();
+        let tokens: u64 = batches.iter().map(|b| (b.batch * b.seq_len) as u64).sum();
+        let lr = self.cfg.schedule.lr(self.cfg.optimizer.lr, self.step, self.total_steps);
+        let (loss, grad_norm) = if count == 0 {
+            tracing::warn!("step {}: no counted target in the batch, update skipped", self.step + 1);
+            (None, None)
+        } else {
+            let mut grads = Grads::new(self.model.params.len());
+            let scale = 1.0 / count as f64;
+            let mut loss_sum = 0.0;
+            for inp in &inputs {
+                loss_sum += self.model.forward_backward(self.ops.as_ref(), inp, scale, &mut grads)?;
+            }
+            let stats = self.opt.step(self.ops.as_ref(), &grads, &mut self.model.params, lr)?;
+            (Some(loss_sum / count as f64), Some(stats.grad_norm))
+        };
+        if matches!(self.model.device(), candle_core::Device::Cuda(_)) {
+            self.model.device().synchronize()?;
+        }
+        let step_s = t0.elapsed().as_secs_f64();
+        self.step += 1;
+        self.tokens += tokens;
+        self.targets += count as u64;
+        self.last_lr = lr;
+        self.last_stage = stage;
+        self.last_loss = loss;
+        let tokens_per_s = tokens as f64 / step_s.max(1e-9);
+        let m = StepMetrics {
+            step: self.step,
+            stage,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+            targets: count as u64,
+            tokens_per_s,
+            mfu: self.peak_flops.map(|p| 6.0 * self.model.num_params() as f64 * tokens_per_s / p),
+            memory_bytes: memory_bytes(self.model.device()),
+            step_s,
+        };
+        self.metrics.log(&m)?;
+        Ok(Some(m))
+    }
+
+    /// Writes a checkpoint of the current state with loader cursor `cursor`.
+    fn save(&mut self, cursor: serde_json::Value) -> Result<PathBuf> {
+        if let Some((s, dir)) = &self.last_saved {
+            if *s == self.step {
+                return Ok(dir.clone());
+            }
+        }
+        let state = TrainerState {
+            format: STATE_FORMAT,
+            step: self.step,
+            optimizer_steps: self.opt.steps,
+            total_steps: self.total_steps,
+            config_hash: self.hash.clone(),
+            loader: cursor,
+            seed: self.cfg.seed,
+            lr: self.last_lr,
+            stage: self.last_stage,
+            tokens: self.tokens,
+            targets: self.targets,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let data = CheckpointData { arch: &self.model.cfg, specs: &self.model.specs, states: &self.opt.states, state: &state };
+        let dir = checkpoint::save(&self.cfg.output.join("checkpoints"), &self.cfg.checkpoint, &data)?;
+        self.metrics.plot()?;
+        self.last_saved = Some((self.step, dir.clone()));
+        Ok(dir)
+    }
+
+    /// Runs at most `max` more steps, checkpointing every `checkpoint.every` steps; returns
+    /// whether the run is complete. Without a final save (an interrupted run looks like this).
+    pub fn run_steps(&mut self, max: u64) -> Result<bool> {
+        for _ in 0..max {
+            let Some(m) = self.step_once()? else { return Ok(true) };
+            let every = self.cfg.checkpoint.every;
+            if every > 0 && m.step % every == 0 {
+                let cursor = self.source.state();
+                self.save(cursor)?;
+            }
+        }
+        Ok(self.step >= self.total_steps)
+    }
+
+    /// Runs to the end of the schedule (or of the data) and writes the final checkpoint.
+    pub fn run(&mut self) -> Result<RunSummary> {
+        let t0 = Instant::now();
+        self.run_steps(u64::MAX)?;
+        if self.step < self.total_steps {
+            tracing::warn!("the data ran out at step {} of {}", self.step, self.total_steps);
+        }
+        let cursor = self.source.state();
+        let dir = self.save(cursor)?;
+        self.metrics.finish();
+        Ok(RunSummary {
+            steps: self.step,
+            total_steps: self.total_steps,
+            resumed_from: self.resumed_from,
+            final_loss: self.last_loss,
+            tokens: self.tokens,
+            checkpoint: Some(dir),
+            elapsed_s: t0.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Memory in use: the process RSS on CPU; on CUDA the device figure comes with the CUDA backend.
+fn memory_bytes(device: &candle_core::Device) -> Option<u64> {
+    match device {
+        candle_core::Device::Cpu => process_memory().map(|m| m.0),
+        _ => None,
+    }
+}
+
+/// The batch source a config names, for a model with vocabulary `vocab`.
+pub fn open_source(cfg: &TrainConfig, vocab: usize) -> Result<Box<dyn BatchSource>> {
+    match cfg.data.source {
+        SourceKind::Synthetic => Ok(Box::new(SyntheticSource::new(&cfg.data, cfg.seed, vocab, cfg.batch_size, cfg.seq_len)?)),
+        SourceKind::Shards => Err(TrainError::Data("data.source = \"shards\" needs the token-shard loader (shard::reader), which this build does not wire in yet; use data.source = \"synthetic\" or pass a BatchSource to Trainer::new".into())),
+    }
+}
+
+/// Runs a training config end to end (the `train:<name>` pipeline stage).
+pub fn run(cfg: &TrainConfig) -> Result<RunSummary> {
+    let arch = cfg.model.arch()?;
+    let source = open_source(cfg, arch.vocab_size)?;
+    Trainer::new(cfg, source)?.run()
+}
