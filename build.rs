@@ -50,7 +50,10 @@ fn build_ptx(out: &Path, cuda_home: Option<&Path>) {
         let stem = src.file_stem().expect("file name").to_string_lossy().to_string();
         let ptx = out.join(format!("{stem}.ptx"));
         // compute_XX PTX: the driver compiles it for the card at module load.
-        run(Command::new(&nvcc).args(["-ptx", "-O3", "-std=c++17", &format!("-arch=compute_{cap}")]).arg(&src).arg("-o").arg(&ptx), "nvcc -ptx");
+        run(
+            Command::new(&nvcc).args(["-ptx", "-O3", "-std=c++17", &format!("-arch=compute_{cap}")]).arg(&src).arg("-o").arg(&ptx),
+            "nvcc -ptx",
+        );
     }
 }
 

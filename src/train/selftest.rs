@@ -148,7 +148,13 @@ fn rope_to(r: &RopeCtx, dev: &Device) -> Result<RopeCtx> {
 }
 
 fn seg_to(s: &Segments, dev: &Device) -> Result<Segments> {
-    Ok(Segments { batch: s.batch, seq_len: s.seq_len, segment_ids: s.segment_ids.to_device(dev)?, cu_seqlens: s.cu_seqlens.to_device(dev)?, max_seqlen: s.max_seqlen })
+    Ok(Segments {
+        batch: s.batch,
+        seq_len: s.seq_len,
+        segment_ids: s.segment_ids.to_device(dev)?,
+        cu_seqlens: s.cu_seqlens.to_device(dev)?,
+        max_seqlen: s.max_seqlen,
+    })
 }
 
 fn norm_checks(c: &mut Ctx) -> Result<()> {
@@ -252,7 +258,12 @@ fn grad_checks(c: &mut Ctx) -> Result<()> {
         let (x, xc) = c.randn(&[n, 640], 1.0, bf)?;
         let (a0, a0c) = c.randn(&[h, 640], 1.0, DType::F32)?;
         c.compare("linear_grad_acc (new)", &c.ops.linear_grad_acc(&dy, &x, None)?, &r.linear_grad_acc(&dyc, &xc, None)?, TOL_MIXED)?;
-        c.compare("linear_grad_acc (acc)", &c.ops.linear_grad_acc(&dy, &x, Some(a0))?, &r.linear_grad_acc(&dyc, &xc, Some(a0c))?, TOL_MIXED)?;
+        c.compare(
+            "linear_grad_acc (acc)",
+            &c.ops.linear_grad_acc(&dy, &x, Some(a0))?,
+            &r.linear_grad_acc(&dyc, &xc, Some(a0c))?,
+            TOL_MIXED,
+        )?;
         let (b0, b0c) = c.randn(&[h], 1.0, DType::F32)?;
         c.compare("bias_grad_acc (new)", &c.ops.bias_grad_acc(&dy, None)?, &r.bias_grad_acc(&dyc, None)?, TOL_MIXED)?;
         c.compare("bias_grad_acc (acc)", &c.ops.bias_grad_acc(&dy, Some(b0))?, &r.bias_grad_acc(&dyc, Some(b0c))?, TOL_MIXED)?;
@@ -272,7 +283,9 @@ fn ce_checks(c: &mut Ctx) -> Result<()> {
         let rows: Vec<u32> = (0..n as u32).filter(|i| i % 7 != 3).collect();
         let tg: Vec<u32> = rows.iter().map(|_| c.rng.random_range(0..vocab as u32)).collect();
         let m = rows.len();
-        let mk = |dev: &Device| -> Result<CeTargets> { Ok(CeTargets { rows: Tensor::from_slice(&rows, m, dev)?, targets: Tensor::from_slice(&tg, m, dev)?, count: m }) };
+        let mk = |dev: &Device| -> Result<CeTargets> {
+            Ok(CeTargets { rows: Tensor::from_slice(&rows, m, dev)?, targets: Tensor::from_slice(&tg, m, dev)?, count: m })
+        };
         let (td, tc) = (mk(&c.dev)?, mk(&cpu)?);
         let s = 1.0 / m as f64;
         let o = c.ops.cross_entropy(&hs, &w, &td, Some(s), chunk)?;
@@ -339,7 +352,14 @@ fn unit_checks(c: &mut Ctx) {
     }
     for (name, f) in groups {
         if let Err(e) = f(c) {
-            c.checks.push(Check { name: format!("{name}: ERROR {e}"), shape: vec![], rel_err: f64::NAN, max_abs: f64::NAN, tol: 0.0, pass: false });
+            c.checks.push(Check {
+                name: format!("{name}: ERROR {e}"),
+                shape: vec![],
+                rel_err: f64::NAN,
+                max_abs: f64::NAN,
+                tol: 0.0,
+                pass: false,
+            });
         }
     }
 }
@@ -397,13 +417,27 @@ pub fn run(dev: &Device, seed: u64) -> Result<Report> {
     let ld = match train_losses("small", dev, dtype, &batch, steps, seed) {
         Ok(l) => l,
         Err(e) => {
-            c.checks.push(Check { name: format!("train: ERROR {e}"), shape: vec![], rel_err: f64::NAN, max_abs: f64::NAN, tol: 0.0, pass: false });
+            c.checks.push(Check {
+                name: format!("train: ERROR {e}"),
+                shape: vec![],
+                rel_err: f64::NAN,
+                max_abs: f64::NAN,
+                tol: 0.0,
+                pass: false,
+            });
             vec![f64::NAN; steps]
         }
     };
     for (i, (a, b)) in ld.iter().zip(&lc).enumerate() {
         let rel = ((a - b) / b).abs();
-        c.checks.push(Check { name: format!("train.loss[{i}]"), shape: vec![], rel_err: if a.is_finite() { rel } else { f64::NAN }, max_abs: (a - b).abs(), tol: TOL_LOSS, pass: rel <= TOL_LOSS });
+        c.checks.push(Check {
+            name: format!("train.loss[{i}]"),
+            shape: vec![],
+            rel_err: if a.is_finite() { rel } else { f64::NAN },
+            max_abs: (a - b).abs(),
+            tol: TOL_LOSS,
+            pass: rel <= TOL_LOSS,
+        });
     }
     if !(ld.last() < ld.first()) {
         c.checks.push(Check { name: "train.loss falls".into(), shape: vec![], rel_err: f64::NAN, max_abs: 0.0, tol: 0.0, pass: false });

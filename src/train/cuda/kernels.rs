@@ -1,11 +1,11 @@
 //! The fused kernels of `kernels/train.cu` (PTX built by build.rs) and what launching them needs:
 //! raw device pointers of candle tensors, uninitialised outputs, launch shapes.
 
-use candle_core::backend::BackendStorage;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use candle_core::cuda_backend::cudarc::driver::CudaFunction;
 use candle_core::cuda_backend::cudarc::driver::{result, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig};
-use candle_core::cuda_backend::CudaFunc;
+use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{CudaDevice, DType, Device, Shape, Storage, Tensor};
 
 use crate::train::error::{Result, TrainError};
@@ -15,8 +15,8 @@ pub const TRAIN_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train.ptx"))
 const MODULE: &str = "coretech_train";
 
 /// A kernel of the module (loaded once per device, then looked up).
-pub fn func(dev: &CudaDevice, name: &str) -> Result<CudaFunc> {
-    Ok(dev.get_or_load_custom_func(name, MODULE, TRAIN_PTX)?)
+pub fn func(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
+    Ok(dev.get_or_load_custom_func(name, MODULE, TRAIN_PTX)?.into_cuda_function())
 }
 
 /// The CUDA device of a tensor.
@@ -40,16 +40,15 @@ pub fn dptr(t: &Tensor) -> Result<u64> {
     let (st, layout) = t.storage_and_layout();
     let (start, _) = layout.contiguous_offsets().ok_or_else(|| err(format!("kernel input of shape {:?} is not contiguous", t.dims())))?;
     let Storage::Cuda(cs) = &*st else { return Err(err("kernel input is not on the GPU")) };
-    let base = match t.dtype() {
-        DType::BF16 => cs.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0,
-        DType::F32 => cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
-        DType::F64 => cs.as_cuda_slice::<f64>()?.device_ptr(&stream).0,
-        DType::U32 => cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0,
-        DType::I64 => cs.as_cuda_slice::<i64>()?.device_ptr(&stream).0,
-        DType::U8 => cs.as_cuda_slice::<u8>()?.device_ptr(&stream).0,
-        d => return Err(err(format!("no kernel takes {d:?} tensors"))),
+    let base = match &cs.slice {
+        CudaStorageSlice::BF16(s) => s.device_ptr(&stream).0,
+        CudaStorageSlice::F32(s) => s.device_ptr(&stream).0,
+        CudaStorageSlice::F64(s) => s.device_ptr(&stream).0,
+        CudaStorageSlice::U32(s) => s.device_ptr(&stream).0,
+        CudaStorageSlice::I64(s) => s.device_ptr(&stream).0,
+        CudaStorageSlice::U8(s) => s.device_ptr(&stream).0,
+        _ => return Err(err(format!("no kernel takes {:?} tensors", t.dtype()))),
     };
-    let _ = cs.device();
     Ok(base + (start * t.dtype().size_in_bytes()) as u64)
 }
 
@@ -100,7 +99,8 @@ macro_rules! ct_launch {
     ($dev:expr, $name:expr, $cfg:expr, $($arg:expr),* $(,)?) => {{
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         let f = $crate::train::cuda::kernels::func($dev, $name)?;
-        let mut b = f.builder();
+        let stream = $dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         $( b.arg(&$arg); )*
         // SAFETY: argument lists match the kernel signatures in train.cu (checked by selftest).
         unsafe { b.launch($cfg) }.map_err(candle_core::Error::wrap)?;

@@ -70,7 +70,12 @@ impl CudaOps {
         if let Err(e) = device::configure(dev) {
             tracing::warn!("CUDA memory pool / event tracking not configured (training will be slower): {e}");
         }
-        let forced: Vec<String> = std::env::var("CORETECH_CUDA_REFERENCE").unwrap_or_default().split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        let forced: Vec<String> = std::env::var("CORETECH_CUDA_REFERENCE")
+            .unwrap_or_default()
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
         if !forced.is_empty() {
             tracing::warn!("CORETECH_CUDA_REFERENCE: reference composition for {forced:?}");
         }
@@ -163,7 +168,11 @@ impl CudaOps {
         let (acc, beta) = match acc {
             Some(a) => {
                 if a.dims() != [out, inn] || a.dtype() != DType::F32 || !a.is_contiguous() {
-                    return Err(bad(format!("linear_grad_acc: accumulator {:?} {:?}, expected contiguous f32 ({out}, {inn})", a.dims(), a.dtype())));
+                    return Err(bad(format!(
+                        "linear_grad_acc: accumulator {:?} {:?}, expected contiguous f32 ({out}, {inn})",
+                        a.dims(),
+                        a.dtype()
+                    )));
                 }
                 (a, 1f32)
             }
@@ -231,7 +240,19 @@ impl CudaOps {
         let (rows_i, cols_i, rpc, chunks_i) = (rows as i32, cols as i32, COLSUM_ROWS as i32, chunks as i32);
         let threads = 128u32;
         let gx = cols.div_ceil(2 * threads as usize) as u32;
-        launch!(&self.dev, "colsum_partial_bf16", cfg_grid((gx, chunks as u32, 1), threads), p_dy, p_x, p_r, p_part, rows_i, cols_i, rpc, mode);
+        launch!(
+            &self.dev,
+            "colsum_partial_bf16",
+            cfg_grid((gx, chunks as u32, 1), threads),
+            p_dy,
+            p_x,
+            p_r,
+            p_part,
+            rows_i,
+            cols_i,
+            rpc,
+            mode
+        );
         let p_out = dptr(&out)?;
         launch!(&self.dev, "colsum_final", cfg_1d(cols, 256), p_part, p_out, chunks_i, cols_i, accum);
         Ok(out)
@@ -242,14 +263,23 @@ impl CudaOps {
         if nseg == b && seg.max_seqlen == t {
             return Ok(None); // one full-length segment per row: the dense layout
         }
-        Ok(Some((nseg, [self.dev.alloc_zeros::<i32>(nseg.max(1))?, self.dev.alloc_zeros::<i32>(nseg + 1)?, self.dev.alloc_zeros::<i32>(nseg + 1)?, self.dev.alloc_zeros::<i32>(nseg + 1)?])))
+        Ok(Some((
+            nseg,
+            [
+                self.dev.alloc_zeros::<i32>(nseg.max(1))?,
+                self.dev.alloc_zeros::<i32>(nseg + 1)?,
+                self.dev.alloc_zeros::<i32>(nseg + 1)?,
+                self.dev.alloc_zeros::<i32>(nseg + 1)?,
+            ],
+        )))
     }
 
     fn fill_ragged(&self, seg: &Segments, nseg: usize, hq: usize, hkv: usize, d: usize, r: &[CudaSlice<i32>; 4]) -> Result<()> {
         let cu = contig(&seg.cu_seqlens)?;
         let p_cu = dptr(&cu)?;
         let (nb, hq_i, hkv_i, d_i) = (nseg as i32, hq as i32, hkv as i32, d as i32);
-        let (p0, p1, p2, p3) = (slice_ptr(&self.dev, &r[0]), slice_ptr(&self.dev, &r[1]), slice_ptr(&self.dev, &r[2]), slice_ptr(&self.dev, &r[3]));
+        let (p0, p1, p2, p3) =
+            (slice_ptr(&self.dev, &r[0]), slice_ptr(&self.dev, &r[1]), slice_ptr(&self.dev, &r[2]), slice_ptr(&self.dev, &r[3]));
         launch!(&self.dev, "sdpa_ragged_offsets", cfg_1d(nseg + 1, 128), p_cu, nb, hq_i, hkv_i, d_i, p0, p1, p2, p3);
         Ok(())
     }
@@ -337,7 +367,17 @@ impl Ops for CudaOps {
         let out = empty((b, t, hq, d), DType::BF16, &self.dev)?;
         let lse = empty((b, hq, t), DType::F32, &self.dev)?;
         let ragged = self.attn_segments(seg, b, t)?;
-        let mut desc = sdpa::SdpaDesc { b: b as i64, hq: hq as i64, hkv: hkv as i64, s: t as i64, d: d as i64, total: 0, scale: scale as f32, ragged: 0, bwd: 0 };
+        let mut desc = sdpa::SdpaDesc {
+            b: b as i64,
+            hq: hq as i64,
+            hkv: hkv as i64,
+            s: t as i64,
+            d: d as i64,
+            total: 0,
+            scale: scale as f32,
+            ragged: 0,
+            bwd: 0,
+        };
         let mut ptrs = [0u64; sdpa::SLOTS];
         ptrs[sdpa::Slot::Q as usize] = dptr(&q)?;
         ptrs[sdpa::Slot::K as usize] = dptr(&k)?;
@@ -369,7 +409,16 @@ impl Ops for CudaOps {
         Ok(AttnOut { out, lse })
     }
 
-    fn attn_bwd(&self, dout: &Tensor, q: &Tensor, k: &Tensor, v: &Tensor, fwd: &AttnOut, seg: &Segments, scale: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    fn attn_bwd(
+        &self,
+        dout: &Tensor,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        fwd: &AttnOut,
+        seg: &Segments,
+        scale: f64,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let _p = self.prof("attn_bwd");
         if self.forced("attn_bwd") {
             return ReferenceOps.attn_bwd(dout, q, k, v, fwd, seg, scale);
@@ -384,9 +433,28 @@ impl Ops for CudaOps {
         let dk = empty((b, t, hkv, d), DType::BF16, &self.dev)?;
         let dv = empty((b, t, hkv, d), DType::BF16, &self.dev)?;
         let ragged = self.attn_segments(seg, b, t)?;
-        let mut desc = sdpa::SdpaDesc { b: b as i64, hq: hq as i64, hkv: hkv as i64, s: t as i64, d: d as i64, total: 0, scale: scale as f32, ragged: 0, bwd: 1 };
+        let mut desc = sdpa::SdpaDesc {
+            b: b as i64,
+            hq: hq as i64,
+            hkv: hkv as i64,
+            s: t as i64,
+            d: d as i64,
+            total: 0,
+            scale: scale as f32,
+            ragged: 0,
+            bwd: 1,
+        };
         let mut ptrs = [0u64; sdpa::SLOTS];
-        for (slot, x) in [(sdpa::Slot::Q, &q), (sdpa::Slot::K, &k), (sdpa::Slot::V, &v), (sdpa::Slot::O, &o), (sdpa::Slot::DO, &dout), (sdpa::Slot::DQ, &dq), (sdpa::Slot::DK, &dk), (sdpa::Slot::DV, &dv)] {
+        for (slot, x) in [
+            (sdpa::Slot::Q, &q),
+            (sdpa::Slot::K, &k),
+            (sdpa::Slot::V, &v),
+            (sdpa::Slot::O, &o),
+            (sdpa::Slot::DO, &dout),
+            (sdpa::Slot::DQ, &dq),
+            (sdpa::Slot::DK, &dk),
+            (sdpa::Slot::DV, &dv),
+        ] {
             ptrs[slot as usize] = dptr(x)?;
         }
         let mut _stats_thd = None;
@@ -434,7 +502,12 @@ impl Ops for CudaOps {
         if self.forced("swiglu_bwd") {
             return ReferenceOps.swiglu_bwd(dy, gate, up);
         }
-        if bf16_rows(gate).is_none() || up.dtype() != DType::BF16 || dy.dtype() != DType::BF16 || gate.dims() != up.dims() || gate.dims() != dy.dims() {
+        if bf16_rows(gate).is_none()
+            || up.dtype() != DType::BF16
+            || dy.dtype() != DType::BF16
+            || gate.dims() != up.dims()
+            || gate.dims() != dy.dims()
+        {
             return ReferenceOps.swiglu_bwd(dy, gate, up);
         }
         let (d, g, u) = (contig(dy)?, contig(gate)?, contig(up)?);
@@ -487,7 +560,8 @@ impl Ops for CudaOps {
         }
         let (o, s, u) = (upload(&self.dev, &order)?, upload(&self.dev, &starts)?, upload(&self.dev, &uniq)?);
         let dy = contig(dy)?;
-        let (pdy, po, ps, pu, pg) = (dptr(&dy)?, slice_ptr(&self.dev, &o), slice_ptr(&self.dev, &s), slice_ptr(&self.dev, &u), dptr(&grad)?);
+        let (pdy, po, ps, pu, pg) =
+            (dptr(&dy)?, slice_ptr(&self.dev, &o), slice_ptr(&self.dev, &s), slice_ptr(&self.dev, &u), dptr(&grad)?);
         let h_i = h as i32;
         launch!(&self.dev, "embedding_bwd_bf16", cfg_grid((uniq.len() as u32, 1, 1), 128), pdy, po, ps, pu, pg, h_i);
         Ok(grad)
@@ -578,14 +652,23 @@ impl Ops for CudaOps {
             return ReferenceOps.sum_squares(grads);
         }
         let grads: Vec<Tensor> = grads.iter().map(contig).collect::<Result<_>>()?;
-        let entries: Vec<AdamTensor> = grads.iter().map(|g| Ok(AdamTensor { grad: dptr(g)?, n: g.elem_count() as i64, ..Default::default() })).collect::<Result<_>>()?;
+        let entries: Vec<AdamTensor> = grads
+            .iter()
+            .map(|g| Ok(AdamTensor { grad: dptr(g)?, n: g.elem_count() as i64, ..Default::default() }))
+            .collect::<Result<_>>()?;
         let tb = table(&self.dev, &entries)?;
         if tb.blocks == 0 {
             return Ok(0.0);
         }
         let partial = empty(tb.blocks, DType::F64, &self.dev)?;
         let out = empty(1, DType::F64, &self.dev)?;
-        let (pt, pbt, pbo, pp, po) = (slice_ptr(&self.dev, &tb.tensors), slice_ptr(&self.dev, &tb.blk_tensor), slice_ptr(&self.dev, &tb.blk_off), dptr(&partial)?, dptr(&out)?);
+        let (pt, pbt, pbo, pp, po) = (
+            slice_ptr(&self.dev, &tb.tensors),
+            slice_ptr(&self.dev, &tb.blk_tensor),
+            slice_ptr(&self.dev, &tb.blk_off),
+            dptr(&partial)?,
+            dptr(&out)?,
+        );
         let (chunk, nb) = (MT_CHUNK as i32, tb.blocks as i32);
         launch!(&self.dev, "sumsq_multi", cfg_grid((tb.blocks as u32, 1, 1), 256), pt, pbt, pbo, chunk, pp);
         launch!(&self.dev, "sum_f64_serial", cfg_grid((1, 1, 1), 32), pp, nb, po);
@@ -602,7 +685,13 @@ impl Ops for CudaOps {
         }
         let fused = states.iter().zip(grads).zip(params.iter()).all(|((s, g), p)| {
             let f32c = |t: &Tensor| t.dtype() == DType::F32 && t.is_contiguous() && t.elem_count() == s.master.elem_count();
-            f32c(&s.master) && f32c(&s.exp_avg) && f32c(&s.exp_avg_sq) && f32c(g) && matches!(p.dtype(), DType::BF16 | DType::F32) && p.is_contiguous() && p.elem_count() == s.master.elem_count()
+            f32c(&s.master)
+                && f32c(&s.exp_avg)
+                && f32c(&s.exp_avg_sq)
+                && f32c(g)
+                && matches!(p.dtype(), DType::BF16 | DType::F32)
+                && p.is_contiguous()
+                && p.elem_count() == s.master.elem_count()
         });
         if !fused {
             return ReferenceOps.adamw_step(states, grads, params, hp);
@@ -630,7 +719,8 @@ impl Ops for CudaOps {
         }
         let bc1 = (1.0 - hp.beta1.powi(hp.step as i32)) as f32;
         let bc2s = (1.0 - hp.beta2.powi(hp.step as i32)).sqrt() as f32;
-        let (lr, b1, b2, eps, wd, gs) = (hp.lr as f32, hp.beta1 as f32, hp.beta2 as f32, hp.eps as f32, hp.weight_decay as f32, hp.grad_scale as f32);
+        let (lr, b1, b2, eps, wd, gs) =
+            (hp.lr as f32, hp.beta1 as f32, hp.beta2 as f32, hp.eps as f32, hp.weight_decay as f32, hp.grad_scale as f32);
         let (pt, pbt, pbo) = (slice_ptr(&self.dev, &tb.tensors), slice_ptr(&self.dev, &tb.blk_tensor), slice_ptr(&self.dev, &tb.blk_off));
         let chunk = MT_CHUNK as i32;
         launch!(&self.dev, "adamw_multi", cfg_grid((tb.blocks as u32, 1, 1), 512), pt, pbt, pbo, chunk, lr, b1, b2, eps, wd, bc1, bc2s, gs);
