@@ -17,7 +17,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaEvent, CudaSlice};
 use candle_core::{CudaDevice, DType, Tensor};
 
 use super::{AdamState, AdamWStep, AttnOut, CeOut, CeTargets, Ops, ReferenceOps, RmsNormOut, RopeCtx, Segments, UnitTime};
-use crate::train::cuda::kernels::{cfg_1d, cfg_grid, cuda_device, dptr, empty, launch, slice_ptr, upload};
+use crate::train::cuda::kernels::{cfg_1d, cfg_grid, dptr, empty, launch, slice_ptr, upload};
 use crate::train::cuda::{device, sdpa};
 use crate::train::error::{Result, TrainError};
 
@@ -772,9 +772,4 @@ impl CudaOps {
         launch!(&self.dev, "rope_bf16", cfg_1d(n * heads * (d / 16), 256), px, pc, ps, py, n_i, h_i, d_i, sign);
         Ok(y)
     }
-}
-
-/// The CUDA device of a tensor (re-exported for callers that hold only tensors).
-pub fn tensor_device(t: &Tensor) -> Result<CudaDevice> {
-    cuda_device(t)
 }

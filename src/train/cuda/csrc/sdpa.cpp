@@ -15,7 +15,6 @@
 #include <cudnn_frontend.h>
 #include <dlfcn.h>
 
-#include <climits>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -77,9 +76,10 @@ int fail(const std::string &m) {
 
 using T_ = std::shared_ptr<fe::graph::Tensor_attributes>;
 
-// (b, h, s, d) with BSHD strides: token-major rows of h·d elements.
+// (b, h, s, d) with BSHD strides: token-major rows of h·d elements. Ragged tensors keep the dense
+// batch stride (cuDNN checks its 16-byte alignment; the ragged offsets replace it).
 T_ qkv_tensor(fe::graph::Graph &g, int64_t uid, const char *name, const CtSdpaDesc &d, int64_t h) {
-    int64_t bstride = d.ragged ? INT_MAX : d.s * h * d.d;
+    int64_t bstride = d.s * h * d.d;
     return g.tensor(fe::graph::Tensor_attributes()
                         .set_uid(uid)
                         .set_name(name)
@@ -88,7 +88,7 @@ T_ qkv_tensor(fe::graph::Graph &g, int64_t uid, const char *name, const CtSdpaDe
 }
 
 void shape_like_q(const T_ &t, int64_t uid, const CtSdpaDesc &d, int64_t h) {
-    int64_t bstride = d.ragged ? INT_MAX : d.s * h * d.d;
+    int64_t bstride = d.s * h * d.d;
     t->set_output(true).set_uid(uid).set_dim({d.b, h, d.s, d.d}).set_stride({bstride, d.d, h * d.d, 1});
 }
 
@@ -104,7 +104,7 @@ T_ int_tensor(fe::graph::Graph &g, int64_t uid, const char *name, int64_t n) {
 void stats_layout(const T_ &t, const CtSdpaDesc &d) {
     t->set_uid(STATS).set_data_type(fe::DataType_t::FLOAT).set_dim({d.b, d.hq, d.s, 1});
     if (d.ragged) {
-        t->set_stride({INT_MAX, 1, d.hq, 1});
+        t->set_stride({d.hq * d.s, 1, d.hq, 1});
     } else {
         t->set_stride({d.hq * d.s, d.s, 1, 1});
     }
