@@ -6,7 +6,7 @@
 # PARTS picks what runs (default: all), e.g. PARTS="selftest ours05 torch05".
 set -u
 OUT=${OUT:-/tmp/ct-out}; mkdir -p "$OUT"
-PARTS=${PARTS:-"selftest ours05 ours15 cpt torch05 torch15"}
+PARTS=${PARTS:-"selftest ours05 torch05c ours05x ours15 cpt torch05x torch15"}
 SP=/opt/torch/.venv/lib/python3.12/site-packages
 PY=/opt/torch/.venv/bin/python3
 export LD_LIBRARY_PATH=$(find $SP/nvidia -name 'lib*.so*' -printf '%h\n' | sort -u | tr '\n' ':')${LD_LIBRARY_PATH:-}
@@ -26,8 +26,9 @@ step() {
 }
 B="/tmp/ct bench train --device cuda --dtype bf16 --seq 2048 --warmup 3 --steps 10"
 if has selftest; then step selftest 240 /tmp/ct selftest --device cuda; fi
-if has ours05; then
-  step ours05_b8 120 $B --model qwen2.5-0.5b --batch 8 --ce-chunk 4096
+if has ours05; then step ours05_b8 120 $B --model qwen2.5-0.5b --batch 8 --ce-chunk 4096; fi
+if has torch05c; then BATCHES=8 step torch05_bf16c 200 $PY .dev/torch_qwen2_train.py bf16c; fi
+if has ours05x; then
   step ours05_b8_ce8k 120 $B --model qwen2.5-0.5b --batch 8 --ce-chunk 8192
   step ours05_b8_rc 120 $B --model qwen2.5-0.5b --batch 8 --ce-chunk 4096 --recompute
 fi
@@ -54,8 +55,8 @@ for x, y in zip(a, b):
 print(f"CPT steps cuda {len(a)} cpu {len(b)}, worst relative loss difference {worst:.3e}")
 PYEOF
 fi
-if has torch05; then
-  for m in bf16c bf16 ampc amp; do BATCHES=8 step torch05_$m 200 $PY .dev/torch_qwen2_train.py $m; done
+if has torch05x; then
+  for m in bf16 ampc amp; do BATCHES=8 step torch05_$m 200 $PY .dev/torch_qwen2_train.py $m; done
 fi
 if has torch15; then QWEN=1.5b BATCHES="8 6 4" step torch15_bf16c 300 $PY .dev/torch_qwen2_shape.py bf16c; fi
 echo "== done"
