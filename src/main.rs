@@ -177,6 +177,19 @@ enum Cmd {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Check the device's fused training units against the CPU reference (random inputs, forward
+    /// and backward, stated tolerances) and a few training steps; prints a table and JSON.
+    Selftest {
+        /// Device (cpu|cuda).
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// CUDA ordinal.
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+        /// Seed of the random inputs (default: from the clock, so every run draws fresh inputs).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Show a shard file or directory: schema, row counts, sample rows, per-source stats.
     Inspect {
         /// A `.parquet` shard or a shard directory.
@@ -534,6 +547,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let summary = coretech::train::trainer::run(&tc)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Cmd::Selftest { device, gpu, seed } => {
+            let tc = coretech::train::TrainConfig { device: device.parse()?, gpu, ..Default::default() };
+            let seed = seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+            let r = coretech::train::selftest::run(&tc.device()?, seed)?;
+            for c in &r.checks {
+                let status = if c.pass { "ok" } else { "FAIL" };
+                println!("{:<44} {:>14} rel_err {:>10.3e} max_abs {:>10.3e} tol {:>8.1e}  {status}", c.name, format!("{:?}", c.shape), c.rel_err, c.max_abs, c.tol);
+            }
+            println!("train losses {}: {:?}", r.device, r.train_losses_device);
+            println!("train losses cpu: {:?}", r.train_losses_cpu);
+            println!("SELFTEST {}", serde_json::to_string(&r)?);
+            println!("selftest: {} passed, {} failed", r.passed, r.failed);
+            if r.failed > 0 {
+                anyhow::bail!("selftest: {} of {} checks failed", r.failed, r.passed + r.failed);
+            }
         }
         Cmd::Inspect { path, rows } => {
             print!("{}", coretech::inspect::inspect(&path, rows)?);

@@ -94,6 +94,27 @@ pub struct BenchResult {
     pub loss_first: f64,
     /// Loss of the last step.
     pub loss_last: f64,
+    /// GPU name (CUDA).
+    pub gpu: Option<String>,
+    /// Mean forward time (forward + loss, no gradients; measured on separate steps).
+    pub forward_s_mean: Option<f64>,
+    /// Mean backward time: forward+backward minus forward.
+    pub backward_s_mean: Option<f64>,
+    /// Measured bf16 matmul rate, TFLOP/s (8192³ through cuBLAS, median; CUDA).
+    pub matmul_tflops: Option<f64>,
+    /// 6·N·tokens/s over the measured matmul rate.
+    pub mfu_measured_peak: Option<f64>,
+    /// Device time per fused unit in one profiled step (events around each unit; CUDA).
+    pub units: Vec<ops::UnitTime>,
+    /// Wall time of the profiled step.
+    pub profiled_step_s: Option<f64>,
+    /// Peak bytes in use by the trainer's allocations (CUDA pool high-water mark, like
+    /// PyTorch's `max_memory_allocated`).
+    pub peak_alloc_bytes: Option<u64>,
+    /// Peak bytes the CUDA pool held (like PyTorch's `max_memory_reserved`).
+    pub peak_reserved_bytes: Option<u64>,
+    /// Bytes in use on the whole device after the timed steps (`cuMemGetInfo`).
+    pub device_used_bytes: Option<u64>,
 }
 
 /// Runs the benchmark.
@@ -131,6 +152,10 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
     let inputs = model.inputs(&batch)?;
     let scale = 1.0 / inputs.targets.count as f64;
     let sync = || -> Result<()> { Ok(model_device_sync(&device)?) };
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = &device {
+        crate::train::cuda::device::reset_peaks(d)?;
+    }
     let mut losses = Vec::new();
     let (mut steps, mut fb, mut op) = (Vec::new(), Vec::new(), Vec::new());
     let mut cpu0 = None;
@@ -156,6 +181,36 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
     }
     let cpu_s_per_step = cpu0.zip(process_cpu_seconds()).map(|(a, z)| (z - a) / b.steps as f64);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    #[allow(unused_mut)]
+    let (mut gpu, mut mem, mut matmul_tflops): (Option<String>, Option<(u64, u64, u64)>, Option<f64>) = (None, None, None);
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = &device {
+        let m = crate::train::cuda::device::mem_stats(d)?;
+        mem = Some((m.pool_used_peak, m.pool_reserved_peak, m.device_used));
+        gpu = Some(crate::train::cuda::device::gpu_name(d)?);
+    }
+    // Forward alone (loss without gradients), then one step with every unit timed on the device.
+    let mut fwd = Vec::new();
+    for _ in 0..b.steps.min(3) {
+        let t0 = Instant::now();
+        model.loss_sum(ops.as_ref(), &inputs)?;
+        sync()?;
+        fwd.push(t0.elapsed().as_secs_f64());
+    }
+    ops.set_profiling(true);
+    let t0 = Instant::now();
+    let mut grads = Grads::new(model.params.len());
+    model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)?;
+    opt.step(ops.as_ref(), &grads, &mut model.params, cfg.lr)?;
+    drop(grads);
+    sync()?;
+    let profiled_step_s = t0.elapsed().as_secs_f64();
+    let units = ops.take_profile()?;
+    ops.set_profiling(false);
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = &device {
+        matmul_tflops = Some(crate::train::cuda::device::matmul_tflops(d, 10)?);
+    }
     let mut sorted = steps.clone();
     sorted.sort_by(f64::total_cmp);
     let tokens_per_s = n as f64 / mean(&steps);
@@ -183,6 +238,16 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
         peak_rss_bytes: process_memory().map(|m| m.1),
         loss_first: losses[0],
         loss_last: *losses.last().expect("at least one step"),
+        gpu,
+        forward_s_mean: Some(mean(&fwd)),
+        backward_s_mean: Some(mean(&fb) - mean(&fwd)),
+        matmul_tflops,
+        mfu_measured_peak: matmul_tflops.map(|m| 6.0 * model.num_params() as f64 * tokens_per_s / (m * 1e12)),
+        units: units.clone(),
+        profiled_step_s: (!units.is_empty()).then_some(profiled_step_s),
+        peak_alloc_bytes: mem.map(|m| m.0),
+        peak_reserved_bytes: mem.map(|m| m.1),
+        device_used_bytes: mem.map(|m| m.2),
     })
 }
 

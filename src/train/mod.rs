@@ -11,6 +11,8 @@ pub mod arch;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
 pub mod error;
 pub mod metrics;
@@ -18,6 +20,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod schedule;
+pub mod selftest;
 pub mod trainer;
 
 pub use arch::Qwen2Config;

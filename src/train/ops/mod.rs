@@ -13,10 +13,14 @@
 //! * statistics saved for backward (`rstd`, `lse`) and weight gradients are in the accumulation
 //!   dtype: f64 for f64 compute (finite-difference tests), f32 otherwise.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod reference;
 
 use candle_core::{DType, Device, Tensor};
 
+#[cfg(feature = "cuda")]
+pub use cuda::CudaOps;
 pub use reference::ReferenceOps;
 
 use super::error::Result;
@@ -154,6 +158,17 @@ pub struct AdamState {
     pub decay: bool,
 }
 
+/// Device time spent in one unit while profiling was on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnitTime {
+    /// Unit name (`attn_bwd`, `cross_entropy`, …).
+    pub name: String,
+    /// Device seconds, summed over calls.
+    pub seconds: f64,
+    /// Calls.
+    pub calls: usize,
+}
+
 /// The fusable units of a training step. Every method is pure in its tensor inputs: it returns
 /// new tensors (or, for the `*_acc` forms, the updated accumulator it was handed).
 pub trait Ops: Send + Sync {
@@ -227,6 +242,15 @@ pub trait Ops: Send + Sync {
     /// One multi-tensor AdamW step over all parameters: updates `states` in place and writes
     /// each updated master weight, cast to `params[i]`'s dtype, into `params[i]`.
     fn adamw_step(&self, states: &mut [AdamState], grads: &[Tensor], params: &mut [Tensor], hp: &AdamWStep) -> Result<()>;
+
+    /// Starts or stops timing every unit on the device (benchmarks; backends without device
+    /// timers ignore it).
+    fn set_profiling(&self, _on: bool) {}
+
+    /// Device time per unit since profiling started; clears the record (waits for the device).
+    fn take_profile(&self) -> Result<Vec<UnitTime>> {
+        Ok(Vec::new())
+    }
 }
 
 fn add_acc(acc: Option<Tensor>, g: Tensor) -> Result<Tensor> {
@@ -237,8 +261,12 @@ fn add_acc(acc: Option<Tensor>, g: Tensor) -> Result<Tensor> {
 }
 
 /// The backend for a device: the fused kernels where the build has them, else the reference.
-pub fn for_device(_device: &Device) -> Box<dyn Ops> {
-    Box::new(ReferenceOps)
+pub fn for_device(device: &Device) -> Box<dyn Ops> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => Box::new(CudaOps::new(d)),
+        _ => Box::new(ReferenceOps),
+    }
 }
 
 #[cfg(test)]
