@@ -460,6 +460,7 @@ pub struct Loader {
     cursor: Cursor,
     fingerprint: String,
     seq_len: usize,
+    total_batches: u64,
     done: bool,
 }
 
@@ -491,6 +492,8 @@ impl Loader {
         }
         let cursor = producer.cursor;
         let seq_len = producer.seq_len;
+        let epochs = producer.cfg.epochs as u64;
+        let total_batches = (0..producer.stages.len()).map(|st| producer.steps(st, 0) * epochs).sum();
         let source = if prefetch == 0 {
             Source::Direct(Box::new(producer))
         } else {
@@ -512,12 +515,17 @@ impl Loader {
                 .map_err(|e| other(format!("loader: cannot start the prefetch thread: {e}")))?;
             Source::Thread { rx, handle: Some(handle) }
         };
-        Ok(Loader { source, cursor, fingerprint, seq_len, done: false })
+        Ok(Loader { source, cursor, fingerprint, seq_len, total_batches, done: false })
     }
 
     /// Tokens per row.
     pub fn seq_len(&self) -> usize {
         self.seq_len
+    }
+
+    /// Batches this rank yields over all stages and epochs, from the start (not from the cursor).
+    pub fn total_batches(&self) -> u64 {
+        self.total_batches
     }
 
     /// The cursor of the next batch.

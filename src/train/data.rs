@@ -1,7 +1,7 @@
 //! Where training batches come from. The trainer codes against [`BatchSource`]: stage-ordered
-//! micro-batches with a JSON cursor to resume from. The token-shard loader (`shard::reader`,
-//! built separately) implements it for real shards; [`SyntheticSource`] (seeded documents, for
-//! tests, the demo and benchmarks) and [`VecSource`] (fixed batches) live here.
+//! micro-batches with a JSON cursor to resume from. [`ShardSource`] reads token shards through
+//! the streaming loader (`shard::reader`); [`SyntheticSource`] (seeded documents, for tests and
+//! benchmarks) and [`VecSource`] (fixed batches) live here too.
 
 use std::path::PathBuf;
 
@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, TrainError};
+use crate::shard::reader::{Loader, LoaderConfig};
 use crate::shard::Batch;
 
 /// A stream of training micro-batches in curriculum order.
@@ -107,11 +108,14 @@ pub struct DataConfig {
     pub stages: Vec<StageConfig>,
     /// Synthetic-source settings.
     pub synthetic: SyntheticConfig,
+    /// Shard source: micro-batches the loader prepares ahead on a background thread, so reading
+    /// overlaps the step (0: read on the training thread).
+    pub prefetch: usize,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { source: SourceKind::Synthetic, stages: vec![StageConfig::default()], synthetic: SyntheticConfig::default() }
+        Self { source: SourceKind::Synthetic, stages: vec![StageConfig::default()], synthetic: SyntheticConfig::default(), prefetch: 4 }
     }
 }
 
@@ -132,6 +136,19 @@ impl DataConfig {
                 return Err(TrainError::config(
                     format!("data.stages[{i}].shards"),
                     "a shard directory is needed with data.source = \"shards\"",
+                ));
+            }
+            // The loader takes one epoch count and one replay share for the whole curriculum.
+            if self.source == SourceKind::Shards && s.epochs != self.stages[0].epochs {
+                return Err(TrainError::config(
+                    format!("data.stages[{i}].epochs"),
+                    format!("with data.source = \"shards\" every stage has the same epochs ({} in stage 0)", self.stages[0].epochs),
+                ));
+            }
+            if self.source == SourceKind::Shards && i > 1 && s.replay != self.stages[1].replay {
+                return Err(TrainError::config(
+                    format!("data.stages[{i}].replay"),
+                    format!("with data.source = \"shards\" every stage after the first has the same replay ({} in stage 1)", self.stages[1].replay),
                 ));
             }
         }
@@ -312,6 +329,65 @@ impl BatchSource for VecSource {
     }
 }
 
+/// Token shards through the streaming loader (`data.source = "shards"`): each curriculum stage
+/// reads its `shards` directory; rows are tagged with the stage index they were drawn for.
+pub struct ShardSource {
+    cfg: LoaderConfig,
+    loader: Loader,
+}
+
+impl ShardSource {
+    /// Opens the stages' shard directories for micro-batches of `batch` rows of `seq_len` tokens.
+    pub fn new(data: &DataConfig, seed: u64, batch: usize, seq_len: usize) -> Result<ShardSource> {
+        data.validate()?;
+        let cfg = LoaderConfig {
+            stages: data.stages.iter().map(|s| s.shards.iter().cloned().collect()).collect(),
+            batch_size: batch,
+            seed,
+            epochs: data.stages[0].epochs,
+            rank: 0,
+            world_size: 1,
+            prefetch: data.prefetch,
+            replay: data.stages.get(1).map_or(0.0, |s| s.replay),
+            drop_last: false,
+        };
+        let loader = Loader::new(cfg.clone()).map_err(|e| TrainError::Data(e.to_string()))?;
+        if loader.seq_len() != seq_len {
+            return Err(TrainError::config("seq_len", format!("{seq_len}, but the shards hold rows of {} tokens", loader.seq_len())));
+        }
+        Ok(ShardSource { cfg, loader })
+    }
+}
+
+impl BatchSource for ShardSource {
+    fn next_batch(&mut self) -> Result<Option<Batch>> {
+        let mut b = match self.loader.next_batch().map_err(|e| TrainError::Data(e.to_string()))? {
+            Some(b) => b,
+            None => return Ok(None),
+        };
+        // The cursor after a batch is still in that batch's stage (it moves on at the next call).
+        b.stage = Some(vec![self.loader.cursor().stage as u32; b.batch]);
+        Ok(Some(b))
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "shards", "loader": self.loader.state() })
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
+        let st = state
+            .get("loader")
+            .filter(|_| state.get("kind").and_then(|k| k.as_str()) == Some("shards"))
+            .ok_or_else(|| TrainError::Data(format!("not a shard-source cursor: {state}")))?;
+        self.loader = Loader::restore(self.cfg.clone(), st).map_err(|e| TrainError::Data(e.to_string()))?;
+        Ok(())
+    }
+
+    fn total_batches(&self) -> Option<u64> {
+        Some(self.loader.total_batches())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +397,7 @@ mod tests {
             source: SourceKind::Synthetic,
             stages,
             synthetic: SyntheticConfig { rows: 10, vocab: 50, pool_docs: 4, min_doc_len: 3, max_doc_len: 9, prompt_fraction: 0.5 },
+            prefetch: 0,
         }
     }
 

@@ -9,7 +9,7 @@ use candle_core::DType;
 
 use super::checkpoint::{self, CheckpointData, TrainerState, STATE_FORMAT};
 use super::config::{DeviceKind, TrainConfig};
-use super::data::{BatchSource, SourceKind, SyntheticSource};
+use super::data::{BatchSource, ShardSource, SourceKind, SyntheticSource};
 use super::error::{Result, TrainError};
 use super::metrics::{process_memory, MetricsLog, StepMetrics, H100_BF16_PEAK};
 use super::model::{init_params, param_specs, Grads, Qwen2};
@@ -280,7 +280,7 @@ fn memory_bytes(device: &candle_core::Device) -> Option<u64> {
 pub fn open_source(cfg: &TrainConfig, vocab: usize) -> Result<Box<dyn BatchSource>> {
     match cfg.data.source {
         SourceKind::Synthetic => Ok(Box::new(SyntheticSource::new(&cfg.data, cfg.seed, vocab, cfg.batch_size, cfg.seq_len)?)),
-        SourceKind::Shards => Err(TrainError::Data("data.source = \"shards\" needs the token-shard loader (shard::reader), which this build does not wire in yet; use data.source = \"synthetic\" or pass a BatchSource to Trainer::new".into())),
+        SourceKind::Shards => Ok(Box::new(ShardSource::new(&cfg.data, cfg.seed, cfg.batch_size, cfg.seq_len)?)),
     }
 }
 
