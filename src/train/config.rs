@@ -79,7 +79,9 @@ pub struct ModelConfig {
     pub config_json: Option<PathBuf>,
     /// Start from these weights instead of a seeded HF init: a directory with `config.json` and
     /// `model.safetensors` (or shards and `model.safetensors.index.json`) — HF Qwen2.5 weights or
-    /// a checkpoint of ours. The architecture then comes from its `config.json`.
+    /// a checkpoint of ours — or a training run's output directory, meaning its newest complete
+    /// checkpoint (so an SFT run can name the CPT run it continues). The architecture then comes
+    /// from its `config.json`.
     pub from: Option<PathBuf>,
 }
 
@@ -96,8 +98,20 @@ impl ModelConfig {
         if let Some(p) = &self.config_json {
             return Qwen2Config::from_hf_file(p);
         }
-        let dir = self.from.as_ref().expect("one is set");
-        Qwen2Config::from_hf_file(&dir.join("config.json"))
+        Qwen2Config::from_hf_file(&self.weights_dir()?.expect("one is set").join("config.json"))
+    }
+
+    /// The weights directory `from` names: itself when it holds a `config.json`, else the newest
+    /// complete checkpoint of the run directory it is.
+    pub fn weights_dir(&self) -> Result<Option<PathBuf>> {
+        let Some(dir) = &self.from else { return Ok(None) };
+        if dir.join("config.json").is_file() {
+            return Ok(Some(dir.clone()));
+        }
+        match super::checkpoint::list(&dir.join("checkpoints"))?.pop() {
+            Some((_, ckpt)) => Ok(Some(ckpt)),
+            None => Err(TrainError::file(dir, "model.from: neither a weights directory (no config.json) nor a run directory with a complete checkpoint")),
+        }
     }
 }
 

@@ -103,8 +103,8 @@ impl Trainer {
                 opt
             }
             None => {
-                let masters = match &cfg.model.from {
-                    Some(dir) => checkpoint::load_weights(dir, &specs, &device)?,
+                let masters = match cfg.model.weights_dir()? {
+                    Some(dir) => checkpoint::load_weights(&dir, &specs, &device)?,
                     None => init_params(&arch, cfg.seed, DType::F32, &device)?,
                 };
                 AdamW::new(&cfg.optimizer, &specs, &masters)?
