@@ -545,7 +545,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(d) = device {
                 tc.device = d.parse()?;
             }
-            let summary = coretech::train::trainer::run(&tc)?;
+            // distributed.mode != none: rank and world size from torchrun/Slurm variables.
+            let summary = coretech::train::dist::run(&tc)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Cmd::Selftest { device, gpu, seed } => {
