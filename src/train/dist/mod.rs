@@ -10,6 +10,7 @@
 //! ZeRO rank 0 gathers the optimizer state), so they load into a run of any world size, and a run
 //! resumes exactly with the same world size.
 
+pub mod bench;
 pub mod collective;
 pub mod launch;
 #[cfg(feature = "nccl")]
