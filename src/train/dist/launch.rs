@@ -169,7 +169,7 @@ pub fn first_host(list: &str) -> std::result::Result<String, String> {
             }
             _ => {}
         }
-        if depth < 0 || depth > 1 {
+        if !(0..=1).contains(&depth) {
             return Err(format!("{list:?} is not a Slurm hostlist (unbalanced brackets)"));
         }
     }

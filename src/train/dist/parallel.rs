@@ -242,7 +242,7 @@ impl DataParallel {
             g.tokens += v[2] as u64;
             top = top.max(v[3]);
         }
-        g.stage = (top > 0.0).then(|| (top - 1.0) as u32);
+        g.stage = (top > 0.0).then_some((top - 1.0) as u32);
         Ok(g)
     }
 
