@@ -395,6 +395,16 @@ enum BenchCmd {
         /// Peak FLOP/s for MFU (default 989e12 on CUDA).
         #[arg(long)]
         peak_flops: Option<f64>,
+        /// Data-parallel ranks, as threads of this process (CUDA: GPUs gpu..gpu+N-1); with N > 1
+        /// the report gives tokens/s per rank and the scaling efficiency against 1 rank.
+        #[arg(long, default_value_t = 1)]
+        world_size: usize,
+        /// Data-parallel mode with --world-size > 1 (ddp|zero1|zero2).
+        #[arg(long, default_value = "ddp")]
+        dist_mode: String,
+        /// Localhost rendezvous port of the ranks (--world-size > 1).
+        #[arg(long, default_value_t = 29500)]
+        port: u16,
     },
 }
 
@@ -457,8 +467,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use coretech::pack::bench;
             use coretech::tokenize::TokenizerConfig;
             let result = match what {
-                BenchCmd::Train { model, batch, seq, dtype, device, gpu, steps, warmup, recompute, ce_chunk, peak_flops } => {
+                BenchCmd::Train { model, batch, seq, dtype, device, gpu, steps, warmup, recompute, ce_chunk, peak_flops, world_size, dist_mode, port } => {
                     let b = coretech::train::bench::BenchConfig { model, batch, seq_len: seq, dtype: dtype.parse()?, device: device.parse()?, gpu, steps, warmup, recompute, ce_chunk, peak_flops, seed: 0 };
+                    if world_size > 1 {
+                        let mode: coretech::train::dist::DistMode = serde_json::from_value(serde_json::Value::String(dist_mode.clone())).map_err(|_| anyhow::anyhow!("--dist-mode {dist_mode:?} is not ddp, zero1 or zero2"))?;
+                        println!("{}", serde_json::to_string(&coretech::train::dist::bench::bench_train_dist(&b, world_size, mode, port)?)?);
+                        return Ok(());
+                    }
                     println!("{}", serde_json::to_string(&coretech::train::bench::bench_train(&b)?)?);
                     return Ok(());
                 }
@@ -545,7 +560,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(d) = device {
                 tc.device = d.parse()?;
             }
-            let summary = coretech::train::trainer::run(&tc)?;
+            // distributed.mode != none: rank and world size from torchrun/Slurm variables.
+            let summary = coretech::train::dist::run(&tc)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Cmd::Selftest { device, gpu, seed } => {

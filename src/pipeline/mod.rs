@@ -85,7 +85,7 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
         s if s.starts_with("train:") => {
             let name = &s["train:".len()..];
             let tc = cfg.train.get(name).ok_or_else(|| Error::Config { file: String::new(), key: "stages".into(), message: format!("stage {s:?} needs a [train.{name}] section") })?;
-            let summary = crate::train::trainer::run(tc)?;
+            let summary = crate::train::dist::run(tc)?; // distributed.mode != none: rank from the launcher
             tracing::info!("{s}: {} steps, final loss {:?}, checkpoint {:?}", summary.steps, summary.final_loss, summary.checkpoint);
             let mut report = RunReport::new(s);
             report.elapsed_s = summary.elapsed_s;

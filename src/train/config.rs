@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::arch::Qwen2Config;
 use super::checkpoint::CheckpointConfig;
 use super::data::DataConfig;
+use super::dist::DistConfig;
 use super::error::{Result, TrainError};
 use super::metrics::MetricsConfig;
 use super::optim::AdamWConfig;
@@ -154,6 +155,8 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointConfig,
     /// Metrics and progress display.
     pub metrics: MetricsConfig,
+    /// Multi-process data parallelism (rank and world size come from the launcher).
+    pub distributed: DistConfig,
 }
 
 impl Default for TrainConfig {
@@ -176,6 +179,7 @@ impl Default for TrainConfig {
             data: DataConfig::default(),
             checkpoint: CheckpointConfig::default(),
             metrics: MetricsConfig::default(),
+            distributed: DistConfig::default(),
         }
     }
 }
@@ -192,6 +196,7 @@ impl TrainConfig {
         self.optimizer.validate()?;
         self.data.validate()?;
         self.checkpoint.validate()?;
+        self.distributed.validate()?;
         Ok(())
     }
 
@@ -204,12 +209,13 @@ impl TrainConfig {
     }
 
     /// sha256 of the settings that change the numbers a run produces (everything except the
-    /// output directory, checkpoint and metrics settings, the device and recomputation). A run
-    /// only resumes from a checkpoint with the same hash.
+    /// output directory, checkpoint and metrics settings, the device, recomputation and the
+    /// distributed section, which changes only the summation order; the world size is checked
+    /// through the loader cursor). A run only resumes from a checkpoint with the same hash.
     pub fn math_hash(&self) -> String {
         let mut v = serde_json::to_value(self).expect("config serializes");
         if let Some(o) = v.as_object_mut() {
-            for k in ["output", "checkpoint", "metrics", "device", "gpu", "recompute"] {
+            for k in ["output", "checkpoint", "metrics", "device", "gpu", "recompute", "distributed"] {
                 o.remove(k);
             }
         }

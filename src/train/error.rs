@@ -28,6 +28,9 @@ pub enum TrainError {
     /// The batch source failed or yielded a batch the model cannot take.
     #[error("data: {0}")]
     Data(String),
+    /// The rendezvous or a collective operation between ranks failed (names the ranks involved).
+    #[error("distributed: {0}")]
+    Dist(String),
 }
 
 impl TrainError {

@@ -14,6 +14,7 @@ pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod metrics;
 pub mod model;

@@ -62,6 +62,16 @@ pub struct StepStats {
     pub clip_coef: f64,
 }
 
+/// The factor gradients of global norm `grad_norm` are scaled by to clip them to `max_norm`
+/// (torch.nn.utils.clip_grad_norm_: `max / (norm + 1e-6)`, clamped to 1; 1 when `max_norm` is 0).
+pub fn clip_coef(max_norm: f64, grad_norm: f64) -> f64 {
+    if max_norm > 0.0 {
+        (max_norm / (grad_norm + 1e-6)).min(1.0)
+    } else {
+        1.0
+    }
+}
+
 /// AdamW state of every parameter plus the count of steps taken.
 #[derive(Debug, Clone)]
 pub struct AdamW {
@@ -110,8 +120,7 @@ impl AdamW {
         if !grad_norm.is_finite() {
             return Err(TrainError::Data(format!("gradient norm is {grad_norm} at optimizer step {}", self.steps + 1)));
         }
-        // torch.nn.utils.clip_grad_norm_: coef = max / (norm + 1e-6), clamped to 1.
-        let clip_coef = if self.cfg.max_grad_norm > 0.0 { (self.cfg.max_grad_norm / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
+        let clip_coef = clip_coef(self.cfg.max_grad_norm, grad_norm);
         self.steps += 1;
         let hp = AdamWStep {
             lr,

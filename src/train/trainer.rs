@@ -10,6 +10,7 @@ use candle_core::DType;
 use super::checkpoint::{self, CheckpointData, TrainerState, STATE_FORMAT};
 use super::config::{DeviceKind, TrainConfig};
 use super::data::{BatchSource, ShardSource, SourceKind, SyntheticSource};
+use super::dist::{self, Collective, DataParallel, DistMode, StepCounts};
 use super::error::{Result, TrainError};
 use super::metrics::{process_memory, MetricsLog, StepMetrics, H100_BF16_PEAK};
 use super::model::{init_params, param_specs, Grads, Qwen2};
@@ -52,7 +53,10 @@ pub struct Trainer {
     ops: Box<dyn Ops>,
     source: Box<dyn BatchSource>,
     hash: String,
-    metrics: MetricsLog,
+    /// Rank 0 (or a single process) only.
+    metrics: Option<MetricsLog>,
+    /// Data parallelism (`distributed.mode` other than `none`, started by a launcher).
+    dist: Option<DataParallel>,
     tokens: u64,
     targets: u64,
     last_lr: f64,
@@ -65,13 +69,34 @@ pub struct Trainer {
 impl Trainer {
     /// Sets up a run: resumes from the newest complete checkpoint in `cfg.output/checkpoints`
     /// when there is one (same config hash required), else starts from `cfg.model`.
-    pub fn new(cfg: &TrainConfig, mut source: Box<dyn BatchSource>) -> Result<Trainer> {
+    pub fn new(cfg: &TrainConfig, source: Box<dyn BatchSource>) -> Result<Trainer> {
+        Trainer::build(cfg, source, None)
+    }
+
+    /// Sets up rank `comm.rank()` of a data-parallel run (`cfg.distributed.mode` must not be
+    /// `none`): `source` yields this rank's share of the batches (see `dist::RankSplit`), and every
+    /// rank's `cfg.output` is the same directory, which only rank 0 writes.
+    pub fn new_distributed(cfg: &TrainConfig, source: Box<dyn BatchSource>, comm: Box<dyn Collective>) -> Result<Trainer> {
+        if cfg.distributed.mode == DistMode::None {
+            return Err(TrainError::config("distributed.mode", "a data-parallel trainer needs ddp, zero1 or zero2"));
+        }
+        Trainer::build(cfg, source, Some(comm))
+    }
+
+    fn build(cfg: &TrainConfig, mut source: Box<dyn BatchSource>, mut comm: Option<Box<dyn Collective>>) -> Result<Trainer> {
         cfg.validate()?;
         let device = cfg.device()?;
+        // Under ZeRO the full optimizer state is built on the host; each rank moves its shard to
+        // the device (the full state would not fit on one GPU for the models ZeRO is for).
+        let zero = comm.is_some() && matches!(cfg.distributed.mode, DistMode::Zero1 | DistMode::Zero2);
+        let opt_device = if zero { candle_core::Device::Cpu } else { device.clone() };
+        let rank0 = comm.as_ref().is_none_or(|c| c.rank() == 0);
         let arch = cfg.model.arch()?;
         let specs = param_specs(&arch);
         let root = cfg.output.join("checkpoints");
-        checkpoint::remove_partial(&root)?;
+        if rank0 {
+            checkpoint::remove_partial(&root)?;
+        }
         let hash = cfg.math_hash();
         let total_steps = match (cfg.max_steps, source.total_batches()) {
             (Some(n), _) => n,
@@ -83,7 +108,11 @@ impl Trainer {
         }
         let decay: Vec<bool> = specs.iter().map(|s| cfg.optimizer.decay_norms_and_biases || !s.is_norm_or_bias()).collect();
         let mut resumed = None;
-        let opt = match checkpoint::list(&root)?.pop() {
+        let latest = checkpoint::list(&root)?.pop();
+        if let Some(c) = comm.as_mut() {
+            dist::parallel::agree(c.as_mut(), "the checkpoint to resume from", latest.as_ref().map_or(-1.0, |(s, _)| *s as f64))?;
+        }
+        let mut opt = match latest {
             Some((_, dir)) => {
                 let st = checkpoint::load_state(&dir)?;
                 if st.config_hash != hash {
@@ -95,7 +124,7 @@ impl Trainer {
                         ),
                     ));
                 }
-                let states = checkpoint::load_optimizer(&dir, &specs, &decay, &device)?;
+                let states = checkpoint::load_optimizer(&dir, &specs, &decay, &opt_device)?;
                 source.restore(&st.loader)?;
                 tracing::info!("resuming from {} (step {})", dir.display(), st.step);
                 let opt = AdamW { cfg: cfg.optimizer.clone(), states, steps: st.optimizer_steps };
@@ -104,8 +133,8 @@ impl Trainer {
             }
             None => {
                 let masters = match cfg.model.weights_dir()? {
-                    Some(dir) => checkpoint::load_weights(&dir, &specs, &device)?,
-                    None => init_params(&arch, cfg.seed, DType::F32, &device)?,
+                    Some(dir) => checkpoint::load_weights(&dir, &specs, &opt_device)?,
+                    None => init_params(&arch, cfg.seed, DType::F32, &opt_device)?,
                 };
                 AdamW::new(&cfg.optimizer, &specs, &masters)?
             }
@@ -113,8 +142,12 @@ impl Trainer {
         let mut model = Qwen2::new(&arch, cfg.dtype.dtype(), &opt.masters(), &device)?;
         model.recompute = cfg.recompute;
         model.ce_chunk = cfg.ce_chunk_tokens;
+        let dist = match comm {
+            Some(c) => Some(DataParallel::new(c, &cfg.distributed, &specs, &mut opt, &mut model.params, &device)?),
+            None => None,
+        };
         let step = resumed.as_ref().map(|s| s.step).unwrap_or(0);
-        let metrics = MetricsLog::open(&cfg.output, step, total_steps, &cfg.metrics)?;
+        let metrics = if rank0 { Some(MetricsLog::open(&cfg.output, step, total_steps, &cfg.metrics)?) } else { None };
         let peak_flops = cfg.metrics.peak_flops.or((cfg.device == DeviceKind::Cuda).then_some(H100_BF16_PEAK));
         Ok(Trainer {
             cfg: cfg.clone(),
@@ -127,6 +160,7 @@ impl Trainer {
             source,
             hash,
             metrics,
+            dist,
             tokens: resumed.as_ref().map(|s| s.tokens).unwrap_or(0),
             targets: resumed.as_ref().map(|s| s.targets).unwrap_or(0),
             last_lr: resumed.as_ref().map(|s| s.lr).unwrap_or(0.0),
@@ -151,17 +185,25 @@ impl Trainer {
                 None => break,
             }
         }
-        if batches.is_empty() {
+        if batches.is_empty() && self.dist.is_none() {
             return Ok(None);
         }
-        let stage = batches.iter().filter_map(|b| b.stage.as_ref().and_then(|s| s.iter().max().copied())).max();
+        let mut stage = batches.iter().filter_map(|b| b.stage.as_ref().and_then(|s| s.iter().max().copied())).max();
+        let inputs = batches.iter().map(|b| self.model.inputs(b)).collect::<Result<Vec<_>>>()?;
+        let mut count: usize = inputs.iter().map(|i| i.targets.count).sum();
+        let mut tokens: u64 = batches.iter().map(|b| (b.batch * b.seq_len) as u64).sum();
+        if let Some(d) = self.dist.as_mut() {
+            // The step's loss is the mean over every rank's counted targets.
+            let g = d.global_counts(StepCounts { batches: batches.len() as u64, targets: count as u64, tokens, stage })?;
+            if g.batches == 0 {
+                return Ok(None);
+            }
+            (count, tokens, stage) = (g.targets as usize, g.tokens, g.stage);
+        }
         if self.cfg.checkpoint.at_stage_end && self.last_stage.is_some() && stage != self.last_stage && self.step > 0 {
             // The previous stage ended with the previous step: save that state (cursor before this step's batches).
             self.save(cursor)?;
         }
-        let inputs = batches.iter().map(|b| self.model.inputs(b)).collect::<Result<Vec<_>>>()?;
-        let count: usize = inputs.iter().map(|i| i.targets.count).sum();
-        let tokens: u64 = batches.iter().map(|b| (b.batch * b.seq_len) as u64).sum();
         let lr = self.cfg.schedule.lr(self.cfg.optimizer.lr, self.step, self.total_steps);
         let (loss, grad_norm) = if count == 0 {
             tracing::warn!("step {}: no counted target in the batch, update skipped", self.step + 1);
@@ -173,7 +215,13 @@ impl Trainer {
             for inp in &inputs {
                 loss_sum += self.model.forward_backward(self.ops.as_ref(), inp, scale, &mut grads)?;
             }
-            let stats = self.opt.step(self.ops.as_ref(), &grads, &mut self.model.params, lr)?;
+            let stats = match self.dist.as_mut() {
+                Some(d) => {
+                    loss_sum = d.sum_f64(loss_sum)?;
+                    d.step(self.ops.as_ref(), &mut self.opt, grads, &mut self.model.params, lr)?
+                }
+                None => self.opt.step(self.ops.as_ref(), &grads, &mut self.model.params, lr)?,
+            };
             (Some(loss_sum / count as f64), Some(stats.grad_norm))
         };
         if matches!(self.model.device(), candle_core::Device::Cuda(_)) {
@@ -187,6 +235,7 @@ impl Trainer {
         self.last_stage = stage;
         self.last_loss = loss;
         let tokens_per_s = tokens as f64 / step_s.max(1e-9);
+        let world = self.dist.as_ref().map_or(1, |d| d.world_size()) as f64;
         let m = StepMetrics {
             step: self.step,
             stage,
@@ -196,11 +245,13 @@ impl Trainer {
             tokens,
             targets: count as u64,
             tokens_per_s,
-            mfu: self.peak_flops.map(|p| 6.0 * self.model.num_params() as f64 * tokens_per_s / p),
+            mfu: self.peak_flops.map(|p| 6.0 * self.model.num_params() as f64 * tokens_per_s / (p * world)),
             memory_bytes: memory_bytes(self.model.device()),
             step_s,
         };
-        self.metrics.log(&m)?;
+        if let Some(ml) = self.metrics.as_mut() {
+            ml.log(&m)?;
+        }
         Ok(Some(m))
     }
 
@@ -225,9 +276,25 @@ impl Trainer {
             targets: self.targets,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let data = CheckpointData { arch: &self.model.cfg, specs: &self.model.specs, states: &self.opt.states, state: &state };
-        let dir = checkpoint::save(&self.cfg.output.join("checkpoints"), &self.cfg.checkpoint, &data)?;
-        self.metrics.plot()?;
+        let root = self.cfg.output.join("checkpoints");
+        // Under ZeRO every rank takes part in gathering the optimizer state; rank 0 writes.
+        let gathered = match self.dist.as_mut() {
+            Some(d) => d.gather_states()?,
+            None => None,
+        };
+        let dir = match self.metrics.as_ref() {
+            Some(ml) => {
+                let states = gathered.as_deref().unwrap_or(&self.opt.states);
+                let data = CheckpointData { arch: &self.model.cfg, specs: &self.model.specs, states, state: &state };
+                let dir = checkpoint::save(&root, &self.cfg.checkpoint, &data)?;
+                ml.plot()?;
+                dir
+            }
+            None => checkpoint::dir_for(&root, self.step),
+        };
+        if let Some(d) = self.dist.as_mut() {
+            d.barrier()?;
+        }
         self.last_saved = Some((self.step, dir.clone()));
         Ok(dir)
     }
@@ -255,7 +322,9 @@ impl Trainer {
         }
         let cursor = self.source.state();
         let dir = self.save(cursor)?;
-        self.metrics.finish();
+        if let Some(ml) = self.metrics.as_ref() {
+            ml.finish();
+        }
         Ok(RunSummary {
             steps: self.step,
             total_steps: self.total_steps,
