@@ -356,10 +356,12 @@ pub struct PackConfig {
     pub rows_per_shard: usize,
     /// Seed of the order of examples within a stage.
     pub seed: u64,
+    /// Rows kept open for best fit before the fullest is closed (more: fuller rows).
+    pub open_bins: usize,
 }
 
 impl Default for PackConfig {
     fn default() -> Self {
-        Self { seq_len: 2048, rows_per_shard: 10_000, seed: 42 }
+        Self { seq_len: 2048, rows_per_shard: 10_000, seed: 42, open_bins: 64 }
     }
 }
