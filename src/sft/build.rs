@@ -110,7 +110,7 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
     check_config(cfg)?;
     let strict = strict || cfg.strict;
     let tasks = TaskResolver::new(&cfg.tasks)?;
-    let tok = SftTokenizer::load(&cfg.tokenizer)?;
+    let tok = SftTokenizer::load_with(&cfg.tokenizer, cfg.tokenizer_engine)?;
     let mut report = SftReport { run: RunReport::new("sft"), ..Default::default() };
 
     // Read.
@@ -396,6 +396,7 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
                 accounting: report.run.accounting(),
             };
             m.info.insert("split".into(), split.as_str().into());
+            m.info.insert("tokenizer".into(), tok.name().into());
             m.info.insert("tokenizer_sha256".into(), tok.sha256.clone().into());
             m.info.insert("seq_len".into(), cfg.pack.seq_len.into());
             m.info.insert("cutoff_len".into(), cfg.template.cutoff_len.into());
