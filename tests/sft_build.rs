@@ -12,7 +12,7 @@ use coretech::config::PipelineConfig;
 use coretech::doc::Document;
 use coretech::sft::text::unit_hashes;
 use coretech::sft::{run_pipeline, Mode, SftReport};
-use coretech::shard::{documents, Manifest, ShardWriter};
+use coretech::shard::{documents, Loader, LoaderConfig, Manifest, ShardWriter};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn root() -> PathBuf {
@@ -193,6 +193,8 @@ fn fixture_sft_build_end_to_end() {
     let mut last_stage = 0;
     // Per stage: (rows, real tokens), for the fill check below.
     let mut per_stage: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    // Per stage: loss tokens.
+    let mut per_stage_mask: BTreeMap<u32, u64> = BTreeMap::new();
     for s in &m.shards {
         for b in batches(&out.join("train").join(&s.file)) {
             let ids = b.column_by_name("input_ids").unwrap().as_list::<i32>().clone();
@@ -212,6 +214,7 @@ fn fixture_sft_build_end_to_end() {
                 let st = per_stage.entry(stage.value(r)).or_default();
                 st.0 += 1;
                 st.1 += used as u64;
+                *per_stage_mask.entry(stage.value(r)).or_default() += mk.values().iter().map(|&v| v as u64).sum::<u64>();
                 let e = exid.value(r);
                 for i in 0..e.len() {
                     let id = e.as_string::<i32>().value(i).to_string();
@@ -226,6 +229,20 @@ fn fixture_sft_build_end_to_end() {
     want.sort();
     assert_eq!(seen, want);
     assert_eq!(m.rows(), report.packing.as_ref().unwrap().train_rows);
+    // The crate's loader reads the train shards: every row once, its mask and stage as written.
+    let loss_tokens: u64 = per_stage_mask.values().sum();
+    let mut loader = Loader::new(LoaderConfig::single(out.join("train"), 8)).unwrap();
+    let (mut rows, mut mask_sum, mut stages) = (0u64, 0u64, BTreeMap::<u32, u64>::new());
+    while let Some(b) = loader.next_batch().unwrap() {
+        rows += b.batch as u64;
+        mask_sum += b.loss_mask.iter().map(|&m| m as u64).sum::<u64>();
+        for s in b.stage.unwrap() {
+            *stages.entry(s).or_default() += 1;
+        }
+    }
+    assert_eq!((rows, mask_sum), (m.rows(), loss_tokens));
+    assert_eq!(stages, per_stage.iter().map(|(s, (r, _))| (*s, *r)).collect::<BTreeMap<_, _>>());
+
     // Best fit packs these examples (118 to 2048 tokens) nearly as tightly as possible: per
     // stage at most one row over ceil(tokens / seq_len) (measured: 13/13, 21/21, 31/30; next
     // fit in the same order is two rows over on the largest stage of pipelines/sft.toml).

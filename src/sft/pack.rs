@@ -1,11 +1,13 @@
 //! SFT token shards: whole examples packed into rows of `seq_len` tokens, one curriculum stage
 //! per row, written atomically with a manifest.
 //!
-//! Row columns: `input_ids` list<uint32> (exactly `seq_len`, padded with `<|endoftext|>`),
-//! `seg_lens` list<uint32> (one per example; padding is not a segment, as in
-//! [`crate::shard::Batch::row_layout`]), `loss_mask` list<uint8> (1 on answer tokens and the
-//! `<|im_end|>\n` closing them, 0 on prompts and padding), `stage` uint32, and per segment
-//! `task`, `source` (dataset) and `example_id` list<utf8>.
+//! Row columns, the token shard's ([`crate::shard::tokens`], with its optional `loss_mask` and
+//! `stage`) in its order, then two of SFT's own: `input_ids` list<uint32> (exactly `seq_len`,
+//! padded with `<|endoftext|>`), `seg_lens` list<uint32> (one per example; padding is not a
+//! segment, as in [`crate::shard::Batch::row_layout`]), `loss_mask` list<uint8> (1 on answer
+//! tokens and the `<|im_end|>\n` closing them, 0 on prompts and padding), `source` list<utf8>
+//! (dataset of each segment), `stage` uint32, then per segment `task` and `example_id`
+//! list<utf8>. A row holds examples of several datasets and tasks, hence lists, one per segment.
 //!
 //! Packing is the crate's whole-example best fit ([`crate::pack::bestfit`]), one stage at a
 //! time so rows never mix stages and come out in curriculum order.
@@ -107,9 +109,9 @@ pub fn schema() -> SchemaRef {
             list("input_ids", DataType::UInt32),
             list("seg_lens", DataType::UInt32),
             list("loss_mask", DataType::UInt8),
+            list("source", DataType::Utf8),
             Field::new("stage", DataType::UInt32, false),
             list("task", DataType::Utf8),
-            list("source", DataType::Utf8),
             list("example_id", DataType::Utf8),
         ]))
     })
@@ -122,8 +124,8 @@ pub fn to_batch(rows: &[Row]) -> RecordBatch {
     let mut ids = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
     let mut segs = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
     let mut mask = ListBuilder::new(UInt8Builder::new()).with_field(item(DataType::UInt8));
-    let mut strs: Vec<ListBuilder<StringBuilder>> =
-        (0..3).map(|_| ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8))).collect();
+    let mut strs: [ListBuilder<StringBuilder>; 3] =
+        std::array::from_fn(|_| ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8)));
     for r in rows {
         ids.values().append_slice(&r.input_ids);
         ids.append(true);
@@ -131,7 +133,7 @@ pub fn to_batch(rows: &[Row]) -> RecordBatch {
         segs.append(true);
         mask.values().append_slice(&r.loss_mask);
         mask.append(true);
-        for (b, v) in strs.iter_mut().zip([&r.task, &r.source, &r.example_id]) {
+        for (b, v) in strs.iter_mut().zip([&r.source, &r.task, &r.example_id]) {
             for s in v {
                 b.values().append_value(s);
             }
@@ -139,8 +141,9 @@ pub fn to_batch(rows: &[Row]) -> RecordBatch {
         }
     }
     let stage: ArrayRef = Arc::new(rows.iter().map(|r| r.stage).collect::<UInt32Array>());
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(ids.finish()), Arc::new(segs.finish()), Arc::new(mask.finish()), stage];
-    cols.extend(strs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    let [source, task, example_id] = strs.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let cols: Vec<ArrayRef> =
+        vec![Arc::new(ids.finish()), Arc::new(segs.finish()), Arc::new(mask.finish()), source, stage, task, example_id];
     RecordBatch::try_new(schema(), cols).expect("sft batch matches schema")
 }
 
@@ -256,6 +259,15 @@ mod tests {
     }
 
     #[test]
+    fn schema_extends_the_token_shard_schema() {
+        let tokens = crate::shard::tokens::schema(crate::shard::tokens::Columns { loss_mask: true, stage: true });
+        let ours = schema();
+        assert_eq!(&ours.fields()[..tokens.fields().len()], &tokens.fields()[..]);
+        let rest: Vec<&str> = ours.fields()[tokens.fields().len()..].iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(rest, ["task", "example_id"]);
+    }
+
+    #[test]
     fn shards_round_trip_in_parquet() {
         let dir = tempfile::tempdir().unwrap();
         let rows = pack_rows(&[item("a", 5), item("b", 4)], 2, 6, 0, 64).unwrap();
@@ -267,5 +279,11 @@ mod tests {
         let b = r.next().unwrap().unwrap();
         assert_eq!(b.schema(), schema());
         assert_eq!(b, to_batch(&rows[1..]));
+        // The crate's token-shard reader takes it as a token shard with a mask and stages.
+        let tb = crate::shard::tokens::TokenBatch::new(&b, dir.path()).unwrap();
+        tb.validate_row(0, 6, dir.path()).unwrap();
+        let r = tb.row(0);
+        assert_eq!((r.input_ids, r.seg_lens), (rows[1].input_ids.clone(), rows[1].seg_lens.clone()));
+        assert_eq!((r.loss_mask, r.sources, r.stage), (Some(rows[1].loss_mask.clone()), rows[1].source.clone(), Some(2)));
     }
 }
