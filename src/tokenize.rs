@@ -28,6 +28,9 @@ pub const QWEN25: &str = "qwen2.5";
 /// zstd frame magic (a `.json.zst` file is detected by content, not name).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
+/// The byte range of each token in the encoded text (see [`Tokenizer::encode_with_offsets`]).
+pub type Offsets = Vec<(usize, usize)>;
+
 /// Which encoder runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -180,7 +183,7 @@ impl Tokenizer {
     /// that they spell `text` exactly; where they do not (NFC changed the text) the ranges are
     /// HF's, which map a token to the characters it came from (a character split over several
     /// tokens gives each of them the character's range). Ids are the same either way.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
         if let Some(f) = &self.inner.fast {
             let mut ids = Vec::with_capacity(text.len() / 2);
             f.encode_into(text, &mut ids);

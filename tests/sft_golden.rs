@@ -90,7 +90,7 @@ fn compare(read: &ReadResult, golden: &HashMap<(String, u64), Golden>, tok: &Sft
         let Outcome::Example(ex) = o else { panic!("fixture record not read: {o:?}") };
         let file = Path::new(&ex.position.file).file_name().unwrap().to_string_lossy().to_string();
         let g = golden.get(&(file.clone(), ex.ordinal)).unwrap_or_else(|| panic!("{} not in golden", ex.id));
-        let t = tokenize(&render(ex, QWEN_DEFAULT_SYSTEM), &tok).unwrap();
+        let t = tokenize(&render(ex, QWEN_DEFAULT_SYSTEM), tok).unwrap();
         assert_eq!(t.input_ids, g.input_ids, "{} ({}): ids differ from apply_chat_template", ex.id, tok.engine());
         assert_eq!(spans(&t.loss_mask), g.mask, "{}: mask differs from LLaMA-Factory labels", ex.id);
         assert_eq!(t.straddling, 0, "{}", ex.id);
