@@ -28,6 +28,9 @@ pub const QWEN25: &str = "qwen2.5";
 /// zstd frame magic (a `.json.zst` file is detected by content, not name).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
+/// The byte range of each token in the encoded text (see [`Tokenizer::encode_with_offsets`]).
+pub type Offsets = Vec<(usize, usize)>;
+
 /// Which encoder runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -175,6 +178,34 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// The ids of `text` and the byte range of each token in `text` (for loss masks over
+    /// spans of the text). The fast path takes each range from its token's bytes and checks
+    /// that they spell `text` exactly; where they do not (NFC changed the text) the ranges are
+    /// HF's, which map a token to the characters it came from (a character split over several
+    /// tokens gives each of them the character's range). Ids are the same either way.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
+        if let Some(f) = &self.inner.fast {
+            let mut ids = Vec::with_capacity(text.len() / 2);
+            f.encode_into(text, &mut ids);
+            let (bytes, mut at) = (text.as_bytes(), 0usize);
+            let mut offsets = Vec::with_capacity(ids.len());
+            for &id in &ids {
+                match f.token_bytes(id) {
+                    Some(b) if bytes[at..].starts_with(b) => {
+                        offsets.push((at, at + b.len()));
+                        at += b.len();
+                    }
+                    _ => break,
+                }
+            }
+            if offsets.len() == ids.len() && at == bytes.len() {
+                return Ok((ids, offsets));
+            }
+        }
+        let enc = self.inner.hf.encode(text, false).map_err(|e| tok_err(&self.inner.name, e))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
     /// Encodes texts in parallel on the rayon pool; results in input order.
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
         texts.par_iter().map(|t| self.encode(t.as_ref())).collect()
@@ -223,6 +254,34 @@ mod tests {
         assert_eq!(fast.sha256(), hf.sha256());
         assert_eq!(fast.sha256().len(), 64);
         assert_eq!(fast.decode(&want).unwrap(), text);
+    }
+
+    #[test]
+    fn offsets_spell_the_text_and_agree_with_hf() {
+        let (fast, hf) = qwen();
+        for text in [
+            "<|im_start|>user\n一种基于深度学习的专利分类方法 H04L 29/06 hello world<|im_end|>\n",
+            "罕见字：𠀀𪚥龘 and emoji 🦀🦀, tabs\t\tand  spaces\n\n\n",
+            "",
+        ] {
+            let (ids, offs) = fast.encode_with_offsets(text).unwrap();
+            let (hf_ids, hf_offs) = hf.encode_with_offsets(text).unwrap();
+            assert_eq!(ids, hf_ids, "{text}");
+            assert_eq!(ids, fast.encode(text).unwrap());
+            // Fast ranges tile the text byte by byte; each lies within HF's (character) range.
+            let mut at = 0;
+            for (&(s, e), &(hs, he)) in offs.iter().zip(&hf_offs) {
+                assert_eq!(s, at, "{text}");
+                assert!(e > s && hs <= s && e <= he, "{text}: ({s}, {e}) vs HF ({hs}, {he})");
+                at = e;
+            }
+            assert_eq!(at, text.len());
+        }
+        // A text NFC changes (e + combining acute, the angstrom sign): the token bytes no longer
+        // spell it, so the ranges are HF's.
+        let text = "cafe\u{301} 1\u{212B}";
+        let (ids, offs) = fast.encode_with_offsets(text).unwrap();
+        assert_eq!((ids, offs), hf.encode_with_offsets(text).unwrap());
     }
 
     #[test]

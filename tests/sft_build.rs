@@ -12,7 +12,7 @@ use coretech::config::PipelineConfig;
 use coretech::doc::Document;
 use coretech::sft::text::unit_hashes;
 use coretech::sft::{run_pipeline, Mode, SftReport};
-use coretech::shard::{documents, Manifest, ShardWriter};
+use coretech::shard::{documents, Loader, LoaderConfig, Manifest, ShardWriter};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn root() -> PathBuf {
@@ -191,6 +191,10 @@ fn fixture_sft_build_end_to_end() {
     assert_eq!(m.kind, "sft");
     let mut seen = Vec::new();
     let mut last_stage = 0;
+    // Per stage: (rows, real tokens), for the fill check below.
+    let mut per_stage: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    // Per stage: loss tokens.
+    let mut per_stage_mask: BTreeMap<u32, u64> = BTreeMap::new();
     for s in &m.shards {
         for b in batches(&out.join("train").join(&s.file)) {
             let ids = b.column_by_name("input_ids").unwrap().as_list::<i32>().clone();
@@ -207,6 +211,10 @@ fn fixture_sft_build_end_to_end() {
                 assert!((used as usize..4096).all(|i| mk.value(i) == 0));
                 assert!(stage.value(r) >= last_stage);
                 last_stage = stage.value(r);
+                let st = per_stage.entry(stage.value(r)).or_default();
+                st.0 += 1;
+                st.1 += used as u64;
+                *per_stage_mask.entry(stage.value(r)).or_default() += mk.values().iter().map(|&v| v as u64).sum::<u64>();
                 let e = exid.value(r);
                 for i in 0..e.len() {
                     let id = e.as_string::<i32>().value(i).to_string();
@@ -221,11 +229,35 @@ fn fixture_sft_build_end_to_end() {
     want.sort();
     assert_eq!(seen, want);
     assert_eq!(m.rows(), report.packing.as_ref().unwrap().train_rows);
+    // The crate's loader reads the train shards: every row once, its mask and stage as written.
+    let loss_tokens: u64 = per_stage_mask.values().sum();
+    let mut loader = Loader::new(LoaderConfig::single(out.join("train"), 8)).unwrap();
+    let (mut rows, mut mask_sum, mut stages) = (0u64, 0u64, BTreeMap::<u32, u64>::new());
+    while let Some(b) = loader.next_batch().unwrap() {
+        rows += b.batch as u64;
+        mask_sum += b.loss_mask.iter().map(|&m| m as u64).sum::<u64>();
+        for s in b.stage.unwrap() {
+            *stages.entry(s).or_default() += 1;
+        }
+    }
+    assert_eq!((rows, mask_sum), (m.rows(), loss_tokens));
+    assert_eq!(stages, per_stage.iter().map(|(s, (r, _))| (*s, *r)).collect::<BTreeMap<_, _>>());
 
-    // Deterministic: a second run gives the same bytes.
+    // Best fit packs these examples (118 to 2048 tokens) nearly as tightly as possible: per
+    // stage at most one row over ceil(tokens / seq_len) (measured: 13/13, 21/21, 31/30; next
+    // fit in the same order is two rows over on the largest stage of pipelines/sft.toml).
+    for (s, (rows, tokens)) in &per_stage {
+        assert!(*rows <= tokens.div_ceil(4096) + 1, "stage {s}: {rows} rows for {tokens} tokens");
+    }
+    assert_eq!(per_stage.len(), 3);
+
+    // Deterministic: runs on one and on five threads give the same bytes.
     let before = files_bytes(&out);
-    run_pipeline(&cfg, false, Mode::Build).unwrap();
-    assert_eq!(files_bytes(&out), before);
+    for threads in [1, 5] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| run_pipeline(&cfg, false, Mode::Build)).unwrap();
+        assert_eq!(files_bytes(&out), before, "{threads} threads");
+    }
 
     // `sft stats` reads the table back.
     let stats = coretech::sft::stats::stats_of_dir(&out).unwrap();
@@ -326,6 +358,10 @@ fn model_grading_and_bad_settings_are_clear_config_errors() {
     assert!(e.contains("sft.grade.method") && e.contains("needs a checkpoint and the trainer"), "{e}");
     let e = run_pipeline(&config(&out, Some(&tmp.path().join("nope")), ""), false, Mode::Build).unwrap_err().to_string();
     assert!(e.contains("sft.decontam.cpt_documents"), "{e}");
+    let mut cfg = config(&out, None, "");
+    cfg.sft.as_mut().unwrap().pack.open_bins = 0;
+    let e = run_pipeline(&cfg, false, Mode::Build).unwrap_err().to_string();
+    assert!(e.contains("sft.pack") && e.contains("open_bins"), "{e}");
     let e = PipelineConfig::parse("[sft]\noutput = \"o\"\ninputs = []\n[sft.template]\ncutof_len = 5\n", "t.toml").unwrap_err().to_string();
     assert!(e.contains("cutof_len"), "{e}");
 }

@@ -13,6 +13,7 @@ use coretech::sft::task::TaskResolver;
 use coretech::sft::template::{render, tokenize, truncate};
 use coretech::sft::tokenizer::SftTokenizer;
 use coretech::sft::Split;
+use coretech::tokenize::Engine;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -61,7 +62,12 @@ fn ids_match_apply_chat_template_and_mask_matches_llamafactory_labels() {
     }
     assert_eq!(golden.len(), 682, "every fixture example is in the golden file");
 
-    let tok = SftTokenizer::load(&root().join("fixtures/tokenizers/qwen2.5/tokenizer.json.zst")).unwrap();
+    let path = root().join("fixtures/tokenizers/qwen2.5/tokenizer.json.zst");
+    // The default engine takes the fast path for this tokenizer; HF is the reference.
+    let fast = SftTokenizer::load(&path).unwrap();
+    assert_eq!(fast.engine(), "fast");
+    let hf = SftTokenizer::load_with(&path, Engine::Hf).unwrap();
+    assert_eq!(hf.engine(), "hf");
     let tasks = TaskResolver::new(&TaskConfig::default()).unwrap();
     let cx = ReadContext { tasks: &tasks, trailing_user_turn: TrailingUserTurn::Trim, base: Path::new("/") };
     let mut read = ReadResult::default();
@@ -70,13 +76,22 @@ fn ids_match_apply_chat_template_and_mask_matches_llamafactory_labels() {
     for f in &files {
         read_input(&input(f), &cx, &mut read).unwrap();
     }
+    for tok in [&fast, &hf] {
+        let (compared, truncated) = compare(&read, &golden, tok);
+        assert_eq!(compared, golden.len());
+        assert!(truncated > 100, "{truncated} truncation cases compared");
+    }
+}
+
+/// Compares every example read with its golden entry; returns (compared, truncation cases).
+fn compare(read: &ReadResult, golden: &HashMap<(String, u64), Golden>, tok: &SftTokenizer) -> (usize, usize) {
     let (mut compared, mut truncated) = (0, 0);
     for o in &read.outcomes {
         let Outcome::Example(ex) = o else { panic!("fixture record not read: {o:?}") };
         let file = Path::new(&ex.position.file).file_name().unwrap().to_string_lossy().to_string();
         let g = golden.get(&(file.clone(), ex.ordinal)).unwrap_or_else(|| panic!("{} not in golden", ex.id));
-        let t = tokenize(&render(ex, QWEN_DEFAULT_SYSTEM), &tok).unwrap();
-        assert_eq!(t.input_ids, g.input_ids, "{}: ids differ from apply_chat_template", ex.id);
+        let t = tokenize(&render(ex, QWEN_DEFAULT_SYSTEM), tok).unwrap();
+        assert_eq!(t.input_ids, g.input_ids, "{} ({}): ids differ from apply_chat_template", ex.id, tok.engine());
         assert_eq!(spans(&t.loss_mask), g.mask, "{}: mask differs from LLaMA-Factory labels", ex.id);
         assert_eq!(t.straddling, 0, "{}", ex.id);
         if let (Some(c), Some(ids), Some(mask)) = (g.cutoff, &g.trunc_ids, &g.trunc_mask) {
@@ -90,6 +105,5 @@ fn ids_match_apply_chat_template_and_mask_matches_llamafactory_labels() {
         }
         compared += 1;
     }
-    assert_eq!(compared, golden.len());
-    assert!(truncated > 100, "{truncated} truncation cases compared");
+    (compared, truncated)
 }

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use coretech::ipc::{IpcConfig, IpcScheme};
 use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
 use coretech::sft::read::{read_input, Outcome, ReadContext, ReadResult};
 use coretech::sft::task::TaskResolver;
-use coretech::sft::validate::{check_codes, extract_codes, looks_truncated};
+use coretech::sft::validate::{check_codes, extract_codes, looks_truncated, IpcLookup};
 use coretech::sft::{Example, Split};
 
 fn examples(file: &str) -> Vec<Example> {
@@ -42,6 +43,37 @@ fn codes_counted_by_hand_are_all_found() {
     // The tech answers mention no codes at all (their acronyms — GPU, AI, FPGA — are not codes).
     let tech = examples("GovPatent-SFT_QA_Tech.jsonl");
     assert!(tech.iter().all(|e| extract_codes(&e.answer()).is_empty()));
+}
+
+#[test]
+fn codes_are_known_by_scheme_membership_titled_or_not() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The fixtures' scheme, as pipelines/sft.toml configures it.
+    let cfg = IpcConfig {
+        scheme: vec![
+            root.join("fixtures/data/ipc/wipo_ipcr_scheme_20100101_excerpt.xml"),
+            root.join("fixtures/data/ipc/coretech_ipc_description_expand.hier+G06+H04.jsonl"),
+        ],
+    };
+    let mut scheme = IpcScheme::load(&cfg).unwrap();
+    // GovPatent IPC record 0: of its 13 codes, the 2010 WIPO excerpt and the G06/H04 CoreTech
+    // titles know seven (H01L, G06F, G06N, G06T, G06K, H03K, H05K).
+    let gov = examples("GovPatent-SFT_QA_IPC.jsonl");
+    let answer = gov[0].answer();
+    let c = check_codes(&answer, Some(&scheme as &dyn IpcLookup));
+    assert_eq!(c.unknown, ["G16B", "G16H", "G06V", "G05B 19/00", "G11C 13/00", "G16C"]);
+    // H01L is known from the CoreTech file alone: a Chinese title, no English one.
+    assert!(IpcLookup::contains(&scheme, "H01L"));
+    assert!(scheme.title("H01L", "zh").is_some() && scheme.title("H01L", "en").is_none());
+    // A scheme entry with no title in either language (a CoreTech record with an empty
+    // `ori_des`, hand-made here: the fixture scheme titles every entry) is still a known code.
+    let tmp = tempfile::tempdir().unwrap();
+    let untitled = tmp.path().join("untitled.jsonl");
+    std::fs::write(&untitled, "{\"ipc\": \"G06V\", \"des\": \"\", \"ori_des\": \"\"}\n").unwrap();
+    scheme.add_file(&untitled).unwrap();
+    assert_eq!((scheme.title("G06V", "en"), scheme.title("G06V", "zh")), (None, None));
+    let c = check_codes(&answer, Some(&scheme as &dyn IpcLookup));
+    assert_eq!(c.unknown, ["G16B", "G16H", "G05B 19/00", "G11C 13/00", "G16C"]);
 }
 
 #[test]

@@ -68,6 +68,9 @@ fn check_config(cfg: &SftConfig) -> Result<()> {
     if cfg.decontam.question_ngram == 0 || cfg.decontam.cpt_ngram == 0 {
         return Err(config_err("decontam", "n-gram sizes must be positive"));
     }
+    if cfg.pack.seq_len == 0 || cfg.pack.open_bins == 0 || cfg.pack.rows_per_shard == 0 {
+        return Err(config_err("pack", "seq_len, open_bins and rows_per_shard must be positive"));
+    }
     if cfg.grade.stages == 0 {
         return Err(config_err("grade.stages", "must be at least 1"));
     }
@@ -107,7 +110,7 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
     check_config(cfg)?;
     let strict = strict || cfg.strict;
     let tasks = TaskResolver::new(&cfg.tasks)?;
-    let tok = SftTokenizer::load(&cfg.tokenizer)?;
+    let tok = SftTokenizer::load_with(&cfg.tokenizer, cfg.tokenizer_engine)?;
     let mut report = SftReport { run: RunReport::new("sft"), ..Default::default() };
 
     // Read.
@@ -393,6 +396,7 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
                 accounting: report.run.accounting(),
             };
             m.info.insert("split".into(), split.as_str().into());
+            m.info.insert("tokenizer".into(), tok.name().into());
             m.info.insert("tokenizer_sha256".into(), tok.sha256.clone().into());
             m.info.insert("seq_len".into(), cfg.pack.seq_len.into());
             m.info.insert("cutoff_len".into(), cfg.template.cutoff_len.into());
@@ -439,7 +443,7 @@ fn features(k: &Kept, task_weights: &BTreeMap<String, f64>) -> Features {
 }
 
 /// Packs one split: stage by stage (curriculum order), examples within a stage in a seeded
-/// order, never mixing stages in a row.
+/// order, best fit, never mixing stages in a row.
 fn pack_split(kept: &[Kept], stage: &[u32], idx: &[usize], cfg: &SftConfig, pad_id: u32) -> Result<Vec<Row>> {
     let mut by_stage: BTreeMap<u32, Vec<(u64, usize)>> = BTreeMap::new();
     for &i in idx {
@@ -458,7 +462,7 @@ fn pack_split(kept: &[Kept], stage: &[u32], idx: &[usize], cfg: &SftConfig, pad_
                 loss_mask: kept[i].tokens.loss_mask.clone(),
             })
             .collect();
-        rows.extend(pack_rows(&items, s, cfg.pack.seq_len, pad_id)?);
+        rows.extend(pack_rows(&items, s, cfg.pack.seq_len, pad_id, cfg.pack.open_bins)?);
     }
     Ok(rows)
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::example::Split;
 use crate::shard::WriterConfig;
+use crate::tokenize::Engine;
 
 /// The SFT stage: instruction files → validated, decontaminated, graded, templated and packed
 /// SFT token shards.
@@ -24,6 +25,10 @@ pub struct SftConfig {
     /// The tokenizer (`tokenizer.json`, optionally zstd-compressed as `.zst`).
     #[serde(default = "default_tokenizer")]
     pub tokenizer: PathBuf,
+    /// Tokenizer engine: `auto` (the exact fast path when the tokenizer qualifies), `hf` or
+    /// `fast`; the ids are the same.
+    #[serde(default)]
+    pub tokenizer_engine: Engine,
     /// Fail on the first bad record instead of counting and skipping it.
     #[serde(default)]
     pub strict: bool,
@@ -356,10 +361,12 @@ pub struct PackConfig {
     pub rows_per_shard: usize,
     /// Seed of the order of examples within a stage.
     pub seed: u64,
+    /// Rows kept open for best fit before the fullest is closed (more: fuller rows).
+    pub open_bins: usize,
 }
 
 impl Default for PackConfig {
     fn default() -> Self {
-        Self { seq_len: 2048, rows_per_shard: 10_000, seed: 42 }
+        Self { seq_len: 2048, rows_per_shard: 10_000, seed: 42, open_bins: 64 }
     }
 }

@@ -1,14 +1,16 @@
 //! SFT token shards: whole examples packed into rows of `seq_len` tokens, one curriculum stage
 //! per row, written atomically with a manifest.
 //!
-//! Row columns: `input_ids` list<uint32> (exactly `seq_len`, padded with `<|endoftext|>`),
-//! `seg_lens` list<uint32> (one per example; padding is not a segment, as in
-//! [`crate::shard::Batch::row_layout`]), `loss_mask` list<uint8> (1 on answer tokens and the
-//! `<|im_end|>\n` closing them, 0 on prompts and padding), `stage` uint32, and per segment
-//! `task`, `source` (dataset) and `example_id` list<utf8>.
+//! Row columns, the token shard's ([`crate::shard::tokens`], with its optional `loss_mask` and
+//! `stage`) in its order, then two of SFT's own: `input_ids` list<uint32> (exactly `seq_len`,
+//! padded with `<|endoftext|>`), `seg_lens` list<uint32> (one per example; padding is not a
+//! segment, as in [`crate::shard::Batch::row_layout`]), `loss_mask` list<uint8> (1 on answer
+//! tokens and the `<|im_end|>\n` closing them, 0 on prompts and padding), `source` list<utf8>
+//! (dataset of each segment), `stage` uint32, then per segment `task` and `example_id`
+//! list<utf8>. A row holds examples of several datasets and tasks, hence lists, one per segment.
 //!
-//! The packer here is a plain next-fit in the given order; TODO(lead): swap [`pack_rows`] for
-//! `crate::pack`'s whole-example best-fit.
+//! Packing is the crate's whole-example best fit ([`crate::pack::bestfit`]), one stage at a
+//! time so rows never mix stages and come out in curriculum order.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -17,6 +19,7 @@ use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt32Arra
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
+use crate::pack::bestfit::{pack_examples, Example};
 use crate::shard::{ShardInfo, ShardWriter, WriterConfig};
 
 /// One example ready to pack.
@@ -53,46 +56,48 @@ pub struct Row {
     pub example_id: Vec<String>,
 }
 
-/// Packs `items` (all of one stage, in training order) into rows: next-fit, an example never
-/// split, padding with `pad_id` (mask 0). An item longer than `seq_len` is an error (the
-/// caller enforces the cutoff).
-pub fn pack_rows(items: &[PackItem], stage: u32, seq_len: usize, pad_id: u32) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    let mut cur: Option<Row> = None;
-    for it in items {
-        let n = it.input_ids.len();
-        if n > seq_len {
-            return Err(Error::Other(format!("{}: {n} tokens do not fit seq_len {seq_len}", it.id)));
-        }
-        if cur.as_ref().is_some_and(|r| r.input_ids.len() + n > seq_len) {
-            rows.push(finish(cur.take().expect("checked"), seq_len, pad_id));
-        }
-        let r = cur.get_or_insert_with(|| Row {
-            input_ids: Vec::with_capacity(seq_len),
-            seg_lens: Vec::new(),
-            loss_mask: Vec::with_capacity(seq_len),
-            stage,
-            task: Vec::new(),
-            source: Vec::new(),
-            example_id: Vec::new(),
-        });
-        r.input_ids.extend_from_slice(&it.input_ids);
-        r.loss_mask.extend_from_slice(&it.loss_mask);
-        r.seg_lens.push(n as u32);
-        r.task.push(it.task.clone());
-        r.source.push(it.source.clone());
-        r.example_id.push(it.id.clone());
+/// Packs `items` (all of one stage, in training order) into rows by best fit
+/// ([`crate::pack::bestfit::pack_examples`]): each example goes whole into the open row with the
+/// least free space that holds it, at most `open_bins` rows stay open, padding is `pad_id`
+/// (mask 0). Rows come out in the packer's order (closing order, then creation order). An item
+/// longer than `seq_len` is an error (the caller enforces the cutoff), so no example is split.
+pub fn pack_rows(items: &[PackItem], stage: u32, seq_len: usize, pad_id: u32, open_bins: usize) -> Result<Vec<Row>> {
+    if seq_len == 0 || open_bins == 0 {
+        return Err(Error::Other(format!("sft packing: seq_len {seq_len} and open_bins {open_bins} must be positive")));
     }
-    if let Some(r) = cur {
-        rows.push(finish(r, seq_len, pad_id));
+    if let Some(it) = items.iter().find(|it| it.input_ids.len() > seq_len) {
+        return Err(Error::Other(format!("{}: {} tokens do not fit seq_len {seq_len}", it.id, it.input_ids.len())));
+    }
+    if let Some(it) = items.iter().find(|it| it.loss_mask.len() != it.input_ids.len()) {
+        return Err(Error::Other(format!("{}: loss mask of {} for {} tokens", it.id, it.loss_mask.len(), it.input_ids.len())));
+    }
+    // The packer records one label per segment; the item's index is that label, so each
+    // segment maps back to its example (task, dataset, id) exactly.
+    let examples: Vec<Example> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| Example {
+            ids: it.input_ids.clone(),
+            loss_mask: Some(it.loss_mask.clone()),
+            source: i.to_string(),
+            stage: Some(stage),
+        })
+        .collect();
+    let packed = pack_examples(&examples, seq_len, pad_id, open_bins);
+    let mut rows = Vec::with_capacity(packed.len());
+    for p in packed {
+        let idx: Vec<&PackItem> = p.sources.iter().map(|s| &items[s.parse::<usize>().expect("segment label is an item index")]).collect();
+        rows.push(Row {
+            loss_mask: p.loss_mask.expect("the SFT packer writes a loss mask"),
+            input_ids: p.input_ids,
+            seg_lens: p.seg_lens,
+            stage,
+            task: idx.iter().map(|it| it.task.clone()).collect(),
+            source: idx.iter().map(|it| it.source.clone()).collect(),
+            example_id: idx.iter().map(|it| it.id.clone()).collect(),
+        });
     }
     Ok(rows)
-}
-
-fn finish(mut r: Row, seq_len: usize, pad_id: u32) -> Row {
-    r.input_ids.resize(seq_len, pad_id);
-    r.loss_mask.resize(seq_len, 0);
-    r
 }
 
 /// The Arrow schema of SFT token shards.
@@ -104,9 +109,9 @@ pub fn schema() -> SchemaRef {
             list("input_ids", DataType::UInt32),
             list("seg_lens", DataType::UInt32),
             list("loss_mask", DataType::UInt8),
+            list("source", DataType::Utf8),
             Field::new("stage", DataType::UInt32, false),
             list("task", DataType::Utf8),
-            list("source", DataType::Utf8),
             list("example_id", DataType::Utf8),
         ]))
     })
@@ -119,8 +124,8 @@ pub fn to_batch(rows: &[Row]) -> RecordBatch {
     let mut ids = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
     let mut segs = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
     let mut mask = ListBuilder::new(UInt8Builder::new()).with_field(item(DataType::UInt8));
-    let mut strs: Vec<ListBuilder<StringBuilder>> =
-        (0..3).map(|_| ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8))).collect();
+    let mut strs: [ListBuilder<StringBuilder>; 3] =
+        std::array::from_fn(|_| ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8)));
     for r in rows {
         ids.values().append_slice(&r.input_ids);
         ids.append(true);
@@ -128,7 +133,7 @@ pub fn to_batch(rows: &[Row]) -> RecordBatch {
         segs.append(true);
         mask.values().append_slice(&r.loss_mask);
         mask.append(true);
-        for (b, v) in strs.iter_mut().zip([&r.task, &r.source, &r.example_id]) {
+        for (b, v) in strs.iter_mut().zip([&r.source, &r.task, &r.example_id]) {
             for s in v {
                 b.values().append_value(s);
             }
@@ -136,8 +141,9 @@ pub fn to_batch(rows: &[Row]) -> RecordBatch {
         }
     }
     let stage: ArrayRef = Arc::new(rows.iter().map(|r| r.stage).collect::<UInt32Array>());
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(ids.finish()), Arc::new(segs.finish()), Arc::new(mask.finish()), stage];
-    cols.extend(strs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    let [source, task, example_id] = strs.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let cols: Vec<ArrayRef> =
+        vec![Arc::new(ids.finish()), Arc::new(segs.finish()), Arc::new(mask.finish()), source, stage, task, example_id];
     RecordBatch::try_new(schema(), cols).expect("sft batch matches schema")
 }
 
@@ -181,23 +187,90 @@ mod tests {
     }
 
     #[test]
-    fn next_fit_keeps_examples_whole_and_pads() {
-        let rows = pack_rows(&[item("a", 5), item("b", 4), item("c", 3), item("d", 8)], 1, 8, 0).unwrap();
+    fn best_fit_keeps_examples_whole_and_pads() {
+        let items = [item("a", 5), item("b", 4), item("c", 3), item("d", 8)];
+        // a opens row 1 (3 free), b row 2 (4 free); c fits row 1 exactly (best fit), closing
+        // it; d fills a row of its own; row 2 closes at the end.
+        let rows = pack_rows(&items, 1, 8, 0, 64).unwrap();
+        let ids: Vec<Vec<String>> = rows.iter().map(|r| r.example_id.clone()).collect();
+        assert_eq!(ids, [vec!["a", "c"], vec!["d"], vec!["b"]]);
         let segs: Vec<Vec<u32>> = rows.iter().map(|r| r.seg_lens.clone()).collect();
-        assert_eq!(segs, [vec![5], vec![4, 3], vec![8]]);
+        assert_eq!(segs, [vec![5, 3], vec![8], vec![4]]);
         for r in &rows {
             assert_eq!((r.input_ids.len(), r.loss_mask.len(), r.stage), (8, 8, 1));
+            assert_eq!((r.task.len(), r.source.len()), (r.seg_lens.len(), r.seg_lens.len()));
         }
-        assert_eq!(rows[0].input_ids[5..], [0, 0, 0]);
-        assert_eq!(rows[0].loss_mask[5..], [0, 0, 0]);
-        assert_eq!(rows[1].example_id, ["b", "c"]);
-        assert!(pack_rows(&[item("x", 9)], 0, 8, 0).is_err());
+        assert_eq!(rows[2].input_ids[4..], [0, 0, 0, 0]);
+        assert_eq!(rows[2].loss_mask, [0, 0, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(rows[0].loss_mask, [0, 0, 1, 1, 1, 0, 1, 1]);
+        // One open row: when b opens a second row, the fullest (a) is closed.
+        let rows = pack_rows(&items, 1, 8, 0, 1).unwrap();
+        let ids: Vec<Vec<String>> = rows.iter().map(|r| r.example_id.clone()).collect();
+        assert_eq!(ids, [vec!["a"], vec!["d"], vec!["b", "c"]]);
+        let e = pack_rows(&[item("x", 9)], 0, 8, 0, 64).unwrap_err();
+        assert!(e.to_string().contains("x: 9 tokens do not fit seq_len 8"), "{e}");
+        assert!(pack_rows(&items, 1, 8, 0, 0).unwrap_err().to_string().contains("open_bins 0"));
+        assert!(pack_rows(&[], 1, 8, 0, 4).unwrap().is_empty());
+    }
+
+    proptest::proptest! {
+        /// Every example's tokens and mask appear exactly once, whole, inside one row; rows are
+        /// `seq_len` long with padding (mask 0) only after the last segment; packing is a pure
+        /// function of its input.
+        #[test]
+        fn every_example_is_packed_once_and_whole(
+            lens in proptest::collection::vec(1usize..=24, 0..60),
+            seq_len in 24usize..64,
+            open_bins in 1usize..8,
+        ) {
+            let items: Vec<PackItem> = lens.iter().enumerate().map(|(i, &n)| PackItem {
+                id: format!("e{i}"),
+                task: format!("t{}", i % 3),
+                source: format!("d{}", i % 2),
+                // Distinct ids per example and position, so a misplaced token is caught.
+                input_ids: (0..n as u32).map(|k| 1 + i as u32 * 100 + k).collect(),
+                loss_mask: (0..n).map(|k| ((k + i) % 3 == 0) as u8).collect(),
+            }).collect();
+            let rows = pack_rows(&items, 2, seq_len, 0, open_bins).unwrap();
+            let mut seen = vec![0u32; items.len()];
+            for r in &rows {
+                proptest::prop_assert_eq!(r.input_ids.len(), seq_len);
+                proptest::prop_assert_eq!(r.loss_mask.len(), seq_len);
+                proptest::prop_assert_eq!(r.stage, 2);
+                proptest::prop_assert_eq!(r.example_id.len(), r.seg_lens.len());
+                let mut at = 0usize;
+                for (j, &l) in r.seg_lens.iter().enumerate() {
+                    let i: usize = r.example_id[j][1..].parse().unwrap();
+                    let it = &items[i];
+                    proptest::prop_assert_eq!(l as usize, it.input_ids.len());
+                    proptest::prop_assert_eq!(&r.input_ids[at..at + l as usize], &it.input_ids[..]);
+                    proptest::prop_assert_eq!(&r.loss_mask[at..at + l as usize], &it.loss_mask[..]);
+                    proptest::prop_assert_eq!((&r.task[j], &r.source[j]), (&it.task, &it.source));
+                    seen[i] += 1;
+                    at += l as usize;
+                }
+                proptest::prop_assert!(at <= seq_len);
+                proptest::prop_assert!(r.input_ids[at..].iter().all(|&t| t == 0));
+                proptest::prop_assert!(r.loss_mask[at..].iter().all(|&m| m == 0));
+            }
+            proptest::prop_assert!(seen.iter().all(|&c| c == 1), "{:?}", seen);
+            proptest::prop_assert_eq!(pack_rows(&items, 2, seq_len, 0, open_bins).unwrap(), rows);
+        }
+    }
+
+    #[test]
+    fn schema_extends_the_token_shard_schema() {
+        let tokens = crate::shard::tokens::schema(crate::shard::tokens::Columns { loss_mask: true, stage: true });
+        let ours = schema();
+        assert_eq!(&ours.fields()[..tokens.fields().len()], &tokens.fields()[..]);
+        let rest: Vec<&str> = ours.fields()[tokens.fields().len()..].iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(rest, ["task", "example_id"]);
     }
 
     #[test]
     fn shards_round_trip_in_parquet() {
         let dir = tempfile::tempdir().unwrap();
-        let rows = pack_rows(&[item("a", 5), item("b", 4)], 2, 6, 0).unwrap();
+        let rows = pack_rows(&[item("a", 5), item("b", 4)], 2, 6, 0, 64).unwrap();
         let infos = write_shards(dir.path(), &rows, 1, &Default::default()).unwrap();
         assert_eq!(infos.len(), 2);
         assert_eq!(infos.iter().map(|i| i.tokens.unwrap()).collect::<Vec<_>>(), [5, 4]);
@@ -206,5 +279,11 @@ mod tests {
         let b = r.next().unwrap().unwrap();
         assert_eq!(b.schema(), schema());
         assert_eq!(b, to_batch(&rows[1..]));
+        // The crate's token-shard reader takes it as a token shard with a mask and stages.
+        let tb = crate::shard::tokens::TokenBatch::new(&b, dir.path()).unwrap();
+        tb.validate_row(0, 6, dir.path()).unwrap();
+        let r = tb.row(0);
+        assert_eq!((r.input_ids, r.seg_lens), (rows[1].input_ids.clone(), rows[1].seg_lens.clone()));
+        assert_eq!((r.loss_mask, r.sources, r.stage), (Some(rows[1].loss_mask.clone()), rows[1].source.clone(), Some(2)));
     }
 }

@@ -83,10 +83,9 @@ pub trait IpcLookup {
 }
 
 impl IpcLookup for IpcScheme {
-    // TODO(lead): call `IpcScheme::contains` once the scheme lands; until then a symbol is
-    // known when the scheme has a title for it.
+    /// Membership in the scheme's index: an entry counts whether or not it has a title.
     fn contains(&self, symbol: &str) -> bool {
-        self.title(symbol, "en").is_some() || self.title(symbol, "zh").is_some()
+        IpcScheme::contains(self, symbol)
     }
 }
 

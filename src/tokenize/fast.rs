@@ -47,6 +47,10 @@ pub struct FastBpe {
     added: Option<(AhoCorasick, Vec<u32>)>,
     /// Apply NFC to text segments.
     nfc: bool,
+    /// Bytes of every token, concatenated in id order (see [`FastBpe::token_bytes`]).
+    token_bytes: Vec<u8>,
+    /// Start of each id's bytes in `token_bytes`, plus the end.
+    token_starts: Vec<u32>,
 }
 
 /// GPT-2's byte-level alphabet: byte → char used in `vocab`/`merges`.
@@ -136,9 +140,12 @@ impl FastBpe {
         for b in 0..256usize {
             byte_ids[b] = *by_bytes.get(&vec![b as u8]).ok_or_else(|| Unsupported(format!("no vocab entry for byte {b:#04x}")))?;
         }
-        let mut by_id: FxHashMap<u32, Vec<u8>> = FxHashMap::default();
-        for (b, id) in &by_bytes {
-            by_id.insert(*id, b.clone());
+        let mut by_id: Vec<Option<&[u8]>> = Vec::new();
+        for (b, &id) in &by_bytes {
+            if by_id.len() <= id as usize {
+                by_id.resize(id as usize + 1, None);
+            }
+            by_id[id as usize] = Some(b);
         }
         let list = field(model, "merges").as_array().ok_or_else(|| Unsupported("BPE merges missing".into()))?;
         let mut merges: FxHashMap<u64, u64> = FxHashMap::default();
@@ -178,6 +185,19 @@ impl FastBpe {
                 ids.push(id);
             }
         }
+        for (c, &id) in contents.iter().zip(&ids) {
+            if by_id.len() <= id as usize {
+                by_id.resize(id as usize + 1, None);
+            }
+            by_id[id as usize] = Some(c.as_bytes());
+        }
+        let mut token_bytes = Vec::new();
+        let mut token_starts = Vec::with_capacity(by_id.len() + 1);
+        for b in &by_id {
+            token_starts.push(token_bytes.len() as u32);
+            token_bytes.extend_from_slice(b.unwrap_or_default());
+        }
+        token_starts.push(token_bytes.len() as u32);
         let added = if contents.is_empty() {
             None
         } else {
@@ -189,7 +209,15 @@ impl FastBpe {
         };
         pretok::init();
         static NEXT_UID: AtomicU64 = AtomicU64::new(1);
-        Ok(FastBpe { uid: NEXT_UID.fetch_add(1, Ordering::Relaxed), byte_ids, merges, added, nfc })
+        Ok(FastBpe { uid: NEXT_UID.fetch_add(1, Ordering::Relaxed), byte_ids, merges, added, nfc, token_bytes, token_starts })
+    }
+
+    /// The bytes token `id` stands for (a vocab entry's bytes, an added token's content); `None`
+    /// for an id the tokenizer does not have.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        let i = id as usize;
+        let (s, e) = (*self.token_starts.get(i)?, *self.token_starts.get(i + 1)?);
+        (e > s).then(|| &self.token_bytes[s as usize..e as usize])
     }
 
     /// Appends the ids of `text` to `out`.
