@@ -465,8 +465,9 @@ impl Ops for CudaOps {
                 desc.b = *nseg as i64;
                 desc.total = (b * t) as i64;
                 desc.ragged = 1;
+                // (B, Hq, T) → token-major (N, Hq): src is the forward's lse, dst the THD copy.
                 let st = empty((b * t, hq), DType::F32, &self.dev)?;
-                self.lse_relayout(&st, &lse, b, hq, t, 1)?;
+                self.lse_relayout(&lse, &st, b, hq, t, 1)?;
                 ptrs[sdpa::Slot::Stats as usize] = dptr(&st)?;
                 _stats_thd = Some(st);
                 for (slot, s) in [sdpa::Slot::SeqQ, sdpa::Slot::OffQ, sdpa::Slot::OffKv, sdpa::Slot::OffStats].into_iter().zip(r.iter()) {
