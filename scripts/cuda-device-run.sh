@@ -3,7 +3,8 @@
 # the PyTorch reference in the same call, logs under $OUT. Run from the repo root on the device
 # with .dev/ carried, holding bin/coretech.xz (the --features cuda release binary, xz),
 # torch_qwen2_train.py (../shared/gpu) and torch_qwen2_shape.py (scripts/).
-# PARTS picks what runs (default: all), e.g. PARTS="selftest ours05 torch05".
+# PARTS picks what runs (default: all), e.g. PARTS="selftest ours05 torch05"; OURS15_BATCHES and
+# TORCH15_BATCHES the 1.5B batches tried, largest first (the first that fits is reported).
 set -u
 OUT=${OUT:-/tmp/ct-out}; mkdir -p "$OUT"
 PARTS=${PARTS:-"selftest ours05 torch05c ours05x ours15 cpt torch05x torch15"}
@@ -33,7 +34,7 @@ if has ours05x; then
   step ours05_b8_rc 120 $B --model qwen2.5-0.5b --batch 8 --ce-chunk 4096 --recompute
 fi
 if has ours15; then
-  for b in 8 6 4; do step ours15_b$b 150 $B --model qwen2.5-1.5b --batch $b --ce-chunk 4096 && break; done
+  for b in ${OURS15_BATCHES:-8 6 4}; do step ours15_b$b 150 $B --model qwen2.5-1.5b --batch $b --ce-chunk 4096 && break; done
 fi
 if has cpt; then
   # The tiny CPT+SFT pipeline (.dev/train-tiny.toml = pipelines/train-tiny.toml) on the GPU in
@@ -58,5 +59,5 @@ fi
 if has torch05x; then
   for m in bf16 ampc amp; do BATCHES=8 step torch05_$m 200 $PY .dev/torch_qwen2_train.py $m; done
 fi
-if has torch15; then QWEN=1.5b BATCHES="8 6 4" step torch15_bf16c 300 $PY .dev/torch_qwen2_shape.py bf16c; fi
+if has torch15; then QWEN=1.5b BATCHES="${TORCH15_BATCHES:-8 6 4}" step torch15_bf16c 420 $PY .dev/torch_qwen2_shape.py bf16c; fi
 echo "== done"

@@ -242,6 +242,17 @@ fn fixture_sft_build_end_to_end() {
     }
     assert_eq!((rows, mask_sum), (m.rows(), loss_tokens));
     assert_eq!(stages, per_stage.iter().map(|(s, (r, _))| (*s, *r)).collect::<BTreeMap<_, _>>());
+    // Each stage also stands alone (`train/stage-K`, the trainer's curriculum stages): the
+    // loader reads exactly that stage's rows from it.
+    for (s, (r, _)) in &per_stage {
+        let mut loader = Loader::new(LoaderConfig::single(out.join("train").join(format!("stage-{s}")), 8)).unwrap();
+        let mut n = 0u64;
+        while let Some(b) = loader.next_batch().unwrap() {
+            assert!(b.stage.as_ref().unwrap().iter().all(|x| x == s), "stage-{s} holds rows of another stage");
+            n += b.batch as u64;
+        }
+        assert_eq!(n, *r, "stage-{s}");
+    }
 
     // Best fit packs these examples (118 to 2048 tokens) nearly as tightly as possible: per
     // stage at most one row over ceil(tokens / seq_len) (measured: 13/13, 21/21, 31/30; next

@@ -56,7 +56,7 @@ fn cfg(out: &Path, cpt: &Path, sft: &Path) -> TrainConfig {
             source: SourceKind::Shards,
             stages: vec![
                 StageConfig { name: "cpt".into(), shards: Some(cpt.to_path_buf()), epochs: 2, ..Default::default() },
-                StageConfig { name: "sft".into(), kind: StageKind::Sft, shards: Some(sft.to_path_buf()), epochs: 2, replay: 0.25 },
+                StageConfig { name: "sft".into(), kind: StageKind::Sft, shards: Some(sft.to_path_buf()), epochs: 2, replay: 0.25, max_batches: None },
             ],
             prefetch: 2,
             ..Default::default()
@@ -102,6 +102,37 @@ fn trains_a_curriculum_from_shards_and_resumes_exactly() {
 }
 
 #[test]
+fn max_batches_caps_each_epoch_of_a_stage_and_resumes_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    let cpt = write_set(&data.path().join("cpt"), 10, false);
+    let sft = write_set(&data.path().join("sft"), 6, true);
+    let capped = |out: &Path| {
+        let mut c = cfg(out, &cpt, &sft);
+        c.data.stages[0].max_batches = Some(3);
+        c
+    };
+    let full = tempfile::tempdir().unwrap();
+    let c = capped(full.path());
+    let s = Trainer::new(&c, open_source(&c, 128).unwrap()).unwrap().run().unwrap();
+    // CPT: 3 of 5 micro-batches in each of 2 epochs; SFT: 4 × 2. 14 micro-batches = 7 steps.
+    assert_eq!((s.steps, s.total_steps), (7, 7));
+    let reference = losses(full.path());
+    assert_eq!(reference.iter().map(|r| r.1).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1, 1].map(Some).to_vec());
+    // Stopped inside the capped stage and at its end (the checkpoint at step 2 holds a cursor
+    // at the cap of epoch 0): the resumed run skips exactly as the uninterrupted one did.
+    for stop in [2u64, 3, 5] {
+        let part = tempfile::tempdir().unwrap();
+        let c = capped(part.path());
+        let mut tr = Trainer::new(&c, open_source(&c, 128).unwrap()).unwrap();
+        assert!(!tr.run_steps(stop).unwrap());
+        drop(tr);
+        let mut tr = Trainer::new(&c, open_source(&c, 128).unwrap()).unwrap();
+        tr.run().unwrap();
+        assert_eq!(losses(part.path()), reference, "resumed after a stop at step {stop}");
+    }
+}
+
+#[test]
 fn shard_source_errors_name_the_key_or_the_directory() {
     let data = tempfile::tempdir().unwrap();
     let cpt = write_set(&data.path().join("cpt"), 4, false);
@@ -120,6 +151,11 @@ fn shard_source_errors_name_the_key_or_the_directory() {
     c.data.stages[1].epochs = 3;
     let e = open_source(&c, 128).err().unwrap().to_string();
     assert!(e.contains("data.stages[1].epochs"), "{e}");
+
+    let mut c = cfg(out.path(), &cpt, &sft);
+    c.data.stages[0].max_batches = Some(0);
+    let e = open_source(&c, 128).err().unwrap().to_string();
+    assert!(e.contains("data.stages[0].max_batches"), "{e}");
 
     let mut c = cfg(out.path(), &cpt, &sft);
     c.data.stages[1].shards = None;

@@ -86,9 +86,21 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             let name = &s["train:".len()..];
             let tc = cfg.train.get(name).ok_or_else(|| Error::Config { file: String::new(), key: "stages".into(), message: format!("stage {s:?} needs a [train.{name}] section") })?;
             let summary = crate::train::dist::run(tc)?; // distributed.mode != none: rank from the launcher
-            tracing::info!("{s}: {} steps, final loss {:?}, checkpoint {:?}", summary.steps, summary.final_loss, summary.checkpoint);
             let mut report = RunReport::new(s);
             report.elapsed_s = summary.elapsed_s;
+            report.notes = vec![
+                format!(
+                    "steps {} of {}{}, {} tokens, {:.1} tokens/s",
+                    summary.steps,
+                    summary.total_steps,
+                    summary.resumed_from.map(|r| format!(" (resumed from step {r})")).unwrap_or_default(),
+                    summary.tokens,
+                    summary.tokens as f64 / summary.elapsed_s.max(1e-9)
+                ),
+                format!("final loss {}", summary.final_loss.map_or("-".into(), |l| format!("{l:.4}"))),
+                format!("checkpoint {}", summary.checkpoint.as_ref().map_or("-".into(), |p| p.display().to_string())),
+                format!("metrics {}", tc.output.join("metrics.jsonl").display()),
+            ];
             Ok(report)
         }
         "sft" => Ok(crate::sft::run_pipeline(cfg, opts.strict, crate::sft::Mode::Build)?.run),

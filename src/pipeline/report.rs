@@ -70,6 +70,9 @@ pub struct RunReport {
     /// Wall time of the run (not part of the manifest, which stays deterministic).
     #[serde(default)]
     pub elapsed_s: f64,
+    /// Summary lines of stages that read no sources (training: steps, tokens, loss, checkpoint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl RunReport {
@@ -143,6 +146,12 @@ impl RunReport {
     /// A human-readable table: one row per source and a total.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        if self.sources.is_empty() && !self.notes.is_empty() {
+            for n in &self.notes {
+                let _ = writeln!(out, "{n}");
+            }
+            return out;
+        }
         let _ = writeln!(out, "{:<10} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>10} {:>8}", "source", "files", "read", "kept", "filtered", "dups", "errors", "MB in", "MB out", "MB/s");
         let secs = self.elapsed_s.max(1e-9);
         let mut row = |name: &str, s: &SourceStats| {

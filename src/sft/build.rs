@@ -28,7 +28,7 @@ use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::ipc::IpcScheme;
 use crate::pipeline::RunReport;
-use crate::shard::Manifest;
+use crate::shard::{Manifest, ShardInfo};
 
 /// How far a run goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,29 +385,51 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
                 Split::Train => packing.train_rows = rows.len() as u64,
                 _ => packing.test_rows = rows.len() as u64,
             }
+            // One directory per curriculum stage (`stage-K/`, its own manifest: the trainer reads
+            // stages in order from these), and the split's manifest listing all of them.
             let dir = out.join(split.as_str());
-            let shards = write_shards(&dir, &rows, cfg.pack.rows_per_shard, &cfg.writer)?;
-            let mut m = Manifest {
-                kind: "sft".into(),
-                tool_version: env!("CARGO_PKG_VERSION").into(),
-                config_hash: config_hash.clone(),
-                shards,
-                info: Default::default(),
-                accounting: report.run.accounting(),
+            let manifest = |shards: Vec<ShardInfo>, rows: &[Row], examples: Option<usize>| {
+                let mut m = Manifest {
+                    kind: "sft".into(),
+                    tool_version: env!("CARGO_PKG_VERSION").into(),
+                    config_hash: config_hash.clone(),
+                    shards,
+                    info: Default::default(),
+                    accounting: report.run.accounting(),
+                };
+                m.info.insert("split".into(), split.as_str().into());
+                m.info.insert("tokenizer".into(), tok.name().into());
+                m.info.insert("tokenizer_sha256".into(), tok.sha256.clone().into());
+                m.info.insert("seq_len".into(), cfg.pack.seq_len.into());
+                m.info.insert("cutoff_len".into(), cfg.template.cutoff_len.into());
+                m.info.insert("stages".into(), cfg.grade.stages.into());
+                let mut per_stage: BTreeMap<String, u64> = BTreeMap::new();
+                for r in rows {
+                    *per_stage.entry(r.stage.to_string()).or_default() += 1;
+                }
+                m.info.insert("rows_per_stage".into(), serde_json::to_value(per_stage).expect("serializes"));
+                if let Some(n) = examples {
+                    m.info.insert("examples".into(), n.into());
+                }
+                m
             };
-            m.info.insert("split".into(), split.as_str().into());
-            m.info.insert("tokenizer".into(), tok.name().into());
-            m.info.insert("tokenizer_sha256".into(), tok.sha256.clone().into());
-            m.info.insert("seq_len".into(), cfg.pack.seq_len.into());
-            m.info.insert("cutoff_len".into(), cfg.template.cutoff_len.into());
-            m.info.insert("stages".into(), cfg.grade.stages.into());
-            let mut per_stage: BTreeMap<String, u64> = BTreeMap::new();
-            for r in &rows {
-                *per_stage.entry(r.stage.to_string()).or_default() += 1;
+            // Writing no rows clears shards an older flat layout left at the split's top level.
+            write_shards(&dir, &[], cfg.pack.rows_per_shard, &cfg.writer)?;
+            let mut all = Vec::new();
+            for k in 0..cfg.grade.stages as u32 {
+                let stage_rows: Vec<Row> = rows.iter().filter(|r| r.stage == k).cloned().collect();
+                let name = format!("stage-{k}");
+                let sdir = dir.join(&name);
+                let shards = write_shards(&sdir, &stage_rows, cfg.pack.rows_per_shard, &cfg.writer)?;
+                all.extend(shards.iter().cloned().map(|mut s| {
+                    s.file = format!("{name}/{}", s.file);
+                    s
+                }));
+                let mut m = manifest(shards, &stage_rows, None);
+                m.info.insert("stage".into(), k.into());
+                m.save(&sdir)?;
             }
-            m.info.insert("rows_per_stage".into(), serde_json::to_value(per_stage).expect("serializes"));
-            m.info.insert("examples".into(), idx.len().into());
-            m.save(&dir)?;
+            manifest(all, &rows, Some(idx.len())).save(&dir)?;
         }
         report.packing = Some(packing);
     }

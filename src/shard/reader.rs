@@ -460,7 +460,9 @@ pub struct Loader {
     cursor: Cursor,
     fingerprint: String,
     seq_len: usize,
-    total_batches: u64,
+    /// Batches of one epoch of each stage, for this rank.
+    stage_batches: Vec<u64>,
+    epochs: u64,
     done: bool,
 }
 
@@ -492,8 +494,8 @@ impl Loader {
         }
         let cursor = producer.cursor;
         let seq_len = producer.seq_len;
-        let epochs = producer.cfg.epochs as u64;
-        let total_batches = (0..producer.stages.len()).map(|st| producer.steps(st, 0) * epochs).sum();
+        let stage_batches = (0..producer.stages.len()).map(|st| producer.steps(st, 0)).collect();
+        let producer_epochs = producer.cfg.epochs as u64;
         let source = if prefetch == 0 {
             Source::Direct(Box::new(producer))
         } else {
@@ -515,7 +517,7 @@ impl Loader {
                 .map_err(|e| other(format!("loader: cannot start the prefetch thread: {e}")))?;
             Source::Thread { rx, handle: Some(handle) }
         };
-        Ok(Loader { source, cursor, fingerprint, seq_len, total_batches, done: false })
+        Ok(Loader { source, cursor, fingerprint, seq_len, stage_batches, epochs: producer_epochs, done: false })
     }
 
     /// Tokens per row.
@@ -525,7 +527,24 @@ impl Loader {
 
     /// Batches this rank yields over all stages and epochs, from the start (not from the cursor).
     pub fn total_batches(&self) -> u64 {
-        self.total_batches
+        self.stage_batches.iter().sum::<u64>() * self.epochs()
+    }
+
+    /// Batches one epoch of each stage yields on this rank.
+    pub fn stage_batches(&self) -> &[u64] {
+        &self.stage_batches
+    }
+
+    /// Passes over each stage.
+    pub fn epochs(&self) -> u64 {
+        self.epochs
+    }
+
+    /// A loader over the same data and settings positioned at `cursor` (the start of an epoch of
+    /// a stage, say): what [`Loader::restore`] does with a cursor of this loader's data.
+    pub fn seek(&self, cfg: LoaderConfig, cursor: Cursor) -> Result<Loader> {
+        let st = State { version: STATE_VERSION, fingerprint: self.fingerprint.clone(), cursor };
+        Self::start(cfg, Some(st))
     }
 
     /// The cursor of the next batch.

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, TrainError};
-use crate::shard::reader::{Loader, LoaderConfig};
+use crate::shard::reader::{Cursor, Loader, LoaderConfig};
 use crate::shard::Batch;
 
 /// A stream of training micro-batches in curriculum order.
@@ -54,11 +54,14 @@ pub struct StageConfig {
     pub epochs: u32,
     /// Share of each stage's rows drawn from earlier stages (replay against forgetting).
     pub replay: f64,
+    /// Shard source: micro-batches taken from each epoch of this stage at most, the rest of the
+    /// epoch skipped (a short run that still visits every stage of a long curriculum).
+    pub max_batches: Option<u64>,
 }
 
 impl Default for StageConfig {
     fn default() -> Self {
-        Self { name: "main".into(), kind: StageKind::Cpt, shards: None, epochs: 1, replay: 0.0 }
+        Self { name: "main".into(), kind: StageKind::Cpt, shards: None, epochs: 1, replay: 0.0, max_batches: None }
     }
 }
 
@@ -131,6 +134,9 @@ impl DataConfig {
             }
             if !(0.0..1.0).contains(&s.replay) || (i == 0 && s.replay > 0.0) {
                 return Err(TrainError::config(format!("data.stages[{i}].replay"), "must be in [0, 1), and 0 for the first stage"));
+            }
+            if s.max_batches == Some(0) || (self.source != SourceKind::Shards && s.max_batches.is_some()) {
+                return Err(TrainError::config(format!("data.stages[{i}].max_batches"), "must be >= 1, and is read by data.source = \"shards\" only"));
             }
             if self.source == SourceKind::Shards && s.shards.is_none() {
                 return Err(TrainError::config(
@@ -334,6 +340,8 @@ impl BatchSource for VecSource {
 pub struct ShardSource {
     cfg: LoaderConfig,
     loader: Loader,
+    /// `max_batches` per stage.
+    caps: Vec<Option<u64>>,
 }
 
 impl ShardSource {
@@ -355,12 +363,39 @@ impl ShardSource {
         if loader.seq_len() != seq_len {
             return Err(TrainError::config("seq_len", format!("{seq_len}, but the shards hold rows of {} tokens", loader.seq_len())));
         }
-        Ok(ShardSource { cfg, loader })
+        Ok(ShardSource { cfg, loader, caps: data.stages.iter().map(|s| s.max_batches).collect() })
+    }
+
+    /// Skips the rest of an epoch whose `max_batches` is reached; false when nothing is left.
+    fn skip_capped(&mut self) -> Result<bool> {
+        loop {
+            let c = self.loader.cursor();
+            if c.stage >= self.caps.len() {
+                return Ok(false);
+            }
+            match self.caps[c.stage] {
+                Some(cap) if c.step >= cap => {
+                    let next = if (c.epoch as u64) + 1 < self.loader.epochs() {
+                        Cursor { epoch: c.epoch + 1, step: 0, ..c }
+                    } else {
+                        Cursor { stage: c.stage + 1, epoch: 0, step: 0 }
+                    };
+                    if next.stage >= self.caps.len() {
+                        return Ok(false);
+                    }
+                    self.loader = self.loader.seek(self.cfg.clone(), next).map_err(|e| TrainError::Data(e.to_string()))?;
+                }
+                _ => return Ok(true),
+            }
+        }
     }
 }
 
 impl BatchSource for ShardSource {
     fn next_batch(&mut self) -> Result<Option<Batch>> {
+        if !self.skip_capped()? {
+            return Ok(None);
+        }
         let mut b = match self.loader.next_batch().map_err(|e| TrainError::Data(e.to_string()))? {
             Some(b) => b,
             None => return Ok(None),
@@ -384,7 +419,8 @@ impl BatchSource for ShardSource {
     }
 
     fn total_batches(&self) -> Option<u64> {
-        Some(self.loader.total_batches())
+        let per_epoch: u64 = self.loader.stage_batches().iter().zip(&self.caps).map(|(&n, cap)| cap.map_or(n, |c| c.min(n))).sum();
+        Some(per_epoch * self.loader.epochs())
     }
 }
 
