@@ -43,18 +43,15 @@ if has cpt; then
   step cpt_cuda 240 /tmp/ct train /tmp/tiny-cuda.toml
   step cpt_cpu 300 /tmp/ct train .dev/train-tiny.toml
   cp runs/train-tiny-cuda/metrics.jsonl "$OUT/cpt_cuda_metrics.jsonl"; cp runs/train-tiny/metrics.jsonl "$OUT/cpt_cpu_metrics.jsonl"
-  $PY - "$OUT/cpt_cuda_metrics.jsonl" "$OUT/cpt_cpu_metrics.jsonl" <<'PYEOF'
-import json, sys
-a, b = ([r for r in (json.loads(l) for l in open(p) if l.strip()) if r.get("loss") is not None] for p in sys.argv[1:3])
-print("step  loss_cuda_bf16  loss_cpu_f32  rel_diff")
-worst = 0.0
-for x, y in zip(a, b):
-    d = abs(x["loss"] - y["loss"]) / abs(y["loss"])
-    worst = max(worst, d)
-    if x["step"] % 10 == 0 or x is a[-1]:
-        print(f'{x["step"]:4d}  {x["loss"]:.4f}  {y["loss"]:.4f}  {d:.2e}')
-print(f"CPT steps cuda {len(a)} cpu {len(b)}, worst relative loss difference {worst:.3e}")
-PYEOF
+  $PY scripts/cuda-compare-losses.py "$OUT/cpt_cuda_metrics.jsonl" "$OUT/cpt_cpu_metrics.jsonl"
+fi
+if has cptshards; then
+  # Real CPT on fixture token shards (.dev/cpt-shards.toml, data.source = "shards"): GPU bf16 vs CPU f32.
+  sed -e 's/^device = "cpu"/device = "cuda"/' -e 's/^dtype = "f32"/dtype = "bf16"/' -e 's#runs/gpu-cpt-cpu"#runs/gpu-cpt-cuda"#' .dev/cpt-shards.toml > /tmp/cpt-shards-cuda.toml
+  step cptshards_cuda 240 /tmp/ct train /tmp/cpt-shards-cuda.toml
+  step cptshards_cpu 300 /tmp/ct train .dev/cpt-shards.toml
+  cp runs/gpu-cpt-cuda/metrics.jsonl "$OUT/cptshards_cuda_metrics.jsonl"; cp runs/gpu-cpt-cpu/metrics.jsonl "$OUT/cptshards_cpu_metrics.jsonl"
+  $PY scripts/cuda-compare-losses.py "$OUT/cptshards_cuda_metrics.jsonl" "$OUT/cptshards_cpu_metrics.jsonl"
 fi
 if has torch05x; then
   for m in bf16 ampc amp; do BATCHES=8 step torch05_$m 200 $PY .dev/torch_qwen2_train.py $m; done
