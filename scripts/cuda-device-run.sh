@@ -3,6 +3,8 @@
 # the PyTorch reference in the same call, logs under $OUT. Run from the repo root on the device
 # with .dev/ carried, holding bin/coretech.xz (the --features cuda release binary, xz),
 # torch_qwen2_train.py (../shared/gpu) and torch_qwen2_shape.py (scripts/).
+# Part cptshards also needs .dev/cpt-shards.toml (pipelines/demo.toml's [train.cpt] with shards =
+# ".dev/shards/tokens", max_steps = 80) and .dev/shards/tokens (a copy of out/demo/tokens).
 # PARTS picks what runs (default: all), e.g. PARTS="selftest ours05 torch05"; OURS15_BATCHES and
 # TORCH15_BATCHES the 1.5B batches tried, largest first (the first that fits is reported).
 set -u
