@@ -177,6 +177,20 @@ enum Cmd {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Write the logits of a weights directory (a checkpoint or HF Qwen2 weights) for one token
+    /// sequence under the training forward (f32, CPU) as raw little-endian f32 (tokens × vocab);
+    /// the transformers compatibility check reads them (tests/compat/check_transformers.py).
+    Logits {
+        /// Weights directory (`config.json` + safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Token ids, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<u32>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check the device's fused training units against the CPU reference (random inputs, forward
     /// and backward, stated tolerances) and a few training steps; prints a table and JSON.
     Selftest {
@@ -563,6 +577,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // distributed.mode != none: rank and world size from torchrun/Slurm variables.
             let summary = coretech::train::dist::run(&tc)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Cmd::Logits { checkpoint, ids, out } => {
+            let n = coretech::train::logits::write_logits(&checkpoint, &ids, &out)?;
+            println!("{} logits ({} tokens) written to {}", n, ids.len(), out.display());
         }
         Cmd::Selftest { device, gpu, seed } => {
             let tc = coretech::train::TrainConfig { device: device.parse()?, gpu, ..Default::default() };

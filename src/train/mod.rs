@@ -16,6 +16,7 @@ pub mod cuda;
 pub mod data;
 pub mod dist;
 pub mod error;
+pub mod logits;
 pub mod metrics;
 pub mod model;
 pub mod ops;
