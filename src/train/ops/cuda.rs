@@ -284,6 +284,31 @@ impl CudaOps {
         Ok(())
     }
 
+    /// Switches `desc` and `ptrs` to the ragged (THD) layout of `nseg` packed segments and returns
+    /// the token-major `(N, Hq)` stats buffer cuDNN reads or writes (filled by the caller).
+    #[allow(clippy::type_complexity)]
+    fn ragged_desc(
+        &self,
+        seg: &Segments,
+        nseg: usize,
+        r: &[CudaSlice<i32>; 4],
+        (b, t, hq, hkv, d): (usize, usize, usize, usize, usize),
+        desc: &mut sdpa::SdpaDesc,
+        ptrs: &mut [u64; sdpa::SLOTS],
+    ) -> Result<Tensor> {
+        self.fill_ragged(seg, nseg, hq, hkv, d, r)?;
+        desc.b = nseg as i64;
+        desc.total = (b * t) as i64;
+        desc.ragged = 1;
+        let st = empty((b * t, hq), DType::F32, &self.dev)?;
+        ptrs[sdpa::Slot::Stats as usize] = dptr(&st)?;
+        for (slot, s) in [sdpa::Slot::SeqQ, sdpa::Slot::OffQ, sdpa::Slot::OffKv, sdpa::Slot::OffStats].into_iter().zip(r.iter()) {
+            ptrs[slot as usize] = slice_ptr(&self.dev, s);
+        }
+        ptrs[sdpa::Slot::SeqKv as usize] = slice_ptr(&self.dev, &r[0]);
+        Ok(st)
+    }
+
     fn lse_relayout(&self, src: &Tensor, dst: &Tensor, b: usize, hq: usize, t: usize, dir: i32) -> Result<()> {
         let (ps, pd) = (dptr(src)?, dptr(dst)?);
         let (bi, hi, ti) = (b as i32, hq as i32, t as i32);
@@ -386,19 +411,7 @@ impl Ops for CudaOps {
         let mut stats_thd = None;
         match &ragged {
             None => ptrs[sdpa::Slot::Stats as usize] = dptr(&lse)?,
-            Some((nseg, r)) => {
-                self.fill_ragged(seg, *nseg, hq, hkv, d, r)?;
-                desc.b = *nseg as i64;
-                desc.total = (b * t) as i64;
-                desc.ragged = 1;
-                let st = empty((b * t, hq), DType::F32, &self.dev)?;
-                ptrs[sdpa::Slot::Stats as usize] = dptr(&st)?;
-                stats_thd = Some(st);
-                for (slot, s) in [sdpa::Slot::SeqQ, sdpa::Slot::OffQ, sdpa::Slot::OffKv, sdpa::Slot::OffStats].into_iter().zip(r.iter()) {
-                    ptrs[slot as usize] = slice_ptr(&self.dev, s);
-                }
-                ptrs[sdpa::Slot::SeqKv as usize] = slice_ptr(&self.dev, &r[0]);
-            }
+            Some((nseg, r)) => stats_thd = Some(self.ragged_desc(seg, *nseg, r, (b, t, hq, hkv, d), &mut desc, &mut ptrs)?),
         }
         let ws = self.workspace(sdpa::prepare(&self.dev, &desc)?)?;
         let pws = ws.as_ref().map(|w| slice_ptr(&self.dev, w)).unwrap_or(0);
@@ -461,19 +474,10 @@ impl Ops for CudaOps {
         match &ragged {
             None => ptrs[sdpa::Slot::Stats as usize] = dptr(&lse)?,
             Some((nseg, r)) => {
-                self.fill_ragged(seg, *nseg, hq, hkv, d, r)?;
-                desc.b = *nseg as i64;
-                desc.total = (b * t) as i64;
-                desc.ragged = 1;
+                let st = self.ragged_desc(seg, *nseg, r, (b, t, hq, hkv, d), &mut desc, &mut ptrs)?;
                 // (B, Hq, T) → token-major (N, Hq): src is the forward's lse, dst the THD copy.
-                let st = empty((b * t, hq), DType::F32, &self.dev)?;
                 self.lse_relayout(&lse, &st, b, hq, t, 1)?;
-                ptrs[sdpa::Slot::Stats as usize] = dptr(&st)?;
                 _stats_thd = Some(st);
-                for (slot, s) in [sdpa::Slot::SeqQ, sdpa::Slot::OffQ, sdpa::Slot::OffKv, sdpa::Slot::OffStats].into_iter().zip(r.iter()) {
-                    ptrs[slot as usize] = slice_ptr(&self.dev, s);
-                }
-                ptrs[sdpa::Slot::SeqKv as usize] = slice_ptr(&self.dev, &r[0]);
             }
         }
         let ws = self.workspace(sdpa::prepare(&self.dev, &desc)?)?;
