@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::clean::CleanConfig;
 use crate::dedup::DedupConfig;
 use crate::error::{Error, Result};
+use crate::infer::eval::EvalStageConfig;
 use crate::ipc::IpcConfig;
 use crate::pack::PackConfig;
 use crate::render::RenderConfig;
@@ -52,6 +53,10 @@ pub struct PipelineConfig {
     #[serde(default)]
     #[schemars(with = "SftConfig")]
     pub sft: Option<SftConfig>,
+    /// Scoring a checkpoint on an SFT test split (the `eval` stage).
+    #[serde(default)]
+    #[schemars(with = "EvalStageConfig")]
+    pub eval: Option<EvalStageConfig>,
 }
 
 /// The `docs` stage: raw files → document shards.

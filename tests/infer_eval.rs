@@ -234,3 +234,36 @@ fn cli_errors_name_what_is_wrong() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.jsonl:1") && err.contains("missing \"output\""), "{err}");
 }
+
+#[test]
+fn the_eval_stage_resolves_a_run_directory_and_writes_its_report() {
+    let ckpt_dir = tiny_checkpoint(&Tiny::default(), 21);
+    let work = tempfile::tempdir().unwrap();
+    let split = mixed_split(work.path());
+    // A training run directory: checkpoints/step-N with a trainer_state.json marks it complete.
+    let run = work.path().join("run");
+    let step = run.join("checkpoints/step-00000003");
+    std::fs::create_dir_all(&step).unwrap();
+    for e in std::fs::read_dir(ckpt_dir.path()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), step.join(e.file_name())).unwrap();
+    }
+    std::fs::write(step.join("trainer_state.json"), "{}").unwrap();
+    let report = work.path().join("eval.json");
+    let stage = eval::EvalStageConfig {
+        checkpoint: run.clone(),
+        sft_test: split.clone(),
+        report: Some(report.clone()),
+        device: "cpu".into(),
+        settings: EvalConfig { limit: Some(2), ..cfg(8) },
+    };
+    let rep = eval::run_stage(&stage).unwrap();
+    assert_eq!(rep.checkpoint, step);
+    assert_eq!(rep.aggregate.examples, 2);
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(written["aggregate"]["examples"], 2);
+
+    let missing = eval::EvalStageConfig { checkpoint: work.path().join("no-run"), ..stage };
+    let e = eval::run_stage(&missing).unwrap_err().to_string();
+    assert!(e.contains("eval.checkpoint") && e.contains("no-run"), "{e}");
+}

@@ -142,6 +142,12 @@ fn fixture_sft_build_end_to_end() {
     for (task, t) in &report.tasks {
         assert!(t.test >= 1 && t.test * 5 < t.train + t.test, "{task}: {t:?}");
     }
+    // The eval file: every IPC / key-technology test example, in the form `coretech eval` reads,
+    // its task given (not inferred) and its reference the example's answer.
+    let evals = coretech::infer::eval::read_examples(&out.join("test-eval.jsonl")).unwrap();
+    let want: Vec<&String> = g.iter().filter(|(_, v)| v.0 == "test" && (v.1 == "ipc" || v.1 == "tech")).map(|(k, _)| k).collect();
+    assert_eq!(evals.len(), want.len());
+    assert!(!evals.is_empty() && evals.iter().all(|e| !e.task_inferred && !e.reference.is_empty() && !e.question.is_empty()));
     // The fixtures hold no near-copies across the split: their most similar questions share a
     // template but name different fields (光刻技术领域涉及哪些核心科技？ vs OLED技术领域…,
     // 5-gram Jaccard 0.73), which must stay. Removal itself is tested below.

@@ -402,6 +402,40 @@ impl EvalReport {
     }
 }
 
+/// The `eval` pipeline stage: a checkpoint answers an SFT test split and is scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalStageConfig {
+    /// Weights directory, or a training run directory (its newest complete checkpoint).
+    pub checkpoint: PathBuf,
+    /// Alpaca JSONL test split (the SFT build writes `test-eval.jsonl`).
+    pub sft_test: PathBuf,
+    /// Where the JSON report (per example and aggregate) is written.
+    pub report: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Generation and scoring.
+    #[serde(default)]
+    pub settings: EvalConfig,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// Runs the `eval` stage: loads the checkpoint, evaluates, writes the report; returns it.
+pub fn run_stage(cfg: &EvalStageConfig) -> Result<EvalReport> {
+    let dir = crate::train::checkpoint::weights_dir(&cfg.checkpoint).map_err(|e| InferError::config("eval.checkpoint", e.to_string()))?;
+    let opts = super::LoadOptions { device: super::model::parse_device(&cfg.device)?, ..Default::default() };
+    let mut ckpt = Checkpoint::load(&dir, &opts)?;
+    let rep = run(&mut ckpt, &cfg.sft_test, &cfg.settings, |_| {})?;
+    if let Some(path) = &cfg.report {
+        rep.write(path)?;
+    }
+    Ok(rep)
+}
+
 /// Reads the split, evaluates up to `cfg.limit` examples and builds the report.
 pub fn run(ckpt: &mut Checkpoint, sft_test: &Path, cfg: &EvalConfig, progress: impl FnMut(&ExampleResult)) -> Result<EvalReport> {
     cfg.validate()?;

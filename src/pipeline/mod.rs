@@ -104,6 +104,16 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             Ok(report)
         }
         "sft" => Ok(crate::sft::run_pipeline(cfg, opts.strict, crate::sft::Mode::Build)?.run),
+        "eval" => {
+            let ev = cfg.eval.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "eval".into(), message: "stage \"eval\" needs an [eval] section".into() })?;
+            let rep = crate::infer::eval::run_stage(ev).map_err(|e| Error::Other(format!("eval: {e}")))?;
+            let mut report = RunReport::new("eval");
+            report.notes = rep.summary().lines().map(str::to_string).collect();
+            if let Some(p) = &ev.report {
+                report.notes.push(format!("report {}", p.display()));
+            }
+            Ok(report)
+        }
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }

@@ -370,6 +370,7 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
     let out = &cfg.output;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     stats::write_examples(&out.join("examples.parquet"), &graded, &cfg.writer)?;
+    write_test_alpaca(&out.join("test-eval.jsonl"), kept.iter().filter(|k| k.ex.split == Split::Test).map(|k| &k.ex))?;
 
     if mode == Mode::Build {
         let pad = tok.token_id("<|endoftext|>").ok_or_else(|| Error::Other("tokenizer has no <|endoftext|> token for padding".into()))?;
@@ -438,6 +439,35 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
     bytes.push(b'\n');
     crate::shard::writer::write_atomic(&out.join("report.json"), &bytes)?;
     Ok(report)
+}
+
+/// The test examples of the tasks `coretech eval` scores (IPC codes, key technologies) as alpaca
+/// JSON lines (`instruction`, `output`, earlier turns as `history`, `system`, `task_type`, `id`):
+/// the file `coretech eval --sft-test` reads.
+fn write_test_alpaca<'a>(path: &Path, examples: impl Iterator<Item = &'a Example>) -> Result<()> {
+    use super::example::Role;
+    let mut out = Vec::new();
+    for ex in examples.filter(|e| matches!(e.task.as_str(), "ipc" | "tech" | "key_tech")) {
+        let turns: Vec<(&str, &str)> = ex
+            .messages
+            .chunks(2)
+            .filter_map(|p| match p {
+                [u, a] if u.role == Role::User && a.role == Role::Assistant => Some((u.content.as_str(), a.content.as_str())),
+                _ => None,
+            })
+            .collect();
+        let Some(((question, answer), history)) = turns.split_last() else { continue };
+        let mut rec = serde_json::json!({ "id": ex.id, "instruction": question, "input": "", "output": answer, "task_type": ex.task });
+        if !history.is_empty() {
+            rec["history"] = serde_json::json!(history.iter().map(|(q, a)| [q, a]).collect::<Vec<_>>());
+        }
+        if let Some(sys) = &ex.system {
+            rec["system"] = sys.clone().into();
+        }
+        serde_json::to_writer(&mut out, &rec).expect("json serializes");
+        out.push(b'\n');
+    }
+    crate::shard::writer::write_atomic(path, &out)
 }
 
 fn duplicate(run: &mut RunReport, dataset: &str, kind: &str) {

@@ -130,6 +130,18 @@ pub fn dir_for(root: &Path, step: u64) -> PathBuf {
     root.join(format!("step-{step:08}"))
 }
 
+/// The weights directory `path` names: itself when it holds a `config.json`, else the newest
+/// complete checkpoint of the training run directory it is.
+pub fn weights_dir(path: &Path) -> Result<PathBuf> {
+    if path.join("config.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    match list(&path.join("checkpoints"))?.pop() {
+        Some((_, ckpt)) => Ok(ckpt),
+        None => Err(TrainError::file(path, "neither a weights directory (no config.json) nor a run directory with a complete checkpoint")),
+    }
+}
+
 /// Complete checkpoints under `root`, oldest first (`.tmp` directories are not checkpoints).
 pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();

@@ -105,14 +105,7 @@ impl ModelConfig {
     /// The weights directory `from` names: itself when it holds a `config.json`, else the newest
     /// complete checkpoint of the run directory it is.
     pub fn weights_dir(&self) -> Result<Option<PathBuf>> {
-        let Some(dir) = &self.from else { return Ok(None) };
-        if dir.join("config.json").is_file() {
-            return Ok(Some(dir.clone()));
-        }
-        match super::checkpoint::list(&dir.join("checkpoints"))?.pop() {
-            Some((_, ckpt)) => Ok(Some(ckpt)),
-            None => Err(TrainError::file(dir, "model.from: neither a weights directory (no config.json) nor a run directory with a complete checkpoint")),
-        }
+        self.from.as_deref().map(super::checkpoint::weights_dir).transpose()
     }
 }
 
