@@ -15,6 +15,7 @@
 # datatrove[processing] pulled neither pyarrow nor orjson here). BIN overrides the binary.
 # Peak RSS and CPU time come from /usr/bin/time -v; on a shared machine compare the CPU-time
 # ratio (user + sys), which contention does not inflate. Both sides are pinned to core 0.
+# DT_LANGUAGE (e.g. zh) sets the language of datatrove's Gopher filters (default: English).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BYTES=${1:-1000000000}
