@@ -9,9 +9,10 @@
 # runs on its own input of DATATROVE_BYTES (default: the same input; pass a smaller size when a
 # full datatrove run would take too long, and the ratio is then per MB). Needs a release build
 # and datatrove in .dev/venv (python3 -m venv .dev/venv && .dev/venv/bin/pip install
-# "datatrove[processing]" spacy: its MinHash stage needs the spacy word tokenizer). BIN overrides
-# the binary. Peak RSS and CPU time come from /usr/bin/time -v; on a shared machine compare the
-# CPU-time ratio (user + sys), which contention does not inflate.
+# "datatrove[processing]" spacy pyarrow: its MinHash stage needs the spacy word tokenizer, its
+# ParquetReader pyarrow, which datatrove[processing] does not pull). BIN overrides the binary.
+# Both sides are pinned to core 0 (taskset). Peak RSS and CPU time come from /usr/bin/time -v;
+# on a shared machine compare the CPU-time ratio (user + sys), which contention does not inflate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BYTES=${1:-1000000000}
@@ -32,20 +33,20 @@ input = "$OUT/in-$BYTES"
 output = "$OUT/ours-$BYTES"
 TOML
 rm -rf "$OUT/ours-$BYTES"
-RAYON_NUM_THREADS=1 /usr/bin/time -v "$BIN" dedup "$OUT/ours.toml" > "$OUT/ours.log" 2> "$OUT/ours.time"
+RAYON_NUM_THREADS=1 taskset -c 0 /usr/bin/time -v "$BIN" dedup "$OUT/ours.toml" > "$OUT/ours.log" 2> "$OUT/ours.time"
 ours_s=$(grep "Elapsed (wall" "$OUT/ours.time" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 ours_rss=$(grep "Maximum resident" "$OUT/ours.time" | awk '{print $NF}')
 cpu() { awk -F: '/User time|System time/ {s += $2} END {print s}' "$1"; }
 ours_cpu=$(cpu "$OUT/ours.time")
 
 rm -rf "$OUT/dt-$DT_BYTES"
-/usr/bin/time -v .dev/venv/bin/python benches/dedup_datatrove.py "$OUT/in-$DT_BYTES" "$OUT/dt-$DT_BYTES" > "$OUT/dt.log" 2> "$OUT/dt.time"
+taskset -c 0 /usr/bin/time -v .dev/venv/bin/python benches/dedup_datatrove.py "$OUT/in-$DT_BYTES" "$OUT/dt-$DT_BYTES" > "$OUT/dt.log" 2> "$OUT/dt.time"
 dt_s=$(grep "Elapsed (wall" "$OUT/dt.time" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 dt_rss=$(grep "Maximum resident" "$OUT/dt.time" | awk '{print $NF}')
 dt_cpu=$(cpu "$OUT/dt.time")
 
 tail -12 "$OUT/ours.log"
-grep "datatrove" "$OUT/dt.log"
+grep "^datatrove" "$OUT/dt.log"  # its own timings, not the loguru lines that name the package
 python3 - "$BYTES" "$ours_s" "$ours_rss" "$ours_cpu" "$DT_BYTES" "$dt_s" "$dt_rss" "$dt_cpu" <<'PY'
 import sys
 b, s, r, c, db, ds, dr, dc = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), float(sys.argv[8])
