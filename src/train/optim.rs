@@ -117,22 +117,28 @@ impl AdamW {
             })
             .collect::<Result<_>>()?;
         let grad_norm = ops.sum_squares(&grads)?.sqrt();
+        let hp = self.begin_step(lr, grad_norm)?;
+        ops.adamw_step(&mut self.states, &grads, params, &hp)?;
+        Ok(StepStats { grad_norm, clip_coef: hp.grad_scale })
+    }
+
+    /// Starts optimizer step `steps + 1` for a global gradient norm: refuses a non-finite norm,
+    /// counts the step and gives its hyper-parameters, the clipping coefficient as `grad_scale`.
+    pub fn begin_step(&mut self, lr: f64, grad_norm: f64) -> Result<AdamWStep> {
         if !grad_norm.is_finite() {
             return Err(TrainError::Data(format!("gradient norm is {grad_norm} at optimizer step {}", self.steps + 1)));
         }
-        let clip_coef = clip_coef(self.cfg.max_grad_norm, grad_norm);
+        let clip = clip_coef(self.cfg.max_grad_norm, grad_norm);
         self.steps += 1;
-        let hp = AdamWStep {
+        Ok(AdamWStep {
             lr,
             beta1: self.cfg.beta1,
             beta2: self.cfg.beta2,
             eps: self.cfg.eps,
             weight_decay: self.cfg.weight_decay,
             step: self.steps,
-            grad_scale: clip_coef,
-        };
-        ops.adamw_step(&mut self.states, &grads, params, &hp)?;
-        Ok(StepStats { grad_norm, clip_coef })
+            grad_scale: clip,
+        })
     }
 
     /// The master weights, in `param_specs` order.

@@ -25,8 +25,8 @@ use candle_core::{DType, Device, Tensor};
 
 use super::super::error::{Result, TrainError};
 use super::super::model::{Grads, ParamSpec};
-use super::super::ops::{AdamState, AdamWStep, Ops};
-use super::super::optim::{clip_coef, AdamW, StepStats};
+use super::super::ops::{AdamState, Ops};
+use super::super::optim::{AdamW, StepStats};
 use super::collective::Collective;
 use super::{DistConfig, DistMode};
 
@@ -305,20 +305,7 @@ impl DataParallel {
         drop(grads);
         let local = if piece_grads.is_empty() { 0.0 } else { ops.sum_squares(&piece_grads)? };
         let grad_norm = self.sum_f64(local)?.sqrt();
-        if !grad_norm.is_finite() {
-            return Err(TrainError::Data(format!("gradient norm is {grad_norm} at optimizer step {}", opt.steps + 1)));
-        }
-        let clip = clip_coef(opt.cfg.max_grad_norm, grad_norm);
-        opt.steps += 1;
-        let hp = AdamWStep {
-            lr,
-            beta1: opt.cfg.beta1,
-            beta2: opt.cfg.beta2,
-            eps: opt.cfg.eps,
-            weight_decay: opt.cfg.weight_decay,
-            step: opt.steps,
-            grad_scale: clip,
-        };
+        let hp = opt.begin_step(lr, grad_norm)?;
         let shard = self.shard.as_mut().expect("zero");
         if !shard.states.is_empty() {
             // The f32 "params" the step writes are the masters themselves: same values, and
@@ -334,7 +321,7 @@ impl DataParallel {
                 params[i] = p.to_dtype(params[i].dtype())?;
             }
         }
-        Ok(StepStats { grad_norm, clip_coef: clip })
+        Ok(StepStats { grad_norm, clip_coef: hp.grad_scale })
     }
 
     /// The whole bucket `b` of one optimizer field, all-gathered from the ranks' chunks.

@@ -392,17 +392,7 @@ impl Ops for CudaOps {
         let out = empty((b, t, hq, d), DType::BF16, &self.dev)?;
         let lse = empty((b, hq, t), DType::F32, &self.dev)?;
         let ragged = self.attn_segments(seg, b, t)?;
-        let mut desc = sdpa::SdpaDesc {
-            b: b as i64,
-            hq: hq as i64,
-            hkv: hkv as i64,
-            s: t as i64,
-            d: d as i64,
-            total: 0,
-            scale: scale as f32,
-            ragged: 0,
-            bwd: 0,
-        };
+        let mut desc = sdpa::SdpaDesc::dense((b, t, hq, hkv, d), scale, false);
         let mut ptrs = [0u64; sdpa::SLOTS];
         ptrs[sdpa::Slot::Q as usize] = dptr(&q)?;
         ptrs[sdpa::Slot::K as usize] = dptr(&k)?;
@@ -446,17 +436,7 @@ impl Ops for CudaOps {
         let dk = empty((b, t, hkv, d), DType::BF16, &self.dev)?;
         let dv = empty((b, t, hkv, d), DType::BF16, &self.dev)?;
         let ragged = self.attn_segments(seg, b, t)?;
-        let mut desc = sdpa::SdpaDesc {
-            b: b as i64,
-            hq: hq as i64,
-            hkv: hkv as i64,
-            s: t as i64,
-            d: d as i64,
-            total: 0,
-            scale: scale as f32,
-            ragged: 0,
-            bwd: 1,
-        };
+        let mut desc = sdpa::SdpaDesc::dense((b, t, hq, hkv, d), scale, true);
         let mut ptrs = [0u64; sdpa::SLOTS];
         for (slot, x) in [
             (sdpa::Slot::Q, &q),
