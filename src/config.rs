@@ -119,14 +119,16 @@ impl PipelineConfig {
         let json = serde_json::to_value(&value).map_err(|e| cfg_err(String::new(), e.to_string()))?;
         let schema: serde_json::Value = serde_json::from_str(PIPELINE_SCHEMA).expect("committed schema is JSON");
         let validator = jsonschema::validator_for(&schema).expect("committed schema is valid");
-        let mut errors: Vec<(String, String)> = validator
-            .iter_errors(&json)
-            .map(|e| (pointer_to_key(&e.instance_path().to_string()), e.to_string()))
-            .collect();
+        let mut errors: Vec<(String, String)> =
+            validator.iter_errors(&json).map(|e| (pointer_to_key(&e.instance_path().to_string()), e.to_string())).collect();
         if !errors.is_empty() {
             errors.sort();
             let (key, first) = errors.remove(0);
-            let more = if errors.is_empty() { String::new() } else { format!(" (and {} more: {})", errors.len(), errors.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; ")) };
+            let more = if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" (and {} more: {})", errors.len(), errors.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))
+            };
             return Err(cfg_err(key, format!("{first}{more}")));
         }
         serde_json::from_value(json).map_err(|e| cfg_err(String::new(), e.to_string()))
@@ -163,12 +165,16 @@ mod tests {
         if std::env::var_os("UPDATE_SCHEMAS").is_some() {
             std::fs::write(path, &generated).unwrap();
         }
-        assert_eq!(PIPELINE_SCHEMA, generated, "schemas/pipeline.schema.json is stale: run UPDATE_SCHEMAS=1 cargo test schema_file_is_current");
+        assert_eq!(
+            PIPELINE_SCHEMA, generated,
+            "schemas/pipeline.schema.json is stale: run UPDATE_SCHEMAS=1 cargo test schema_file_is_current"
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = PipelineConfig::parse("stages=[\"docs\"]\n[docs]\ninputs=[\"x\"]\noutput=\"o\"\nrows_per_shard=\"many\"\n", "t.toml").unwrap_err();
+        let e = PipelineConfig::parse("stages=[\"docs\"]\n[docs]\ninputs=[\"x\"]\noutput=\"o\"\nrows_per_shard=\"many\"\n", "t.toml")
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("docs.rows_per_shard"), "{msg}");
         let e = PipelineConfig::parse("[docs]\ninputs=[\"x\"]\noutput=\"o\"\nrows_per_shrad=5\n", "t.toml").unwrap_err();

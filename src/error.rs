@@ -65,7 +65,11 @@ pub enum Error {
     Config { file: String, key: String, message: String },
     /// An I/O failure on a named path.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A Parquet or Arrow failure on a named path.
     #[error("{path}: {message}")]
     Shard { path: PathBuf, message: String },

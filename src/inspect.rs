@@ -53,7 +53,8 @@ pub fn inspect(path: &Path, sample_rows: usize) -> Result<String> {
     let mut shown = 0usize;
     for f in &files {
         let file = File::open(f).map_err(|e| Error::io(f, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.clone(), message: e.to_string() })?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.clone(), message: e.to_string() })?;
         let rows = builder.metadata().file_metadata().num_rows();
         if total_rows == 0 {
             let _ = writeln!(out, "schema:");
@@ -78,11 +79,17 @@ pub fn inspect(path: &Path, sample_rows: usize) -> Result<String> {
     }
     let _ = writeln!(out, "total: {} shards, {total_rows} rows", files.len());
     if !sources.is_empty() {
-        let df = DataFrame::new_infer_height(vec![Column::new("source".into(), sources), Column::new("len".into(), lens)]).map_err(pl_err)?;
+        let df =
+            DataFrame::new_infer_height(vec![Column::new("source".into(), sources), Column::new("len".into(), lens)]).map_err(pl_err)?;
         let stats = df
             .lazy()
             .group_by([col("source")])
-            .agg([len().alias("rows"), col("len").sum().alias("bytes"), col("len").mean().alias("mean_len"), col("len").max().alias("max_len")])
+            .agg([
+                len().alias("rows"),
+                col("len").sum().alias("bytes"),
+                col("len").mean().alias("mean_len"),
+                col("len").max().alias("max_len"),
+            ])
             .sort(["source"], Default::default())
             .collect()
             .map_err(pl_err)?;
@@ -126,7 +133,8 @@ fn preview(col: &dyn Array, row: usize) -> String {
 
 fn is_token_shard(f: &Path) -> Result<bool> {
     let file = File::open(f).map_err(|e| Error::io(f, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.to_path_buf(), message: e.to_string() })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.to_path_buf(), message: e.to_string() })?;
     Ok(builder.schema().column_with_name("input_ids").is_some())
 }
 
@@ -166,7 +174,8 @@ fn inspect_tokens(path: &Path, files: &[PathBuf], sample_rows: usize) -> Result<
     let mut seq_len = 0usize;
     for f in files {
         let file = File::open(f).map_err(|e| Error::io(f, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.clone(), message: e.to_string() })?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.clone(), message: e.to_string() })?;
         if rows == 0 {
             let _ = writeln!(out, "schema:");
             for field in builder.schema().fields() {
@@ -197,7 +206,12 @@ fn inspect_tokens(path: &Path, files: &[PathBuf], sample_rows: usize) -> Result<
                 let (b, label) = bucket(r);
                 fill_hist.entry(b).or_insert((label, 0)).1 += 1;
                 if shown < sample_rows {
-                    let _ = writeln!(out, "--- row {shown}: {} segments, {r} real tokens{}", segs.len(), tb.stage(i).map(|s| format!(", stage {s}")).unwrap_or_default());
+                    let _ = writeln!(
+                        out,
+                        "--- row {shown}: {} segments, {r} real tokens{}",
+                        segs.len(),
+                        tb.stage(i).map(|s| format!(", stage {s}")).unwrap_or_default()
+                    );
                     let mut at = 0usize;
                     for (k, &l) in segs.iter().enumerate() {
                         let seg = &ids[at.min(ids.len())..(at + l as usize).min(ids.len())];

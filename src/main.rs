@@ -461,7 +461,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let cfg = coretech::dedup::bench::LabelledConfig { fixtures, out: out.clone(), seed, max_originals };
                 let dedup = coretech::dedup::DedupConfig::new(out.join("documents"), out.join("dedup"));
                 let s = coretech::dedup::bench::gen_labelled(&cfg, &dedup)?;
-                println!("{}: {} documents in {} families, {} pairs ({} with Jaccard >= 0.8)", out.display(), s.docs, s.families, s.pairs, s.pairs_08);
+                println!(
+                    "{}: {} documents in {} families, {} pairs ({} with Jaccard >= 0.8)",
+                    out.display(),
+                    s.docs,
+                    s.families,
+                    s.pairs,
+                    s.pairs_08
+                );
             }
             DedupBenchCmd::Score { labelled, config } => {
                 let cfg = dedup_config(&config)?;
@@ -481,11 +488,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use coretech::pack::bench;
             use coretech::tokenize::TokenizerConfig;
             let result = match what {
-                BenchCmd::Train { model, batch, seq, dtype, device, gpu, steps, warmup, recompute, ce_chunk, peak_flops, world_size, dist_mode, port } => {
-                    let b = coretech::train::bench::BenchConfig { model, batch, seq_len: seq, dtype: dtype.parse()?, device: device.parse()?, gpu, steps, warmup, recompute, ce_chunk, peak_flops, seed: 0 };
+                BenchCmd::Train {
+                    model,
+                    batch,
+                    seq,
+                    dtype,
+                    device,
+                    gpu,
+                    steps,
+                    warmup,
+                    recompute,
+                    ce_chunk,
+                    peak_flops,
+                    world_size,
+                    dist_mode,
+                    port,
+                } => {
+                    let b = coretech::train::bench::BenchConfig {
+                        model,
+                        batch,
+                        seq_len: seq,
+                        dtype: dtype.parse()?,
+                        device: device.parse()?,
+                        gpu,
+                        steps,
+                        warmup,
+                        recompute,
+                        ce_chunk,
+                        peak_flops,
+                        seed: 0,
+                    };
                     if world_size > 1 {
-                        let mode: coretech::train::dist::DistMode = serde_json::from_value(serde_json::Value::String(dist_mode.clone())).map_err(|_| anyhow::anyhow!("--dist-mode {dist_mode:?} is not ddp, zero1 or zero2"))?;
-                        println!("{}", serde_json::to_string(&coretech::train::dist::bench::bench_train_dist(&b, world_size, mode, port)?)?);
+                        let mode: coretech::train::dist::DistMode = serde_json::from_value(serde_json::Value::String(dist_mode.clone()))
+                            .map_err(|_| anyhow::anyhow!("--dist-mode {dist_mode:?} is not ddp, zero1 or zero2"))?;
+                        println!(
+                            "{}",
+                            serde_json::to_string(&coretech::train::dist::bench::bench_train_dist(&b, world_size, mode, port)?)?
+                        );
                         return Ok(());
                     }
                     println!("{}", serde_json::to_string(&coretech::train::bench::bench_train(&b)?)?);
@@ -496,7 +535,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 BenchCmd::Pack { input, engine, threads, seq_len, whole, output } => {
                     let mode = if whole { coretech::pack::PackMode::Whole } else { coretech::pack::PackMode::Cpt };
-                    bench::pack(&input, &TokenizerConfig { path: None, engine: bench::engine(&engine)? }, threads, seq_len, mode, output.as_deref())?
+                    bench::pack(
+                        &input,
+                        &TokenizerConfig { path: None, engine: bench::engine(&engine)? },
+                        threads,
+                        seq_len,
+                        mode,
+                        output.as_deref(),
+                    )?
                 }
                 BenchCmd::Load { dir, batch, epochs, prefetch } => bench::load(&dir, batch, epochs, prefetch)?,
             };
@@ -568,7 +614,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let name = match name {
                 Some(n) => n,
                 None if cfg.train.len() == 1 => cfg.train.keys().next().cloned().unwrap_or_default(),
-                None => anyhow::bail!("{} has {} [train.<name>] sections: pick one with --name ({})", config.display(), cfg.train.len(), cfg.train.keys().cloned().collect::<Vec<_>>().join(", ")),
+                None => anyhow::bail!(
+                    "{} has {} [train.<name>] sections: pick one with --name ({})",
+                    config.display(),
+                    cfg.train.len(),
+                    cfg.train.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             };
             let mut tc = cfg.train.get(&name).cloned().with_context(|| format!("{} has no [train.{name}] section", config.display()))?;
             if let Some(d) = device {
@@ -584,11 +635,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Selftest { device, gpu, seed } => {
             let tc = coretech::train::TrainConfig { device: device.parse()?, gpu, ..Default::default() };
-            let seed = seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+            });
             let r = coretech::train::selftest::run(&tc.device()?, seed)?;
             for c in &r.checks {
                 let status = if c.pass { "ok" } else { "FAIL" };
-                println!("{:<44} {:>14} rel_err {:>10.3e} max_abs {:>10.3e} tol {:>8.1e}  {status}", c.name, format!("{:?}", c.shape), c.rel_err, c.max_abs, c.tol);
+                println!(
+                    "{:<44} {:>14} rel_err {:>10.3e} max_abs {:>10.3e} tol {:>8.1e}  {status}",
+                    c.name,
+                    format!("{:?}", c.shape),
+                    c.rel_err,
+                    c.max_abs,
+                    c.tol
+                );
             }
             println!("train losses {}: {:?}", r.device, r.train_losses_device);
             println!("train losses cpu: {:?}", r.train_losses_cpu);

@@ -56,7 +56,14 @@ fn cfg(out: &Path, cpt: &Path, sft: &Path) -> TrainConfig {
             source: SourceKind::Shards,
             stages: vec![
                 StageConfig { name: "cpt".into(), shards: Some(cpt.to_path_buf()), epochs: 2, ..Default::default() },
-                StageConfig { name: "sft".into(), kind: StageKind::Sft, shards: Some(sft.to_path_buf()), epochs: 2, replay: 0.25, max_batches: None },
+                StageConfig {
+                    name: "sft".into(),
+                    kind: StageKind::Sft,
+                    shards: Some(sft.to_path_buf()),
+                    epochs: 2,
+                    replay: 0.25,
+                    max_batches: None,
+                },
             ],
             prefetch: 2,
             ..Default::default()
@@ -66,7 +73,11 @@ fn cfg(out: &Path, cpt: &Path, sft: &Path) -> TrainConfig {
 }
 
 fn losses(dir: &Path) -> Vec<(u64, Option<u64>, u64, u64)> {
-    read_metrics(&dir.join("metrics.jsonl")).unwrap().iter().map(|m| (m.step, m.stage.map(u64::from), m.loss.unwrap().to_bits(), m.targets)).collect()
+    read_metrics(&dir.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|m| (m.step, m.stage.map(u64::from), m.loss.unwrap().to_bits(), m.targets))
+        .collect()
 }
 
 #[test]

@@ -120,7 +120,9 @@ impl IpcSymbol {
         let subclass = match it.next() {
             None => return Ok(IpcSymbol { section, class: Some(class), subclass: None, group: None, subgroup: None }),
             Some(c) if c.is_ascii_uppercase() => c,
-            Some(c) if c.is_whitespace() || c == '(' => return Ok(IpcSymbol { section, class: Some(class), subclass: None, group: None, subgroup: None }),
+            Some(c) if c.is_whitespace() || c == '(' => {
+                return Ok(IpcSymbol { section, class: Some(class), subclass: None, group: None, subgroup: None })
+            }
             Some(_) => return Err(SymbolError::BadSubclass(rest.chars().take(2).collect())),
         };
         let after = it.as_str();
@@ -229,7 +231,8 @@ fn group_part(after: &str) -> &str {
             while j < b.len() && b[j] == b' ' {
                 j += 1;
             }
-            let continues = j < b.len() && (b[j].is_ascii_digit() || b[j] == b'/') && (end == 0 || (end < 3 && !after[..end].contains('/')));
+            let continues =
+                j < b.len() && (b[j].is_ascii_digit() || b[j] == b'/') && (end == 0 || (end < 3 && !after[..end].contains('/')));
             if !continues {
                 break;
             }

@@ -91,7 +91,8 @@ pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) 
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
 
     let config_hash = {
-        let listing: Vec<(String, u64)> = files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
+        let listing: Vec<(String, u64)> =
+            files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
         PipelineConfig::hash_of(&(cfg, &listing, task.index, task.count))
     };
 
@@ -352,14 +353,21 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
                 let pos = Pos { file: fi, stream: stream_idx, item: 0 };
                 let kind = crate::sources::input::io_error_kind(&e);
                 if after_start(pos) {
-                    batch.push(Event::FileError { pos, err: ReadError::new(Position::new(&name, Some(head.len() as u64), None), kind, format!("cannot read input: {e}")) });
+                    batch.push(Event::FileError {
+                        pos,
+                        err: ReadError::new(Position::new(&name, Some(head.len() as u64), None), kind, format!("cannot read input: {e}")),
+                    });
                 }
                 return Ok(());
             }
             let pos0 = Pos { file: fi, stream: stream_idx, item: 0 };
             if head.len() < SNIFF_BYTES && crate::sources::sniffing::trimmed(&head).is_empty() {
                 if after_start(pos0) {
-                    let err = ReadError::new(Position::new(&name, Some(head.len() as u64), Some(1)), "empty", "empty input (no data, or only whitespace)");
+                    let err = ReadError::new(
+                        Position::new(&name, Some(head.len() as u64), Some(1)),
+                        "empty",
+                        "empty input (no data, or only whitespace)",
+                    );
                     batch.push(Event::FileError { pos: pos0, err });
                 }
                 return Ok(());
@@ -412,7 +420,13 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
 }
 
 /// Receives documents and shard boundaries; writes shards and the progress file.
-fn write_all(rx: Receiver<WriterMsg>, dir: &Path, cfg: &DocsConfig, mut shards: Vec<ShardInfo>, config_hash: &str) -> Result<Vec<ShardInfo>> {
+fn write_all(
+    rx: Receiver<WriterMsg>,
+    dir: &Path,
+    cfg: &DocsConfig,
+    mut shards: Vec<ShardInfo>,
+    config_hash: &str,
+) -> Result<Vec<ShardInfo>> {
     let mut current: Option<ShardWriter> = None;
     let stop_after: Option<usize> = std::env::var(STOP_AFTER_SHARDS_ENV).ok().and_then(|v| v.parse().ok());
     for msg in rx {

@@ -51,7 +51,12 @@ pub fn merge(dir: &Path) -> Result<Manifest> {
         merged.info.insert(format!("task_{i:05}_config_hash"), m.config_hash.clone().into());
     }
     if expected_count != Some(tasks.len() as u64) {
-        return Err(Error::Other(format!("{}: found {} task directories, the tasks say {}", dir.display(), tasks.len(), expected_count.unwrap_or(0))));
+        return Err(Error::Other(format!(
+            "{}: found {} task directories, the tasks say {}",
+            dir.display(),
+            tasks.len(),
+            expected_count.unwrap_or(0)
+        )));
     }
     merged.config_hash = crate::config::PipelineConfig::hash_of(&merged.info);
     merged.info.insert("task_count".into(), (tasks.len() as u64).into());

@@ -61,7 +61,11 @@ pub struct RunOptions {
 /// A progress bar over `total` bytes on stderr (hidden when stderr is not a terminal).
 pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template("{prefix:>8} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").expect("template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     bar.set_prefix(what.to_string());
     bar
 }
@@ -70,21 +74,37 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
 pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result<RunReport> {
     match stage {
         "docs" => {
-            let docs = cfg.docs.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "docs".into(), message: "stage \"docs\" needs a [docs] section".into() })?;
+            let docs = cfg.docs.as_ref().ok_or_else(|| Error::Config {
+                file: String::new(),
+                key: "docs".into(),
+                message: "stage \"docs\" needs a [docs] section".into(),
+            })?;
             let scheme = IpcScheme::load(&cfg.ipc)?;
             docs::run(docs, &scheme, opts.task, opts.strict)
         }
         "dedup" => {
-            let dedup = cfg.dedup.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "dedup".into(), message: "stage \"dedup\" needs a [dedup] section".into() })?;
+            let dedup = cfg.dedup.as_ref().ok_or_else(|| Error::Config {
+                file: String::new(),
+                key: "dedup".into(),
+                message: "stage \"dedup\" needs a [dedup] section".into(),
+            })?;
             crate::dedup::run(dedup, opts.task, None)
         }
         "pack" => {
-            let pack = cfg.pack.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "pack".into(), message: "stage \"pack\" needs a [pack] section".into() })?;
+            let pack = cfg.pack.as_ref().ok_or_else(|| Error::Config {
+                file: String::new(),
+                key: "pack".into(),
+                message: "stage \"pack\" needs a [pack] section".into(),
+            })?;
             crate::pack::stage::run(pack, opts.task)
         }
         s if s.starts_with("train:") => {
             let name = &s["train:".len()..];
-            let tc = cfg.train.get(name).ok_or_else(|| Error::Config { file: String::new(), key: "stages".into(), message: format!("stage {s:?} needs a [train.{name}] section") })?;
+            let tc = cfg.train.get(name).ok_or_else(|| Error::Config {
+                file: String::new(),
+                key: "stages".into(),
+                message: format!("stage {s:?} needs a [train.{name}] section"),
+            })?;
             let summary = crate::train::dist::run(tc)?; // distributed.mode != none: rank from the launcher
             let mut report = RunReport::new(s);
             report.elapsed_s = summary.elapsed_s;
@@ -105,7 +125,11 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
         }
         "sft" => Ok(crate::sft::run_pipeline(cfg, opts.strict, crate::sft::Mode::Build)?.run),
         "eval" => {
-            let ev = cfg.eval.as_ref().ok_or_else(|| Error::Config { file: String::new(), key: "eval".into(), message: "stage \"eval\" needs an [eval] section".into() })?;
+            let ev = cfg.eval.as_ref().ok_or_else(|| Error::Config {
+                file: String::new(),
+                key: "eval".into(),
+                message: "stage \"eval\" needs an [eval] section".into(),
+            })?;
             let rep = crate::infer::eval::run_stage(ev).map_err(|e| Error::Other(format!("eval: {e}")))?;
             let mut report = RunReport::new("eval");
             report.notes = rep.summary().lines().map(str::to_string).collect();

@@ -152,7 +152,11 @@ impl RunReport {
             }
             return out;
         }
-        let _ = writeln!(out, "{:<10} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>10} {:>8}", "source", "files", "read", "kept", "filtered", "dups", "errors", "MB in", "MB out", "MB/s");
+        let _ = writeln!(
+            out,
+            "{:<10} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>10} {:>8}",
+            "source", "files", "read", "kept", "filtered", "dups", "errors", "MB in", "MB out", "MB/s"
+        );
         let secs = self.elapsed_s.max(1e-9);
         let mut row = |name: &str, s: &SourceStats| {
             let _ = writeln!(
@@ -177,7 +181,13 @@ impl RunReport {
         row("total", &total);
         let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
         for s in self.sources.values() {
-            for (k, v) in s.filtered.iter().map(|(k, v)| (format!("filtered:{k}"), v)).chain(s.errors.iter().map(|(k, v)| (format!("error:{k}"), v))).chain(s.duplicates.iter().map(|(k, v)| (format!("duplicate:{k}"), v))) {
+            for (k, v) in s
+                .filtered
+                .iter()
+                .map(|(k, v)| (format!("filtered:{k}"), v))
+                .chain(s.errors.iter().map(|(k, v)| (format!("error:{k}"), v)))
+                .chain(s.duplicates.iter().map(|(k, v)| (format!("duplicate:{k}"), v)))
+            {
                 *reasons.entry(k).or_default() += v;
             }
         }

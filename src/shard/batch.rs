@@ -90,7 +90,15 @@ mod tests {
         Batch::row_layout(&[3, 2], 7, &mut p, &mut s);
         assert_eq!(p, [0, 1, 2, 0, 1, 0, 1]);
         assert_eq!(s, [0, 0, 0, 1, 1, 2, 2]);
-        let b = Batch { batch: 1, seq_len: 7, input_ids: vec![1; 7], position_ids: p, segment_ids: s, loss_mask: vec![1, 1, 1, 1, 1, 0, 0], stage: None };
+        let b = Batch {
+            batch: 1,
+            seq_len: 7,
+            input_ids: vec![1; 7],
+            position_ids: p,
+            segment_ids: s,
+            loss_mask: vec![1, 1, 1, 1, 1, 0, 0],
+            stage: None,
+        };
         assert_eq!(b.cu_seqlens(), [0, 3, 5, 7]);
         // Targets: 1,2 (seg 0), 4 (seg 1); the pad segment has mask 0.
         assert_eq!(b.target_count(), 3);

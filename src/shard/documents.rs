@@ -40,7 +40,8 @@ pub fn to_batch(docs: &[Document]) -> RecordBatch {
         }
         ipc.append(true);
     }
-    let meta: ArrayRef = Arc::new(docs.iter().map(|d| Some(serde_json::to_string(&d.meta).expect("meta serializes"))).collect::<StringArray>());
+    let meta: ArrayRef =
+        Arc::new(docs.iter().map(|d| Some(serde_json::to_string(&d.meta).expect("meta serializes"))).collect::<StringArray>());
     RecordBatch::try_new(
         schema(),
         vec![
@@ -67,7 +68,10 @@ pub fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Document>> {
             .ok_or_else(|| bad(format!("column {name:?} missing or not utf8")))
     };
     let (id, source, lang, title, date, text, meta) = (s("id")?, s("source")?, s("lang")?, s("title")?, s("date")?, s("text")?, s("meta")?);
-    let ipc = batch.column_by_name("ipc").and_then(|c| c.as_list_opt::<i32>()).ok_or_else(|| bad("column \"ipc\" missing or not list<utf8>".into()))?;
+    let ipc = batch
+        .column_by_name("ipc")
+        .and_then(|c| c.as_list_opt::<i32>())
+        .ok_or_else(|| bad("column \"ipc\" missing or not list<utf8>".into()))?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let codes = ipc.value(i);
@@ -130,7 +134,16 @@ mod tests {
         let mut meta = Meta::new();
         meta.insert("kind".into(), "B2".into());
         let docs = vec![
-            Document { id: "epo:EP1B1".into(), source: "epo".into(), lang: "en".into(), title: "T".into(), ipc: vec!["H04L 29/06".into(), "G06F 3/01".into()], date: "2020-01-02".into(), text: "x\ny".into(), meta },
+            Document {
+                id: "epo:EP1B1".into(),
+                source: "epo".into(),
+                lang: "en".into(),
+                title: "T".into(),
+                ipc: vec!["H04L 29/06".into(), "G06F 3/01".into()],
+                date: "2020-01-02".into(),
+                text: "x\ny".into(),
+                meta,
+            },
             Document { id: "wudao:1".into(), source: "wudao".into(), text: "中文".into(), ..Default::default() },
         ];
         let path = dir.path().join("part-00000.parquet");

@@ -121,11 +121,8 @@ impl StreamState {
 
     fn io_err(&self, e: std::io::Error) -> ReadError {
         let kind = io_error_kind(&e);
-        let msg = if kind == "truncated" {
-            format!("stream ends early or is corrupt (truncated compressed file?): {e}")
-        } else {
-            e.to_string()
-        };
+        let msg =
+            if kind == "truncated" { format!("stream ends early or is corrupt (truncated compressed file?): {e}") } else { e.to_string() };
         ReadError::new(self.pos(self.offset, self.line), kind, msg)
     }
 
@@ -139,7 +136,6 @@ impl StreamState {
         self.index += 1;
         ReadError::new(self.pos(offset, line), "too-large", format!("record larger than max_record_bytes ({} bytes); skipped", self.limit))
     }
-
 }
 
 impl Source<'_> {
@@ -397,7 +393,11 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
                         let off = src.st.offset + i as u64;
                         let line = src.st.line;
                         src.r.consume(i);
-                        return Err(ReadError::new(src.st.pos(off, line), "shape", "expected a JSON array or an object holding one (e.g. {\"RECORDS\": [...]})"));
+                        return Err(ReadError::new(
+                            src.st.pos(off, line),
+                            "shape",
+                            "expected a JSON array or an object holding one (e.g. {\"RECORDS\": [...]})",
+                        ));
                     }
                     i += 1;
                 }
@@ -501,9 +501,15 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
     }
     match state {
         JState::Done => Ok(()),
-        JState::Element => Err(ReadError::new(src.st.pos(elem_off, elem_line), "truncated", "input ends inside a JSON array element (truncated file?)")),
+        JState::Element => {
+            Err(ReadError::new(src.st.pos(elem_off, elem_line), "truncated", "input ends inside a JSON array element (truncated file?)"))
+        }
         JState::Start => Err(ReadError::new(src.st.pos(src.st.offset, src.st.line), "empty", "empty input: expected a JSON array")),
-        _ => Err(ReadError::new(src.st.pos(src.st.offset, src.st.line), "truncated", "input ends before the JSON array is closed (truncated file?)")),
+        _ => Err(ReadError::new(
+            src.st.pos(src.st.offset, src.st.line),
+            "truncated",
+            "input ends before the JSON array is closed (truncated file?)",
+        )),
     }
 }
 
@@ -539,10 +545,12 @@ mod tests {
     }
 
     fn texts(v: &[Result<RawRecord, ReadError>]) -> Vec<String> {
-        v.iter().map(|r| match r {
-            Ok(r) => String::from_utf8(r.bytes.clone()).unwrap(),
-            Err(e) => format!("ERR {} {:?}", e.kind, e.position.offset),
-        }).collect()
+        v.iter()
+            .map(|r| match r {
+                Ok(r) => String::from_utf8(r.bytes.clone()).unwrap(),
+                Err(e) => format!("ERR {} {:?}", e.kind, e.position.offset),
+            })
+            .collect()
     }
 
     #[test]

@@ -154,9 +154,9 @@ pub fn for_each_stream(path: &Path, progress: &Arc<AtomicU64>, mut f: impl FnMut
                 ))
             })?;
             for i in 0..archive.len() {
-                let member = archive.by_index(i).map_err(|e| {
-                    Error::Read(ReadError::new(Position::new(&name, None, None), "zip", format!("member {i}: {e}")))
-                })?;
+                let member = archive
+                    .by_index(i)
+                    .map_err(|e| Error::Read(ReadError::new(Position::new(&name, None, None), "zip", format!("member {i}: {e}"))))?;
                 if member.is_dir() {
                     continue;
                 }

@@ -77,7 +77,8 @@ impl XmlDoc {
         let mut root_closed = false;
         loop {
             let pos = reader.buffer_position();
-            let ev = reader.read_event().map_err(|e| XmlError { offset: reader.error_position(), message: format!("malformed XML: {e}") })?;
+            let ev =
+                reader.read_event().map_err(|e| XmlError { offset: reader.error_position(), message: format!("malformed XML: {e}") })?;
             match ev {
                 Event::Start(e) => {
                     if root_closed {
@@ -134,7 +135,10 @@ impl XmlDoc {
         }
         if !stack.is_empty() {
             let open = &nodes[*stack.last().unwrap() as usize].name;
-            return Err(XmlError { offset: text.len() as u64, message: format!("unclosed element <{open}> at end of document (truncated?)") });
+            return Err(XmlError {
+                offset: text.len() as u64,
+                message: format!("unclosed element <{open}> at end of document (truncated?)"),
+            });
         }
         if nodes.is_empty() {
             return Err(XmlError { offset: 0, message: "no root element".into() });

@@ -136,7 +136,10 @@ impl DataConfig {
                 return Err(TrainError::config(format!("data.stages[{i}].replay"), "must be in [0, 1), and 0 for the first stage"));
             }
             if s.max_batches == Some(0) || (self.source != SourceKind::Shards && s.max_batches.is_some()) {
-                return Err(TrainError::config(format!("data.stages[{i}].max_batches"), "must be >= 1, and is read by data.source = \"shards\" only"));
+                return Err(TrainError::config(
+                    format!("data.stages[{i}].max_batches"),
+                    "must be >= 1, and is read by data.source = \"shards\" only",
+                ));
             }
             if self.source == SourceKind::Shards && s.shards.is_none() {
                 return Err(TrainError::config(
@@ -154,7 +157,10 @@ impl DataConfig {
             if self.source == SourceKind::Shards && i > 1 && s.replay != self.stages[1].replay {
                 return Err(TrainError::config(
                     format!("data.stages[{i}].replay"),
-                    format!("with data.source = \"shards\" every stage after the first has the same replay ({} in stage 1)", self.stages[1].replay),
+                    format!(
+                        "with data.source = \"shards\" every stage after the first has the same replay ({} in stage 1)",
+                        self.stages[1].replay
+                    ),
                 ));
             }
         }

@@ -36,7 +36,17 @@ impl SdpaDesc {
     /// The dense layout of `(b, t, hq, d)` queries over `hkv` key/value heads, forward or backward
     /// (the ragged fields are set by the caller when the rows hold packed segments).
     pub fn dense((b, t, hq, hkv, d): (usize, usize, usize, usize, usize), scale: f64, bwd: bool) -> Self {
-        SdpaDesc { b: b as i64, hq: hq as i64, hkv: hkv as i64, s: t as i64, d: d as i64, total: 0, scale: scale as f32, ragged: 0, bwd: bwd as i32 }
+        SdpaDesc {
+            b: b as i64,
+            hq: hq as i64,
+            hkv: hkv as i64,
+            s: t as i64,
+            d: d as i64,
+            total: 0,
+            scale: scale as f32,
+            ragged: 0,
+            bwd: bwd as i32,
+        }
     }
 }
 
