@@ -62,17 +62,31 @@ pub enum Error {
     Read(#[from] ReadError),
     /// A configuration problem; `key` is the dotted path of the offending key.
     #[error("config {file}: {key}: {message}")]
-    Config { file: String, key: String, message: String },
+    Config {
+        /// The config file (empty when the config did not come from a file).
+        file: String,
+        /// Dotted path of the key, e.g. `docs.writer.row_group_rows`.
+        key: String,
+        /// What is wrong, and for enums the allowed values.
+        message: String,
+    },
     /// An I/O failure on a named path.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying failure.
         #[source]
         source: std::io::Error,
     },
     /// A Parquet or Arrow failure on a named path.
     #[error("{path}: {message}")]
-    Shard { path: PathBuf, message: String },
+    Shard {
+        /// The shard file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),

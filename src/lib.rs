@@ -5,6 +5,8 @@
 //! The flow (one module per stage): `sources → render → clean → dedup → tokenize/pack → shard
 //! → train → infer`, driven by `pipeline` from TOML configs.
 
+#![deny(missing_docs)]
+
 pub mod clean;
 pub mod config;
 pub mod dedup;

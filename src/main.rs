@@ -1,7 +1,7 @@
 //! The `coretech` command line: parses arguments and calls the library.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -258,7 +258,7 @@ enum DedupBenchCmd {
     },
 }
 
-fn dedup_config(config: &PathBuf) -> anyhow::Result<coretech::dedup::DedupConfig> {
+fn dedup_config(config: &Path) -> anyhow::Result<coretech::dedup::DedupConfig> {
     load(config)?.dedup.with_context(|| format!("{}: no [dedup] section", config.display()))
 }
 
@@ -436,7 +436,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(config: &PathBuf) -> anyhow::Result<PipelineConfig> {
+fn load(config: &Path) -> anyhow::Result<PipelineConfig> {
     PipelineConfig::load(config).with_context(|| format!("loading {}", config.display()))
 }
 

@@ -641,7 +641,7 @@ mod tests {
         let e = char_edits(&text, 0.01, &mut rng);
         let diff = text.chars().zip(e.chars()).filter(|(a, b)| a != b).count();
         assert!(diff >= 1 && e != text);
-        assert!(e.chars().all(|c| is_cjk(c)), "CJK text gets CJK edits");
+        assert!(e.chars().all(is_cjk), "CJK text gets CJK edits");
     }
 
     #[test]

@@ -741,7 +741,7 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
     }
     all_sig_done(lay)?;
     for slot in 0..lay.slots {
-        if !read_json::<EdgesDone>(&lay.edges_done(slot)).is_some_and(|d| d.hash == lay.work_hash) {
+        if read_json::<EdgesDone>(&lay.edges_done(slot)).is_none_or(|d| d.hash != lay.work_hash) {
             return Err(Error::Other(format!(
                 "dedup: the buckets step has not finished band {slot}; run `--step buckets` for every task first"
             )));

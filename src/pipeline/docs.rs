@@ -181,10 +181,10 @@ pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) 
                         report.kept(&doc.source, doc.text.len() as u64);
                         pending.push(doc);
                         in_shard += 1;
-                        if pending.len() >= WRITE_CHUNK || in_shard == cfg.rows_per_shard {
-                            if wtx.send(WriterMsg::Docs(std::mem::take(&mut pending))).is_err() {
-                                break 'batches;
-                            }
+                        if (pending.len() >= WRITE_CHUNK || in_shard == cfg.rows_per_shard)
+                            && wtx.send(WriterMsg::Docs(std::mem::take(&mut pending))).is_err()
+                        {
+                            break 'batches;
                         }
                         if in_shard == cfg.rows_per_shard {
                             in_shard = 0;

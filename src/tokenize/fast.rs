@@ -137,8 +137,8 @@ impl FastBpe {
             by_bytes.insert(bytes, id);
         }
         let mut byte_ids = [0u32; 256];
-        for b in 0..256usize {
-            byte_ids[b] = *by_bytes.get(&vec![b as u8]).ok_or_else(|| Unsupported(format!("no vocab entry for byte {b:#04x}")))?;
+        for (b, slot) in byte_ids.iter_mut().enumerate() {
+            *slot = *by_bytes.get(&vec![b as u8]).ok_or_else(|| Unsupported(format!("no vocab entry for byte {b:#04x}")))?;
         }
         let mut by_id: Vec<Option<&[u8]>> = Vec::new();
         for (b, &id) in &by_bytes {

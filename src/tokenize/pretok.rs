@@ -36,8 +36,8 @@ fn classes() -> &'static [u8] {
                 unreachable!("{pattern} is a Unicode class")
             };
             for r in class.ranges() {
-                for cp in r.start() as usize..=r.end() as usize {
-                    t[cp] |= bit;
+                for slot in &mut t[r.start() as usize..=r.end() as usize] {
+                    *slot |= bit;
                 }
             }
         }

@@ -181,8 +181,10 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
     }
     let cpu_s_per_step = cpu0.zip(process_cpu_seconds()).map(|(a, z)| (z - a) / b.steps as f64);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    // (pool used peak, pool reserved peak, device used) in bytes.
+    type MemPeaks = (u64, u64, u64);
     #[allow(unused_mut)]
-    let (mut gpu, mut mem, mut matmul_tflops): (Option<String>, Option<(u64, u64, u64)>, Option<f64>) = (None, None, None);
+    let (mut gpu, mut mem, mut matmul_tflops): (Option<String>, Option<MemPeaks>, Option<f64>) = (None, None, None);
     #[cfg(feature = "cuda")]
     if let candle_core::Device::Cuda(d) = &device {
         let m = crate::train::cuda::device::mem_stats(d)?;

@@ -205,7 +205,10 @@ fn rope_swiglu_checks(c: &mut Ctx) -> Result<()> {
 }
 
 /// Attention layouts checked: dense rows, packed segments, D = 64 and 128, GQA.
-fn attn_layouts() -> Vec<(&'static str, Vec<Vec<u32>>, usize, usize, usize)> {
+/// One attention layout: label, segment lengths per row, query heads, KV heads, head dim.
+type AttnLayout = (&'static str, Vec<Vec<u32>>, usize, usize, usize);
+
+fn attn_layouts() -> Vec<AttnLayout> {
     vec![
         ("dense d=64", vec![vec![256], vec![256]], 14, 2, 64),
         ("dense d=128", vec![vec![256], vec![256]], 12, 2, 128),
@@ -340,7 +343,8 @@ fn optim_checks(c: &mut Ctx) -> Result<()> {
 /// Runs every group; a group that errors (e.g. a kernel the driver refuses) is recorded as a
 /// failed check with its message, and the others still run.
 fn unit_checks(c: &mut Ctx) {
-    let mut groups: Vec<(String, Box<dyn Fn(&mut Ctx) -> Result<()>>)> = vec![
+    type Group = Box<dyn Fn(&mut Ctx) -> Result<()>>;
+    let mut groups: Vec<(String, Group)> = vec![
         ("rms_norm".into(), Box::new(norm_checks)),
         ("rope+swiglu".into(), Box::new(rope_swiglu_checks)),
         ("grads".into(), Box::new(grad_checks)),
