@@ -9,9 +9,10 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use coretech::doc::Record;
-use coretech::sources::framing::frame;
-use coretech::sources::input::InputStream;
-use coretech::sources::{registry, sniff, Format, ParseContext, SourcesConfig, SNIFF_BYTES};
+use coretech::io::framing::frame;
+use coretech::io::input::InputStream;
+use coretech::io::SNIFF_BYTES;
+use coretech::sources::{registry, sniff, Format, ParseContext, SourcesConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// Counts of one pass over a file.

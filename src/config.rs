@@ -188,6 +188,6 @@ mod tests {
         let c = PipelineConfig::parse("stages=[\"docs\"]\n[docs]\ninputs=[\"x\"]\noutput=\"o\"\n", "t.toml").unwrap();
         let d = c.docs.unwrap();
         assert_eq!(d.rows_per_shard, 50_000);
-        assert_eq!(d.sources.max_record_bytes, crate::sources::DEFAULT_MAX_RECORD_BYTES);
+        assert_eq!(d.sources.max_record_bytes, crate::io::DEFAULT_MAX_RECORD_BYTES);
     }
 }

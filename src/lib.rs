@@ -14,6 +14,7 @@ pub mod doc;
 pub mod error;
 pub mod infer;
 pub mod inspect;
+pub mod io;
 pub mod ipc;
 pub mod pack;
 pub mod pipeline;

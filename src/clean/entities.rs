@@ -1,6 +1,6 @@
 //! HTML character references left in text (`&nbsp;`, `&amp;`, `&#x201c;`, `&#8220;`).
 //!
-//! Named references use the project's HTML5 table ([`crate::sources::xml_entities`]); a
+//! Named references use the project's HTML5 table ([`crate::io::entities`]); a
 //! reference must end with `;` (so `AT&T` and `&copy` in prose stay). Numeric references follow
 //! the HTML rules where they matter for text: `&#13;` is a line break, C1 references
 //! (`&#147;`) are the Windows-1252 characters web pages meant, and references to control
@@ -8,7 +8,7 @@
 //! as they are.
 
 use super::rewrite::Rewriter;
-use crate::sources::xml_entities;
+use crate::io::entities;
 
 /// Longest entity name in the table is 31 characters (`CounterClockwiseContourIntegral`).
 const MAX_NAME: usize = 32;
@@ -89,7 +89,7 @@ fn parse(b: &[u8]) -> Option<(usize, Decoded)> {
         return None;
     }
     let name = std::str::from_utf8(&b[1..i]).ok()?;
-    xml_entities::lookup(name).map(|s| (i + 1, Decoded::Str(s)))
+    entities::lookup(name).map(|s| (i + 1, Decoded::Str(s)))
 }
 
 fn numeric(v: u32) -> Decoded {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
-use crate::sources::xml::{El, XmlDoc};
+use crate::io::xml::{El, XmlDoc};
 
 /// A text to clean, from a fixture.
 pub(crate) struct FixtureText {

@@ -41,10 +41,11 @@ use serde::{Deserialize, Serialize};
 use super::coretech;
 use super::symbol::IpcSymbol;
 use crate::error::{Error, Position, ReadError, Result};
-use crate::sources::framing::{frame, Framing};
-use crate::sources::input::{for_each_stream, InputStream};
-use crate::sources::xml::resolve_entity;
-use crate::sources::{sniffing, DEFAULT_MAX_RECORD_BYTES, SNIFF_BYTES};
+use crate::io::framing::{frame, Framing};
+use crate::io::input::{for_each_stream, InputStream};
+use crate::io::sniff;
+use crate::io::xml::resolve_entity;
+use crate::io::{DEFAULT_MAX_RECORD_BYTES, SNIFF_BYTES};
 
 /// Where the scheme comes from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -151,14 +152,14 @@ impl IpcScheme {
                 let head =
                     reader.fill_buf().map_err(|e| Error::Read(ReadError::new(Position::new(&name, Some(0), None), "io", e.to_string())))?;
                 let head = &head[..head.len().min(SNIFF_BYTES)];
-                let xml_like = sniffing::trimmed(head).starts_with(b"<");
+                let xml_like = sniff::trimmed(head).starts_with(b"<");
                 if xml_like
-                    && (sniffing::contains(head, b"ipcEntry")
-                        || sniffing::contains(head, b"revisionPeriods")
-                        || sniffing::contains(head, b"IPCScheme"))
+                    && (sniff::contains(head, b"ipcEntry")
+                        || sniff::contains(head, b"revisionPeriods")
+                        || sniff::contains(head, b"IPCScheme"))
                 {
                     Kind::Wipo
-                } else if crate::sources::json::sniff_head(head).is_some_and(|h| h.has("ipc") && h.has("ori_des")) {
+                } else if crate::io::sniff::json_head(head).is_some_and(|h| h.has("ipc") && h.has("ori_des")) {
                     Kind::Coretech
                 } else {
                     Kind::Unknown

@@ -22,13 +22,14 @@ use crate::clean::Cleaner;
 use crate::config::{DocsConfig, PipelineConfig};
 use crate::doc::{Document, Record};
 use crate::error::{Error, Position, ReadError, Result};
+use crate::io::framing::frame;
+use crate::io::input::{expand_inputs, for_each_stream, InputStream};
+use crate::io::{RawRecord, SNIFF_BYTES};
 use crate::ipc::IpcScheme;
 use crate::render::render_patent;
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
-use crate::sources::framing::frame;
 use crate::sources::generic::{frame_parquet, is_parquet, GenericParquet};
-use crate::sources::input::{expand_inputs, for_each_stream, InputStream};
-use crate::sources::{sniff, Format, ParseContext, RawRecord, SNIFF_BYTES};
+use crate::sources::{sniff, Format, ParseContext};
 
 /// A position in the input sequence: file (index in the task's file list), stream within the
 /// file (zip members), and event number within the stream (0 = the stream itself).
@@ -351,7 +352,7 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
             let mut head = Vec::with_capacity(SNIFF_BYTES);
             if let Err(e) = (&mut reader).take(SNIFF_BYTES as u64).read_to_end(&mut head) {
                 let pos = Pos { file: fi, stream: stream_idx, item: 0 };
-                let kind = crate::sources::input::io_error_kind(&e);
+                let kind = crate::io::input::io_error_kind(&e);
                 if after_start(pos) {
                     batch.push(Event::FileError {
                         pos,
@@ -361,7 +362,7 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
                 return Ok(());
             }
             let pos0 = Pos { file: fi, stream: stream_idx, item: 0 };
-            if head.len() < SNIFF_BYTES && crate::sources::sniffing::trimmed(&head).is_empty() {
+            if head.len() < SNIFF_BYTES && crate::io::sniff::trimmed(&head).is_empty() {
                 if after_start(pos0) {
                     let err = ReadError::new(
                         Position::new(&name, Some(head.len() as u64), Some(1)),

@@ -9,9 +9,10 @@ use crate::doc::{Document, Meta, Record};
 use crate::error::ReadError;
 use crate::ipc::normalize;
 
-use super::sniffing;
-use super::text::decode;
 use super::{Format, Framing, ParseContext, RawRecord};
+use crate::io::json::{error_offset, kind_of};
+use crate::io::sniff;
+use crate::io::text::decode;
 
 /// CoreTech's labels (the defaults of `RenderConfig`, which reproduce this format).
 const TITLE_LABEL: &str = "标题: ";
@@ -30,9 +31,9 @@ impl Format for CoretechPatents {
         "cnipa"
     }
     fn sniff(&self, head: &[u8]) -> bool {
-        let h = sniffing::trimmed(head);
+        let h = sniff::trimmed(head);
         let Some(rest) = h.strip_prefix(b"[") else { return false };
-        sniffing::trimmed(rest).starts_with(b"{") && sniffing::contains(h, b"\"patent_id\"") && sniffing::contains(h, b"\"text\"")
+        sniff::trimmed(rest).starts_with(b"{") && sniff::contains(h, b"\"patent_id\"") && sniff::contains(h, b"\"text\"")
     }
     fn framing(&self) -> Framing {
         Framing::JsonArray
@@ -40,15 +41,15 @@ impl Format for CoretechPatents {
     fn parse(&self, raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError> {
         let text = decode(raw, &raw.bytes, 0, cx.cfg.encoding)?;
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| raw.error_at(json_error_offset(&text, &e) as u64, "json", e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| raw.error_at(error_offset(&text, &e) as u64, "json", e.to_string()))?;
         let serde_json::Value::Object(mut obj) = value else {
             return Err(
-                raw.error("shape", format!("expected an object {{\"patent_id\", \"text\", \"source\"}}, found {}", json_kind(&value)))
+                raw.error("shape", format!("expected an object {{\"patent_id\", \"text\", \"source\"}}, found {}", kind_of(&value)))
             );
         };
         let mut field = |k: &str| match obj.remove(k) {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s),
-            Some(v) => Err(raw.error("shape", format!("field \"{k}\" is {}, expected a non-empty string", json_kind(&v)))),
+            Some(v) => Err(raw.error("shape", format!("field \"{k}\" is {}, expected a non-empty string", kind_of(&v)))),
             None => Err(raw.error("shape", format!("field \"{k}\" is missing"))),
         };
         let number = field("patent_id")?.trim().to_string();
@@ -114,23 +115,6 @@ fn parse_rendered(text: &str) -> Rendered {
         }
     }
     r
-}
-
-/// The byte offset of a serde_json error in `text` (its line and 1-based byte column).
-pub(crate) fn json_error_offset(text: &str, e: &serde_json::Error) -> usize {
-    let line_start: usize = text.split_inclusive('\n').take(e.line().saturating_sub(1)).map(str::len).sum();
-    (line_start + e.column().saturating_sub(1)).min(text.len())
-}
-
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 /// The country code of a publication number (`CN118524411A` → `CN`).
@@ -218,7 +202,7 @@ pub(crate) fn detect_lang(text: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::epo_xml::test_support::{golden, read_all};
+    use crate::sources::epo::test_support::{golden, read_all};
     use crate::sources::SourcesConfig;
 
     const DEMO: &str = "fixtures/data/cnipa/coretech_Patent_demo.json";

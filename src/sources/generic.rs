@@ -31,9 +31,10 @@ use serde_json::{Number, Value};
 use crate::doc::{Document, Record};
 use crate::error::{Position, ReadError};
 
-use super::framing::Emit;
-use super::json::{self, Layout};
+use super::json;
 use super::{Format, Framing, ParseContext, RawRecord, SourcesConfig};
+use crate::io::framing::Emit;
+use crate::io::sniff::{json_head, JsonLayout as Layout};
 
 /// Settings of the generic reader. An empty field name turns that field off.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -81,7 +82,7 @@ impl Format for GenericJsonl {
     }
     /// Any JSONL of objects (tried last: the specific JSONL formats come first).
     fn sniff(&self, head: &[u8]) -> bool {
-        json::sniff_head(head).is_some_and(|h| h.layout == Layout::Lines)
+        json_head(head).is_some_and(|h| h.layout == Layout::Lines)
     }
     fn framing(&self) -> Framing {
         Framing::Lines

@@ -16,9 +16,9 @@ use crate::error::ReadError;
 use crate::ipc::normalize;
 
 use super::cnipa::{detect_lang, office_lang, office_source};
-use super::sniffing;
-use super::text::decode;
 use super::{Format, Framing, ParseContext, RawRecord};
+use crate::io::sniff;
+use crate::io::text::decode;
 
 use literal::Py;
 
@@ -33,8 +33,8 @@ impl Format for GooglePatents {
         "cnipa"
     }
     fn sniff(&self, head: &[u8]) -> bool {
-        let h = sniffing::trimmed(head);
-        h.starts_with(b"{'") && sniffing::contains(h, b"'publication_number': ")
+        let h = sniff::trimmed(head);
+        h.starts_with(b"{'") && sniff::contains(h, b"'publication_number': ")
     }
     fn framing(&self) -> Framing {
         Framing::Whole
@@ -79,7 +79,7 @@ fn to_patent(entries: Vec<(Py, Py)>) -> Result<Patent, String> {
     let mut meta = Meta::new();
     let date = {
         let d = opt_str("publication_date")?;
-        super::epo_xml::iso_date(&d, &mut meta)
+        super::epo::iso_date(&d, &mut meta)
     };
 
     let mut ipc = Vec::new();
@@ -494,7 +494,7 @@ mod tests {
     use super::literal::{parse, Py};
     use super::*;
     use crate::render::{render_patent, RenderConfig};
-    use crate::sources::epo_xml::test_support::{golden, read_all};
+    use crate::sources::epo::test_support::{golden, read_all};
     use crate::sources::SourcesConfig;
 
     const SAMPLE: &str = "fixtures/handmade/google-patents/CN118524411A.txt";

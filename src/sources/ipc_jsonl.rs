@@ -16,8 +16,9 @@ use crate::doc::{Document, Record};
 use crate::error::ReadError;
 use crate::ipc::coretech;
 
-use super::json::{self, Layout};
+use super::json;
 use super::{Format, Framing, ParseContext, RawRecord};
+use crate::io::sniff::{json_head, JsonLayout as Layout};
 
 /// CoreTech IPC descriptions: JSONL `{ipc, des, ori_des}`.
 pub struct IpcJsonl;
@@ -31,7 +32,7 @@ impl Format for IpcJsonl {
     }
     /// JSONL whose first object has `ipc` and `des`.
     fn sniff(&self, head: &[u8]) -> bool {
-        json::sniff_head(head).is_some_and(|h| h.layout == Layout::Lines && h.has("ipc") && h.has("des"))
+        json_head(head).is_some_and(|h| h.layout == Layout::Lines && h.has("ipc") && h.has("des"))
     }
     fn framing(&self) -> Framing {
         Framing::Lines
@@ -63,9 +64,10 @@ impl Format for IpcJsonl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::framing::frame;
-    use crate::sources::input::for_each_stream;
-    use crate::sources::{sniff, SourcesConfig, SNIFF_BYTES};
+    use crate::io::framing::frame;
+    use crate::io::input::for_each_stream;
+    use crate::io::SNIFF_BYTES;
+    use crate::sources::{sniff, SourcesConfig};
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::Arc;

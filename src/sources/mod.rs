@@ -2,40 +2,28 @@
 //!
 //! A format declares how its stream is cut into records ([`Framing`]) and how one record is
 //! parsed ([`Format::parse`]). Framing is cheap and sequential; parsing runs in parallel on the
-//! records of a batch. See `pipeline` for the driver.
+//! records of a batch. See `pipeline` for the driver; streams, framing, encodings and XML are
+//! `crate::io`'s.
 
-pub mod framing;
-pub mod input;
 pub mod json;
-pub mod text;
-pub mod xml;
-pub mod xml_entities;
+pub mod layout;
+pub mod mathml;
 
 pub mod cnipa;
-pub mod epo_tsv;
-pub mod epo_xml;
+pub mod epo;
 pub mod generic;
 pub mod google_patents;
 pub mod ipc_jsonl;
-pub mod uspto_aps;
-pub mod uspto_ice;
-pub mod uspto_pap;
-pub mod uspto_patdoc;
+pub mod uspto;
 pub mod wudao;
 
 use serde::{Deserialize, Serialize};
 
-pub use framing::{Framing, RawRecord};
-pub use text::Encoding;
-
 use crate::doc::Record;
 use crate::error::ReadError;
-
-/// Default cap on one framed record: larger records are counted as `too-large` errors.
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 100 << 20;
-
-/// How many bytes of a stream's start are shown to [`Format::sniff`].
-pub const SNIFF_BYTES: usize = 64 << 10;
+pub use crate::io::framing::{Framing, RawRecord};
+pub use crate::io::text::Encoding;
+use crate::io::DEFAULT_MAX_RECORD_BYTES;
 
 /// Reader settings shared by all formats, plus each format's own section.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -46,9 +34,9 @@ pub struct SourcesConfig {
     /// Records larger than this many bytes are counted as errors and skipped.
     pub max_record_bytes: usize,
     /// EPO `ep-patent-document` XML and full-text TSV.
-    pub epo: epo_xml::EpoConfig,
+    pub epo: epo::EpoConfig,
     /// USPTO formats.
-    pub uspto: uspto_ice::UsptoConfig,
+    pub uspto: uspto::UsptoConfig,
     /// Generic JSONL/Parquet corpora.
     pub generic: generic::GenericConfig,
 }
@@ -77,7 +65,8 @@ pub trait Format: Send + Sync {
     fn name(&self) -> &'static str;
     /// The `source` of the documents it yields (`uspto`, `epo`, `cnipa`, `wudao`, `ipc`, `text`).
     fn source(&self) -> &'static str;
-    /// Whether the stream whose first bytes (up to [`SNIFF_BYTES`]) are `head` is in this format.
+    /// Whether the stream whose first bytes (up to [`crate::io::SNIFF_BYTES`]) are `head` is in
+    /// this format.
     fn sniff(&self, head: &[u8]) -> bool;
     /// How the stream is cut into records.
     fn framing(&self) -> Framing;
@@ -88,12 +77,12 @@ pub trait Format: Send + Sync {
 /// All formats, most specific first: sniffing takes the first that accepts a stream.
 pub fn registry() -> &'static [&'static dyn Format] {
     static REGISTRY: &[&dyn Format] = &[
-        &uspto_ice::UsptoIce,
-        &uspto_pap::UsptoPap,
-        &uspto_patdoc::UsptoPatdoc,
-        &uspto_aps::UsptoAps,
-        &epo_xml::EpoXml,
-        &epo_tsv::EpoTsv,
+        &uspto::ice::UsptoIce,
+        &uspto::pap::UsptoPap,
+        &uspto::patdoc::UsptoPatdoc,
+        &uspto::aps::UsptoAps,
+        &epo::xml::EpoXml,
+        &epo::tsv::EpoTsv,
         &google_patents::GooglePatents,
         &cnipa::CoretechPatents,
         &ipc_jsonl::IpcJsonl,
@@ -112,28 +101,4 @@ pub fn sniff(head: &[u8]) -> Option<&'static dyn Format> {
 /// A format by its name (for tests and config overrides).
 pub fn by_name(name: &str) -> Option<&'static dyn Format> {
     registry().iter().copied().find(|f| f.name() == name)
-}
-
-/// Helpers for sniffing.
-pub mod sniffing {
-    /// The head with a UTF-8 BOM and leading whitespace removed.
-    pub fn trimmed(head: &[u8]) -> &[u8] {
-        let h = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
-        let n = h.iter().take_while(|c| c.is_ascii_whitespace()).count();
-        &h[n..]
-    }
-
-    /// Whether `needle` occurs in `head`.
-    pub fn contains(head: &[u8], needle: &[u8]) -> bool {
-        memchr::memmem::find(head, needle).is_some()
-    }
-
-    /// The first line of the trimmed head.
-    pub fn first_line(head: &[u8]) -> &[u8] {
-        let h = trimmed(head);
-        match memchr::memchr(b'\n', h) {
-            Some(i) => &h[..i],
-            None => h,
-        }
-    }
 }

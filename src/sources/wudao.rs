@@ -22,8 +22,9 @@ use serde_json::Value;
 use crate::doc::{Document, Record};
 use crate::error::ReadError;
 
-use super::json::{self, Layout};
+use super::json;
 use super::{Format, Framing, ParseContext, RawRecord};
+use crate::io::sniff::{json_head, JsonLayout as Layout};
 
 /// WuDao as a JSON array or `{"RECORDS": [...]}`.
 pub struct WudaoJson;
@@ -43,7 +44,7 @@ impl Format for WudaoJson {
     /// An array (or wrapped array) whose first object has `content` and an `id`, `title` or a
     /// WuDao-specific key.
     fn sniff(&self, head: &[u8]) -> bool {
-        json::sniff_head(head).is_some_and(|h| {
+        json_head(head).is_some_and(|h| {
             matches!(h.layout, Layout::Array | Layout::Wrapped)
                 && h.has("content")
                 && (h.has_any(WUDAO_KEYS) || h.has_any(&["id", "title"]))
@@ -67,7 +68,7 @@ impl Format for WudaoJsonl {
     /// JSONL whose first object has `content` and one of `dataType`, `uniqueKey`, `titleUkey`
     /// within the sniffed bytes (other JSONL with a `content` field is generic JSONL).
     fn sniff(&self, head: &[u8]) -> bool {
-        json::sniff_head(head).is_some_and(|h| h.layout == Layout::Lines && h.has("content") && h.has_any(WUDAO_KEYS))
+        json_head(head).is_some_and(|h| h.layout == Layout::Lines && h.has("content") && h.has_any(WUDAO_KEYS))
     }
     fn framing(&self) -> Framing {
         Framing::Lines
@@ -107,9 +108,10 @@ pub fn parse_record(raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Document, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::framing::frame;
-    use crate::sources::input::for_each_stream;
-    use crate::sources::{sniff, SourcesConfig, SNIFF_BYTES};
+    use crate::io::framing::frame;
+    use crate::io::input::for_each_stream;
+    use crate::io::SNIFF_BYTES;
+    use crate::sources::{sniff, SourcesConfig};
     use std::path::Path;
     use std::sync::Arc;
 

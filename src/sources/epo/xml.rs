@@ -1,45 +1,17 @@
 //! EPO `ep-patent-document` XML, DTD v1.0–v1.5.1 (language by config; bibliography-only
-//! publications are counted as filtered, not errors).
-//!
-//! The text extraction and the language choice are shared with the full-text TSV reader
-//! (`epo_tsv`), whose parts carry the same inline markup.
+//! publications are counted as filtered, not errors). Text extraction and the language choice
+//! are shared with the full-text TSV reader (see [`super`]).
 
-use serde::{Deserialize, Serialize};
-
-use crate::doc::{Meta, Patent, Record};
+use crate::doc::Record;
 use crate::error::ReadError;
+use crate::io::sniff::xml_root_name;
+use crate::io::text::decode;
+use crate::io::xml::{collapse_ws, El, XmlDoc};
+use crate::io::RawRecord;
 use crate::ipc::normalize;
+use crate::sources::{Format, Framing, ParseContext};
 
-use super::sniffing;
-use super::text::decode;
-use super::xml::{collapse_ws, El, XmlDoc};
-use super::{Format, Framing, ParseContext, RawRecord};
-
-/// What to do with a publication that has no text in any of the configured languages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OtherLanguages {
-    /// Take the text in the publication's own language (the language of the proceedings).
-    #[default]
-    Own,
-    /// Filter the publication out, counted as `language`.
-    Skip,
-}
-
-/// Settings of the EPO readers (XML and full-text TSV).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct EpoConfig {
-    /// Text languages in order of preference (ISO 639-1, e.g. `["en", "de"]`). Title, abstract and
-    /// description are taken in the first of these the publication has a description in (or, without
-    /// a description, an abstract). Empty: the publication's own language.
-    pub languages: Vec<String>,
-    /// What to do when the publication has none of `languages`.
-    pub other_languages: OtherLanguages,
-    /// Claims languages in order of preference. Empty: the language chosen for the text. Either way
-    /// the claims fall back to the text language, then the own language, then the first claims set.
-    pub claims_languages: Vec<String>,
-}
+use super::{block_lines, claim_texts, dashed, ep_number, inline_text, iso_date, EpParts};
 
 /// EPO `ep-patent-document` XML.
 pub struct EpoXml;
@@ -52,7 +24,7 @@ impl Format for EpoXml {
         "epo"
     }
     fn sniff(&self, head: &[u8]) -> bool {
-        root_element_name(sniffing::trimmed(head)) == Some(ROOT)
+        xml_root_name(head) == Some(ROOT.as_bytes())
     }
     fn framing(&self) -> Framing {
         Framing::XmlDocuments
@@ -69,38 +41,6 @@ impl Format for EpoXml {
 }
 
 const ROOT: &str = "ep-patent-document";
-
-/// The name of the first element of an XML head, skipping the declaration, processing
-/// instructions, comments and the DOCTYPE (with its internal subset). `None` when the head does
-/// not start like XML or the root is beyond it.
-pub(crate) fn root_element_name(head: &[u8]) -> Option<&str> {
-    let mut h = head;
-    loop {
-        let n = h.iter().take_while(|c| c.is_ascii_whitespace()).count();
-        h = &h[n..];
-        if h.starts_with(b"<?") {
-            h = &h[memchr::memmem::find(h, b"?>")? + 2..];
-        } else if h.starts_with(b"<!--") {
-            h = &h[memchr::memmem::find(h, b"-->")? + 3..];
-        } else if h.starts_with(b"<!DOCTYPE") || h.starts_with(b"<!doctype") {
-            // The internal subset may hold '>' inside declarations; skip to its ']' first.
-            let close = memchr::memchr(b'>', h)?;
-            let open = memchr::memchr(b'[', h).filter(|&i| i < close);
-            h = match open {
-                Some(_) => {
-                    let end = memchr::memmem::find(h, b"]")?;
-                    &h[end + memchr::memchr(b'>', &h[end..])? + 1..]
-                }
-                None => &h[close + 1..],
-            };
-        } else if h.first() == Some(&b'<') {
-            let name_len = h[1..].iter().take_while(|&&c| !c.is_ascii_whitespace() && c != b'>' && c != b'/').count();
-            return std::str::from_utf8(&h[1..1 + name_len]).ok();
-        } else {
-            return None;
-        }
-    }
-}
 
 /// Reads the parts of an `ep-patent-document`.
 fn parts_of(root: El<'_>) -> EpParts {
@@ -206,411 +146,12 @@ fn read_biblio(s: El<'_>, p: &mut EpParts) {
     }
 }
 
-/// `EP` + the 7-digit publication number + kind (`EP0600083A1`), as the EPO writes it.
-pub(crate) fn ep_number(num: &str, kind: &str) -> String {
-    let num = num.trim();
-    let num = num.strip_prefix("EP").unwrap_or(num);
-    format!("EP{num:0>7}{}", kind.trim())
-}
-
-/// `20060719` → `2006-07-19`.
-fn dashed(d: &str) -> String {
-    if d.len() == 8 && d.bytes().all(|c| c.is_ascii_digit()) {
-        format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
-    } else {
-        d.to_string()
-    }
-}
-
-/// A publication date as `YYYY-MM-DD` (from `YYYYMMDD` or already dashed); anything else is
-/// kept in `meta.date_raw` and the date left empty.
-pub(crate) fn iso_date(d: &str, meta: &mut Meta) -> String {
-    let d = d.trim();
-    let iso = dashed(d);
-    let b = iso.as_bytes();
-    let ok = b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    if ok {
-        iso
-    } else {
-        if !d.is_empty() {
-            meta.insert("date_raw".into(), d.into());
-        }
-        String::new()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Text extraction, shared with the TSV reader.
-
-/// Lines being collected from block-structured content.
-struct Lines {
-    out: Vec<String>,
-    cur: String,
-}
-
-impl Lines {
-    fn flush(&mut self) {
-        let l = collapse_ws(&self.cur);
-        if !l.is_empty() {
-            self.out.push(l);
-        }
-        self.cur.clear();
-    }
-}
-
-/// The text of block-structured EP content (`description`, `abstract`) as lines: one per
-/// heading, paragraph, list item, definition (term and definition on one line), table row
-/// (cells joined by ` | `) and `<br/>`. Figures and images are dropped; MathML is linearized.
-/// (Page markers `<!-- EPO <DP n="1"> -->` are comments, which the XML tree drops.)
-pub(crate) fn block_lines(el: El<'_>) -> Vec<String> {
-    let mut l = Lines { out: Vec::new(), cur: String::new() };
-    blocks(el, &mut l);
-    l.flush();
-    l.out
-}
-
-fn blocks(el: El<'_>, l: &mut Lines) {
-    for n in el.nodes() {
-        let c = match n {
-            Err(text) => {
-                l.cur.push_str(text);
-                continue;
-            }
-            Ok(c) => c,
-        };
-        match c.name() {
-            "p" | "heading" | "ul" | "ol" | "li" | "dl" | "tables" | "table" | "tgroup" | "thead" | "tbody" | "title" | "pre" => {
-                l.flush();
-                if c.name() == "pre" {
-                    // Preformatted text keeps its lines.
-                    for line in c.raw_text().lines() {
-                        l.cur.push_str(line);
-                        l.flush();
-                    }
-                } else {
-                    blocks(c, l);
-                }
-                l.flush();
-            }
-            "dt" => {
-                l.flush();
-                blocks(c, l);
-                l.cur.push(' '); // the definition follows on the same line
-            }
-            "dd" => {
-                blocks(c, l);
-                l.flush();
-            }
-            "row" => {
-                l.flush();
-                let cells: Vec<String> = c.children().filter(|e| e.name() == "entry").map(inline_text).collect();
-                l.cur.push_str(&cells.join(" | "));
-                l.flush();
-            }
-            "br" => l.flush(),
-            "maths" | "math" => l.cur.push_str(&math_text(c)),
-            "figure" | "img" | "colspec" | "spanspec" | "doc-page" => {}
-            _ => blocks(c, l), // inline markup: b, i, u, sup, sub, patcit, figref, crossref, …
-        }
-    }
-}
-
-/// All text of an element on one line: nested blocks and `<br/>` become spaces, images are
-/// dropped, MathML is linearized.
-pub(crate) fn inline_text(el: El<'_>) -> String {
-    let mut s = String::new();
-    inline(el, &mut s);
-    collapse_ws(&s)
-}
-
-fn inline(el: El<'_>, s: &mut String) {
-    for n in el.nodes() {
-        match n {
-            Err(t) => s.push_str(t),
-            Ok(c) => match c.name() {
-                "br" => s.push(' '),
-                "figure" | "img" | "colspec" | "spanspec" | "doc-page" => {}
-                "maths" | "math" => s.push_str(&math_text(c)),
-                "claim-text" | "p" | "heading" | "li" | "dt" | "dd" | "row" | "entry" | "title" => {
-                    s.push(' ');
-                    inline(c, s);
-                    s.push(' ');
-                }
-                _ => inline(c, s),
-            },
-        }
-    }
-}
-
-/// The claims of one `claims` element, one string per claim, numbered `1. …` from the claim's
-/// `num` (its position when missing).
-pub(crate) fn claim_texts(claims: El<'_>) -> Vec<String> {
-    claims
-        .children_named("claim")
-        .enumerate()
-        .map(|(i, c)| {
-            let n = c.attr("num").and_then(|n| n.trim().parse::<u32>().ok()).unwrap_or(i as u32 + 1);
-            format!("{n}. {}", inline_text(c))
-        })
-        .collect()
-}
-
-/// MathML as one line of plain text: `V=4/3(D/2)^3`.
-fn math_text(el: El<'_>) -> String {
-    let mut s = String::new();
-    math(el, &mut s);
-    collapse_ws(&s)
-}
-
-fn math(el: El<'_>, s: &mut String) {
-    let kids: Vec<El<'_>> = el.children().collect();
-    match (el.name(), kids.as_slice()) {
-        ("mfrac", [a, b]) => {
-            s.push_str(&math_group(*a));
-            s.push('/');
-            s.push_str(&math_group(*b));
-        }
-        ("msup", [a, b]) => {
-            s.push_str(&math_group(*a));
-            s.push('^');
-            s.push_str(&math_group(*b));
-        }
-        ("msub", [a, b]) => {
-            s.push_str(&math_group(*a));
-            s.push('_');
-            s.push_str(&math_group(*b));
-        }
-        ("msubsup", [a, b, c]) => {
-            s.push_str(&math_group(*a));
-            s.push('_');
-            s.push_str(&math_group(*b));
-            s.push('^');
-            s.push_str(&math_group(*c));
-        }
-        ("msqrt", _) => {
-            s.push_str("√(");
-            for k in &kids {
-                math(*k, s);
-            }
-            s.push(')');
-        }
-        ("mroot", [a, b]) => {
-            s.push_str(&math_group(*a));
-            s.push_str("^(1/");
-            s.push_str(&math_text(*b));
-            s.push(')');
-        }
-        ("img" | "annotation" | "annotation-xml", _) => {}
-        _ => {
-            for n in el.nodes() {
-                match n {
-                    Err(t) => s.push_str(t.trim()),
-                    Ok(c) => math(c, s),
-                }
-            }
-        }
-    }
-}
-
-/// A MathML operand, in parentheses unless it is a single token or already bracketed.
-fn math_group(el: El<'_>) -> String {
-    let t = math_text(el);
-    let simple = t.chars().all(|c| c.is_alphanumeric() || c == '.');
-    let bracketed = t.starts_with('(') && t.ends_with(')');
-    if simple || bracketed || t.is_empty() {
-        t
-    } else {
-        format!("({t})")
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Language choice and assembly, shared with the TSV reader.
-
-/// The parts of one EP publication, by language, as a reader found them.
-#[derive(Debug, Default)]
-pub(crate) struct EpParts {
-    /// `EP0600083A1`.
-    pub number: String,
-    /// Kind code (`A1`, `B2`, …).
-    pub kind: String,
-    /// Publication date `YYYY-MM-DD` (or empty).
-    pub date: String,
-    /// The language of the proceedings (root `lang`; for TSV the description's language).
-    pub own_lang: String,
-    /// (language, title), in document order.
-    pub titles: Vec<(String, String)>,
-    /// (language, abstract paragraphs joined by `\n`).
-    pub abstracts: Vec<(String, String)>,
-    /// (language, description lines joined by `\n`).
-    pub descriptions: Vec<(String, String)>,
-    /// (language, claims).
-    pub claims: Vec<(String, Vec<String>)>,
-    /// Normalized IPC symbols.
-    pub ipc: Vec<String>,
-    /// Everything else worth keeping.
-    pub meta: Meta,
-}
-
-fn find<'a, T>(v: &'a [(String, T)], lang: &str) -> Option<&'a T> {
-    v.iter().find(|(l, _)| l == lang).map(|(_, t)| t)
-}
-
-impl EpParts {
-    /// The patent in the configured language, or a skip (`biblio-only`, `language`).
-    pub(crate) fn into_record(mut self, cfg: &EpoConfig) -> Record {
-        let has = |v: &[(String, String)]| v.iter().any(|(_, t)| !t.is_empty());
-        let has_claims = self.claims.iter().any(|(_, c)| !c.is_empty());
-        if !has(&self.abstracts) && !has(&self.descriptions) && !has_claims {
-            return Record::Skip { reason: "biblio-only".into(), id: self.number };
-        }
-        // Languages the text can be taken in: those of the description, else of the abstract,
-        // else of the claims.
-        let avail: Vec<String> = if has(&self.descriptions) {
-            self.descriptions.iter().filter(|(_, t)| !t.is_empty()).map(|(l, _)| l.clone()).collect()
-        } else if has(&self.abstracts) {
-            self.abstracts.iter().filter(|(_, t)| !t.is_empty()).map(|(l, _)| l.clone()).collect()
-        } else {
-            self.claims.iter().filter(|(_, c)| !c.is_empty()).map(|(l, _)| l.clone()).collect()
-        };
-        let preferred = cfg.languages.iter().find(|l| avail.contains(l));
-        let lang = match preferred {
-            Some(l) => l.clone(),
-            None if !cfg.languages.is_empty() && cfg.other_languages == OtherLanguages::Skip => {
-                return Record::Skip { reason: "language".into(), id: self.number };
-            }
-            None if avail.contains(&self.own_lang) => self.own_lang.clone(),
-            None => avail[0].clone(),
-        };
-        if lang != self.own_lang && !self.own_lang.is_empty() {
-            self.meta.insert("own_lang".into(), self.own_lang.clone().into());
-        }
-
-        let title_lang = [lang.as_str(), self.own_lang.as_str()].into_iter().find(|l| find(&self.titles, l).is_some_and(|t| !t.is_empty()));
-        let title = match title_lang {
-            Some(l) => find(&self.titles, l).cloned().unwrap_or_default(),
-            None => self.titles.iter().map(|(_, t)| t.clone()).find(|t| !t.is_empty()).unwrap_or_default(),
-        };
-        let other_titles: serde_json::Map<String, serde_json::Value> =
-            self.titles.iter().filter(|(_, t)| !t.is_empty() && *t != title).map(|(l, t)| (l.clone(), t.clone().into())).collect();
-        if !other_titles.is_empty() {
-            self.meta.insert("titles".into(), other_titles.into());
-        }
-        let abstract_text = find(&self.abstracts, &lang).cloned().unwrap_or_default();
-        let other_abstracts: serde_json::Map<String, serde_json::Value> =
-            self.abstracts.iter().filter(|(l, t)| *l != lang && !t.is_empty()).map(|(l, t)| (l.clone(), t.clone().into())).collect();
-        if !other_abstracts.is_empty() {
-            self.meta.insert("abstracts".into(), other_abstracts.into());
-        }
-        let description = find(&self.descriptions, &lang).cloned().unwrap_or_default();
-
-        let with_claims = |l: &str| find(&self.claims, l).is_some_and(|c| !c.is_empty());
-        let claims_lang = cfg
-            .claims_languages
-            .iter()
-            .map(String::as_str)
-            .chain([lang.as_str(), self.own_lang.as_str()])
-            .find(|l| with_claims(l))
-            .map(str::to_string)
-            .or_else(|| self.claims.iter().find(|(_, c)| !c.is_empty()).map(|(l, _)| l.clone()));
-        let claims = claims_lang.as_deref().and_then(|l| find(&self.claims, l)).cloned().unwrap_or_default();
-        if let Some(cl) = claims_lang.filter(|cl| *cl != lang) {
-            self.meta.insert("claims_lang".into(), cl.into());
-        }
-        let langs: Vec<serde_json::Value> = self.claims.iter().filter(|(_, c)| !c.is_empty()).map(|(l, _)| l.clone().into()).collect();
-        if langs.len() > 1 {
-            self.meta.insert("claims_languages".into(), langs.into());
-        }
-        self.meta.insert("kind".into(), self.kind.clone().into());
-
-        Record::Patent(Patent {
-            source: "epo".into(),
-            number: self.number,
-            lang,
-            title,
-            abstract_text,
-            ipc: self.ipc,
-            ipc_titles: Vec::new(),
-            date: self.date,
-            description,
-            claims,
-            meta: self.meta,
-        })
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod test_support {
-    //! Reading fixtures through the real input, sniffing and framing path.
-
-    use std::path::Path;
-    use std::sync::atomic::AtomicU64;
-    use std::sync::Arc;
-
-    use crate::doc::Record;
-    use crate::error::ReadError;
-    use crate::sources::framing::frame;
-    use crate::sources::input::for_each_stream;
-    use crate::sources::{sniff, Format, ParseContext, SourcesConfig};
-
-    /// Every record of `path` (relative to the crate root): the sniffed format and the parse
-    /// results, in order.
-    pub fn read_all(path: &str, cfg: &SourcesConfig) -> (Option<&'static str>, Vec<Result<Record, ReadError>>) {
-        let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-        let mut out = Vec::new();
-        let mut name = None;
-        let cx = ParseContext { cfg };
-        for_each_stream(&full, &Arc::new(AtomicU64::new(0)), |stream| {
-            use std::io::Read;
-            let crate::sources::input::InputStream { name: sname, mut reader } = stream;
-            let mut head = Vec::new();
-            (&mut reader).take(crate::sources::SNIFF_BYTES as u64).read_to_end(&mut head).unwrap();
-            let Some(f) = sniff(&head) else { return Ok(()) };
-            name = Some(f.name());
-            let reader = Box::new(std::io::Cursor::new(head).chain(reader));
-            let f: &dyn Format = f;
-            frame(f.framing(), crate::sources::input::InputStream { name: sname, reader }, cfg.max_record_bytes, &mut |raw| {
-                out.push(raw.and_then(|r| f.parse(&r, &cx)));
-                true
-            });
-            Ok(())
-        })
-        .unwrap();
-        (name, out)
-    }
-
-    /// Reads one file that must hold exactly one patent.
-    pub fn one_patent(path: &str, cfg: &SourcesConfig) -> crate::doc::Patent {
-        let (_, recs) = read_all(path, cfg);
-        assert_eq!(recs.len(), 1, "{path}");
-        match recs.into_iter().next().unwrap() {
-            Ok(Record::Patent(p)) => p,
-            other => panic!("{path}: {other:?}"),
-        }
-    }
-
-    /// Compares `actual` with the golden file `rel` (under `fixtures/golden/`); with
-    /// `UPDATE_GOLDEN=1` writes it instead.
-    pub fn golden(rel: &str, actual: &str) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden").join(rel);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-        if expected != actual {
-            let at = expected.chars().zip(actual.chars()).take_while(|(a, b)| a == b).count();
-            let ctx: String = actual.chars().skip(at.saturating_sub(40)).take(120).collect();
-            panic!("{}: output differs at char {at}: …{ctx}…", path.display());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
-    use super::test_support::*;
+    use super::super::test_support::*;
+    use super::super::{EpoConfig, OtherLanguages};
     use super::*;
     use crate::render::{render_patent, RenderConfig};
     use crate::sources::SourcesConfig;
@@ -800,7 +341,8 @@ mod tests {
     /// of the repository (first 64 KiB, as the pipeline sniffs), and no other format's.
     #[test]
     fn sniff_matrix_over_all_fixtures() {
-        use crate::sources::{cnipa::CoretechPatents, epo_tsv::EpoTsv, google_patents::GooglePatents, SNIFF_BYTES};
+        use crate::io::SNIFF_BYTES;
+        use crate::sources::{cnipa::CoretechPatents, epo::tsv::EpoTsv, google_patents::GooglePatents};
         let mine: [&dyn Format; 4] = [&EpoXml, &EpoTsv, &CoretechPatents, &GooglePatents];
         let mut files = Vec::new();
         let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")];

@@ -7,19 +7,20 @@
 //! description `SDODE` (`RELAPP`, `BRFSUM`, `DRWDESC`, `DETDESC`), claims `SDOCL/CL/CLM`; the
 //! drawings (`SDODR`) are images only.
 //!
-//! Text follows the ICE rules (see [`super::uspto_ice`]): `H` headings and `PARA` paragraphs
+//! Text follows the ICE rules (see [`super::ice`]): `H` headings and `PARA` paragraphs
 //! one per line, `CLMSTEP` claim steps joined into their claim, inline markup (`HIL`, `BOLD`,
 //! `SB`, `SP`, `FGREF`, `CLREF`, …) flattened, images (`EMI`, `CUSTOM-CHARACTER`) dropped.
 
 use crate::doc::Record;
 use crate::error::ReadError;
 
-use super::uspto_ice::{
-    doctype_system, flow, iso_date, new_patent, parse_xml_record, path_text, put, put_list, set_date, set_ipc, us_number, xml_root_name,
-    Layout, TextLines,
-};
-use super::xml::El;
-use super::{Format, Framing, ParseContext, RawRecord};
+use crate::io::sniff::xml_root_name;
+use crate::io::xml::El;
+use crate::io::RawRecord;
+use crate::sources::layout::{flow, Layout, TextLines};
+use crate::sources::{Format, Framing, ParseContext};
+
+use super::{doctype_system, iso_date, new_patent, parse_xml_record, path_text, put, put_list, set_date, set_ipc, us_number};
 
 /// USPTO 2002–2004 grants in ST.32 PATDOC v2.5 (numeric SGML-style tags).
 pub struct UsptoPatdoc;

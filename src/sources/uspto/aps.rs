@@ -33,9 +33,12 @@
 use crate::doc::{Patent, Record};
 use crate::error::ReadError;
 
-use super::uspto_ice::{decode_utf8, iso_date, new_patent, put, put_list, set_date, set_ipc, us_number};
-use super::xml::collapse_ws;
-use super::{sniffing, Format, Framing, ParseContext, RawRecord};
+use crate::io::sniff;
+use crate::io::xml::collapse_ws;
+use crate::io::RawRecord;
+use crate::sources::{Format, Framing, ParseContext};
+
+use super::{decode_utf8, iso_date, new_patent, put, put_list, set_date, set_ipc, us_number};
 
 /// USPTO APS "Green Book" fixed-field text (1976–2001).
 pub struct UsptoAps;
@@ -61,7 +64,7 @@ impl Format for UsptoAps {
     /// The first line is `PATN` followed by a `WKU` line, possibly after a weekly-file header
     /// line `HHHHHT…`.
     fn sniff(&self, head: &[u8]) -> bool {
-        let mut lines = sniffing::trimmed(head).split(|&c| c == b'\n');
+        let mut lines = sniff::trimmed(head).split(|&c| c == b'\n');
         let mut first = lines.next().unwrap_or_default();
         if first.starts_with(HEADER) {
             first = lines.next().unwrap_or_default();

@@ -5,19 +5,20 @@
 //! (`H01J001/62` style), US classes and the IPC edition go to meta. The internal DTD subset
 //! (`<!ENTITY … NDATA TIF>` image declarations) is skipped by the XML tree.
 //!
-//! Text follows the ICE rules (see [`super::uspto_ice`]); specific to pap: the paragraph and
+//! Text follows the ICE rules (see [`super::ice`]); specific to pap: the paragraph and
 //! table numbers (`<number>1.</number>`) are dropped, `in-line-formula` stays inline, a
 //! `claim-text` inside `dependent-claim-reference` is inline.
 
 use crate::doc::Record;
 use crate::error::ReadError;
 
-use super::uspto_ice::{
-    child_text, doctype_system, flow, iso_date, new_patent, parse_xml_record, path_text, put, put_list, set_date, set_ipc, us_number,
-    xml_root_name, Layout, TextLines,
-};
-use super::xml::El;
-use super::{Format, Framing, ParseContext, RawRecord};
+use crate::io::sniff::xml_root_name;
+use crate::io::xml::El;
+use crate::io::RawRecord;
+use crate::sources::layout::{flow, Layout, TextLines};
+use crate::sources::{Format, Framing, ParseContext};
+
+use super::{child_text, doctype_system, iso_date, new_patent, parse_xml_record, path_text, put, put_list, set_date, set_ipc, us_number};
 
 /// USPTO pre-2005 application publications (pap v1.5, `patent-application-publication`).
 pub struct UsptoPap;

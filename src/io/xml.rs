@@ -2,7 +2,7 @@
 //!
 //! Built on `quick-xml`. DTDs are never fetched and declared entities never expanded: text
 //! may use the five predefined entities, numeric character references and the fixed table in
-//! [`super::xml_entities`]; any other `&name;` is an error naming its offset (no entity bombs).
+//! [`super::entities`]; any other `&name;` is an error naming its offset (no entity bombs).
 //! Internal DTD subsets (USPTO's `NDATA` image declarations) are skipped.
 //!
 //! The tree keeps elements, attributes and text; comments and processing instructions are
@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-use super::xml_entities;
+use super::entities;
 
 /// An XML well-formedness or entity problem, at a byte offset into the parsed text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub fn resolve_entity(name: &str) -> Option<&'static str> {
         "amp" => Some("&"),
         "apos" => Some("'"),
         "quot" => Some("\""),
-        _ => xml_entities::lookup(name),
+        _ => entities::lookup(name),
     }
 }
 

@@ -15,12 +15,14 @@
 use crate::doc::Record;
 use crate::error::ReadError;
 
-use super::epo_xml::{block_lines, claim_texts, ep_number, inline_text, iso_date, EpParts};
-use super::framing::GroupFn;
-use super::sniffing;
-use super::text::decode;
-use super::xml::{El, XmlDoc};
-use super::{Format, Framing, ParseContext, RawRecord};
+use crate::io::framing::GroupFn;
+use crate::io::sniff;
+use crate::io::text::decode;
+use crate::io::xml::{El, XmlDoc};
+use crate::io::RawRecord;
+use crate::sources::{Format, Framing, ParseContext};
+
+use super::{block_lines, claim_texts, ep_number, inline_text, iso_date, EpParts};
 
 /// EPO "full-text data for text analytics" TSV: the lines of one publication grouped into one record.
 pub struct EpoTsv;
@@ -39,7 +41,7 @@ impl Format for EpoTsv {
         "epo"
     }
     fn sniff(&self, head: &[u8]) -> bool {
-        let line = sniffing::first_line(head);
+        let line = sniff::first_line(head);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let f: Vec<&[u8]> = line.splitn(FIELDS, |&c| c == b'\t').collect();
         f.len() == FIELDS
@@ -194,8 +196,8 @@ fn claims_of(root: El<'_>) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::render::{render_patent, RenderConfig};
-    use crate::sources::epo_xml::test_support::{golden, read_all};
-    use crate::sources::epo_xml::{EpoConfig, OtherLanguages};
+    use crate::sources::epo::test_support::{golden, read_all};
+    use crate::sources::epo::{EpoConfig, OtherLanguages};
     use crate::sources::SourcesConfig;
 
     const TSV: &str = "fixtures/data/epo/EP0600000-fulltext-sample.tsv";

@@ -1,0 +1,44 @@
+//! What every JSON reader needs besides serde_json: where in the text a parse error is, its
+//! message without serde's record-relative position, and a word for a value's type.
+
+use serde_json::Value;
+
+/// The byte offset in `text` where serde_json stopped (from its 1-based line and byte column).
+pub fn error_offset(text: &str, e: &serde_json::Error) -> usize {
+    let line_start: usize =
+        if e.line() <= 1 { 0 } else { memchr::memchr_iter(b'\n', text.as_bytes()).nth(e.line() - 2).map(|i| i + 1).unwrap_or(text.len()) };
+    (line_start + e.column().saturating_sub(1)).min(text.len())
+}
+
+/// serde_json's message without its trailing "at line L column C", which is relative to the
+/// parsed record: callers give the absolute position instead.
+pub fn error_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m).to_string()
+}
+
+/// `a string`, `an array`, … for messages.
+pub fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_and_messages() {
+        let text = "{\"a\": 1,\n \"b\": x}";
+        let e = serde_json::from_str::<Value>(text).unwrap_err();
+        assert_eq!(error_offset(text, &e), text.find('x').unwrap());
+        assert_eq!(error_message(&e), "expected value");
+        assert_eq!(kind_of(&Value::from(vec![1])), "an array");
+    }
+}
