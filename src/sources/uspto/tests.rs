@@ -59,6 +59,8 @@ fn counts(v: &[Result<Record, ReadError>]) -> (usize, Vec<String>, Vec<String>) 
 #[test]
 fn every_uspto_fixture_reads_with_the_provenance_counts() {
     let seq = || "not-a-patent:sequence-cwu".to_string();
+    let tag_re = regex::Regex::new(r"<([A-Za-z][\w-]*)").unwrap();
+    let entity = regex::Regex::new(r"&#?\w+;").unwrap();
     for (file, format, patents, skips) in [
         ("ipg130416.small.xml", "uspto-ice", 25, vec![seq(), seq()]),
         ("ipa130117.two-applications.xml", "uspto-ice", 2, vec![]),
@@ -73,9 +75,7 @@ fn every_uspto_fixture_reads_with_the_provenance_counts() {
         assert_eq!(name, format, "{file}");
         // The element names of the file: none may appear as a tag in the text.
         let source = std::fs::read_to_string(&path).unwrap();
-        let tags: std::collections::BTreeSet<&str> =
-            regex::Regex::new(r"<([A-Za-z][\w-]*)").unwrap().captures_iter(&source).map(|c| c.get(1).unwrap().as_str()).collect();
-        let entity = regex::Regex::new(r"&#?\w+;").unwrap();
+        let tags: std::collections::BTreeSet<&str> = tag_re.captures_iter(&source).map(|c| c.get(1).unwrap().as_str()).collect();
         let (n, s, errors) = counts(&recs);
         assert!(errors.is_empty(), "{file}: {errors:?}");
         assert_eq!((n, s), (patents, skips), "{file}");
