@@ -20,6 +20,8 @@ use tokenizers::Tokenizer;
 
 use super::chatml::{END_OF_TEXT, IM_END};
 use super::{tokenizer, InferError, Result};
+use crate::train::arch::{hf_token_ids, HfConfig, Qwen2Config};
+use crate::train::error::TrainError;
 
 /// The dtype the model computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -89,77 +91,6 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
-/// The fields of an HF Qwen2 `config.json` that inference uses; others are ignored. Optional
-/// fields default as transformers' `Qwen2Config` does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HfConfig {
-    /// Must contain `Qwen2ForCausalLM` when given.
-    #[serde(default)]
-    pub architectures: Vec<String>,
-    /// Must be `qwen2` when given.
-    #[serde(default)]
-    pub model_type: Option<String>,
-    /// Rows of the embedding table (≥ the tokenizer's vocabulary).
-    pub vocab_size: usize,
-    /// Model width.
-    pub hidden_size: usize,
-    /// SwiGLU width.
-    pub intermediate_size: usize,
-    /// Decoder layers.
-    pub num_hidden_layers: usize,
-    /// Query heads.
-    pub num_attention_heads: usize,
-    /// Key/value heads (GQA); defaults to the query heads.
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    /// Context length (RoPE table size).
-    #[serde(default = "default_max_positions")]
-    pub max_position_embeddings: usize,
-    /// RoPE base.
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
-    /// RMSNorm epsilon.
-    #[serde(default = "default_rms_norm_eps")]
-    pub rms_norm_eps: f64,
-    /// The LM head is the embedding table.
-    #[serde(default)]
-    pub tie_word_embeddings: bool,
-    /// Storage dtype (`float32`, `bfloat16`, `float16`).
-    #[serde(default)]
-    pub torch_dtype: Option<String>,
-    /// Newer transformers write the storage dtype under this name.
-    #[serde(default)]
-    pub dtype: Option<String>,
-    /// MLP activation (Qwen2: `silu`).
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
-    /// Sliding-window attention (unsupported here: must be false).
-    #[serde(default)]
-    pub use_sliding_window: bool,
-    /// RoPE scaling (unsupported here: must be absent or null).
-    #[serde(default)]
-    pub rope_scaling: Option<serde_json::Value>,
-    /// Per-head width when given (must equal hidden_size / num_attention_heads).
-    #[serde(default)]
-    pub head_dim: Option<usize>,
-    /// End-of-sequence id or ids; they stop generation.
-    #[serde(default)]
-    pub eos_token_id: Option<serde_json::Value>,
-}
-
-fn default_max_positions() -> usize {
-    32768
-}
-fn default_rope_theta() -> f64 {
-    10000.0
-}
-fn default_rms_norm_eps() -> f64 {
-    1e-6
-}
-fn default_act() -> String {
-    "silu".into()
-}
-
 fn dtype_named(name: &str) -> Option<DType> {
     match name {
         "float32" | "float" => Some(DType::F32),
@@ -169,99 +100,15 @@ fn dtype_named(name: &str) -> Option<DType> {
     }
 }
 
-impl HfConfig {
-    /// Reads and checks `path`.
-    pub fn load(path: &Path) -> Result<HfConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| InferError::io(path, e))?;
-        let cfg: HfConfig = serde_json::from_str(&text).map_err(|e| InferError::checkpoint(path, e.to_string()))?;
-        cfg.check().map_err(|m| InferError::checkpoint(path, m))?;
-        Ok(cfg)
-    }
-
-    /// Key/value heads.
-    pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
-    }
-
-    /// The storage dtype the config states, if any.
-    pub fn stored_dtype(&self) -> std::result::Result<Option<DType>, String> {
-        match self.torch_dtype.as_deref().or(self.dtype.as_deref()) {
-            None => Ok(None),
-            Some(name) => dtype_named(name).map(Some).ok_or_else(|| format!("unsupported torch_dtype {name:?}")),
-        }
-    }
-
-    fn check(&self) -> std::result::Result<(), String> {
-        if !self.architectures.is_empty() && !self.architectures.iter().any(|a| a == "Qwen2ForCausalLM") {
-            return Err(format!("architectures {:?} does not name Qwen2ForCausalLM", self.architectures));
-        }
-        if let Some(t) = &self.model_type {
-            if t != "qwen2" {
-                return Err(format!("model_type {t:?} is not qwen2"));
-            }
-        }
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.kv_heads()),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} is 0"));
-            }
-        }
-        if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads));
-        }
-        let head_dim = self.hidden_size / self.num_attention_heads;
-        if head_dim % 2 != 0 {
-            return Err(format!("head dimension {head_dim} is odd (RoPE needs pairs)"));
-        }
-        if let Some(h) = self.head_dim {
-            if h != head_dim {
-                return Err(format!("head_dim {h} differs from hidden_size / num_attention_heads = {head_dim}"));
-            }
-        }
-        if self.num_attention_heads % self.kv_heads() != 0 {
-            return Err(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                self.num_attention_heads,
-                self.kv_heads()
-            ));
-        }
-        if self.use_sliding_window {
-            return Err("use_sliding_window = true is not supported".into());
-        }
-        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err("rope_scaling is not supported".into());
-        }
-        if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
-            return Err("rms_norm_eps and rope_theta must be positive".into());
-        }
-        self.stored_dtype()?;
-        Ok(())
-    }
-
-    fn activation(&self) -> std::result::Result<candle_nn::Activation, String> {
-        serde_json::from_value(serde_json::Value::String(self.hidden_act.clone()))
-            .map_err(|_| format!("unsupported hidden_act {:?}", self.hidden_act))
-    }
-
-    fn eos_ids(&self) -> Vec<u32> {
-        ids_of(self.eos_token_id.as_ref())
-    }
-}
-
-/// Token ids from a JSON id or list of ids (other values give none).
-fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
-    match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).into_iter().collect(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok())).collect(),
-        _ => Vec::new(),
-    }
+/// Reads a checkpoint's `config.json` with the crate's one parser
+/// ([`crate::train::arch::HfConfig`]); its errors become checkpoint errors naming the file
+/// (each message names the field).
+fn read_config(path: &Path) -> Result<HfConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| InferError::io(path, e))?;
+    HfConfig::parse(&text).map_err(|e| match e {
+        TrainError::Config { message, .. } => InferError::checkpoint(path, message),
+        other => InferError::checkpoint(path, other.to_string()),
+    })
 }
 
 /// The safetensors files of a checkpoint: the shards the index lists (sorted, unique), or the
@@ -300,8 +147,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub struct Checkpoint {
     /// The directory it was loaded from.
     pub dir: PathBuf,
-    /// Its `config.json`.
-    pub config: HfConfig,
+    /// Its `config.json`: the architecture.
+    pub config: Qwen2Config,
     /// Its tokenizer.
     pub tokenizer: Arc<Tokenizer>,
     /// Where the tokenizer came from (a path, or the bundled Qwen2.5 one).
@@ -319,8 +166,8 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Loads `dir` (see the module doc for the layout).
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Checkpoint> {
-        let config = HfConfig::load(&dir.join("config.json"))?;
-        let stored = config.stored_dtype().map_err(|m| InferError::checkpoint(dir.join("config.json"), m))?;
+        let HfConfig { arch: config, torch_dtype, eos_token_ids } = read_config(&dir.join("config.json"))?;
+        let stored = torch_dtype.as_deref().and_then(dtype_named);
         let dtype = match opts.dtype {
             DTypeChoice::Auto if opts.device.is_cpu() => DType::F32,
             DTypeChoice::Auto => stored.unwrap_or(DType::F32),
@@ -337,12 +184,12 @@ impl Checkpoint {
             ));
         }
         let mut stop_ids: Vec<u32> = [IM_END, END_OF_TEXT].iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
-        stop_ids.extend(config.eos_ids());
+        stop_ids.extend(eos_token_ids);
         let gen_cfg = dir.join("generation_config.json");
         if gen_cfg.is_file() {
             let text = std::fs::read_to_string(&gen_cfg).map_err(|e| InferError::io(&gen_cfg, e))?;
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| InferError::checkpoint(&gen_cfg, e.to_string()))?;
-            stop_ids.extend(ids_of(v.get("eos_token_id")));
+            stop_ids.extend(hf_token_ids(v.get("eos_token_id")));
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
@@ -370,14 +217,13 @@ impl Checkpoint {
                 ));
             }
         }
-        let act = config.activation().map_err(|m| InferError::checkpoint(dir.join("config.json"), m))?;
         let cfg = qwen2::Config {
             vocab_size: config.vocab_size,
             hidden_size: config.hidden_size,
             intermediate_size: config.intermediate_size,
             num_hidden_layers: config.num_hidden_layers,
             num_attention_heads: config.num_attention_heads,
-            num_key_value_heads: config.kv_heads(),
+            num_key_value_heads: config.num_key_value_heads,
             max_position_embeddings: config.max_position_embeddings,
             // candle applies its window to every layer whatever `use_sliding_window` says; a
             // window as long as the context disables it (we refuse configs that use one).
@@ -387,7 +233,8 @@ impl Checkpoint {
             rope_theta: config.rope_theta,
             rms_norm_eps: config.rms_norm_eps,
             use_sliding_window: false,
-            hidden_act: act,
+            // The parser accepts silu only (Qwen2's).
+            hidden_act: candle_nn::Activation::Silu,
         };
         let model = qwen2::ModelForCausalLM::new(&cfg, vb).map_err(werr)?;
         Ok(Checkpoint {

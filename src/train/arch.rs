@@ -95,8 +95,16 @@ impl Qwen2Config {
     /// Checks the shape is one the model can build.
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, m: String| Err(TrainError::config(format!("model.{k}"), m));
-        if self.vocab_size == 0 || self.hidden_size == 0 || self.intermediate_size == 0 || self.num_hidden_layers == 0 {
-            return bad("hidden_size", "vocab_size, hidden_size, intermediate_size and num_hidden_layers must be > 0".into());
+        if self.vocab_size == 0
+            || self.hidden_size == 0
+            || self.intermediate_size == 0
+            || self.num_hidden_layers == 0
+            || self.max_position_embeddings == 0
+        {
+            return bad(
+                "hidden_size",
+                "vocab_size, hidden_size, intermediate_size, num_hidden_layers and max_position_embeddings must be > 0".into(),
+            );
         }
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return bad(
@@ -110,7 +118,10 @@ impl Qwen2Config {
         if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
             return bad(
                 "num_key_value_heads",
-                format!("{} KV heads do not divide {} query heads", self.num_key_value_heads, self.num_attention_heads),
+                format!(
+                    "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                    self.num_attention_heads, self.num_key_value_heads
+                ),
             );
         }
         if !(self.rope_theta > 0.0) || !(self.rms_norm_eps > 0.0) || !(self.initializer_range >= 0.0) {
@@ -129,83 +140,14 @@ impl Qwen2Config {
         v * h + self.num_hidden_layers as u64 * layer + h + head
     }
 
-    /// Reads an HF `config.json` (Qwen2 only; fields that change the math and that this trainer
-    /// does not implement — rope scaling, sliding-window attention, another activation — are errors).
+    /// Reads an HF `config.json` (see [`HfConfig::parse`]).
     pub fn from_hf_file(path: &Path) -> Result<Qwen2Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
-        Self::from_hf_json(&text).map_err(|e| match e {
-            TrainError::Config { key, message } => TrainError::file(path, format!("{key}: {message}")),
-            other => other,
-        })
+        HfConfig::load(path).map(|c| c.arch)
     }
 
-    /// Parses the text of an HF `config.json`.
+    /// Parses the text of an HF `config.json` (see [`HfConfig::parse`]).
     pub fn from_hf_json(text: &str) -> Result<Qwen2Config> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| TrainError::config("config.json", format!("not valid JSON: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| TrainError::config("config.json", "not a JSON object"))?;
-        let usize_of = |k: &str| -> Result<usize> {
-            obj.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| TrainError::config(k, "missing or not an unsigned integer"))
-        };
-        let f64_of = |k: &str| -> Option<f64> { obj.get(k).and_then(|x| x.as_f64()) };
-        if let Some(mt) = obj.get("model_type").and_then(|x| x.as_str()) {
-            if mt != "qwen2" {
-                return Err(TrainError::config("model_type", format!("{mt:?} is not qwen2")));
-            }
-        }
-        if let Some(act) = obj.get("hidden_act").and_then(|x| x.as_str()) {
-            if act != "silu" {
-                return Err(TrainError::config("hidden_act", format!("{act:?} is not supported (silu only)")));
-            }
-        }
-        if obj.get("rope_scaling").is_some_and(|x| !x.is_null()) {
-            return Err(TrainError::config("rope_scaling", "rope scaling is not supported"));
-        }
-        if obj.get("use_sliding_window").and_then(|x| x.as_bool()) == Some(true) {
-            return Err(TrainError::config("use_sliding_window", "sliding-window attention is not supported"));
-        }
-        // transformers ≥ 5 may write θ inside `rope_parameters`.
-        let rope_theta = f64_of("rope_theta")
-            .or_else(|| obj.get("rope_parameters").and_then(|r| r.get("rope_theta")).and_then(|x| x.as_f64()))
-            .unwrap_or(10_000.0);
-        if let Some(rt) = obj.get("rope_parameters").and_then(|r| r.get("rope_type")).and_then(|x| x.as_str()) {
-            if rt != "default" {
-                return Err(TrainError::config("rope_parameters.rope_type", format!("{rt:?} is not supported")));
-            }
-        }
-        let token = |k: &str| -> Option<u32> {
-            match obj.get(k) {
-                Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32),
-                Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()).map(|x| x as u32),
-                _ => None,
-            }
-        };
-        let heads = usize_of("num_attention_heads")?;
-        let cfg = Qwen2Config {
-            vocab_size: usize_of("vocab_size")?,
-            hidden_size: usize_of("hidden_size")?,
-            intermediate_size: usize_of("intermediate_size")?,
-            num_hidden_layers: usize_of("num_hidden_layers")?,
-            num_attention_heads: heads,
-            num_key_value_heads: obj.get("num_key_value_heads").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(heads),
-            max_position_embeddings: usize_of("max_position_embeddings")?,
-            rope_theta,
-            rms_norm_eps: f64_of("rms_norm_eps").unwrap_or(1e-6),
-            tie_word_embeddings: obj.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
-            initializer_range: f64_of("initializer_range").unwrap_or(0.02),
-            bos_token_id: token("bos_token_id"),
-            eos_token_id: token("eos_token_id"),
-        };
-        if let Some(hd) = obj.get("head_dim").and_then(|x| x.as_u64()) {
-            if hd as usize != cfg.hidden_size / heads.max(1) {
-                return Err(TrainError::config("head_dim", format!("{hd} differs from hidden_size / num_attention_heads")));
-            }
-        }
-        cfg.validate()?;
-        Ok(cfg)
+        HfConfig::parse(text).map(|c| c.arch)
     }
 
     /// The HF `config.json` of this model, loadable by `transformers` (`Qwen2ForCausalLM`) and by
@@ -237,6 +179,129 @@ impl Qwen2Config {
             "use_sliding_window": false,
             "vocab_size": self.vocab_size,
         })
+    }
+}
+
+/// Token ids of an HF config field that holds an id or a list of ids (`eos_token_id` in
+/// `config.json` and `generation_config.json`); other values give none.
+pub fn hf_token_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|x| u32::try_from(x).ok()).into_iter().collect(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok())).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The storage dtypes `torch_dtype` (or `dtype`) may name.
+pub const HF_DTYPES: &[&str] = &["float32", "float", "bfloat16", "float16", "half"];
+
+/// An HF `config.json` as training and inference read it: the one parser of that file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfConfig {
+    /// The architecture (`eos_token_id` is the first of a list).
+    pub arch: Qwen2Config,
+    /// The storage dtype the file states (`torch_dtype`, or `dtype` as transformers ≥ 5 writes
+    /// it), one of [`HF_DTYPES`].
+    pub torch_dtype: Option<String>,
+    /// Every `eos_token_id` (a number or a list); generation stops on each.
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl HfConfig {
+    /// Reads and parses `path`; errors name the file and the key.
+    pub fn load(path: &Path) -> Result<HfConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
+        Self::parse(&text).map_err(|e| match e {
+            TrainError::Config { key, message } => TrainError::file(path, format!("{key}: {message}")),
+            other => other,
+        })
+    }
+
+    /// Parses the text of a config.json. Qwen2 only: fields that change the math and that this
+    /// crate does not implement (rope scaling, sliding-window attention, another activation or
+    /// architecture) are errors; optional fields default as transformers' `Qwen2Config` does.
+    /// Each error's key is the field, its message names the field too (inference shows the
+    /// message alone after the file name).
+    pub fn parse(text: &str) -> Result<HfConfig> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| TrainError::config("config.json", format!("{e} (not valid JSON)")))?;
+        let obj = v.as_object().ok_or_else(|| TrainError::config("config.json", "not a JSON object"))?;
+        let usize_of = |k: &str| -> Result<usize> {
+            match obj.get(k) {
+                None | Some(serde_json::Value::Null) => Err(TrainError::config(k, format!("missing field `{k}`"))),
+                Some(x) => x.as_u64().map(|x| x as usize).ok_or_else(|| TrainError::config(k, format!("{k} is not an unsigned integer"))),
+            }
+        };
+        let f64_of = |k: &str| -> Option<f64> { obj.get(k).and_then(|x| x.as_f64()) };
+        if let Some(archs) = obj.get("architectures").and_then(|x| x.as_array()) {
+            if !archs.is_empty() && !archs.iter().any(|a| a.as_str() == Some("Qwen2ForCausalLM")) {
+                return Err(TrainError::config("architectures", format!("architectures {archs:?} does not name Qwen2ForCausalLM")));
+            }
+        }
+        if let Some(mt) = obj.get("model_type").and_then(|x| x.as_str()) {
+            if mt != "qwen2" {
+                return Err(TrainError::config("model_type", format!("model_type {mt:?} is not qwen2")));
+            }
+        }
+        if let Some(act) = obj.get("hidden_act").and_then(|x| x.as_str()) {
+            if act != "silu" {
+                return Err(TrainError::config("hidden_act", format!("hidden_act {act:?} is not supported (silu only)")));
+            }
+        }
+        if obj.get("rope_scaling").is_some_and(|x| !x.is_null()) {
+            return Err(TrainError::config("rope_scaling", "rope_scaling is not supported"));
+        }
+        if obj.get("use_sliding_window").and_then(|x| x.as_bool()) == Some(true) {
+            return Err(TrainError::config("use_sliding_window", "use_sliding_window = true is not supported"));
+        }
+        // transformers ≥ 5 may write θ inside `rope_parameters`.
+        let rope_theta = f64_of("rope_theta")
+            .or_else(|| obj.get("rope_parameters").and_then(|r| r.get("rope_theta")).and_then(|x| x.as_f64()))
+            .unwrap_or(10_000.0);
+        if let Some(rt) = obj.get("rope_parameters").and_then(|r| r.get("rope_type")).and_then(|x| x.as_str()) {
+            if rt != "default" {
+                return Err(TrainError::config("rope_parameters.rope_type", format!("rope_type {rt:?} is not supported")));
+            }
+        }
+        let ids = |k: &str| hf_token_ids(obj.get(k));
+        let torch_dtype = match obj.get("torch_dtype").or_else(|| obj.get("dtype")).and_then(|x| x.as_str()) {
+            None => None,
+            Some(d) if HF_DTYPES.contains(&d) => Some(d.to_string()),
+            Some(d) => {
+                return Err(TrainError::config(
+                    "torch_dtype",
+                    format!("unsupported torch_dtype {d:?} (expected one of {})", HF_DTYPES.join(", ")),
+                ))
+            }
+        };
+        let heads = usize_of("num_attention_heads")?;
+        let eos_token_ids = ids("eos_token_id");
+        let arch = Qwen2Config {
+            vocab_size: usize_of("vocab_size")?,
+            hidden_size: usize_of("hidden_size")?,
+            intermediate_size: usize_of("intermediate_size")?,
+            num_hidden_layers: usize_of("num_hidden_layers")?,
+            num_attention_heads: heads,
+            num_key_value_heads: obj.get("num_key_value_heads").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(heads),
+            // transformers' Qwen2Config default.
+            max_position_embeddings: match obj.get("max_position_embeddings") {
+                None | Some(serde_json::Value::Null) => 32_768,
+                Some(_) => usize_of("max_position_embeddings")?,
+            },
+            rope_theta,
+            rms_norm_eps: f64_of("rms_norm_eps").unwrap_or(1e-6),
+            tie_word_embeddings: obj.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
+            initializer_range: f64_of("initializer_range").unwrap_or(0.02),
+            bos_token_id: ids("bos_token_id").first().copied(),
+            eos_token_id: eos_token_ids.first().copied(),
+        };
+        if let Some(hd) = obj.get("head_dim").and_then(|x| x.as_u64()) {
+            if hd as usize != arch.hidden_size / heads.max(1) {
+                return Err(TrainError::config("head_dim", format!("head_dim {hd} differs from hidden_size / num_attention_heads")));
+            }
+        }
+        arch.validate()?;
+        Ok(HfConfig { arch, torch_dtype, eos_token_ids })
     }
 }
 
@@ -284,5 +349,28 @@ mod tests {
         let e = Qwen2Config::from_hf_json("{\"model_type\":\"llama\"}").unwrap_err();
         assert!(e.to_string().contains("llama"), "{e}");
         assert!(Qwen2Config::from_hf_json("{not json").unwrap_err().to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn hf_config_keeps_what_inference_needs() {
+        // The one parser of config.json: training takes `arch`, inference also the storage dtype
+        // and every eos id (a list, as chat models write it).
+        let mut v = Qwen2Config::preset("tiny").unwrap().to_hf_json("bfloat16");
+        v["eos_token_id"] = serde_json::json!([151645, 151643]);
+        v.as_object_mut().unwrap().remove("max_position_embeddings");
+        let c = HfConfig::parse(&v.to_string()).unwrap();
+        assert_eq!((c.torch_dtype.as_deref(), c.eos_token_ids.as_slice()), (Some("bfloat16"), &[151645, 151643][..]));
+        assert_eq!((c.arch.eos_token_id, c.arch.max_position_embeddings), (Some(151645), 32_768));
+        v["torch_dtype"] = "int8".into();
+        assert!(HfConfig::parse(&v.to_string()).unwrap_err().to_string().contains("unsupported torch_dtype \"int8\""));
+        v["torch_dtype"] = "float32".into();
+        v["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+        assert!(HfConfig::parse(&v.to_string()).unwrap_err().to_string().contains("does not name Qwen2ForCausalLM"));
+        // A file error names the file and the key.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, "{\"hidden_size\": ").unwrap();
+        let e = HfConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("EOF while parsing"), "{e}");
     }
 }
