@@ -56,7 +56,7 @@ fn graded(dir: &Path) -> BTreeMap<String, (String, String, u32, f64, f64)> {
         let (id, split, task) = (s("id"), s("split"), s("task"));
         let stage = b.column_by_name("stage").unwrap().as_primitive::<UInt32Type>().clone();
         let score = b.column_by_name("score").unwrap().as_primitive::<Float64Type>().clone();
-        let ans = b.column_by_name("answer_tokens").unwrap().as_primitive::<Float64Type>().clone();
+        let ans = b.column_by_name("feat_answer_tokens").unwrap().as_primitive::<Float64Type>().clone();
         for i in 0..b.num_rows() {
             out.insert(
                 id.value(i).to_string(),
@@ -452,4 +452,47 @@ fn empty_cut_off_and_repeated_answers_are_filtered_by_config() {
     let r = run_pipeline(&config(&out, None, &format!("[[sft.inputs]]\npath = {odd:?}\n")), false, Mode::Grade).unwrap();
     assert_eq!(r.run.sources["GovPatent-SFT_QA_IPC"].duplicates.get("question"), None);
     assert_eq!(r.duplicates.repeated_questions.iter().filter(|(id, _)| id.starts_with("GovPatent-SFT_QA_IPC")).count(), 20);
+}
+
+#[test]
+fn every_parquet_file_of_a_demo_like_build_has_unique_column_names() {
+    // The demo's [sft] section as it is (inputs, tokenizer, template, grading, packing), writing
+    // to a temporary directory and checking contamination against a small document shard.
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, cpt) = (tmp.path().join("sft"), tmp.path().join("cpt"));
+    cpt_shard(&cpt);
+    let text = std::fs::read_to_string(root().join("pipelines/demo.toml")).unwrap();
+    let mut cfg = PipelineConfig::parse(&text, "pipelines/demo.toml").unwrap();
+    let sft = cfg.sft.as_mut().unwrap();
+    sft.output = out.clone();
+    sft.decontam.cpt_documents = vec![cpt];
+    run_pipeline(&cfg, false, Mode::Build).unwrap();
+    let mut files = Vec::new();
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    // examples.parquet and at least one shard per split.
+    assert!(files.iter().any(|f| f.ends_with("examples.parquet")), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with(out.join("train"))) && files.iter().any(|f| f.starts_with(out.join("test"))), "{files:?}");
+    for f in &files {
+        let r = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap()).unwrap();
+        let names: Vec<String> = r.schema().fields().iter().map(|x| x.name().clone()).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{}: duplicate column names in {names:?}", f.display());
+    }
+    // The grading features are prefixed; the codes keep their name.
+    let r = ParquetRecordBatchReaderBuilder::try_new(File::open(out.join("examples.parquet")).unwrap()).unwrap();
+    let schema = r.schema();
+    assert!(schema.field_with_name("feat_ipc_codes").is_ok() && schema.field_with_name("ipc_codes").is_ok());
 }

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::config::{FeatureWeights, GradeConfig, GradeMethod, Normalization};
 use crate::error::{Error, Result};
 
-/// Names of the features, in [`Features::values`] order (also the column names of
-/// `examples.parquet`).
+/// Names of the features, in [`Features::values`] order (`examples.parquet` stores each as
+/// `feat_{name}`: [`super::stats::feature_column`]).
 pub const FEATURES: [&str; 7] = ["answer_tokens", "question_tokens", "ipc_codes", "ipc_depth", "list_items", "turns", "task_weight"];
 
 /// The heuristic features of one example.

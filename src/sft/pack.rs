@@ -1,8 +1,8 @@
 //! SFT token shards: whole examples packed into rows of `seq_len` tokens, one curriculum stage
 //! per row, written atomically with a manifest.
 //!
-//! Row columns, the token shard's ([`crate::shard::tokens`], with its optional `loss_mask` and
-//! `stage`) in its order, then two of SFT's own: `input_ids` list<uint32> (exactly `seq_len`,
+//! The schema is [`crate::shard::tokens::sft_schema`] (the token shard's columns with its optional
+//! `loss_mask` and `stage`, then SFT's per-segment `task` and `example_id`): `input_ids` list<uint32> (exactly `seq_len`,
 //! padded with `<|endoftext|>`), `seg_lens` list<uint32> (one per example; padding is not a
 //! segment, as in [`crate::shard::Batch::row_layout`]), `loss_mask` list<uint8> (1 on answer
 //! tokens and the `<|im_end|>\n` closing them, 0 on prompts and padding), `source` list<utf8>
@@ -13,14 +13,13 @@
 //! time so rows never mix stages and come out in curriculum order.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder, UInt8Builder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 
 use crate::error::{Error, Result};
 use crate::pack::bestfit::{pack_examples, Example};
-use crate::shard::{ShardInfo, ShardWriter, WriterConfig};
+use crate::shard::{tokens, ShardInfo, ShardWriter, WriterConfig};
 
 /// One example ready to pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,51 +99,29 @@ pub fn pack_rows(items: &[PackItem], stage: u32, seq_len: usize, pad_id: u32, op
     Ok(rows)
 }
 
-/// The Arrow schema of SFT token shards.
+/// The Arrow schema of SFT token shards (defined by [`crate::shard::tokens::sft_schema`]).
 pub fn schema() -> SchemaRef {
-    static S: OnceLock<SchemaRef> = OnceLock::new();
-    S.get_or_init(|| {
-        let list = |name: &str, t: DataType| Field::new(name, DataType::List(Arc::new(Field::new("item", t, false))), false);
-        Arc::new(Schema::new(vec![
-            list("input_ids", DataType::UInt32),
-            list("seg_lens", DataType::UInt32),
-            list("loss_mask", DataType::UInt8),
-            list("source", DataType::Utf8),
-            Field::new("stage", DataType::UInt32, false),
-            list("task", DataType::Utf8),
-            list("example_id", DataType::Utf8),
-        ]))
-    })
-    .clone()
+    tokens::sft_schema()
 }
 
 /// A record batch of rows.
 pub fn to_batch(rows: &[Row]) -> RecordBatch {
-    let item = |t: DataType| Arc::new(Field::new("item", t, false));
-    let mut ids = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
-    let mut segs = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
-    let mut mask = ListBuilder::new(UInt8Builder::new()).with_field(item(DataType::UInt8));
-    let mut strs: [ListBuilder<StringBuilder>; 3] =
-        std::array::from_fn(|_| ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8)));
-    for r in rows {
-        ids.values().append_slice(&r.input_ids);
-        ids.append(true);
-        segs.values().append_slice(&r.seg_lens);
-        segs.append(true);
-        mask.values().append_slice(&r.loss_mask);
-        mask.append(true);
-        for (b, v) in strs.iter_mut().zip([&r.source, &r.task, &r.example_id]) {
-            for s in v {
-                b.values().append_value(s);
-            }
-            b.append(true);
-        }
-    }
-    let stage: ArrayRef = Arc::new(rows.iter().map(|r| r.stage).collect::<UInt32Array>());
-    let [source, task, example_id] = strs.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let cols: Vec<ArrayRef> =
-        vec![Arc::new(ids.finish()), Arc::new(segs.finish()), Arc::new(mask.finish()), source, stage, task, example_id];
-    RecordBatch::try_new(schema(), cols).expect("sft batch matches schema")
+    let (token_rows, segments): (Vec<tokens::Row>, Vec<tokens::SftSegments>) = rows
+        .iter()
+        .map(|r| {
+            (
+                tokens::Row {
+                    input_ids: r.input_ids.clone(),
+                    seg_lens: r.seg_lens.clone(),
+                    loss_mask: Some(r.loss_mask.clone()),
+                    sources: r.source.clone(),
+                    stage: Some(r.stage),
+                },
+                tokens::SftSegments { task: r.task.clone(), example_id: r.example_id.clone() },
+            )
+        })
+        .unzip();
+    tokens::sft_to_batch(&token_rows, &segments)
 }
 
 /// Writes `rows` as `part-NNNNN.parquet` shards of `rows_per_shard` into `dir`; returns the

@@ -1,6 +1,9 @@
 //! The graded examples table (`examples.parquet`) and its statistics, computed with polars:
 //! counts per split, task and stage; token-length distributions per split and task; and the
 //! per-stage means of the score and of every feature over the training examples.
+//!
+//! The grading features are the columns `feat_{name}` ([`feature_column`]), so a feature never
+//! shares a name with a data column (`feat_ipc_codes`, a count, beside `ipc_codes`, the codes).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -53,6 +56,14 @@ pub struct GradedExample {
     pub messages: String,
 }
 
+/// Prefix of the feature columns of `examples.parquet`.
+pub const FEATURE_PREFIX: &str = "feat_";
+
+/// The column of feature `name` in `examples.parquet`.
+pub fn feature_column(name: &str) -> String {
+    format!("{FEATURE_PREFIX}{name}")
+}
+
 fn schema() -> SchemaRef {
     let utf8 = |n: &str| Field::new(n, DataType::Utf8, false);
     let list = |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Utf8, false))), false);
@@ -65,7 +76,7 @@ fn schema() -> SchemaRef {
         Field::new("stage", DataType::UInt32, false),
         Field::new("score", DataType::Float64, false),
     ];
-    fields.extend(FEATURES.iter().map(|f| Field::new(*f, DataType::Float64, false)));
+    fields.extend(FEATURES.iter().map(|f| Field::new(feature_column(f), DataType::Float64, false)));
     fields.extend([
         Field::new("tokens", DataType::UInt32, false),
         Field::new("truncated", DataType::Boolean, false),
@@ -191,8 +202,8 @@ pub fn lengths(df: &DataFrame) -> Result<DataFrame> {
             q("tokens", 0.5, "tok_p50"),
             q("tokens", 0.9, "tok_p90"),
             col("tokens").max().alias("tok_max"),
-            q("answer_tokens", 0.5, "ans_p50"),
-            col("answer_tokens").max().alias("ans_max"),
+            q(&feature_column("answer_tokens"), 0.5, "ans_p50"),
+            col(feature_column("answer_tokens")).max().alias("ans_max"),
         ])
         .sort(["split", "task"], Default::default())
         .collect()
@@ -202,7 +213,8 @@ pub fn lengths(df: &DataFrame) -> Result<DataFrame> {
 /// Per-stage means of the score and of every feature over the training examples.
 pub fn stage_means(df: &DataFrame) -> Result<DataFrame> {
     let mut aggs = vec![len().alias("n"), col("score").mean().alias("score")];
-    aggs.extend(FEATURES.iter().map(|f| col(*f).mean().alias(*f)));
+    // Means keep the plain feature names (report.json `grading.stage_means`).
+    aggs.extend(FEATURES.iter().map(|f| col(feature_column(f)).mean().alias(*f)));
     df.clone()
         .lazy()
         .filter(col("split").eq(lit("train")))

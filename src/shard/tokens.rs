@@ -10,6 +10,10 @@
 //!
 //! Without a `loss_mask` column every real token counts and padding does not (readers derive
 //! it from `seg_lens`).
+//!
+//! SFT token shards ([`sft_schema`]) are this schema with `loss_mask` and `stage`, followed by
+//! [`SFT_SEGMENT_COLUMNS`]: per segment `task` and `example_id` (list<utf8>), so every reader
+//! of token shards reads them as they are.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -69,8 +73,56 @@ pub fn schema(cols: Columns) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The token-shard columns an SFT shard has: a loss mask and curriculum stages.
+pub const SFT_COLUMNS: Columns = Columns { loss_mask: true, stage: true };
+
+/// The columns SFT shards add after the token shard's, one list entry per segment.
+pub const SFT_SEGMENT_COLUMNS: [&str; 2] = ["task", "example_id"];
+
+/// The Arrow schema of SFT token shards: [`schema`] with [`SFT_COLUMNS`], then
+/// [`SFT_SEGMENT_COLUMNS`] as list<utf8>.
+pub fn sft_schema() -> SchemaRef {
+    let base = schema(SFT_COLUMNS);
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(SFT_SEGMENT_COLUMNS.iter().map(|n| Field::new(*n, list_of(DataType::Utf8), false)));
+    Arc::new(Schema::new(fields))
+}
+
+/// The per-segment values of the SFT columns of one row (same length as its `seg_lens`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SftSegments {
+    /// Task of each segment.
+    pub task: Vec<String>,
+    /// Example id of each segment.
+    pub example_id: Vec<String>,
+}
+
+/// An SFT record batch: the token columns of `rows` (which have a mask and a stage) and the
+/// per-segment columns of `segments` (one per row).
+pub fn sft_to_batch(rows: &[Row], segments: &[SftSegments]) -> RecordBatch {
+    assert_eq!(rows.len(), segments.len(), "one SftSegments per row");
+    let mut cols = token_arrays(rows, SFT_COLUMNS);
+    let picks: [fn(&SftSegments) -> &Vec<String>; 2] = [|s| &s.task, |s| &s.example_id];
+    for pick in picks {
+        let mut b = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, false)));
+        for seg in segments {
+            for v in pick(seg) {
+                b.values().append_value(v);
+            }
+            b.append(true);
+        }
+        cols.push(Arc::new(b.finish()));
+    }
+    RecordBatch::try_new(sft_schema(), cols).expect("sft batch matches schema")
+}
+
 /// Builds a record batch from rows (all rows must agree with `cols`).
 pub fn to_batch(rows: &[Row], cols: Columns) -> RecordBatch {
+    RecordBatch::try_new(schema(cols), token_arrays(rows, cols)).expect("token batch matches schema")
+}
+
+/// The token columns of `rows`, in [`schema`] order.
+fn token_arrays(rows: &[Row], cols: Columns) -> Vec<ArrayRef> {
     let item = |t: DataType| Arc::new(Field::new("item", t, false));
     let mut ids =
         ListBuilder::new(UInt32Builder::with_capacity(rows.iter().map(|r| r.input_ids.len()).sum())).with_field(item(DataType::UInt32));
@@ -104,7 +156,7 @@ pub fn to_batch(rows: &[Row], cols: Columns) -> RecordBatch {
     if cols.stage {
         arrays.push(Arc::new(stage.finish()));
     }
-    RecordBatch::try_new(schema(cols), arrays).expect("token batch matches schema")
+    arrays
 }
 
 /// A decoded token record batch, column by column (zero-copy views into Arrow buffers).

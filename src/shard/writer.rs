@@ -72,8 +72,13 @@ pub struct ShardWriter {
 }
 
 impl ShardWriter {
-    /// Starts `path` (written as `path.tmp` until [`ShardWriter::finish`]).
+    /// Starts `path` (written as `path.tmp` until [`ShardWriter::finish`]). A schema with two
+    /// columns of one name is refused: pyarrow, pandas, polars and `datasets` cannot open such a
+    /// file.
     pub fn create(path: &Path, schema: SchemaRef, cfg: &WriterConfig) -> Result<Self> {
+        if let Some(name) = duplicate_column(&schema) {
+            return Err(shard_err(path, format!("schema has two columns named {name:?}")));
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -114,6 +119,12 @@ impl Drop for ShardWriter {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// The first top-level column name that occurs twice in `schema`, if any.
+pub fn duplicate_column(schema: &arrow::datatypes::Schema) -> Option<&str> {
+    let mut seen = std::collections::HashSet::new();
+    schema.fields().iter().map(|f| f.name().as_str()).find(|n| !seen.insert(*n))
 }
 
 /// `path` with `.tmp` appended to the file name.
@@ -168,4 +179,27 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 fn shard_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Shard { path: path.to_path_buf(), message: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn a_schema_with_a_repeated_column_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ipc_codes", DataType::Float64, false),
+            Field::new("id", DataType::Utf8, false),
+            Field::new("ipc_codes", DataType::Utf8, false),
+        ]));
+        let e = ShardWriter::create(&path, schema, &WriterConfig::default()).err().unwrap().to_string();
+        assert!(e.contains("x.parquet") && e.contains("two columns named \"ipc_codes\""), "{e}");
+        assert!(!path.exists() && !tmp_path(&path).exists());
+    }
 }
