@@ -5,9 +5,10 @@ mod support;
 
 use candle_core::{DType, Tensor};
 use coretech::infer::chat::ChatSession;
-use coretech::infer::chatml::{self, Message, Role, DEFAULT_SYSTEM_PROMPT};
 use coretech::infer::generate::generate;
 use coretech::infer::{tokenizer, Checkpoint, DTypeChoice, GenerationConfig, InferError, LoadOptions, StopReason};
+use coretech::sft::template::{render_chat, DEFAULT_SYSTEM_PROMPT};
+use coretech::sft::{Message, Role};
 use support::{tiny_checkpoint, Tiny};
 
 fn load(dir: &std::path::Path) -> Checkpoint {
@@ -22,7 +23,7 @@ fn load_err(dir: &std::path::Path) -> String {
 }
 
 fn chat_prompt(ckpt: &Checkpoint, question: &str) -> Vec<u32> {
-    tokenizer::encode(&ckpt.tokenizer, &chatml::render(&[Message::new(Role::User, question)], true)).unwrap()
+    tokenizer::encode(&ckpt.tokenizer, &render_chat(&[Message::new(Role::User, question)], DEFAULT_SYSTEM_PROMPT, true).text).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -181,7 +182,7 @@ fn second_chat_turn_equals_a_fresh_model_given_the_same_history() {
         Message::new(Role::User, "再说一遍"),
     ];
     let mut fresh = load(dir.path());
-    let ids = tokenizer::encode(&fresh.tokenizer, &chatml::render(&msgs, true)).unwrap();
+    let ids = tokenizer::encode(&fresh.tokenizer, &render_chat(&msgs, DEFAULT_SYSTEM_PROMPT, true).text).unwrap();
     let want = generate(&mut fresh, &ids, &greedy(10), |_| Ok(())).unwrap();
     assert_eq!(a2, want);
     session.reset();

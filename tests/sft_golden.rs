@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn, QWEN_DEFAULT_SYSTEM};
+use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
 use coretech::sft::read::{read_input, Outcome, ReadContext, ReadResult};
 use coretech::sft::task::TaskResolver;
-use coretech::sft::template::{render, tokenize, truncate};
+use coretech::sft::template::{render, render_chat, tokenize, truncate, DEFAULT_SYSTEM_PROMPT};
 use coretech::sft::tokenizer::SftTokenizer;
-use coretech::sft::Split;
+use coretech::sft::{Message, Role, Split};
 use coretech::tokenize::Engine;
 use serde::Deserialize;
 
@@ -90,7 +90,7 @@ fn compare(read: &ReadResult, golden: &HashMap<(String, u64), Golden>, tok: &Sft
         let Outcome::Example(ex) = o else { panic!("fixture record not read: {o:?}") };
         let file = Path::new(&ex.position.file).file_name().unwrap().to_string_lossy().to_string();
         let g = golden.get(&(file.clone(), ex.ordinal)).unwrap_or_else(|| panic!("{} not in golden", ex.id));
-        let t = tokenize(&render(ex, QWEN_DEFAULT_SYSTEM), tok).unwrap();
+        let t = tokenize(&render(ex, DEFAULT_SYSTEM_PROMPT), tok).unwrap();
         assert_eq!(t.input_ids, g.input_ids, "{} ({}): ids differ from apply_chat_template", ex.id, tok.engine());
         assert_eq!(spans(&t.loss_mask), g.mask, "{}: mask differs from LLaMA-Factory labels", ex.id);
         assert_eq!(t.straddling, 0, "{}", ex.id);
@@ -106,4 +106,41 @@ fn compare(read: &ReadResult, golden: &HashMap<(String, u64), Golden>, tok: &Sft
         compared += 1;
     }
     (compared, truncated)
+}
+
+#[test]
+fn the_inference_prompt_is_the_training_text_up_to_the_answer() {
+    // Training (the SFT build's render) and inference (a conversation: system, history, the
+    // last question, generation prompt) go through the one ChatML renderer: on every fixture
+    // example the prompt plus the answer and its `<|im_end|>\n` is the training text, and the
+    // inference tokenizer's prompt ids are the training ids up to the answer.
+    let tasks = TaskResolver::new(&TaskConfig::default()).unwrap();
+    let cx = ReadContext { tasks: &tasks, trailing_user_turn: TrailingUserTurn::Trim, base: Path::new("/") };
+    let mut read = ReadResult::default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures/data/sft")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for f in &files {
+        read_input(&input(f), &cx, &mut read).unwrap();
+    }
+    let sft_tok = SftTokenizer::load(&root().join("fixtures/tokenizers/qwen2.5/tokenizer.json.zst")).unwrap();
+    let infer_tok = coretech::infer::tokenizer::bundled().unwrap();
+    let mut compared = 0;
+    for o in &read.outcomes {
+        let Outcome::Example(ex) = o else { panic!("fixture record not read: {o:?}") };
+        let train = render(ex, DEFAULT_SYSTEM_PROMPT);
+        let (answer, asked) = ex.messages.split_last().unwrap();
+        assert_eq!(answer.role, Role::Assistant);
+        let mut msgs: Vec<Message> = ex.system.iter().map(|s| Message::new(Role::System, s.clone())).collect();
+        msgs.extend(asked.iter().cloned());
+        let prompt = render_chat(&msgs, DEFAULT_SYSTEM_PROMPT, true).text;
+        assert_eq!(format!("{prompt}{}<|im_end|>\n", answer.content), train.text, "{}", ex.id);
+        let t = tokenize(&train, &sft_tok).unwrap();
+        let prompt_ids = coretech::infer::tokenizer::encode(&infer_tok, &prompt).unwrap();
+        let n = prompt_ids.len();
+        assert_eq!(&t.input_ids[..n], &prompt_ids[..], "{}: prompt ids are not a prefix of the training ids", ex.id);
+        // The loss starts right after the prompt: the answer's first token.
+        assert_eq!((t.loss_mask[n - 1], t.loss_mask[n]), (0, 1), "{}", ex.id);
+        compared += 1;
+    }
+    assert_eq!(compared, 682);
 }

@@ -4,10 +4,11 @@
 
 use std::io::{BufRead, Write};
 
-use super::chatml::{self, Message, Role};
 use super::generate::{generate, Generation, GenerationConfig, StopReason};
 use super::model::Checkpoint;
 use super::{tokenizer, InferError, Result};
+use crate::sft::template::{render_chat, DEFAULT_SYSTEM_PROMPT};
+use crate::sft::{Message, Role};
 
 /// A conversation with one model.
 #[derive(Debug, Clone)]
@@ -36,7 +37,7 @@ impl ChatSession {
 
     /// Asks `user`, streams the answer to `on_text`, and records both turns.
     pub fn ask(&mut self, ckpt: &mut Checkpoint, user: &str, on_text: impl FnMut(&str) -> std::io::Result<()>) -> Result<Generation> {
-        let prompt = chatml::render(&self.messages_with(user), true);
+        let prompt = render_chat(&self.messages_with(user), DEFAULT_SYSTEM_PROMPT, true).text;
         let ids = tokenizer::encode(&ckpt.tokenizer, &prompt)?;
         let answer = generate(ckpt, &ids, &self.config, on_text)?;
         self.history.push(Message::new(Role::User, user));

@@ -20,12 +20,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::chatml::{self, Message, Role};
 use super::generate::{generate, GenerationConfig, StopReason};
 use super::model::Checkpoint;
 use super::score::{self, IpcScore, LevelSummary, TechScore, TechSummary};
 use super::{tokenizer, InferError, Result};
 use crate::error::{Position, ReadError};
+use crate::sft::template::{render_chat, DEFAULT_SYSTEM_PROMPT};
+use crate::sft::{Message, Role};
 
 /// Evaluation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -264,7 +265,7 @@ pub fn evaluate(
     cfg.validate()?;
     let mut results = Vec::with_capacity(examples.len());
     for ex in examples {
-        let prompt = chatml::render(&ex.messages(cfg.system.as_deref()), true);
+        let prompt = render_chat(&ex.messages(cfg.system.as_deref()), DEFAULT_SYSTEM_PROMPT, true).text;
         let ids = tokenizer::encode(&ckpt.tokenizer, &prompt)?;
         let gen = generate(ckpt, &ids, &cfg.generation, |_| Ok(()))?;
         let (ipc, tech) = score_answer(ex, &gen.text, cfg.tech_match_threshold);

@@ -4,7 +4,6 @@
 //!   with `model.safetensors.index.json`, optional `tokenizer.json`) loaded into
 //!   candle-transformers' `qwen2::ModelForCausalLM`.
 //! - [`tokenizer`]: the checkpoint's tokenizer, else the bundled Qwen2.5 one.
-//! - [`chatml`]: the Qwen2.5 chat template (ChatML) as a function.
 //! - [`generate`]: greedy and sampled decoding with stop tokens and streaming text.
 //! - [`decode`]: incremental detokenization that never splits a UTF-8 character.
 //! - [`chat`]: the interactive multi-turn session behind `coretech chat`.
@@ -12,7 +11,6 @@
 //! - [`eval`]: `coretech eval`: an SFT test split → generated answers → scores and a report.
 
 pub mod chat;
-pub mod chatml;
 pub mod decode;
 pub mod eval;
 pub mod generate;
@@ -97,6 +95,8 @@ impl InferError {
 /// Result of the inference module.
 pub type Result<T, E = InferError> = std::result::Result<T, E>;
 
-pub use chatml::{Message, Role, DEFAULT_SYSTEM_PROMPT};
+/// Conversations are rendered by the crate's one ChatML renderer ([`crate::sft::template`]).
+pub use crate::sft::template::DEFAULT_SYSTEM_PROMPT;
+pub use crate::sft::{Message, Role};
 pub use generate::{Generation, GenerationConfig, StopReason};
 pub use model::{Checkpoint, DTypeChoice, LoadOptions};

@@ -18,8 +18,8 @@ use candle_transformers::models::qwen2;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::chatml::{END_OF_TEXT, IM_END};
 use super::{tokenizer, InferError, Result};
+use crate::sft::template::{END_OF_TEXT, IM_END};
 use crate::train::arch::{hf_token_ids, HfConfig, Qwen2Config};
 use crate::train::error::TrainError;
 

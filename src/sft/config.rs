@@ -255,7 +255,9 @@ pub enum Overlength {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TemplateConfig {
-    /// System prompt of examples that have none (the Qwen2.5 template's default).
+    /// System prompt of examples that have none (the Qwen2.5 template's default; empty: no
+    /// system turn). Inference uses the same default, so set `eval.settings.system` to match
+    /// when you change it.
     pub default_system: String,
     /// Longest example in tokens (LLaMA-Factory `cutoff_len`).
     pub cutoff_len: usize,
@@ -263,12 +265,9 @@ pub struct TemplateConfig {
     pub overlength: Overlength,
 }
 
-/// The Qwen2.5 chat template's default system prompt.
-pub const QWEN_DEFAULT_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
-
 impl Default for TemplateConfig {
     fn default() -> Self {
-        Self { default_system: QWEN_DEFAULT_SYSTEM.into(), cutoff_len: 2048, overlength: Overlength::Truncate }
+        Self { default_system: super::template::DEFAULT_SYSTEM_PROMPT.into(), cutoff_len: 2048, overlength: Overlength::Truncate }
     }
 }
 

@@ -5,10 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Position;
 
-/// Who speaks a turn.
+/// Who speaks a turn (of a training example or of a conversation at inference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Instructions to the model. An example keeps its system prompt in [`Example::system`];
+    /// at inference a leading system message is the system prompt and a later one is a turn.
+    System,
     /// The question side (LLaMA-Factory `user`, sharegpt `human`).
     User,
     /// The answer side (LLaMA-Factory `assistant`, sharegpt `gpt`); the only side with loss.
@@ -19,6 +22,7 @@ impl Role {
     /// The ChatML role name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
         }
@@ -30,8 +34,15 @@ impl Role {
 pub struct Message {
     /// Speaker.
     pub role: Role,
-    /// Text, verbatim from the input.
+    /// Text, rendered verbatim.
     pub content: String,
+}
+
+impl Message {
+    /// A turn of `role`.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Message { role, content: content.into() }
+    }
 }
 
 /// Train/test membership.

@@ -1,9 +1,18 @@
-//! Qwen ChatML rendering, tokenization and the loss mask.
+//! Qwen ChatML: the one renderer of conversations for training and inference, tokenization
+//! and the loss mask.
 //!
-//! Text (the Qwen2.5 chat template, `fixtures/tokenizers/qwen2.5/chat_template.jinja`):
-//! `<|im_start|>system\n{system}<|im_end|>\n` then `<|im_start|>{role}\n{content}<|im_end|>\n`
-//! per turn. The whole text is encoded at once, so the ids equal transformers'
-//! `apply_chat_template` (tested against a golden file made by `tests/golden/make_sft_ids.py`).
+//! Text (the Qwen2.5 chat template, `fixtures/tokenizers/qwen2.5/chat_template.jinja`, and
+//! LLaMA-Factory's `qwen` template): `<|im_start|>system\n{system}<|im_end|>\n` then
+//! `<|im_start|>{role}\n{content}<|im_end|>\n` per turn, then, for generation,
+//! `<|im_start|>assistant\n`. [`render_turns`] is the only function that writes it: the SFT
+//! build ([`render`], an example) and inference ([`render_chat`], a conversation whose leading
+//! system message is the system prompt) both call it, so the prompt a model answers at
+//! evaluation is the training text up to the answer (tested on every fixture example, text and
+//! ids). The system prompt is the example's or conversation's own, else a default
+//! ([`DEFAULT_SYSTEM_PROMPT`] unless configured); an empty one writes no system turn, as in
+//! LLaMA-Factory (transformers' template would write an empty turn; the two agree otherwise).
+//! The whole text is encoded at once, so the ids equal transformers' `apply_chat_template`
+//! (tested against a golden file made by `tests/golden/make_sft_ids.py`).
 //!
 //! Loss mask, as LLaMA-Factory's `qwen` template labels: its assistant formatter is
 //! `{{content}}<|im_end|>\n` and `_encode_supervised_example` keeps the labels of exactly those
@@ -19,11 +28,22 @@
 
 use std::ops::Range;
 
-use super::example::{Example, Role};
+use super::example::{Example, Message, Role};
 use super::tokenizer::SftTokenizer;
 use crate::error::Result;
 
-/// An example rendered as ChatML text.
+/// The Qwen2.5 template's system prompt for a conversation that has none (the default of
+/// `sft.template.default_system` and of inference).
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+/// Starts a turn.
+pub const IM_START: &str = "<|im_start|>";
+/// Ends a turn; the chat models' end of answer.
+pub const IM_END: &str = "<|im_end|>";
+/// End of document; the base models' EOS.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
+/// A conversation rendered as ChatML text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
     /// The full text.
@@ -36,34 +56,57 @@ pub struct Rendered {
     pub questions: Vec<Range<usize>>,
 }
 
-/// Renders `ex`; an example without a system prompt gets `default_system` (none at all when
-/// that is empty, as in LLaMA-Factory).
-pub fn render(ex: &Example, default_system: &str) -> Rendered {
-    let system = ex.system.as_deref().unwrap_or(default_system);
+/// The ChatML renderer: a system turn when `system` is not empty, then every turn of `turns` in
+/// order (a system message among them is a turn like any other), then `<|im_start|>assistant\n`
+/// with `add_generation_prompt`.
+pub fn render_turns(system: &str, turns: &[Message], add_generation_prompt: bool) -> Rendered {
     let mut text = String::new();
-    if !system.is_empty() {
-        text.push_str("<|im_start|>system\n");
-        text.push_str(system);
-        text.push_str("<|im_end|>\n");
-    }
     let (mut targets, mut answers, mut questions) = (Vec::new(), Vec::new(), Vec::new());
-    for m in &ex.messages {
-        text.push_str("<|im_start|>");
-        text.push_str(m.role.as_str());
+    let mut turn = |text: &mut String, role: Role, content: &str| {
+        text.push_str(IM_START);
+        text.push_str(role.as_str());
         text.push('\n');
         let start = text.len();
-        text.push_str(&m.content);
+        text.push_str(content);
         let content_end = text.len();
-        text.push_str("<|im_end|>\n");
-        match m.role {
+        text.push_str(IM_END);
+        text.push('\n');
+        match role {
             Role::Assistant => {
                 answers.push(start..content_end);
                 targets.push(start..text.len());
             }
             Role::User => questions.push(start..content_end),
+            Role::System => {}
         }
+    };
+    if !system.is_empty() {
+        turn(&mut text, Role::System, system);
+    }
+    for m in turns {
+        turn(&mut text, m.role, &m.content);
+    }
+    if add_generation_prompt {
+        text.push_str(IM_START);
+        text.push_str(Role::Assistant.as_str());
+        text.push('\n');
     }
     Rendered { text, targets, answers, questions }
+}
+
+/// Renders a training example: its own system prompt, else `default_system` (none at all when
+/// that is empty, as in LLaMA-Factory).
+pub fn render(ex: &Example, default_system: &str) -> Rendered {
+    render_turns(ex.system.as_deref().unwrap_or(default_system), &ex.messages, false)
+}
+
+/// Renders a conversation for inference: a leading system message is the system prompt, else
+/// `default_system`; with `add_generation_prompt` the text ends where the model's answer starts.
+pub fn render_chat(messages: &[Message], default_system: &str, add_generation_prompt: bool) -> Rendered {
+    match messages.split_first() {
+        Some((first, rest)) if first.role == Role::System => render_turns(&first.content, rest, add_generation_prompt),
+        _ => render_turns(default_system, messages, add_generation_prompt),
+    }
 }
 
 /// A tokenized example.
@@ -176,7 +219,7 @@ pub fn truncate(t: &mut Tokenized, cutoff: usize) -> Cut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sft::example::{Message, Split};
+    use crate::sft::example::Split;
 
     fn ex(system: Option<&str>, turns: &[(&str, &str)]) -> Example {
         let mut messages = Vec::new();
@@ -206,6 +249,54 @@ mod tests {
         let own = render(&ex(Some("Mine"), &[("Q", "A")]), "SYS");
         assert!(own.text.starts_with("<|im_start|>system\nMine<|im_end|>\n"));
         assert!(render(&ex(None, &[("Q", "A")]), "").text.starts_with("<|im_start|>user\n"));
+    }
+
+    #[test]
+    fn chat_default_system_turn_then_user_then_generation_prompt() {
+        let text = render_chat(&[Message::new(Role::User, "hi")], DEFAULT_SYSTEM_PROMPT, true).text;
+        assert_eq!(
+            text,
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
+             <|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn chat_own_system_prompt_and_history() {
+        let msgs = [
+            Message::new(Role::System, "S"),
+            Message::new(Role::User, "q1"),
+            Message::new(Role::Assistant, "a1"),
+            Message::new(Role::User, "q2"),
+        ];
+        assert_eq!(
+            render_chat(&msgs, DEFAULT_SYSTEM_PROMPT, false).text,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn chat_later_system_turn_is_kept_in_place() {
+        let msgs = [Message::new(Role::User, "q"), Message::new(Role::System, "S2")];
+        let text = render_chat(&msgs, DEFAULT_SYSTEM_PROMPT, false).text;
+        assert!(text.starts_with(&format!("<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nq")));
+        assert!(text.ends_with("<|im_start|>system\nS2<|im_end|>\n"));
+    }
+
+    #[test]
+    fn training_and_chat_render_one_conversation_alike() {
+        // The same conversation as an example (training) and as messages (inference): equal
+        // text, whichever system prompt applies, the empty one included (no system turn).
+        for (own, default) in [(None, "SYS"), (Some("Mine"), "SYS"), (None, "")] {
+            let e = ex(own, &[("Q1", "A1"), ("Q2", "A2")]);
+            let mut msgs: Vec<Message> = own.map(|s| Message::new(Role::System, s)).into_iter().collect();
+            msgs.extend(e.messages.iter().cloned());
+            let train = render(&e, default);
+            assert_eq!(render_chat(&msgs, default, false), train);
+            // The generation prompt for the last question is the training text up to its answer.
+            let prompt = render_chat(&msgs[..msgs.len() - 1], default, true).text;
+            assert_eq!(format!("{prompt}A2<|im_end|>\n"), train.text);
+        }
     }
 
     #[test]
