@@ -133,13 +133,6 @@ impl PipelineConfig {
         }
         serde_json::from_value(json).map_err(|e| cfg_err(String::new(), e.to_string()))
     }
-
-    /// sha256 of the canonical JSON form of a config section (the manifest's `config_hash`).
-    pub fn hash_of<T: Serialize>(section: &T) -> String {
-        use sha2::Digest;
-        let bytes = serde_json::to_vec(section).expect("config serializes");
-        crate::shard::writer::hex(&sha2::Sha256::digest(&bytes))
-    }
 }
 
 /// `/docs/rows_per_shard` → `docs.rows_per_shard`; the root is `(root)`.

@@ -9,6 +9,7 @@
 
 pub mod clean;
 pub mod config;
+pub mod core;
 pub mod dedup;
 pub mod doc;
 pub mod error;

@@ -8,8 +8,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use coretech::config::PipelineConfig;
+use coretech::core::TaskSplit;
 use coretech::infer;
-use coretech::pipeline::{self, RunOptions, TaskSplit};
+use coretech::pipeline::{self, RunOptions};
 
 #[derive(Parser)]
 #[command(name = "coretech", version, about = "Patent-domain LLM toolkit: corpus build and Qwen2 training")]
@@ -551,7 +552,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sft(args) => match (args.cmd, args.config) {
             (Some(SftCmd::Grade { config, strict }), _) => {
                 let cfg = load(&config)?;
-                let report = coretech::sft::run_pipeline(&cfg, strict, coretech::sft::Mode::Grade)?;
+                let report = pipeline::run_sft(&cfg, strict, coretech::sft::Mode::Grade)?;
                 print!("{}", report.table());
                 if let Some(sft) = &cfg.sft {
                     print!("{}", coretech::sft::stats::stats_of_dir(&sft.output)?);
@@ -559,7 +560,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             (Some(SftCmd::Stats { dir }), _) => print!("{}", coretech::sft::stats::stats_of_dir(&dir)?),
             (None, Some(config)) => {
-                let report = coretech::sft::run_pipeline(&load(&config)?, args.strict, coretech::sft::Mode::Build)?;
+                let report = pipeline::run_sft(&load(&config)?, args.strict, coretech::sft::Mode::Build)?;
                 print!("{}", report.table());
             }
             (None, None) => anyhow::bail!("usage: coretech sft <config> | coretech sft grade <config> | coretech sft stats <dir>"),

@@ -98,7 +98,7 @@ impl Tokenizer {
         } else {
             bytes.to_vec()
         };
-        let sha256 = crate::shard::writer::hex(&Sha256::digest(&json));
+        let sha256 = crate::core::fsio::hex(&Sha256::digest(&json));
         let mut hf = tokenizers::Tokenizer::from_bytes(&json).map_err(|e| tok_err(name, format!("not a valid tokenizer.json: {e}")))?;
         // Encoding never truncates or pads: packing decides lengths.
         hf.with_truncation(None).map_err(|e| tok_err(name, e))?;

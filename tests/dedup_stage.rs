@@ -3,11 +3,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use coretech::core::TaskSplit;
 use coretech::dedup::bench::{char_edits, load_fixture_texts, write_shards};
 use coretech::dedup::minhash::SplitMix64;
 use coretech::dedup::stage::{read_duplicates, Step, DUPLICATES_FILE};
 use coretech::dedup::{run, DedupConfig};
-use coretech::pipeline::TaskSplit;
 use coretech::shard::documents;
 use coretech::Document;
 use proptest::prelude::*;

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use coretech::config::{DocsConfig, PipelineConfig};
+use coretech::core::{RunReport, TaskSplit};
 use coretech::ipc::IpcScheme;
-use coretech::pipeline::{docs, RunReport, TaskSplit};
+use coretech::pipeline::docs;
 use coretech::shard::documents::{read_shard, shard_files};
 use coretech::Document;
 

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use coretech::config::PipelineConfig;
+use coretech::core::TaskSplit;
 use coretech::ipc::IpcScheme;
 use coretech::pipeline::docs::{self, STOP_AFTER_SHARDS_ENV};
-use coretech::pipeline::TaskSplit;
 
 fn data(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data").join(rel)

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use coretech::core::TaskSplit;
 use coretech::pack::{stage, PackConfig, PackMode, ShuffleConfig};
-use coretech::pipeline::TaskSplit;
 use coretech::shard::tokens::read_rows;
 use coretech::shard::{documents, Loader, LoaderConfig, Manifest, ShardWriter, WriterConfig};
 use coretech::tokenize::{Engine, Tokenizer};
@@ -90,7 +90,7 @@ fn shard_hashes(dir: &Path) -> Vec<String> {
     Manifest::load(dir).unwrap().shards.iter().map(|s| s.sha256.clone()).collect()
 }
 
-fn run_in_pool(cfg: &PackConfig, threads: usize) -> coretech::pipeline::RunReport {
+fn run_in_pool(cfg: &PackConfig, threads: usize) -> coretech::core::RunReport {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| stage::run(cfg, TaskSplit::default())).unwrap()
 }
 

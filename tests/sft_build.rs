@@ -10,8 +10,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, UInt32Type, UInt8Type};
 use coretech::config::PipelineConfig;
 use coretech::doc::Document;
+use coretech::pipeline::run_sft as run_pipeline;
 use coretech::sft::text::unit_hashes;
-use coretech::sft::{run_pipeline, Mode, SftReport};
+use coretech::sft::{Mode, SftReport};
 use coretech::shard::{documents, Loader, LoaderConfig, Manifest, ShardWriter};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 

@@ -47,7 +47,7 @@ pub fn write_run(path: &Path, entries: &mut [Entry]) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    let tmp = crate::shard::writer::tmp_path(path);
+    let tmp = crate::core::fsio::tmp_path(path);
     let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut w = BufWriter::with_capacity(1 << 16, f);
     let mut buf = [0u8; ENTRY_BYTES];

@@ -22,10 +22,9 @@ use super::minhash::{estimate, sketch_estimate, Scratch};
 use super::normalize::exact_key;
 use super::unionfind::UnionFind;
 use super::{DatePreference, DedupConfig};
-use crate::config::PipelineConfig;
+use crate::core::fsio::write_atomic;
+use crate::core::{RunReport, TaskSplit};
 use crate::error::{Error, Result};
-use crate::pipeline::{RunReport, TaskSplit};
-use crate::shard::writer::write_atomic;
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
 
 /// One step of the stage (for multi-machine runs; a single-machine run does all four).
@@ -94,8 +93,8 @@ impl Layout {
         let k = if cfg.near.enabled { cfg.near.bands * cfg.near.rows } else { 0 };
         let m = if cfg.near.enabled { cfg.near.verify_bins } else { 0 };
         // The keep policy orders bucket members, so it is part of the work.
-        let work_hash = PipelineConfig::hash_of(&(&cfg.exact, &cfg.near, &cfg.keep, &listing));
-        let cluster_hash = PipelineConfig::hash_of(&(&work_hash, cfg.clustering));
+        let work_hash = crate::core::hash_of(&(&cfg.exact, &cfg.near, &cfg.keep, &listing));
+        let cluster_hash = crate::core::hash_of(&(&work_hash, cfg.clustering));
         Ok(Self { shards, prefix, work: cfg.work(), work_hash, cluster_hash, k, m, nb, slots: nb + cfg.exact.enabled as usize })
     }
     /// Bytes of one document's record in a `.sig` file.
@@ -130,7 +129,7 @@ impl Layout {
         self.work.join("cluster.done")
     }
     fn output_hash(&self, cfg: &DedupConfig, task: TaskSplit) -> String {
-        PipelineConfig::hash_of(&(&self.cluster_hash, &cfg.writer, task.index, task.count))
+        crate::core::hash_of(&(&self.cluster_hash, &cfg.writer, task.index, task.count))
     }
     /// (shard, row) of a global index.
     fn locate(&self, g: u64) -> (usize, u64) {
@@ -288,7 +287,7 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
 
     std::fs::create_dir_all(lay.work.join("sig")).map_err(|e| Error::io(lay.work.join("sig"), e))?;
     let (sig_path, meta_path) = (lay.sig(s), lay.meta(s));
-    let (sig_tmp, meta_tmp) = (crate::shard::writer::tmp_path(&sig_path), crate::shard::writer::tmp_path(&meta_path));
+    let (sig_tmp, meta_tmp) = (crate::core::fsio::tmp_path(&sig_path), crate::core::fsio::tmp_path(&meta_path));
     let mut sig_w = BufWriter::with_capacity(1 << 20, File::create(&sig_tmp).map_err(|e| Error::io(&sig_tmp, e))?);
     let mut meta_w = BufWriter::with_capacity(1 << 20, File::create(&meta_tmp).map_err(|e| Error::io(&meta_tmp, e))?);
 
@@ -544,7 +543,7 @@ fn bucket_slot(cfg: &DedupConfig, lay: &Layout, slot: usize, runs: &[PathBuf], s
     let mut merge = merge_runs(runs, cfg.merge_fan_in, &lay.work.join("tmp").join(format!("b{slot:02}")))?;
     let out = lay.edges(slot);
     std::fs::create_dir_all(out.parent().unwrap()).map_err(|e| Error::io(&out, e))?;
-    let tmp = crate::shard::writer::tmp_path(&out);
+    let tmp = crate::core::fsio::tmp_path(&out);
     let mut w = BufWriter::with_capacity(1 << 16, File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
     let mut pairs = 0u64;
     let mut emit = |a: u64, b: u64| -> Result<()> {

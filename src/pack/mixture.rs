@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 
-use super::rng::{hash_str, unit};
+use crate::core::rng::{hash_str, unit};
 
 /// Validated weights.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,6 @@ pub mod bench;
 pub mod bestfit;
 pub mod cpt;
 pub mod mixture;
-pub mod rng;
 pub mod shuffle;
 pub mod stage;
 

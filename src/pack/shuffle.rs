@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::{hash_words, SplitMix64};
+use crate::core::rng::{hash_words, SplitMix64};
 use crate::error::{Error, Result};
 use crate::shard::tokens::Row;
 
@@ -128,7 +128,7 @@ pub fn write_chunk(dir: &Path, index: usize, rows: &mut Vec<Row>, seed: u64, shu
     }
     let name = format!("chunk-{index:06}.bin");
     let path = dir.join(&name);
-    let tmp = crate::shard::writer::tmp_path(&path);
+    let tmp = crate::core::fsio::tmp_path(&path);
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut buf = Vec::new();

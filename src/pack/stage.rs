@@ -19,10 +19,9 @@ use super::cpt::CptPacker;
 use super::mixture::Mixture;
 use super::shuffle::{write_chunk, ChunkInfo, InterleaveState, Interleaver};
 use super::{PackConfig, PackMode};
-use crate::config::PipelineConfig;
+use crate::core::RunReport;
+use crate::core::TaskSplit;
 use crate::error::{Error, Position, ReadError, Result};
-use crate::pipeline::report::RunReport;
-use crate::pipeline::TaskSplit;
 use crate::shard::tokens::{self, Columns, Row};
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
 use crate::tokenize::Tokenizer;
@@ -135,7 +134,7 @@ pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>
         c.tokenizer.engine = Default::default();
         let listing: Vec<(String, u64)> =
             files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
-        PipelineConfig::hash_of(&(c, &listing, tokenizer.sha256(), task.index, task.count))
+        crate::core::hash_of(&(c, &listing, tokenizer.sha256(), task.index, task.count))
     };
     if let Ok(m) = Manifest::load(&out_dir) {
         if m.config_hash == config_hash && m.kind == "tokens" {
@@ -190,7 +189,7 @@ pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>
     manifest.save(&out_dir)?;
     let mut rep = serde_json::to_vec_pretty(&report).expect("report serializes");
     rep.push(b'\n');
-    crate::shard::writer::write_atomic(&out_dir.join("report.json"), &rep)?;
+    crate::core::fsio::write_atomic(&out_dir.join("report.json"), &rep)?;
     let _ = std::fs::remove_file(out_dir.join("progress.json"));
     std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     Ok(report)
@@ -368,7 +367,7 @@ pub fn interrupt_after_saves(n: u64) {
 
 fn save_progress(dir: &Path, p: &Progress) -> Result<()> {
     let bytes = serde_json::to_vec(p).expect("progress serializes");
-    crate::shard::writer::write_atomic(&dir.join("progress.json"), &bytes)?;
+    crate::core::fsio::write_atomic(&dir.join("progress.json"), &bytes)?;
     INTERRUPT_AFTER.with(|c| match c.get() {
         0 => Ok(()),
         1 => {

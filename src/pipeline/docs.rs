@@ -16,10 +16,10 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::report::RunReport;
-use super::TaskSplit;
 use crate::clean::Cleaner;
-use crate::config::{DocsConfig, PipelineConfig};
+use crate::config::DocsConfig;
+use crate::core::RunReport;
+use crate::core::TaskSplit;
 use crate::doc::{Document, Record};
 use crate::error::{Error, Position, ReadError, Result};
 use crate::io::framing::frame;
@@ -94,7 +94,7 @@ pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) 
     let config_hash = {
         let listing: Vec<(String, u64)> =
             files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
-        PipelineConfig::hash_of(&(cfg, &listing, task.index, task.count))
+        crate::core::hash_of(&(cfg, &listing, task.index, task.count))
     };
 
     // Up to date, resumable, or fresh.
@@ -230,7 +230,7 @@ pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) 
     manifest.save(&out_dir)?;
     let mut rep = serde_json::to_vec_pretty(&report).expect("report serializes");
     rep.push(b'\n');
-    crate::shard::writer::write_atomic(&out_dir.join("report.json"), &rep)?;
+    crate::core::fsio::write_atomic(&out_dir.join("report.json"), &rep)?;
     let _ = std::fs::remove_file(out_dir.join("progress.json"));
     Ok(report)
 }
@@ -444,7 +444,7 @@ fn write_all(
                 }
                 let p = Progress { config_hash: config_hash.to_string(), shards: shards.clone(), pos, report: *report };
                 let bytes = serde_json::to_vec(&p).expect("progress serializes");
-                crate::shard::writer::write_atomic(&dir.join("progress.json"), &bytes)?;
+                crate::core::fsio::write_atomic(&dir.join("progress.json"), &bytes)?;
                 if stop_after.is_some_and(|n| shards.len() >= n) {
                     return Err(Error::Other(format!("stopped after {} shards ({STOP_AFTER_SHARDS_ENV} is set)", shards.len())));
                 }

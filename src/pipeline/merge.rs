@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::report::RunReport;
+use crate::core::RunReport;
 use crate::error::{Error, Result};
 use crate::shard::Manifest;
 
@@ -58,7 +58,7 @@ pub fn merge(dir: &Path) -> Result<Manifest> {
             expected_count.unwrap_or(0)
         )));
     }
-    merged.config_hash = crate::config::PipelineConfig::hash_of(&merged.info);
+    merged.config_hash = crate::core::hash_of(&merged.info);
     merged.info.insert("task_count".into(), (tasks.len() as u64).into());
     merged.accounting = report.accounting();
     merged.save(dir)?;

@@ -3,51 +3,13 @@
 
 pub mod docs;
 pub mod merge;
-pub mod report;
-
-use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::PipelineConfig;
+use crate::core::{RunReport, TaskSplit};
 use crate::error::{Error, Result};
 use crate::ipc::IpcScheme;
-pub use report::RunReport;
-
-/// The share of a multi-machine build this process does (`--task-index I --task-count N`, the
-/// form of a Slurm job array): every N-th input file starting at I.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskSplit {
-    /// This task, 0-based.
-    pub index: usize,
-    /// Number of tasks.
-    pub count: usize,
-}
-
-impl Default for TaskSplit {
-    fn default() -> Self {
-        Self { index: 0, count: 1 }
-    }
-}
-
-impl TaskSplit {
-    /// Checks `index < count`.
-    pub fn new(index: usize, count: usize) -> Result<Self> {
-        if count == 0 || index >= count {
-            return Err(Error::Other(format!("--task-index {index} must be below --task-count {count}")));
-        }
-        Ok(Self { index, count })
-    }
-
-    /// Where this task writes: `output` itself for a single task, else `output/task-IIIII`.
-    pub fn output_dir(&self, output: &Path) -> PathBuf {
-        if self.count == 1 {
-            output.to_path_buf()
-        } else {
-            output.join(format!("task-{:05}", self.index))
-        }
-    }
-}
 
 /// Options of `coretech run` and the single-stage commands.
 #[derive(Debug, Clone, Default)]
@@ -123,7 +85,7 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             ];
             Ok(report)
         }
-        "sft" => Ok(crate::sft::run_pipeline(cfg, opts.strict, crate::sft::Mode::Build)?.run),
+        "sft" => Ok(run_sft(cfg, opts.strict, crate::sft::Mode::Build)?.run),
         "eval" => {
             let ev = cfg.eval.as_ref().ok_or_else(|| Error::Config {
                 file: String::new(),
@@ -140,6 +102,19 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
         }
         other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
+}
+
+/// Runs the SFT stage of a pipeline: its `[sft]` section, with the `[ipc]` scheme for code
+/// validation (no scheme configured: codes are parsed but not looked up).
+pub fn run_sft(cfg: &PipelineConfig, strict: bool, mode: crate::sft::Mode) -> Result<crate::sft::SftReport> {
+    let sft = cfg.sft.as_ref().ok_or_else(|| Error::Config {
+        file: String::new(),
+        key: "sft".into(),
+        message: "stage \"sft\" needs an [sft] section".into(),
+    })?;
+    let scheme = IpcScheme::load(&cfg.ipc)?;
+    let lookup: Option<&dyn crate::sft::validate::IpcLookup> = if cfg.ipc.scheme.is_empty() { None } else { Some(&scheme) };
+    crate::sft::run(sft, lookup, strict, mode)
 }
 
 /// Runs every stage the pipeline lists, in order; returns their reports.

@@ -24,10 +24,8 @@ use super::template::{render, tokenize, truncate, Tokenized};
 use super::text::normalize;
 use super::tokenizer::SftTokenizer;
 use super::validate::{check_codes, looks_truncated, CodeCheck, IpcLookup};
-use crate::config::PipelineConfig;
+use crate::core::RunReport;
 use crate::error::{Error, Result};
-use crate::ipc::IpcScheme;
-use crate::pipeline::RunReport;
 use crate::shard::{Manifest, ShardInfo};
 
 /// How far a run goes.
@@ -89,19 +87,6 @@ fn check_config(cfg: &SftConfig) -> Result<()> {
         grade::model_scores(&cfg.grade)?;
     }
     Ok(())
-}
-
-/// Runs the SFT stage of a pipeline: its `[sft]` section, with the `[ipc]` scheme for code
-/// validation (no scheme configured: codes are parsed but not looked up).
-pub fn run_pipeline(cfg: &PipelineConfig, strict: bool, mode: Mode) -> Result<SftReport> {
-    let sft = cfg.sft.as_ref().ok_or_else(|| Error::Config {
-        file: String::new(),
-        key: "sft".into(),
-        message: "stage \"sft\" needs an [sft] section".into(),
-    })?;
-    let scheme = IpcScheme::load(&cfg.ipc)?;
-    let lookup: Option<&dyn IpcLookup> = if cfg.ipc.scheme.is_empty() { None } else { Some(&scheme) };
-    run(sft, lookup, strict, mode)
 }
 
 /// Runs the SFT stage. `scheme` is `None` when no IPC scheme is configured.
@@ -375,7 +360,7 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
     if mode == Mode::Build {
         let pad = tok.token_id("<|endoftext|>").ok_or_else(|| Error::Other("tokenizer has no <|endoftext|> token for padding".into()))?;
         let mut packing = PackingReport { seq_len: cfg.pack.seq_len, ..Default::default() };
-        let config_hash = PipelineConfig::hash_of(cfg);
+        let config_hash = crate::core::hash_of(cfg);
         for split in [Split::Train, Split::Test] {
             let idx: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].ex.split == split).collect();
             let rows = pack_split(&kept, &stage, &idx, cfg, pad)?;
@@ -437,7 +422,7 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
     report.run.elapsed_s = started.elapsed().as_secs_f64();
     let mut bytes = serde_json::to_vec_pretty(&report).expect("report serializes");
     bytes.push(b'\n');
-    crate::shard::writer::write_atomic(&out.join("report.json"), &bytes)?;
+    crate::core::fsio::write_atomic(&out.join("report.json"), &bytes)?;
     Ok(report)
 }
 
@@ -467,7 +452,7 @@ fn write_test_alpaca<'a>(path: &Path, examples: impl Iterator<Item = &'a Example
         serde_json::to_writer(&mut out, &rec).expect("json serializes");
         out.push(b'\n');
     }
-    crate::shard::writer::write_atomic(path, &out)
+    crate::core::fsio::write_atomic(path, &out)
 }
 
 fn duplicate(run: &mut RunReport, dataset: &str, kind: &str) {

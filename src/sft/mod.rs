@@ -1,7 +1,8 @@
 //! SFT data: LLaMA-Factory alpaca/sharegpt inputs, IPC validation, decontamination, difficulty
 //! grading, curriculum stages and ChatML templating, packed into SFT token shards.
 //!
-//! `coretech sft <config>` (or the `sft` stage of `coretech run`) runs [`build::run`];
+//! `coretech sft <config>` (or the `sft` stage of `coretech run`, through
+//! `pipeline::run_sft`) runs [`build::run`];
 //! `coretech sft grade <config>` stops after grading; `coretech sft stats <dir>` prints the
 //! statistics of a built directory.
 
@@ -21,7 +22,7 @@ pub mod text;
 pub mod tokenizer;
 pub mod validate;
 
-pub use build::{run, run_pipeline, Mode};
+pub use build::{run, Mode};
 pub use config::SftConfig;
 pub use example::{Example, Message, Role, Split};
 pub use report::SftReport;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decontam::{CptReport, Overlap};
 use super::read::DatasetInfo;
-use crate::pipeline::RunReport;
+use crate::core::RunReport;
 
 /// Task provenance and split sizes of one task.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -151,7 +151,7 @@ mod tests {
         w.write(&to_batch(&docs)).unwrap();
         let info = w.finish().unwrap();
         assert_eq!(info.rows, 2);
-        assert_eq!(info.sha256, crate::shard::writer::sha256_file(&path).unwrap());
+        assert_eq!(info.sha256, crate::core::fsio::sha256_file(&path).unwrap());
         let back: Vec<Document> = read_shard(&path, 1).unwrap().flat_map(|b| b.unwrap()).collect();
         assert_eq!(back, docs);
     }

@@ -55,7 +55,7 @@ impl Manifest {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
         bytes.push(b'\n');
-        super::writer::write_atomic(&dir.join("manifest.json"), &bytes)
+        crate::core::fsio::write_atomic(&dir.join("manifest.json"), &bytes)
     }
 
     /// Total rows over all shards.

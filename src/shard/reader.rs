@@ -5,7 +5,7 @@
 //! **Order.** For stage `k` and epoch `e` the stage's rows (its directories concatenated, shards
 //! in manifest order) form blocks — the Parquet row groups, the unit of reading. The blocks
 //! are visited in a seeded order and the rows of each block in a seeded order, both keyed by
-//! (seed, stage, epoch) and computed by keyed bijections ([`crate::pack::rng::Permutation`]), so
+//! (seed, stage, epoch) and computed by keyed bijections ([`crate::core::rng::Permutation`]), so
 //! no per-row table is kept. (The pack stage already shuffled rows globally; this re-orders
 //! them per epoch while reading one row group at a time.)
 //!
@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use super::batch::Batch;
 use super::tokens::TokenBatch;
 use super::Manifest;
+use crate::core::rng::{hash_words, Permutation};
 use crate::error::{Error, Result};
-use crate::pack::rng::{hash_words, Permutation};
 
 /// Decoded row groups kept (the current block plus replay sources).
 const BLOCK_CACHE: usize = 4;
@@ -252,7 +252,7 @@ impl Producer {
     /// Identifies the data and every setting that defines the order (not the rank).
     fn fingerprint(&self) -> String {
         let c = &self.cfg;
-        crate::config::PipelineConfig::hash_of(&(
+        crate::core::hash_of(&(
             &self.identity,
             c.stages.iter().map(|s| s.len()).collect::<Vec<_>>(),
             c.batch_size,

@@ -1,6 +1,6 @@
-//! Atomic Parquet shard writing: write to `NAME.tmp`, fsync, rename, fsync the directory, so a
-//! killed run never leaves a half-written shard under a final name. The sha256 of the bytes is
-//! computed while writing.
+//! Atomic Parquet shard writing: write to `NAME.tmp`, fsync, rename, fsync the directory
+//! ([`crate::core::fsio`]), so a killed run never leaves a half-written shard under a final
+//! name. The sha256 of the bytes is computed while writing.
 
 use std::fs::File;
 use std::io::Write;
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::manifest::ShardInfo;
+use crate::core::fsio::{hex, sync_dir, tmp_path};
 use crate::error::{Error, Result};
 
 /// Parquet settings of every shard kind.
@@ -125,56 +126,6 @@ impl Drop for ShardWriter {
 pub fn duplicate_column(schema: &arrow::datatypes::Schema) -> Option<&str> {
     let mut seen = std::collections::HashSet::new();
     schema.fields().iter().map(|f| f.name().as_str()).find(|n| !seen.insert(*n))
-}
-
-/// `path` with `.tmp` appended to the file name.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let tmp = tmp_path(path);
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(path);
-    Ok(())
-}
-
-fn sync_dir(path: &Path) {
-    // Persist the rename; failure to open a directory for fsync is not fatal on all platforms.
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 of a file's bytes, as hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
 }
 
 fn shard_err(path: &Path, e: impl std::fmt::Display) -> Error {

@@ -212,6 +212,6 @@ impl TrainConfig {
                 o.remove(k);
             }
         }
-        crate::config::PipelineConfig::hash_of(&v)
+        crate::core::hash_of(&v)
     }
 }
