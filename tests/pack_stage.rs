@@ -211,7 +211,7 @@ fn whole_mode_never_splits_short_documents() {
         } else {
             split += 1;
             want.extend(std::iter::repeat_n(1024, (n / 1024) as usize));
-            if n % 1024 > 0 {
+            if !n.is_multiple_of(1024) {
                 want.push(n % 1024);
             }
         }

@@ -243,9 +243,9 @@ mod tests {
         Row {
             input_ids: vec![i, i + 1],
             seg_lens: vec![2],
-            loss_mask: (i % 2 == 0).then(|| vec![1, 0]),
+            loss_mask: i.is_multiple_of(2).then(|| vec![1, 0]),
             sources: vec![format!("s{i}")],
-            stage: (i % 3 == 0).then_some(i),
+            stage: i.is_multiple_of(3).then_some(i),
         }
     }
 

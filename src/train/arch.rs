@@ -106,16 +106,16 @@ impl Qwen2Config {
                 "vocab_size, hidden_size, intermediate_size, num_hidden_layers and max_position_embeddings must be > 0".into(),
             );
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(
                 "num_attention_heads",
                 format!("{} heads do not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad("num_attention_heads", format!("head_dim {} must be even for RoPE", self.head_dim()));
         }
-        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
+        if self.num_key_value_heads == 0 || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad(
                 "num_key_value_heads",
                 format!(

@@ -119,7 +119,7 @@ impl MetricsLog {
         self.bar.set_position(m.step);
         let loss = m.loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into());
         self.bar.set_message(format!("loss {loss} lr {:.2e} {:.0} tok/s", m.lr, m.tokens_per_s));
-        if self.cfg.plot_every > 0 && m.step % self.cfg.plot_every == 0 {
+        if self.cfg.plot_every > 0 && m.step.is_multiple_of(self.cfg.plot_every) {
             self.plot()?;
         }
         Ok(())

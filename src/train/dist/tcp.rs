@@ -231,7 +231,7 @@ impl TcpCollective {
     pub fn reduce_scatter_f32(&mut self, buf: &[f32]) -> Result<Vec<f32>> {
         let n = buf.len();
         let w = self.world;
-        if n % w != 0 {
+        if !n.is_multiple_of(w) {
             return Err(TrainError::Dist(format!("reduce_scatter: {n} elements do not split into {w} equal chunks")));
         }
         let m = n / w;
