@@ -2,17 +2,24 @@
 //! is the default). Two engines give the same ids:
 //! - `hf`: the `tokenizers` crate, for any tokenizer;
 //! - `fast`: an exact hand-written path for byte-level BPE of the Qwen2 kind ([`fast`]), several
-//!   times faster; `auto` picks it whenever the tokenizer qualifies.
+//!   times faster, and quick to load; `auto` picks it whenever the tokenizer qualifies.
+//!
+//! This is the one place the crate loads a tokenizer (packing, SFT and inference all come
+//! here), and the bundled one is embedded once. With the fast engine, HF `tokenizers` is built
+//! only when something needs it (the `hf` reference ids, or byte offsets of a text that NFC
+//! changes), since building it costs several times the fast engine's whole start-up.
 //!
 //! Text is encoded without added special tokens (`add_special_tokens = false`, as CPT packing
 //! places its own `<|endoftext|>`), but special-token strings inside the text are recognised as
 //! HF does. Batches are encoded on rayon; the output order is the input order.
 
+mod bpe;
 mod fast;
 pub mod pretok;
+mod spec;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -54,6 +61,11 @@ pub struct TokenizerConfig {
     pub engine: Engine,
 }
 
+/// The bundled Qwen2.5 `tokenizer.json` (decompressed), e.g. to ship it with a checkpoint.
+pub fn bundled_json() -> Result<Vec<u8>> {
+    zstd::decode_all(QWEN25_ZST).map_err(|e| tok_err(QWEN25, format!("bad zstd data: {e}")))
+}
+
 /// A loaded tokenizer.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -63,12 +75,28 @@ pub struct Tokenizer {
 struct Inner {
     name: String,
     sha256: String,
-    hf: tokenizers::Tokenizer,
+    /// The `tokenizer.json` text, to build HF `tokenizers` from when it is first needed.
+    json: Json,
+    hf: OnceLock<std::result::Result<tokenizers::Tokenizer, String>>,
     fast: Option<fast::FastBpe>,
+}
+
+/// Where the `tokenizer.json` text is kept: the bundled one is decompressed again if needed.
+enum Json {
+    Bundled,
+    Bytes(Vec<u8>),
 }
 
 fn tok_err(name: &str, e: impl std::fmt::Display) -> Error {
     Error::Other(format!("tokenizer {name}: {e}"))
+}
+
+/// HF `tokenizers` from a `tokenizer.json`, set never to truncate or pad (packing decides lengths).
+fn build_hf(json: &[u8]) -> std::result::Result<tokenizers::Tokenizer, String> {
+    let mut hf = tokenizers::Tokenizer::from_bytes(json).map_err(|e| format!("not a valid tokenizer.json: {e}"))?;
+    hf.with_truncation(None).map_err(|e| e.to_string())?;
+    hf.with_padding(None);
+    Ok(hf)
 }
 
 impl Tokenizer {
@@ -82,7 +110,7 @@ impl Tokenizer {
 
     /// The bundled Qwen2.5 tokenizer.
     pub fn qwen25(engine: Engine) -> Result<Tokenizer> {
-        Self::from_bytes(QWEN25_ZST, QWEN25, engine)
+        Self::build(bundled_json()?, QWEN25, engine, true)
     }
 
     /// A `tokenizer.json` file, plain or zstd-compressed.
@@ -98,28 +126,48 @@ impl Tokenizer {
         } else {
             bytes.to_vec()
         };
+        Self::build(json, name, engine, false)
+    }
+
+    fn build(json: Vec<u8>, name: &str, engine: Engine, bundled: bool) -> Result<Tokenizer> {
         let sha256 = crate::core::fsio::hex(&Sha256::digest(&json));
-        let mut hf = tokenizers::Tokenizer::from_bytes(&json).map_err(|e| tok_err(name, format!("not a valid tokenizer.json: {e}")))?;
-        // Encoding never truncates or pads: packing decides lengths.
-        hf.with_truncation(None).map_err(|e| tok_err(name, e))?;
-        hf.with_padding(None);
         let fast = match engine {
             Engine::Hf => None,
-            Engine::Auto | Engine::Fast => {
-                let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| tok_err(name, e))?;
-                match fast::FastBpe::from_json(&value) {
-                    Ok(f) => Some(f),
-                    Err(fast::Unsupported(why)) if engine == Engine::Auto => {
-                        tracing::info!("tokenizer {name}: fast path does not apply ({why}); using HF tokenizers");
-                        None
-                    }
-                    Err(fast::Unsupported(why)) => {
-                        return Err(tok_err(name, format!("engine \"fast\" does not support this tokenizer: {why}")))
-                    }
+            Engine::Auto | Engine::Fast => match fast::FastBpe::from_json(&json) {
+                Ok(f) => Some(f),
+                Err(fast::Unsupported(why)) if engine == Engine::Auto => {
+                    tracing::info!("tokenizer {name}: fast path does not apply ({why}); using HF tokenizers");
+                    None
                 }
-            }
+                Err(fast::Unsupported(why)) => {
+                    return Err(tok_err(name, format!("engine \"fast\" does not support this tokenizer: {why}")))
+                }
+            },
         };
-        Ok(Tokenizer { inner: Arc::new(Inner { name: name.to_string(), sha256, hf, fast }) })
+        let hf = OnceLock::new();
+        if fast.is_none() {
+            // The HF engine is the encoder: build it now, so a bad file fails at load.
+            let _ = hf.set(Ok(build_hf(&json).map_err(|e| tok_err(name, e))?));
+        }
+        let json = if bundled { Json::Bundled } else { Json::Bytes(json) };
+        Ok(Tokenizer { inner: Arc::new(Inner { name: name.to_string(), sha256, json, hf, fast }) })
+    }
+
+    /// HF `tokenizers` for this tokenizer, built on first use.
+    fn hf(&self) -> Result<&tokenizers::Tokenizer> {
+        let inner = &self.inner;
+        let hf = inner.hf.get_or_init(|| {
+            let bundled;
+            let json = match &inner.json {
+                Json::Bundled => {
+                    bundled = bundled_json().map_err(|e| e.to_string())?;
+                    &bundled
+                }
+                Json::Bytes(b) => b,
+            };
+            build_hf(json)
+        });
+        hf.as_ref().map_err(|e| tok_err(&inner.name, e))
     }
 
     /// Name (the bundled tokenizer's name, or the file path).
@@ -141,14 +189,21 @@ impl Tokenizer {
         }
     }
 
-    /// Id of a token string (special tokens included).
+    /// Id of a token string (special tokens included; vocab tokens in their byte-level
+    /// spelling, e.g. `Ġworld`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.hf.token_to_id(token)
+        match &self.inner.fast {
+            Some(f) => f.token_id(token),
+            None => self.hf().ok()?.token_to_id(token),
+        }
     }
 
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
-        self.inner.hf.get_vocab_size(true)
+        match &self.inner.fast {
+            Some(f) => f.vocab_size(),
+            None => self.hf().map(|h| h.get_vocab_size(true)).unwrap_or(0),
+        }
     }
 
     /// Appends the ids of `text` to `out`.
@@ -174,7 +229,7 @@ impl Tokenizer {
 
     /// The ids of `text` from HF `tokenizers`, whatever the engine (the reference).
     pub fn encode_hf(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.hf.encode_fast(text, false).map_err(|e| tok_err(&self.inner.name, e))?;
+        let enc = self.hf()?.encode_fast(text, false).map_err(|e| tok_err(&self.inner.name, e))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -202,7 +257,7 @@ impl Tokenizer {
                 return Ok((ids, offsets));
             }
         }
-        let enc = self.inner.hf.encode(text, false).map_err(|e| tok_err(&self.inner.name, e))?;
+        let enc = self.hf()?.encode(text, false).map_err(|e| tok_err(&self.inner.name, e))?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
@@ -211,9 +266,18 @@ impl Tokenizer {
         texts.par_iter().map(|t| self.encode(t.as_ref())).collect()
     }
 
-    /// Text of `ids` (special tokens kept).
+    /// Text of `ids` (special tokens kept; ids the tokenizer does not have are skipped; bytes
+    /// that do not form UTF-8 become U+FFFD), as HF decodes it.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.hf.decode(ids, false).map_err(|e| tok_err(&self.inner.name, e))
+        match &self.inner.fast {
+            Some(f) => Ok(f.decode(ids)),
+            None => self.hf()?.decode(ids, false).map_err(|e| tok_err(&self.inner.name, e)),
+        }
+    }
+
+    /// [`Tokenizer::decode`] by HF `tokenizers`, whatever the engine (the reference).
+    pub fn decode_hf(&self, ids: &[u32]) -> Result<String> {
+        self.hf()?.decode(ids, false).map_err(|e| tok_err(&self.inner.name, e))
     }
 }
 
@@ -230,6 +294,7 @@ impl std::fmt::Debug for Tokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
     use std::sync::OnceLock;
 
     /// Both engines of the bundled tokenizer, built once per test binary.
@@ -284,6 +349,106 @@ mod tests {
         assert_eq!((ids, offs), hf.encode_with_offsets(text).unwrap());
     }
 
+    /// HF's BPE model alone (no normalizer, no pre-tokenizer) on raw bytes, through the
+    /// byte-level alphabet.
+    fn hf_bpe(hf: &Tokenizer, bytes: &[u8]) -> Vec<u32> {
+        use tokenizers::Model;
+        let chars = spec::byte_chars();
+        let s: String = bytes.iter().map(|&b| chars[b as usize]).collect();
+        hf.hf().unwrap().get_model().tokenize(&s).unwrap().iter().map(|t| t.id).collect()
+    }
+
+    fn fast_engine(t: &Tokenizer) -> &fast::FastBpe {
+        t.inner.fast.as_ref().unwrap()
+    }
+
+    #[test]
+    fn every_vocab_token_alone_bpe_encodes_like_hf() {
+        // The backtracking encoder's trie holds only tokens BPE can produce from their own
+        // bytes; this checks that set and each token's encoding against HF's merge loop.
+        let (fast, hf) = qwen();
+        let f = fast_engine(fast);
+        let mut own = 0;
+        for id in 0..151_643u32 {
+            let bytes = f.token_bytes(id).unwrap();
+            let want = hf_bpe(hf, bytes);
+            assert_eq!(f.bpe_piece(bytes), want, "token {id} {bytes:?}");
+            own += (want == [id]) as usize;
+        }
+        // In Qwen2 every token encodes to itself (other vocabularies may have tokens that do
+        // not, which the encoder then never produces).
+        assert_eq!(own, 151_643);
+    }
+
+    #[test]
+    fn bpe_of_token_pairs_and_triples_equals_hf() {
+        // Concatenated tokens make boundaries where a merge across them competes with the
+        // merges inside: the compatibility test of the backtracking encoder decides these.
+        let (fast, hf) = qwen();
+        let f = fast_engine(fast);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.random_range(2..=3);
+            let mut bytes = Vec::new();
+            for _ in 0..n {
+                // Favour the first ids (short, frequent tokens, where merges compete most).
+                let id = if rng.random_bool(0.5) { rng.random_range(0..4000) } else { rng.random_range(0..151_643) };
+                bytes.extend_from_slice(f.token_bytes(id).unwrap());
+            }
+            assert_eq!(f.bpe_piece(&bytes), hf_bpe(hf, &bytes), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn bpe_of_random_bytes_equals_hf() {
+        // Invalid UTF-8 and rare bytes included: byte-level BPE has no unknown token, every
+        // byte is a token.
+        let (fast, hf) = qwen();
+        let f = fast_engine(fast);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let n = rng.random_range(1..40);
+            let alphabet: &[u8] = if rng.random_bool(0.5) { b"  \n\tabcdeeeeeee0011" } else { &[0xe4, 0xb8, 0xad, 0x80, 0xff, 0x20, 0x61] };
+            let bytes: Vec<u8> =
+                (0..n).map(|_| if rng.random_bool(0.8) { alphabet[rng.random_range(0..alphabet.len())] } else { rng.random() }).collect();
+            assert_eq!(f.bpe_piece(&bytes), hf_bpe(hf, &bytes), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn decode_token_id_and_vocab_size_equal_hf() {
+        let (fast, hf) = qwen();
+        let h = hf.hf().unwrap();
+        assert_eq!(fast.vocab_size(), h.get_vocab_size(true));
+        for (s, id) in h.get_vocab(true) {
+            assert_eq!(fast.token_id(&s), Some(id), "{s:?}");
+        }
+        assert_eq!(fast.token_id("not a token"), None);
+        // Single ids (a byte alone is often not UTF-8), special tokens, unknown ids, and
+        // random runs that cut characters.
+        for id in (0..151_700u32).step_by(7).chain(151_640..151_670) {
+            assert_eq!(fast.decode(&[id]).unwrap(), h.decode(&[id], false).unwrap(), "{id}");
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..5_000 {
+            let ids: Vec<u32> = (0..rng.random_range(0..12)).map(|_| rng.random_range(0..151_670)).collect();
+            assert_eq!(fast.decode(&ids).unwrap(), fast.decode_hf(&ids).unwrap(), "{ids:?}");
+        }
+        let text = "<|im_start|>user\n专利 🦀 e\u{301}<|im_end|>";
+        assert_eq!(fast.decode(&fast.encode(text).unwrap()).unwrap(), "<|im_start|>user\n专利 🦀 \u{e9}<|im_end|>");
+    }
+
+    #[test]
+    fn hf_is_built_only_when_needed() {
+        let t = Tokenizer::qwen25(Engine::Auto).unwrap();
+        t.encode("text").unwrap();
+        t.decode(&[1, 2, 3]).unwrap();
+        t.token_id("<|endoftext|>").unwrap();
+        assert!(t.inner.hf.get().is_none());
+        assert_eq!(t.encode_hf("text").unwrap(), t.encode("text").unwrap());
+        assert!(t.inner.hf.get().is_some());
+    }
+
     #[test]
     fn batch_keeps_order() {
         let (fast, _) = qwen();
@@ -295,7 +460,7 @@ mod tests {
     }
 
     #[test]
-    fn long_pieces_take_the_heap_path() {
+    fn long_pieces_encode_like_hf() {
         let (fast, hf) = qwen();
         for text in ["a".repeat(500), "ACGT".repeat(300), "中".repeat(200), "ab".repeat(97), " ".repeat(333), "x".repeat(97)] {
             assert_eq!(fast.encode(&text).unwrap(), hf.encode(&text).unwrap(), "{}", &text[..20]);

@@ -6,7 +6,7 @@
 //! window does not end in U+FFFD (the approach of HF text-generation-inference). The pieces
 //! concatenate to the decoding of all tokens.
 
-use tokenizers::Tokenizer;
+use crate::tokenize::Tokenizer;
 
 use super::{tokenizer, InferError, Result};
 

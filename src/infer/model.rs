@@ -16,7 +16,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::qwen2;
 use serde::{Deserialize, Serialize};
-use tokenizers::Tokenizer;
+
+use crate::tokenize::Tokenizer;
 
 use super::{tokenizer, InferError, Result};
 use crate::sft::template::{END_OF_TEXT, IM_END};
@@ -176,14 +177,14 @@ impl Checkpoint {
             DTypeChoice::F16 => DType::F16,
         };
         let (tokenizer, tokenizer_origin) = tokenizer::for_checkpoint(dir)?;
-        let tok_vocab = tokenizer.get_vocab_size(true);
+        let tok_vocab = tokenizer.vocab_size();
         if tok_vocab > config.vocab_size {
             return Err(InferError::checkpoint(
                 dir,
                 format!("tokenizer ({tokenizer_origin}) has {tok_vocab} tokens but the model's vocab_size is {}", config.vocab_size),
             ));
         }
-        let mut stop_ids: Vec<u32> = [IM_END, END_OF_TEXT].iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
+        let mut stop_ids: Vec<u32> = [IM_END, END_OF_TEXT].iter().filter_map(|t| tokenizer.token_id(t)).collect();
         stop_ids.extend(eos_token_ids);
         let gen_cfg = dir.join("generation_config.json");
         if gen_cfg.is_file() {

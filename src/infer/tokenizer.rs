@@ -1,25 +1,25 @@
 //! The tokenizer of a checkpoint: its own `tokenizer.json` when it has one, else the Qwen2.5
-//! tokenizer bundled with coretech (`fixtures/tokenizers/qwen2.5`, see its PROVENANCE.md).
+//! tokenizer bundled with coretech (`fixtures/tokenizers/qwen2.5`, see its PROVENANCE.md). Both
+//! load through [`crate::tokenize::Tokenizer`] (the fast engine where it applies), so inference
+//! encodes prompts exactly as packing and SFT encode training text.
 
 use std::path::Path;
 
-use tokenizers::Tokenizer;
+use crate::tokenize::{self, Engine, Tokenizer};
 
 use super::{InferError, Result};
 
 /// Where a tokenizer came from, for messages and reports.
 pub const BUNDLED_ORIGIN: &str = "bundled Qwen2.5";
 
-/// The bundled Qwen2.5 `tokenizer.json` bytes (zstd-compressed in the binary, 1.5 MB).
-pub fn bundled_qwen25_tokenizer_json() -> std::io::Result<Vec<u8>> {
-    zstd::decode_all(&include_bytes!("../../fixtures/tokenizers/qwen2.5/tokenizer.json.zst")[..])
+/// The bundled Qwen2.5 `tokenizer.json` bytes (decompressed).
+pub fn bundled_qwen25_tokenizer_json() -> Result<Vec<u8>> {
+    tokenize::bundled_json().map_err(|e| InferError::Tokenizer { origin: BUNDLED_ORIGIN.into(), message: e.to_string() })
 }
 
 /// The bundled Qwen2.5 tokenizer.
 pub fn bundled() -> Result<Tokenizer> {
-    let err = |message: String| InferError::Tokenizer { origin: BUNDLED_ORIGIN.into(), message };
-    let json = bundled_qwen25_tokenizer_json().map_err(|e| err(format!("decompressing: {e}")))?;
-    Tokenizer::from_bytes(json).map_err(|e| err(e.to_string()))
+    Tokenizer::qwen25(Engine::Auto).map_err(|e| InferError::Tokenizer { origin: BUNDLED_ORIGIN.into(), message: e.to_string() })
 }
 
 /// `dir/tokenizer.json` when present, else the bundled Qwen2.5 tokenizer. Returns the
@@ -28,7 +28,8 @@ pub fn for_checkpoint(dir: &Path) -> Result<(Tokenizer, String)> {
     let path = dir.join("tokenizer.json");
     if path.is_file() {
         let origin = path.display().to_string();
-        let tok = Tokenizer::from_file(&path).map_err(|e| InferError::Tokenizer { origin: origin.clone(), message: e.to_string() })?;
+        let tok = Tokenizer::from_file(&path, Engine::Auto)
+            .map_err(|e| InferError::Tokenizer { origin: origin.clone(), message: e.to_string() })?;
         Ok((tok, origin))
     } else {
         Ok((bundled()?, BUNDLED_ORIGIN.to_string()))
@@ -38,14 +39,12 @@ pub fn for_checkpoint(dir: &Path) -> Result<(Tokenizer, String)> {
 /// Encodes `text` as-is (special-token strings such as `<|im_start|>` become their ids; no
 /// BOS/EOS are added).
 pub fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    tok.encode(text, false)
-        .map(|e| e.get_ids().to_vec())
-        .map_err(|e| InferError::Tokenizer { origin: "encode".into(), message: e.to_string() })
+    tok.encode(text).map_err(|e| InferError::Tokenizer { origin: "encode".into(), message: e.to_string() })
 }
 
-/// Decodes `ids`, special tokens included (unknown ids are skipped by `tokenizers`).
+/// Decodes `ids`, special tokens included (ids the tokenizer does not have are skipped).
 pub fn decode(tok: &Tokenizer, ids: &[u32]) -> Result<String> {
-    tok.decode(ids, false).map_err(|e| InferError::Tokenizer { origin: "decode".into(), message: e.to_string() })
+    tok.decode(ids).map_err(|e| InferError::Tokenizer { origin: "decode".into(), message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -62,7 +61,8 @@ mod tests {
             1879, 151645,
         ];
         assert_eq!(ids, want);
-        assert_eq!(tok.get_vocab_size(true), 151_665);
+        assert_eq!(tok.vocab_size(), 151_665);
+        assert_eq!(tok.engine(), "fast");
     }
 
     #[test]

@@ -12,8 +12,15 @@
 //! alternative, the match that backtracking settles on. Character classes come from the Unicode
 //! tables of `regex-syntax`; a test compares them with Oniguruma's (through HF) on every code
 //! point.
+//!
+//! The same per-code-point table marks the chars that can make a text non-NFC, so the scan
+//! also tells the caller whether the text needed NFC at all (it almost never does), saving a
+//! separate pass.
 
 use std::sync::OnceLock;
+
+use unicode_normalization_alignments::char::canonical_combining_class;
+use unicode_normalization_alignments::{is_nfc_quick, IsNormalized};
 
 /// The split pattern this module implements (as it appears in `tokenizer.json`).
 pub const QWEN2_PATTERN: &str =
@@ -22,10 +29,14 @@ pub const QWEN2_PATTERN: &str =
 const LETTER: u8 = 1;
 const NUMBER: u8 = 2;
 const SPACE: u8 = 4;
+/// Not known to be NFC-safe: a canonical combining class other than 0, an NFC quick check
+/// other than "Yes", or outside the Basic Multilingual Plane (not tabulated: checking the
+/// other planes would cost start-up time for chars that are rare in text).
+const NOT_NFC_SAFE: u8 = 8;
 /// Number of Unicode code points (the class table covers all of them).
 const CODE_POINTS: usize = 0x11_0000;
 
-/// Class bits of every code point: `\p{L}`, `\p{N}`, `\s`.
+/// Class bits of every code point: `\p{L}`, `\p{N}`, `\s`, not NFC-safe.
 fn classes() -> &'static [u8] {
     static T: OnceLock<Vec<u8>> = OnceLock::new();
     T.get_or_init(|| {
@@ -36,23 +47,26 @@ fn classes() -> &'static [u8] {
                 unreachable!("{pattern} is a Unicode class")
             };
             for r in class.ranges() {
-                for slot in &mut t[r.start() as usize..=r.end() as usize] {
-                    *slot |= bit;
+                for k in &mut t[r.start() as usize..=r.end() as usize] {
+                    *k |= bit;
                 }
+            }
+        }
+        // Below U+0300 every char is a starter with quick check "Yes".
+        for (cp, k) in t.iter_mut().enumerate().skip(0x300) {
+            let safe = cp < 0x1_0000
+                && char::from_u32(cp as u32)
+                    .is_some_and(|c| canonical_combining_class(c) == 0 && is_nfc_quick(std::iter::once(c)) == IsNormalized::Yes);
+            if !safe {
+                *k |= NOT_NFC_SAFE;
             }
         }
         t
     })
 }
 
-#[inline]
-fn class(c: u32) -> u8 {
-    // SAFETY-free: every decoded char is < CODE_POINTS.
-    classes()[c as usize]
-}
-
 /// Decodes the char at byte `i` of valid UTF-8: (code point, byte length).
-#[inline]
+#[inline(always)]
 fn decode(s: &[u8], i: usize) -> (u32, usize) {
     let b0 = s[i] as u32;
     if b0 < 0x80 {
@@ -69,19 +83,6 @@ fn decode(s: &[u8], i: usize) -> (u32, usize) {
 #[inline]
 fn is_crlf(c: u32) -> bool {
     c == b'\r' as u32 || c == b'\n' as u32
-}
-
-/// End of the run of chars from `i` whose class satisfies `keep`.
-#[inline]
-fn scan(s: &[u8], mut i: usize, keep: impl Fn(u32, u8) -> bool) -> usize {
-    while i < s.len() {
-        let (c, l) = decode(s, i);
-        if !keep(c, class(c)) {
-            break;
-        }
-        i += l;
-    }
-    i
 }
 
 /// Length of a contraction (`'s`, `'t`, `'re`, `'ve`, `'m`, `'ll`, `'d`, case-insensitive, with
@@ -111,82 +112,134 @@ fn contraction(s: &[u8], i: usize) -> usize {
     }
 }
 
-/// End of the piece that starts at byte `i` of `s` (`i < s.len()`).
-#[inline]
-pub fn next_piece(s: &[u8], i: usize) -> usize {
-    let (c, l) = decode(s, i);
-    let cls = class(c);
-    // 1. (?i:'s|'t|'re|'ve|'m|'ll|'d)
-    if c == b'\'' as u32 {
-        let n = contraction(s, i + 1);
-        if n > 0 {
-            return i + 1 + n;
+/// Splits one text; remembers whether any char it looked at is not NFC-safe.
+struct Scanner<'a> {
+    s: &'a [u8],
+    table: &'static [u8],
+    /// Union of the class bits of every char looked up.
+    seen: u8,
+}
+
+impl Scanner<'_> {
+    /// Class bits of code point `c`.
+    #[inline]
+    fn class(&mut self, c: u32) -> u8 {
+        let k = self.table[c as usize];
+        self.seen |= k;
+        k
+    }
+
+    /// End of the run of chars from `i` whose class satisfies `keep`.
+    #[inline]
+    fn scan(&mut self, mut i: usize, keep: impl Fn(u32, u8) -> bool) -> usize {
+        while i < self.s.len() {
+            let (c, l) = decode(self.s, i);
+            if !keep(c, self.class(c)) {
+                break;
+            }
+            i += l;
         }
+        i
     }
-    // 2. [^\r\n\p{L}\p{N}]?\p{L}+ — a letter run, or one non-letter/number/CR/LF char followed by
-    //    a letter run (when no letter follows, the optional char backtracks away and \p{L}+
-    //    cannot start on it).
-    if cls & LETTER != 0 {
-        return scan(s, i + l, |_, k| k & LETTER != 0);
-    }
-    if cls & NUMBER == 0 && !is_crlf(c) && i + l < s.len() {
-        let (c2, l2) = decode(s, i + l);
-        if class(c2) & LETTER != 0 {
-            return scan(s, i + l + l2, |_, k| k & LETTER != 0);
+
+    /// End of the piece that starts at byte `i` (`i < s.len()`).
+    #[inline]
+    fn next_piece(&mut self, i: usize) -> usize {
+        let s = self.s;
+        let (c, l) = decode(s, i);
+        let cls = self.class(c);
+        // 1. (?i:'s|'t|'re|'ve|'m|'ll|'d)
+        if c == b'\'' as u32 {
+            let n = contraction(s, i + 1);
+            if n > 0 {
+                return i + 1 + n;
+            }
         }
-    }
-    // 3. \p{N} — one number char.
-    if cls & NUMBER != 0 {
-        return i + l;
-    }
-    // 4. ` ?[^\s\p{L}\p{N}]+[\r\n]*` — "other" chars, optionally after one space, then CR/LF.
-    let other = |_: u32, k: u8| k & (LETTER | NUMBER | SPACE) == 0;
-    let start = if c == b' ' as u32 && i + 1 < s.len() && other(0, class(decode(s, i + 1).0)) { i + 1 } else { i };
-    if other(c, cls) || start > i {
-        let end = scan(s, start, other);
-        return scan(s, end, |ch, _| is_crlf(ch));
-    }
-    // c is whitespace. Let W = the maximal whitespace run from i.
-    let mut last_crlf_end = 0;
-    let mut last_char_start = i;
-    let mut j = i;
-    while j < s.len() {
-        let (ch, lj) = decode(s, j);
-        if class(ch) & SPACE == 0 {
-            break;
+        // 2. [^\r\n\p{L}\p{N}]?\p{L}+ — a letter run, or one non-letter/number/CR/LF char followed
+        //    by a letter run (when no letter follows, the optional char backtracks away and \p{L}+
+        //    cannot start on it).
+        if cls & LETTER != 0 {
+            return self.scan(i + l, |_, k| k & LETTER != 0);
         }
-        last_char_start = j;
-        j += lj;
-        if is_crlf(ch) {
-            last_crlf_end = j;
+        if cls & NUMBER == 0 && !is_crlf(c) && i + l < s.len() {
+            let (c2, l2) = decode(s, i + l);
+            if self.class(c2) & LETTER != 0 {
+                return self.scan(i + l + l2, |_, k| k & LETTER != 0);
+            }
         }
+        // 3. \p{N} — one number char.
+        if cls & NUMBER != 0 {
+            return i + l;
+        }
+        // 4. ` ?[^\s\p{L}\p{N}]+[\r\n]*` — "other" chars, optionally after one space, then CR/LF.
+        let other = |k: u8| k & (LETTER | NUMBER | SPACE) == 0;
+        let start = if c == b' ' as u32 && i + 1 < s.len() && {
+            let c1 = decode(s, i + 1).0;
+            other(self.class(c1))
+        } {
+            i + 1
+        } else {
+            i
+        };
+        if other(cls) || start > i {
+            let end = self.scan(start, |_, k| other(k));
+            return self.scan(end, |ch, _| is_crlf(ch));
+        }
+        // c is whitespace. Let W = the maximal whitespace run from i.
+        let mut last_crlf_end = 0;
+        let mut last_char_start = i;
+        let mut j = i;
+        while j < s.len() {
+            let (ch, lj) = decode(s, j);
+            if self.class(ch) & SPACE == 0 {
+                break;
+            }
+            last_char_start = j;
+            j += lj;
+            if is_crlf(ch) {
+                last_crlf_end = j;
+            }
+        }
+        // 5. \s*[\r\n]+ — \s* backs off to the last CR/LF of W; the match ends after it.
+        if last_crlf_end > 0 {
+            return last_crlf_end;
+        }
+        // 6. \s+(?!\S) — all of W at the end of the text, else W minus its last char (if non-empty).
+        if j == s.len() {
+            return j;
+        }
+        if last_char_start > i {
+            return last_char_start;
+        }
+        // 7. \s+ — the single whitespace char before a non-space.
+        j
     }
-    // 5. \s*[\r\n]+ — \s* backs off to the last CR/LF of W; the match ends after it.
-    if last_crlf_end > 0 {
-        return last_crlf_end;
-    }
-    // 6. \s+(?!\S) — all of W at the end of the text, else W minus its last char (if non-empty).
-    if j == s.len() {
-        return j;
-    }
-    if last_char_start > i {
-        return last_char_start;
-    }
-    // 7. \s+ — the single whitespace char before a non-space.
-    j
 }
 
 /// Calls `f` with each piece of `s`, in order.
 #[inline]
-pub fn split<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
+pub fn split<'a>(s: &'a str, f: impl FnMut(&'a str)) {
+    split_checking_nfc(s, false, f);
+}
+
+/// Calls `f` with each piece of `s`, in order. With `stop_if_not_nfc_safe`, stops before the
+/// first piece that holds a char which is not NFC-safe and returns false (the pieces given so
+/// far are then to be dropped: NFC may change the text before that char too); else true.
+#[inline]
+pub fn split_checking_nfc<'a>(s: &'a str, stop_if_not_nfc_safe: bool, mut f: impl FnMut(&'a str)) -> bool {
     let b = s.as_bytes();
+    let mut sc = Scanner { s: b, table: classes(), seen: 0 };
     let mut i = 0;
     while i < b.len() {
-        let e = next_piece(b, i);
+        let e = sc.next_piece(i);
+        if stop_if_not_nfc_safe && sc.seen & NOT_NFC_SAFE != 0 {
+            return false;
+        }
         // Pieces end on char boundaries: every step above advances by whole chars.
         f(&s[i..e]);
         i = e;
     }
+    true
 }
 
 /// Forces the class table to be built (so the first encode does not pay for it).
