@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::{PackConfig, PackMode, ShuffleConfig};
 use crate::doc::Document;
@@ -38,6 +39,13 @@ pub struct BenchResult {
     pub tokens_per_s_per_thread: f64,
     /// Megabytes (10^6) of text per second.
     pub mb_per_s: f64,
+    /// Wall time of loading the tokenizer (tokenize only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_seconds: Option<f64>,
+    /// sha256 of the ids, each text as u32-LE count then u32-LE ids, in input order (tokenize
+    /// only): the comparison scripts check other tools' ids against it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids_sha256: Option<String>,
 }
 
 impl BenchResult {
@@ -53,6 +61,8 @@ impl BenchResult {
             tokens_per_s: tokens as f64 / s,
             tokens_per_s_per_thread: tokens as f64 / s / threads.max(1) as f64,
             mb_per_s: bytes as f64 / 1e6 / s,
+            load_seconds: None,
+            ids_sha256: None,
         }
     }
 }
@@ -91,23 +101,38 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::Other(format!("rayon pool: {e}")))
 }
 
-/// Tokenizes every text (in batches of `batch` texts, in parallel on `threads` threads).
+/// Tokenizes every text (in batches of `batch` texts, in parallel on `threads` threads). Nothing
+/// is encoded before the timed pass, so the fast engine's piece cache starts empty, as on text
+/// it has not seen.
 pub fn tokenize(input: &Path, tokenizer: &TokenizerConfig, threads: usize, batch: usize) -> Result<BenchResult> {
     let docs = load_docs(input)?;
-    let tok = Tokenizer::load(tokenizer)?;
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
     let pool = pool(threads)?;
-    let _ = pool.install(|| tok.encode_batch(&texts[..texts.len().min(64)]))?; // load lazy tables
+    let t_load = Instant::now();
+    let tok = Tokenizer::load(tokenizer)?;
+    let load_seconds = t_load.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let tokens = pool.install(|| -> Result<u64> {
-        let mut n = 0u64;
+    let ids = pool.install(|| -> Result<Vec<Vec<u32>>> {
+        let mut all = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch.max(1)) {
-            n += tok.encode_batch(chunk)?.iter().map(|v| v.len() as u64).sum::<u64>();
+            all.extend(tok.encode_batch(chunk)?);
         }
-        Ok(n)
+        Ok(all)
     })?;
-    Ok(BenchResult::new("tokenize", format!("engine {}", tok.engine()), threads, tokens, bytes, t0.elapsed().as_secs_f64()))
+    let secs = t0.elapsed().as_secs_f64();
+    let mut h = Sha256::new();
+    for v in &ids {
+        h.update((v.len() as u32).to_le_bytes());
+        for x in v {
+            h.update(x.to_le_bytes());
+        }
+    }
+    let tokens = ids.iter().map(|v| v.len() as u64).sum();
+    let mut r = BenchResult::new("tokenize", format!("engine {}", tok.engine()), threads, tokens, bytes, secs);
+    r.load_seconds = Some(load_seconds);
+    r.ids_sha256 = Some(crate::core::fsio::hex(&h.finalize()));
+    Ok(r)
 }
 
 /// The whole pack stage (read document shards, tokenize, pack, shuffle, write token shards)

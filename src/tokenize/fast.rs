@@ -59,38 +59,35 @@ impl FastBpe {
         let mut byte_ids = [u32::MAX; 256];
         {
             let mut single: Vec<Option<u32>> = vec![None; 256];
-            for (id, b) in spec.vocab.iter().enumerate() {
-                if let Some([b]) = b.as_deref() {
-                    single[*b as usize] = Some(id as u32);
+            for id in 0..spec.vocab_len() as u32 {
+                if let Some(&[b]) = spec.token(id) {
+                    single[b as usize] = Some(id);
                 }
             }
             for b in 0..256 {
                 byte_ids[b] = single[b].ok_or_else(|| Unsupported(format!("no vocab entry for byte {b:#04x}")))?;
             }
         }
-        let bpe = Bpe::new(&byte_ids, &spec.merges, spec.vocab.len()).map_err(|e| Unsupported(e.0))?;
+        let bpe =
+            Bpe::new(&byte_ids, &spec.merges, |id| spec.token(id).unwrap_or_default(), spec.vocab_len()).map_err(|e| Unsupported(e.0))?;
         // Decoded bytes: vocab tokens are their bytes; an added token's content goes through
         // the byte-level alphabet when all its chars are in it (as HF's decoder does), else
         // it is its UTF-8 bytes.
-        let n = spec.added.iter().map(|(_, id)| *id as usize + 1).max().unwrap_or(0).max(spec.vocab.len());
-        let mut decode: Vec<Option<Vec<u8>>> = spec.vocab;
-        decode.resize(n, None);
-        let table = {
-            let mut t = [u16::MAX; 0x144];
-            for (b, c) in byte_chars().iter().enumerate() {
-                t[*c as usize] = b as u16;
-            }
-            t
-        };
+        let n = spec.added.iter().map(|(_, id)| *id as usize + 1).max().unwrap_or(0).max(spec.vocab_len());
+        let table = char_table();
+        let mut added_bytes: Vec<Option<Vec<u8>>> = vec![None; n];
         for (content, id) in &spec.added {
             let bytes = super::spec::token_bytes(content, &table).unwrap_or_else(|| content.as_bytes().to_vec());
-            decode[*id as usize] = Some(bytes);
+            added_bytes[*id as usize] = Some(bytes);
         }
-        let mut decode_bytes = Vec::new();
+        let mut decode_bytes = Vec::with_capacity(spec.bytes.len() + 1024);
         let mut decode_starts = Vec::with_capacity(n + 1);
-        for d in &decode {
+        for (id, a) in added_bytes.iter().enumerate() {
             decode_starts.push(decode_bytes.len() as u32);
-            decode_bytes.extend_from_slice(d.as_deref().unwrap_or_default());
+            match a {
+                Some(b) => decode_bytes.extend_from_slice(b),
+                None => decode_bytes.extend_from_slice(spec.token(id as u32).unwrap_or_default()),
+            }
         }
         decode_starts.push(decode_bytes.len() as u32);
         let non_empty: Vec<&(String, u32)> = spec.added.iter().filter(|(c, _)| !c.is_empty()).collect();
@@ -141,14 +138,7 @@ impl FastBpe {
         if let Some((_, id)) = self.added_list.iter().find(|(c, _)| c == token) {
             return Some(*id);
         }
-        let table = {
-            let mut t = [u16::MAX; 0x144];
-            for (b, c) in byte_chars().iter().enumerate() {
-                t[*c as usize] = b as u16;
-            }
-            t
-        };
-        let bytes = super::spec::token_bytes(token, &table)?;
+        let bytes = super::spec::token_bytes(token, &char_table())?;
         let map = self.by_bytes.get_or_init(|| {
             let mut m = rustc_hash::FxHashMap::default();
             for id in 0..self.decode_starts.len() as u32 - 1 {
@@ -256,6 +246,15 @@ impl FastBpe {
             slot.ids[..ids.len()].copy_from_slice(ids);
         }
     }
+}
+
+/// The byte each char of the byte-level alphabet stands for.
+fn char_table() -> [u16; 0x144] {
+    let mut t = [u16::MAX; 0x144];
+    for (b, c) in byte_chars().iter().enumerate() {
+        t[*c as usize] = b as u16;
+    }
+    t
 }
 
 /// FxHash-style hash of a short byte string (8 bytes at a time).

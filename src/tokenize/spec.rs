@@ -152,8 +152,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Merge<'a> {
 pub struct Spec {
     /// Apply NFC before splitting.
     pub nfc: bool,
-    /// Bytes of each vocab id (`None` for ids the vocab skips).
-    pub vocab: Vec<Option<Vec<u8>>>,
+    /// Bytes of each vocab id, concatenated in id order (an id the vocab skips has none).
+    pub bytes: Vec<u8>,
+    /// Where each id's bytes start in `bytes`, plus the end.
+    pub starts: Vec<u32>,
     /// Merges in rank order: `(left id, right id, merged id)`.
     pub merges: Vec<(u32, u32, u32)>,
     /// Added tokens: content, id.
@@ -217,6 +219,17 @@ pub fn token_bytes(s: &str, table: &[u16; 0x144]) -> Option<Vec<u8>> {
 }
 
 impl Spec {
+    /// Bytes of vocab id `id` (`None` if the vocab skips it).
+    pub fn token(&self, id: u32) -> Option<&[u8]> {
+        let (s, e) = (*self.starts.get(id as usize)?, *self.starts.get(id as usize + 1)?);
+        (e > s).then(|| &self.bytes[s as usize..e as usize])
+    }
+
+    /// Number of vocab ids (the largest plus one).
+    pub fn vocab_len(&self) -> usize {
+        self.starts.len() - 1
+    }
+
     /// Reads a `tokenizer.json`, or says why the fast path does not apply. Invalid JSON is also
     /// "unsupported" here: HF `tokenizers` reports it properly.
     pub fn parse(json: &[u8]) -> Result<Spec, Unsupported> {
@@ -257,14 +270,32 @@ impl Spec {
         check(m.end_of_word_suffix.as_deref().unwrap_or("").is_empty(), || "BPE end_of_word_suffix set".into())?;
 
         let table = char_bytes();
+        // Flat token bytes in id order: lengths first (one byte per alphabet char), then fill.
         let n = m.vocab.0.iter().map(|(_, id)| *id as usize + 1).max().unwrap_or(0);
-        let mut vocab: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut len = vec![0u32; n];
+        for (tok, id) in &m.vocab.0 {
+            if tok.is_empty() || len[*id as usize] != 0 {
+                return Err(Unsupported(format!("vocab id {id} is empty or appears twice")));
+            }
+            len[*id as usize] = tok.chars().count() as u32;
+        }
+        let mut starts = Vec::with_capacity(n + 1);
+        let mut at = 0u32;
+        for l in &len {
+            starts.push(at);
+            at += l;
+        }
+        starts.push(at);
+        let mut bytes = vec![0u8; at as usize];
         let mut by_str: rustc_hash::FxHashMap<&str, u32> = Default::default();
         by_str.reserve(m.vocab.0.len());
         for (tok, id) in &m.vocab.0 {
-            let bytes = token_bytes(tok, &table).ok_or_else(|| Unsupported(format!("vocab token {tok:?} is not byte-level")))?;
-            if vocab[*id as usize].replace(bytes).is_some() {
-                return Err(Unsupported(format!("vocab id {id} appears twice")));
+            let at = starts[*id as usize] as usize;
+            for (slot, c) in bytes[at..].iter_mut().zip(tok.chars()) {
+                match table.get(c as usize) {
+                    Some(&b) if b != u16::MAX => *slot = b as u8,
+                    _ => return Err(Unsupported(format!("vocab token {tok:?} is not byte-level"))),
+                }
             }
             by_str.insert(tok, *id);
         }
@@ -293,6 +324,6 @@ impl Spec {
         }
         let overlapping = added.iter().filter(|(c, _)| by_str.contains_key(c.as_str())).count();
         let vocab_size = m.vocab.0.len() + added.len() - overlapping;
-        Ok(Spec { nfc, vocab, merges, added, vocab_size })
+        Ok(Spec { nfc, bytes, starts, merges, added, vocab_size })
     }
 }
