@@ -27,4 +27,4 @@ pub mod tokenize;
 pub mod train;
 
 pub use doc::{Document, Patent, Record};
-pub use error::{Error, Position, ReadError, Result};
+pub use error::{Error, Position, ReadError, ReadErrorKind, Result};

@@ -154,10 +154,10 @@ fn missing_required_field() {
     let (res, dir) = run(&inputs, "", false);
     let r = res.unwrap();
     assert_accounting(&r);
-    assert_eq!(counts(&r, "ipc"), (3, 2, errs(&[("shape", 1)])));
+    assert_eq!(counts(&r, "ipc"), (3, 2, errs(&[("missing-field", 1)])));
     assert_eq!(counts(&r, "wudao"), (10, 10, vec![]));
     let at = "json-missing-field.jsonl:2 (byte 216)";
-    assert!(find_error(&r, "shape", at).message.contains("missing required field \"des\""));
+    assert!(find_error(&r, "missing-field", at).message.contains("missing required field \"des\""));
     let ids: Vec<String> = written(&dir).into_iter().filter(|d| d.source == "ipc").map(|d| d.id).collect();
     assert_eq!(ids, ["ipc:A01", "ipc:A01C"]);
     assert_strict_fails(&inputs, "", &[at, "missing required field"]);
@@ -375,9 +375,9 @@ fn parquet_inputs() {
     let (res, dir) = run(&inputs, "", false);
     let r = res.unwrap();
     assert_accounting(&r);
-    assert_eq!(counts(&r, "text"), (3, 2, errs(&[("shape", 1)])));
+    assert_eq!(counts(&r, "text"), (3, 2, errs(&[("missing-field", 1)])));
     assert_eq!(r.sources["text"].files, 2);
-    let e = find_error(&r, "shape", "no-text.parquet");
+    let e = find_error(&r, "missing-field", "no-text.parquet");
     assert!(e.message.contains("no text column \"text\" (columns: body)"), "{e}");
     let docs = written(&dir);
     assert_eq!(docs.iter().map(|d| (d.id.as_str(), d.text.as_str())).collect::<Vec<_>>(), [("text:a", "第一篇"), ("text:b", "second")]);

@@ -39,7 +39,7 @@ fn errors(r: &ReadResult) -> Vec<(u64, String, String)> {
         .iter()
         .filter_map(|o| {
             if let Outcome::Error { err, .. } = o {
-                Some((err.position.line.unwrap_or(0), err.kind.clone(), err.message.clone()))
+                Some((err.position.line.unwrap_or(0), err.kind.to_string(), err.message.clone()))
             } else {
                 None
             }

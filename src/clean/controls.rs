@@ -1,5 +1,6 @@
 //! Control characters: C0 and C1 controls and DEL are removed (tab and line feed kept), line
-//! ends become `\n` (`\r\n`, lone `\r`, NEL), and invisible junk can be removed too.
+//! ends become `\n` (`\r\n`, lone `\r`, NEL), and invisible junk and bidirectional controls
+//! can be removed too.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,16 +17,22 @@ pub struct ControlsConfig {
     /// joiner U+2060, byte-order mark U+FEFF, soft hyphen U+00AD. (ZWJ/ZWNJ are kept: emoji
     /// and some scripts need them.)
     pub remove_invisible: bool,
+    /// Also remove bidirectional formatting controls: embeddings and overrides U+202A–U+202E,
+    /// isolates U+2066–U+2069, marks U+200E/U+200F and U+061C. They carry no text, and an
+    /// override (U+202E) makes text display in an order other than the one a model reads it in
+    /// ("Trojan Source"). Each document's count goes to `meta.bidi_controls_removed`.
+    pub remove_bidi: bool,
 }
 
 impl Default for ControlsConfig {
     fn default() -> Self {
-        Self { enabled: true, remove_invisible: true }
+        Self { enabled: true, remove_invisible: true, remove_bidi: true }
     }
 }
 
 /// Bytes that may start something to remove: C0 controls other than `\t`/`\n`, DEL, and the
-/// lead bytes of C1 controls / soft hyphen (0xC2), U+200B/U+2060 (0xE2) and U+FEFF (0xEF).
+/// lead bytes of C1 controls / soft hyphen (0xC2), U+061C (0xD8), U+200B/U+2060 and the bidi
+/// controls (0xE2) and U+FEFF (0xEF).
 const fn interesting() -> [bool; 256] {
     let mut t = [false; 256];
     let mut b = 0;
@@ -35,16 +42,27 @@ const fn interesting() -> [bool; 256] {
     }
     t[0x7f] = true;
     t[0xc2] = true;
+    t[0xd8] = true;
     t[0xe2] = true;
     t[0xef] = true;
     t
 }
 static INTERESTING: [bool; 256] = interesting();
 
-/// Writes `w.src()` without control characters.
-pub fn run(cfg: &ControlsConfig, w: &mut Rewriter<'_>) {
+/// Whether the UTF-8 sequence at `b[i..]` (lead byte 0xD8 or 0xE2) is a bidi control.
+fn is_bidi(b: &[u8], i: usize) -> bool {
+    match b[i] {
+        0xd8 => b[i + 1] == 0x9c,
+        0xe2 => matches!((b[i + 1], b[i + 2]), (0x80, 0x8e | 0x8f | 0xaa..=0xae) | (0x81, 0xa6..=0xa9)),
+        _ => false,
+    }
+}
+
+/// Writes `w.src()` without control characters; returns how many bidi controls it removed.
+pub fn run(cfg: &ControlsConfig, w: &mut Rewriter<'_>) -> usize {
     let b = w.src().as_bytes();
     let mut i = 0;
+    let mut bidi = 0;
     let mut last = 0; // start of the pending verbatim run
     while i < b.len() {
         if !INTERESTING[b[i] as usize] {
@@ -58,8 +76,12 @@ pub fn run(cfg: &ControlsConfig, w: &mut Rewriter<'_>) {
             0xc2 if (0x80..=0x9f).contains(&b[i + 1]) => (2, ""),
             0xc2 if b[i + 1] == 0xad && cfg.remove_invisible => (2, ""),
             0xe2 if cfg.remove_invisible && matches!((b[i + 1], b[i + 2]), (0x80, 0x8b) | (0x81, 0xa0)) => (3, ""),
+            0xd8 | 0xe2 if cfg.remove_bidi && is_bidi(b, i) => {
+                bidi += 1;
+                (if b[i] == 0xd8 { 2 } else { 3 }, "")
+            }
             0xef if cfg.remove_invisible && b[i + 1] == 0xbb && b[i + 2] == 0xbf => (3, ""),
-            0xc2 | 0xe2 | 0xef => {
+            0xc2 | 0xd8 | 0xe2 | 0xef => {
                 i += 1;
                 continue;
             }
@@ -71,6 +93,7 @@ pub fn run(cfg: &ControlsConfig, w: &mut Rewriter<'_>) {
         last = i;
     }
     w.keep(last, b.len());
+    bidi
 }
 
 #[cfg(test)]
@@ -80,8 +103,24 @@ mod tests {
 
     fn clean(s: &str, cfg: &ControlsConfig) -> String {
         let mut t = s.to_string();
-        run_stage(&mut t, &mut String::new(), |w| run(cfg, w));
+        run_stage(&mut t, &mut String::new(), |w| {
+            run(cfg, w);
+        });
         t
+    }
+
+    #[test]
+    fn removes_bidi_controls_and_counts_them() {
+        let d = ControlsConfig::default();
+        let src = "safe\u{202e}txt.exe\u{202c} \u{2066}a\u{2069}\u{2067}b\u{2068}c\u{2069} x\u{200e}y\u{200f}z\u{61c}!";
+        let mut t = src.to_string();
+        let mut n = 0;
+        run_stage(&mut t, &mut String::new(), |w| n = run(&d, w));
+        assert_eq!((t.as_str(), n), ("safetxt.exe abc xyz!", 10));
+        let keep = ControlsConfig { remove_bidi: false, ..d.clone() };
+        assert_eq!(clean(src, &keep), src);
+        // Arabic and other characters with the same lead bytes stay.
+        assert_eq!(clean("\u{61b}\u{61f}\u{2026}\u{2070}\u{202f}", &d), "\u{61b}\u{61f}\u{2026}\u{2070}\u{202f}");
     }
 
     #[test]

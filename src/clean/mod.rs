@@ -202,7 +202,10 @@ impl Cleaner {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let s = &mut *s;
-            self.normalize_with(&mut doc.text, &mut s.buf);
+            let bidi = self.normalize_with(&mut doc.text, &mut s.buf);
+            if bidi > 0 {
+                doc.meta.insert("bidi_controls_removed".into(), bidi.into());
+            }
             let r = self.filter_with(&doc.lang, &doc.text, s).map_err(str::to_string);
             if doc.text.len() > self.cfg.release_scratch_after_bytes || s.buf.capacity() > self.cfg.release_scratch_after_bytes {
                 *s = Scratch::default();
@@ -213,7 +216,9 @@ impl Cleaner {
 
     /// The normalizers alone (for tests and tools).
     pub fn normalize(&self, text: &mut String) {
-        SCRATCH.with(|s| self.normalize_with(text, &mut s.borrow_mut().buf))
+        SCRATCH.with(|s| {
+            self.normalize_with(text, &mut s.borrow_mut().buf);
+        })
     }
 
     /// The filters alone, on already normalized text.
@@ -221,14 +226,16 @@ impl Cleaner {
         SCRATCH.with(|s| self.filter_with(lang, text, &mut s.borrow_mut()).map_err(str::to_string))
     }
 
-    fn normalize_with(&self, text: &mut String, buf: &mut String) {
+    /// Runs the normalizers; returns how many bidi controls were removed.
+    fn normalize_with(&self, text: &mut String, buf: &mut String) -> usize {
         let c = &self.cfg;
         if text.is_empty() {
-            return;
+            return 0;
         }
         let form = c.unicode;
+        let mut bidi = 0;
         if c.controls.enabled {
-            run_stage(text, buf, |w| controls::run(&c.controls, w));
+            run_stage(text, buf, |w| bidi = controls::run(&c.controls, w));
         }
         let mut round = 0;
         loop {
@@ -263,6 +270,7 @@ impl Cleaner {
                 break;
             }
         }
+        bidi
     }
 
     fn filter_with<'a>(&'a self, lang: &str, text: &str, s: &mut Scratch) -> std::result::Result<(), &'a str> {

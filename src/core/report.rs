@@ -93,7 +93,7 @@ impl RunReport {
     pub fn error(&mut self, source: &str, e: &ReadError) {
         let s = self.source(source);
         s.read += 1;
-        *s.errors.entry(e.kind.clone()).or_default() += 1;
+        *s.errors.entry(e.kind.to_string()).or_default() += 1;
         if self.error_samples.len() < ERROR_SAMPLES {
             self.error_samples.push(e.clone());
         }
@@ -198,7 +198,7 @@ impl RunReport {
             let _ = writeln!(out, "unrecognized inputs ({}): {}", self.unrecognized.len(), self.unrecognized.join(", "));
         }
         for e in self.error_samples.iter().take(10) {
-            let _ = writeln!(out, "error: {e}");
+            let _ = writeln!(out, "error: {}", e.with_causes());
         }
         out
     }
@@ -207,14 +207,14 @@ impl RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Position;
+    use crate::error::{Position, ReadErrorKind};
 
     #[test]
     fn buckets_add_up() {
         let mut r = RunReport::new("docs");
         r.kept("epo", 10);
         r.filtered("epo", "biblio-only");
-        r.error("uspto", &ReadError::new(Position::new("f", Some(1), None), "xml", "bad"));
+        r.error("uspto", &ReadError::new(Position::new("f", Some(1), None), ReadErrorKind::Xml, "bad"));
         let t = r.total();
         assert_eq!((t.read, t.accounted(), t.kept), (3, 3, 1));
         assert!(r.table().contains("filtered:biblio-only=1"));

@@ -24,7 +24,7 @@ use super::generate::{generate, GenerationConfig, StopReason};
 use super::model::Checkpoint;
 use super::score::{self, IpcScore, LevelSummary, TechScore, TechSummary};
 use super::{tokenizer, InferError, Result};
-use crate::error::{Position, ReadError};
+use crate::error::{Position, ReadError, ReadErrorKind};
 use crate::sft::template::{render_chat, DEFAULT_SYSTEM_PROMPT};
 use crate::sft::{Message, Role};
 
@@ -177,20 +177,22 @@ fn example(v: &Value, index: usize, line: Option<u64>) -> std::result::Result<Ev
 pub fn read_examples(path: &Path) -> Result<Vec<EvalExample>> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| InferError::io(path, e))?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| ReadError::new(Position::new(&file, Some(e.valid_up_to() as u64), None), "encoding", "not valid UTF-8"))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        ReadError::new(Position::new(&file, Some(e.valid_up_to() as u64), None), ReadErrorKind::Encoding, "not valid UTF-8")
+    })?;
     let start = text.len() - text.trim_start().len();
     match text[start..].chars().next() {
         None => Ok(Vec::new()),
         Some('[') => {
             let values: Vec<Value> = serde_json::from_str(text)
-                .map_err(|e| ReadError::new(Position::new(&file, None, Some(e.line() as u64)), "json", format!("{e}")))?;
+                .map_err(|e| ReadError::new(Position::new(&file, None, Some(e.line() as u64)), ReadErrorKind::Json, format!("{e}")))?;
             values
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    example(v, i, None)
-                        .map_err(|m| ReadError::new(Position::new(&file, None, None), "shape", format!("record {i}: {m}")).into())
+                    example(v, i, None).map_err(|m| {
+                        ReadError::new(Position::new(&file, None, None), ReadErrorKind::Shape, format!("record {i}: {m}")).into()
+                    })
                 })
                 .collect()
         }
@@ -204,14 +206,14 @@ pub fn read_examples(path: &Path) -> Result<Vec<EvalExample>> {
                 if line.is_empty() {
                     continue;
                 }
-                let v: Value = serde_json::from_str(line).map_err(|e| ReadError::new(pos.clone(), "json", e.to_string()))?;
-                out.push(example(&v, out.len(), pos.line).map_err(|m| ReadError::new(pos, "shape", m))?);
+                let v: Value = serde_json::from_str(line).map_err(|e| ReadError::new(pos.clone(), ReadErrorKind::Json, e.to_string()))?;
+                out.push(example(&v, out.len(), pos.line).map_err(|m| ReadError::new(pos, ReadErrorKind::Shape, m))?);
             }
             Ok(out)
         }
         Some(c) => Err(ReadError::new(
             Position::new(&file, Some(start as u64), None),
-            "json",
+            ReadErrorKind::Json,
             format!("starts with {c:?}, expected a JSON array or JSON lines"),
         )
         .into()),
@@ -442,7 +444,7 @@ pub fn run(ckpt: &mut Checkpoint, sft_test: &Path, cfg: &EvalConfig, progress: i
     cfg.validate()?;
     let examples = read_examples(sft_test)?;
     if examples.is_empty() {
-        return Err(ReadError::new(Position::new(sft_test.display().to_string(), None, None), "shape", "no examples").into());
+        return Err(ReadError::new(Position::new(sft_test.display().to_string(), None, None), ReadErrorKind::Shape, "no examples").into());
     }
     let n = cfg.limit.unwrap_or(examples.len()).min(examples.len());
     let results = evaluate(ckpt, &examples[..n], cfg, progress)?;

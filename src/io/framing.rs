@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use memchr::{memchr, memchr2};
 
-use super::input::{io_error_kind, InputStream};
-use crate::error::{Position, ReadError};
+use super::input::{read_error, InputStream};
+use crate::error::{Position, ReadError, ReadErrorKind};
 
 /// One framed input record: its bytes and where it came from.
 #[derive(Debug, Clone)]
@@ -36,12 +36,12 @@ impl RawRecord {
     }
 
     /// An error of class `kind` located at this record.
-    pub fn error(&self, kind: &str, message: impl Into<String>) -> ReadError {
+    pub fn error(&self, kind: ReadErrorKind, message: impl Into<String>) -> ReadError {
         ReadError::new(self.position(), kind, message)
     }
 
     /// An error at byte `within` of this record (absolute offset computed; line of the record).
-    pub fn error_at(&self, within: u64, kind: &str, message: impl Into<String>) -> ReadError {
+    pub fn error_at(&self, within: u64, kind: ReadErrorKind, message: impl Into<String>) -> ReadError {
         let line = self.line + self.bytes[..(within as usize).min(self.bytes.len())].iter().filter(|&&b| b == b'\n').count() as u64;
         ReadError::new(Position::new(self.file.to_string(), Some(self.offset + within), Some(line)), kind, message)
     }
@@ -120,10 +120,7 @@ impl StreamState {
     }
 
     fn io_err(&self, e: std::io::Error) -> ReadError {
-        let kind = io_error_kind(&e);
-        let msg =
-            if kind == "truncated" { format!("stream ends early or is corrupt (truncated compressed file?): {e}") } else { e.to_string() };
-        ReadError::new(self.pos(self.offset, self.line), kind, msg)
+        read_error(self.pos(self.offset, self.line), e)
     }
 
     fn record(&mut self, offset: u64, line: u64, bytes: Vec<u8>) -> RawRecord {
@@ -134,7 +131,11 @@ impl StreamState {
 
     fn too_large(&mut self, offset: u64, line: u64) -> ReadError {
         self.index += 1;
-        ReadError::new(self.pos(offset, line), "too-large", format!("record larger than max_record_bytes ({} bytes); skipped", self.limit))
+        ReadError::new(
+            self.pos(offset, line),
+            ReadErrorKind::TooLarge,
+            format!("record larger than max_record_bytes ({} bytes); skipped", self.limit),
+        )
     }
 }
 
@@ -299,7 +300,7 @@ fn frame_whole(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), ReadErro
     }
     strip_bom(&mut buf);
     if buf.iter().all(|c| c.is_ascii_whitespace()) {
-        return Err(ReadError::new(src.st.pos(0, 1), "empty", "empty input"));
+        return Err(ReadError::new(src.st.pos(0, 1), ReadErrorKind::Empty, "empty input"));
     }
     let rec = src.st.record(0, 1, buf);
     emit(Ok(rec));
@@ -395,7 +396,7 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
                         src.r.consume(i);
                         return Err(ReadError::new(
                             src.st.pos(off, line),
-                            "shape",
+                            ReadErrorKind::Shape,
                             "expected a JSON array or an object holding one (e.g. {\"RECORDS\": [...]})",
                         ));
                     }
@@ -413,7 +414,11 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
                                 let line = src.st.line;
                                 src.r.consume(i + 1);
                                 src.st.offset = off + 1;
-                                return Err(ReadError::new(src.st.pos(off, line), "shape", "top-level object holds no array of records"));
+                                return Err(ReadError::new(
+                                    src.st.pos(off, line),
+                                    ReadErrorKind::Shape,
+                                    "top-level object holds no array of records",
+                                ));
                             }
                         }
                         b'\n' => src.st.line += 1,
@@ -501,13 +506,17 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
     }
     match state {
         JState::Done => Ok(()),
-        JState::Element => {
-            Err(ReadError::new(src.st.pos(elem_off, elem_line), "truncated", "input ends inside a JSON array element (truncated file?)"))
+        JState::Element => Err(ReadError::new(
+            src.st.pos(elem_off, elem_line),
+            ReadErrorKind::Truncated,
+            "input ends inside a JSON array element (truncated file?)",
+        )),
+        JState::Start => {
+            Err(ReadError::new(src.st.pos(src.st.offset, src.st.line), ReadErrorKind::Empty, "empty input: expected a JSON array"))
         }
-        JState::Start => Err(ReadError::new(src.st.pos(src.st.offset, src.st.line), "empty", "empty input: expected a JSON array")),
         _ => Err(ReadError::new(
             src.st.pos(src.st.offset, src.st.line),
-            "truncated",
+            ReadErrorKind::Truncated,
             "input ends before the JSON array is closed (truncated file?)",
         )),
     }

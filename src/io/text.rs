@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::framing::RawRecord;
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 
 /// How record bytes are turned into text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -26,10 +26,10 @@ pub enum Encoding {
 /// Errors name the absolute byte offset of the first bad byte.
 pub fn decode<'a>(raw: &RawRecord, bytes: &'a [u8], base: usize, enc: Encoding) -> Result<Cow<'a, str>, ReadError> {
     if let Some(i) = memchr::memchr(0, bytes) {
-        return Err(raw.error_at((base + i) as u64, "encoding", "NUL byte in text"));
+        return Err(raw.error_at((base + i) as u64, ReadErrorKind::Encoding, "NUL byte in text"));
     }
     match enc {
-        Encoding::Gb18030 => decode_gb18030(bytes).ok_or_else(|| raw.error_at(base as u64, "encoding", "not valid GB18030")),
+        Encoding::Gb18030 => decode_gb18030(bytes).ok_or_else(|| raw.error_at(base as u64, ReadErrorKind::Encoding, "not valid GB18030")),
         Encoding::Utf8 | Encoding::Auto => match std::str::from_utf8(bytes) {
             Ok(s) => Ok(Cow::Borrowed(s)),
             Err(e) => {
@@ -40,7 +40,7 @@ pub fn decode<'a>(raw: &RawRecord, bytes: &'a [u8], base: usize, enc: Encoding) 
                 }
                 let at = base + e.valid_up_to();
                 let hint = if enc == Encoding::Auto { " (and not GB18030/GBK either)" } else { "" };
-                Err(raw.error_at(at as u64, "encoding", format!("invalid UTF-8{hint}")))
+                Err(raw.error_at(at as u64, ReadErrorKind::Encoding, format!("invalid UTF-8{hint}")))
             }
         },
     }

@@ -6,7 +6,10 @@
 //! Internal DTD subsets (USPTO's `NDATA` image declarations) are skipped.
 //!
 //! The tree keeps elements, attributes and text; comments and processing instructions are
-//! dropped. Parsers query it with [`El`].
+//! dropped. Parsers query it with [`El`]. Elements may nest at most [`XmlLimits::max_depth`]
+//! levels: deeper input is an error ([`XmlError::too_deep`]), so the recursive walks of readers
+//! (text layout, MathML) are bounded and no input can overflow a thread's stack. The tree's own
+//! walks ([`El::descendants`], [`El::find`], [`El::raw_text`]) use explicit stacks.
 
 use std::borrow::Cow;
 
@@ -14,6 +17,8 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use super::entities;
+use super::RawRecord;
+use crate::error::{ReadError, ReadErrorKind};
 
 /// An XML well-formedness or entity problem, at a byte offset into the parsed text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +27,37 @@ pub struct XmlError {
     pub offset: u64,
     /// What went wrong.
     pub message: String,
+    /// Whether the document nests deeper than the limit (otherwise it is malformed).
+    pub too_deep: bool,
+}
+
+impl XmlError {
+    fn new(offset: u64, message: impl Into<String>) -> Self {
+        Self { offset, message: message.into(), too_deep: false }
+    }
+
+    /// The error as a read error of `raw` (`xml`, or `xml-too-deep`), at its byte in the record.
+    pub fn in_record(self, raw: &RawRecord) -> ReadError {
+        let kind = if self.too_deep { ReadErrorKind::XmlTooDeep } else { ReadErrorKind::Xml };
+        raw.error_at(self.offset, kind, self.message)
+    }
+}
+
+/// Bounds on what a document may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XmlLimits {
+    /// Most levels of nested elements (the root is level 1).
+    pub max_depth: usize,
+}
+
+/// Default [`XmlLimits::max_depth`]: real patents nest up to about 20 levels (the deepest
+/// fixture, a WIPO scheme excerpt, 19; USPTO MathML 17).
+pub const DEFAULT_MAX_DEPTH: usize = 256;
+
+impl Default for XmlLimits {
+    fn default() -> Self {
+        Self { max_depth: DEFAULT_MAX_DEPTH }
+    }
 }
 
 impl std::fmt::Display for XmlError {
@@ -62,9 +98,15 @@ pub fn resolve_entity(name: &str) -> Option<&'static str> {
 }
 
 impl XmlDoc {
-    /// Parses one XML document. Text before the root element (declaration, DOCTYPE with its
-    /// internal subset) is skipped; content after the root element is an error.
+    /// Parses one XML document with the default limits.
     pub fn parse(text: &str) -> Result<XmlDoc, XmlError> {
+        Self::parse_with(text, XmlLimits::default())
+    }
+
+    /// Parses one XML document. Text before the root element (declaration, DOCTYPE with its
+    /// internal subset) is skipped; content after the root element is an error, and so is
+    /// nesting deeper than `limits.max_depth`.
+    pub fn parse_with(text: &str, limits: XmlLimits) -> Result<XmlDoc, XmlError> {
         let mut reader = Reader::from_str(text);
         {
             let cfg = reader.config_mut();
@@ -77,20 +119,27 @@ impl XmlDoc {
         let mut root_closed = false;
         loop {
             let pos = reader.buffer_position();
-            let ev =
-                reader.read_event().map_err(|e| XmlError { offset: reader.error_position(), message: format!("malformed XML: {e}") })?;
+            let ev = reader.read_event().map_err(|e| XmlError::new(reader.error_position(), format!("malformed XML: {e}")))?;
             match ev {
                 Event::Start(e) => {
                     if root_closed {
-                        return Err(XmlError { offset: pos, message: "content after the root element".into() });
+                        return Err(XmlError::new(pos, "content after the root element"));
+                    }
+                    if stack.len() >= limits.max_depth {
+                        let name = e.name().into_inner().to_string();
+                        let msg = format!(
+                            "elements nest deeper than {} levels (at <{name}>; the limit is sources.max_xml_depth)",
+                            limits.max_depth
+                        );
+                        return Err(XmlError { offset: pos, message: msg, too_deep: true });
                     }
                     let name = e.name().into_inner().to_string();
                     let mut attrs = Vec::new();
                     for a in e.attributes() {
-                        let a = a.map_err(|err| XmlError { offset: pos, message: format!("bad attribute in <{name}>: {err}") })?;
+                        let a = a.map_err(|err| XmlError::new(pos, format!("bad attribute in <{name}>: {err}")))?;
                         let v = a
                             .normalized_value_with(quick_xml::XmlVersion::Implicit1_0, 1, resolve_entity)
-                            .map_err(|err| XmlError { offset: pos, message: format!("bad attribute value in <{name}>: {err}") })?;
+                            .map_err(|err| XmlError::new(pos, format!("bad attribute value in <{name}>: {err}")))?;
                         attrs.push((a.key.into_inner().to_string(), v.into_owned()));
                     }
                     let id = nodes.len() as u32;
@@ -121,10 +170,10 @@ impl XmlDoc {
                             let name = r.xml10_content();
                             match resolve_entity(&name) {
                                 Some(s) => Cow::Borrowed(s),
-                                None => return Err(XmlError { offset: pos, message: format!("undefined entity &{name};") }),
+                                None => return Err(XmlError::new(pos, format!("undefined entity &{name};"))),
                             }
                         }
-                        Err(e) => return Err(XmlError { offset: pos, message: format!("bad character reference: {e}") }),
+                        Err(e) => return Err(XmlError::new(pos, format!("bad character reference: {e}"))),
                     };
                     push_text(&mut nodes, &stack, &resolved, root_closed, pos)?;
                 }
@@ -135,13 +184,10 @@ impl XmlDoc {
         }
         if !stack.is_empty() {
             let open = &nodes[*stack.last().unwrap() as usize].name;
-            return Err(XmlError {
-                offset: text.len() as u64,
-                message: format!("unclosed element <{open}> at end of document (truncated?)"),
-            });
+            return Err(XmlError::new(text.len() as u64, format!("unclosed element <{open}> at end of document (truncated?)")));
         }
         if nodes.is_empty() {
-            return Err(XmlError { offset: 0, message: "no root element".into() });
+            return Err(XmlError::new(0, "no root element"));
         }
         Ok(XmlDoc { nodes })
     }
@@ -164,8 +210,15 @@ fn push_text(nodes: &mut [Node], stack: &[u32], s: &str, root_closed: bool, pos:
             Ok(())
         }
         None if s.trim().is_empty() => Ok(()),
-        None if root_closed => Err(XmlError { offset: pos, message: "text after the root element".into() }),
-        None => Err(XmlError { offset: pos, message: "text before the root element".into() }),
+        None if root_closed => Err(XmlError::new(pos, "text after the root element")),
+        None => Err(XmlError::new(pos, "text before the root element")),
+    }
+}
+
+fn elem_id(c: &Child) -> Option<u32> {
+    match c {
+        Child::Elem(id) => Some(*id),
+        Child::Text(_) => None,
     }
 }
 
@@ -233,47 +286,37 @@ impl<'d> El<'d> {
 
     /// All descendants (not self) named `name`, in document order.
     pub fn descendants(&self, name: &str) -> Vec<El<'d>> {
-        let mut out = Vec::new();
-        self.collect_desc(name, &mut out);
-        out
-    }
-
-    fn collect_desc(&self, name: &str, out: &mut Vec<El<'d>>) {
-        for c in self.children() {
-            if c.name() == name {
-                out.push(c);
-            }
-            c.collect_desc(name, out);
-        }
+        self.walk().filter(|e| e.name() == name).collect()
     }
 
     /// The first descendant named `name`, in document order.
     pub fn find(&self, name: &str) -> Option<El<'d>> {
-        for c in self.children() {
-            if c.name() == name {
-                return Some(c);
-            }
-            if let Some(f) = c.find(name) {
-                return Some(f);
-            }
-        }
-        None
+        self.walk().find(|e| e.name() == name)
+    }
+
+    /// All descendant elements (not self) in document order, walked with an explicit stack.
+    fn walk(&self) -> impl Iterator<Item = El<'d>> + 'd {
+        let doc = self.doc;
+        let mut stack: Vec<u32> = self.node().children.iter().rev().filter_map(elem_id).collect();
+        std::iter::from_fn(move || {
+            let id = stack.pop()?;
+            stack.extend(doc.nodes[id as usize].children.iter().rev().filter_map(elem_id));
+            Some(El { doc, id })
+        })
     }
 
     /// All text inside the element, concatenated as it stands.
     pub fn raw_text(&self) -> String {
         let mut s = String::new();
-        self.push_raw(&mut s);
-        s
-    }
-
-    fn push_raw(&self, s: &mut String) {
-        for n in self.nodes() {
-            match n {
-                Ok(e) => e.push_raw(s),
-                Err(t) => s.push_str(t),
+        // Children still to visit, last first.
+        let mut stack: Vec<&'d Child> = self.node().children.iter().rev().collect();
+        while let Some(c) = stack.pop() {
+            match c {
+                Child::Text(t) => s.push_str(t),
+                Child::Elem(id) => stack.extend(self.doc.nodes[*id as usize].children.iter().rev()),
             }
         }
+        s
     }
 
     /// All text inside the element with whitespace runs collapsed to one space and trimmed:
@@ -333,6 +376,21 @@ mod tests {
     fn entity_expansion_is_never_recursive() {
         let bomb = "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;\">]><l>&b;</l>";
         assert!(XmlDoc::parse(bomb).unwrap_err().message.contains("undefined entity &b;"));
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_an_error_at_the_element() {
+        let deep = format!("<a>{}x{}</a>", "<b>".repeat(100_000), "</b>".repeat(100_000));
+        let e = XmlDoc::parse(&deep).unwrap_err();
+        assert!(e.too_deep, "{e}");
+        // The element that opens level 257.
+        assert_eq!(e.offset, 3 + 3 * (DEFAULT_MAX_DEPTH as u64 - 1), "{e}");
+        assert!(e.message.contains("deeper than 256 levels"), "{e}");
+        let ok = format!("<a>{}x{}</a>", "<b>".repeat(255), "</b>".repeat(255));
+        let d = XmlDoc::parse(&ok).unwrap();
+        assert_eq!(d.root().raw_text(), "x");
+        assert_eq!(d.root().descendants("b").len(), 255);
+        assert!(XmlDoc::parse_with(&ok, XmlLimits { max_depth: 255 }).unwrap_err().too_deep);
     }
 
     #[test]

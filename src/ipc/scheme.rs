@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::coretech;
 use super::symbol::IpcSymbol;
-use crate::error::{Error, Position, ReadError, Result};
+use crate::error::{Error, Position, ReadError, ReadErrorKind, Result};
 use crate::io::framing::{frame, Framing};
 use crate::io::input::{for_each_stream, InputStream};
 use crate::io::sniff;
@@ -149,8 +149,9 @@ impl IpcScheme {
                 Unknown,
             }
             let kind = {
-                let head =
-                    reader.fill_buf().map_err(|e| Error::Read(ReadError::new(Position::new(&name, Some(0), None), "io", e.to_string())))?;
+                let head = reader
+                    .fill_buf()
+                    .map_err(|e| Error::Read(ReadError::new(Position::new(&name, Some(0), None), ReadErrorKind::Io, e.to_string())))?;
                 let head = &head[..head.len().min(SNIFF_BYTES)];
                 let xml_like = sniff::trimmed(head).starts_with(b"<");
                 if xml_like
@@ -170,7 +171,7 @@ impl IpcScheme {
                 Kind::Coretech => self.load_coretech(InputStream { name, reader }),
                 Kind::Unknown => Err(Error::Read(ReadError::new(
                     Position::new(&name, Some(0), None),
-                    "ipc-scheme",
+                    ReadErrorKind::IpcScheme,
                     "not an IPC scheme file: expected WIPO IPC master-file XML (ipcEntry elements) or CoreTech IPC JSONL ({\"ipc\", \"ori_des\", …})",
                 ))),
             }
@@ -241,7 +242,7 @@ impl IpcScheme {
         let mut failure: Option<ReadError> = None;
         frame(Framing::Lines, stream, DEFAULT_MAX_RECORD_BYTES, &mut |r| {
             let res = r.and_then(|raw| {
-                let bad = |msg: String| raw.error("ipc-scheme", msg);
+                let bad = |msg: String| raw.error(ReadErrorKind::IpcScheme, msg);
                 let v: serde_json::Value = serde_json::from_slice(&raw.bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
                 let field = |k: &str| v.get(k).and_then(|x| x.as_str()).ok_or_else(|| bad(format!("missing string field {k:?}")));
                 let (ipc, ori) = (field("ipc")?, field("ori_des")?);
@@ -288,7 +289,7 @@ impl IpcScheme {
         let mut buf = Vec::new();
         let mut frames: Vec<Frame> = Vec::new();
         let mut tags: Vec<Tag> = Vec::new();
-        let err = |off: u64, msg: String| Error::Read(ReadError::new(Position::new(name, Some(off), None), "ipc-scheme", msg));
+        let err = |off: u64, msg: String| Error::Read(ReadError::new(Position::new(name, Some(off), None), ReadErrorKind::IpcScheme, msg));
         loop {
             let pos = r.buffer_position();
             let ev = r.read_event_into(&mut buf).map_err(|e| err(r.error_position(), format!("malformed XML: {e}")))?;

@@ -21,7 +21,7 @@ use super::shuffle::{write_chunk, ChunkInfo, InterleaveState, Interleaver};
 use super::{PackConfig, PackMode};
 use crate::core::RunReport;
 use crate::core::TaskSplit;
-use crate::error::{Error, Position, ReadError, Result};
+use crate::error::{Error, Position, ReadError, ReadErrorKind, Result};
 use crate::shard::tokens::{self, Columns, Row};
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
 use crate::tokenize::Tokenizer;
@@ -257,7 +257,7 @@ fn pack_all(
                                 Err(err) => {
                                     let at = Position::new(format!("{}#{}", path.display(), first + k as u64), None, None);
                                     if pass == 0 {
-                                        p.report.error(&d.source, &ReadError::new(at, "tokenize", err.to_string()));
+                                        p.report.error(&d.source, &ReadError::new(at, ReadErrorKind::Tokenize, err.to_string()));
                                     }
                                     ids_buf.push(Vec::new());
                                     tracing::warn!("{e}");

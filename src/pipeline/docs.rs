@@ -6,7 +6,6 @@
 //! records the input position and the counts so far; a killed build restarts from there and
 //! ends with byte-identical shards.
 
-use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -21,9 +20,9 @@ use crate::config::DocsConfig;
 use crate::core::RunReport;
 use crate::core::TaskSplit;
 use crate::doc::{Document, Record};
-use crate::error::{Error, Position, ReadError, Result};
+use crate::error::{Error, Position, ReadError, ReadErrorKind, Result};
 use crate::io::framing::frame;
-use crate::io::input::{expand_inputs, for_each_stream, InputStream};
+use crate::io::input::{expand_inputs, for_each_stream, peek};
 use crate::io::{RawRecord, SNIFF_BYTES};
 use crate::ipc::IpcScheme;
 use crate::render::render_patent;
@@ -348,43 +347,29 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
         let res = for_each_stream(path, &progress, |stream| {
             let stream_idx = si;
             si += 1;
-            let InputStream { name, mut reader } = stream;
-            let mut head = Vec::with_capacity(SNIFF_BYTES);
-            if let Err(e) = (&mut reader).take(SNIFF_BYTES as u64).read_to_end(&mut head) {
-                let pos = Pos { file: fi, stream: stream_idx, item: 0 };
-                let kind = crate::io::input::io_error_kind(&e);
-                if after_start(pos) {
-                    batch.push(Event::FileError {
-                        pos,
-                        err: ReadError::new(Position::new(&name, Some(head.len() as u64), None), kind, format!("cannot read input: {e}")),
-                    });
-                }
-                return Ok(());
-            }
             let pos0 = Pos { file: fi, stream: stream_idx, item: 0 };
-            if head.len() < SNIFF_BYTES && crate::io::sniff::trimmed(&head).is_empty() {
-                if after_start(pos0) {
-                    let err = ReadError::new(
-                        Position::new(&name, Some(head.len() as u64), Some(1)),
-                        "empty",
-                        "empty input (no data, or only whitespace)",
-                    );
-                    batch.push(Event::FileError { pos: pos0, err });
+            // A read error inside the head (a small damaged file) is not fatal: the records
+            // before it are framed, and the error is counted where it happened.
+            let peeked = match peek(stream, SNIFF_BYTES) {
+                Ok(p) => p,
+                Err(err) => {
+                    if after_start(pos0) {
+                        batch.push(Event::FileError { pos: pos0, err });
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            let Some(format) = sniff(&head) else {
+            };
+            let Some(format) = sniff(&peeked.head) else {
                 if after_start(pos0) {
-                    batch.push(Event::Unrecognized { pos: pos0, name });
+                    batch.push(Event::Unrecognized { pos: pos0, name: peeked.name });
                 }
                 return Ok(());
             };
             if after_start(pos0) {
                 batch.push(Event::Stream { pos: pos0, source: format.source(), bytes: if stream_idx == 0 { size } else { 0 } });
             }
-            let reader = Box::new(Cursor::new(head).chain(reader));
             let mut item: u64 = 0;
-            frame(format.framing(), InputStream { name, reader }, cfg.sources.max_record_bytes, &mut |raw| {
+            frame(format.framing(), peeked.into_stream(), cfg.sources.max_record_bytes, &mut |raw| {
                 item += 1;
                 let pos = Pos { file: fi, stream: stream_idx, item };
                 if !after_start(pos) {
@@ -408,7 +393,8 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
             if after_start(pos) {
                 let err = match e {
                     Error::Read(r) => r,
-                    other => ReadError::new(Position::new(path.display().to_string(), None, None), "io", other.to_string()),
+                    other => ReadError::new(Position::new(path.display().to_string(), None, None), ReadErrorKind::Io, "cannot read input")
+                        .with_source(other),
                 };
                 batch.push(Event::FileError { pos, err });
             }

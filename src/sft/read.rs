@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use super::config::{InputFormat, SftInput, TrailingUserTurn};
 use super::example::{Example, Message, Role};
 use super::task::TaskResolver;
-use crate::error::{Error, Position, ReadError, Result};
+use crate::error::{Error, Position, ReadError, ReadErrorKind, Result};
 
 /// The fate of one record.
 #[derive(Debug, Clone)]
@@ -414,14 +414,15 @@ fn read_file(
         // One pretty-printed object: not a list of records.
         let e = ReadError::new(
             Position::new(&file, Some(0), Some(1)),
-            "shape",
+            ReadErrorKind::Shape,
             "a single JSON object spanning several lines; expected a JSON array of records or JSONL (one record per line)",
         );
         (vec![Raw { position: e.position.clone(), value: Err(e) }], None)
     } else if first.is_none() || first == Some(b'{') || first == Some(b'[') {
         (frame_jsonl(bytes, &file), None)
     } else {
-        let e = ReadError::new(Position::new(&file, Some(0), Some(1)), "shape", "not JSON (array or JSONL) and not a .csv file");
+        let e =
+            ReadError::new(Position::new(&file, Some(0), Some(1)), ReadErrorKind::Shape, "not JSON (array or JSONL) and not a .csv file");
         (vec![Raw { position: e.position.clone(), value: Err(e) }], None)
     };
 
@@ -525,7 +526,7 @@ fn read_file(
             (Some(t), _) => (ex.task, ex.task_from) = (cx.tasks.canonical(t), "config".into()),
             (None, Some((_, Value::String(s)))) => (ex.task, ex.task_from) = (cx.tasks.canonical(s), "given".into()),
             (None, Some((k, other))) => {
-                let err = ReadError::new(position, "shape", format!("{k:?} must be a string, found {}", kind_of(other)));
+                let err = ReadError::new(position, ReadErrorKind::Shape, format!("{k:?} must be a string, found {}", kind_of(other)));
                 out.outcomes.push(Outcome::Error { dataset: dataset.to_string(), err });
                 continue;
             }
@@ -555,7 +556,7 @@ fn frame_jsonl(bytes: &[u8], file: &str) -> Vec<Raw> {
         }
         let position = Position::new(file, Some(start as u64), Some(i as u64 + 1));
         let value = serde_json::from_slice::<Value>(line)
-            .map_err(|e| ReadError::new(position.clone(), "json", format!("bad JSON at column {}: {e}", e.column())));
+            .map_err(|e| ReadError::new(position.clone(), ReadErrorKind::Json, format!("bad JSON at column {}: {e}", e.column())));
         out.push(Raw { position, value });
     }
     out
@@ -570,13 +571,16 @@ fn frame_json_array(bytes: &[u8], file: &str) -> Vec<Raw> {
             let position = Position::new(file, None, Some(e.line() as u64));
             return vec![Raw {
                 position: position.clone(),
-                value: Err(ReadError::new(position, "json", format!("bad JSON at column {}: {e}", e.column()))),
+                value: Err(ReadError::new(position, ReadErrorKind::Json, format!("bad JSON at column {}: {e}", e.column()))),
             }];
         }
     };
     let Value::Array(items) = whole else {
         let position = Position::new(file, Some(0), Some(1));
-        return vec![Raw { position: position.clone(), value: Err(ReadError::new(position, "shape", "expected a JSON array of records")) }];
+        return vec![Raw {
+            position: position.clone(),
+            value: Err(ReadError::new(position, ReadErrorKind::Shape, "expected a JSON array of records")),
+        }];
     };
     let starts = array_element_offsets(bytes);
     items
@@ -634,7 +638,10 @@ fn frame_csv(bytes: &[u8], file: &str) -> (Vec<Raw>, Vec<String>) {
         Err(e) => {
             let position = Position::new(file, Some(0), Some(1));
             return (
-                vec![Raw { position: position.clone(), value: Err(ReadError::new(position, "csv", format!("bad header: {e}"))) }],
+                vec![Raw {
+                    position: position.clone(),
+                    value: Err(ReadError::new(position, ReadErrorKind::Csv, format!("bad header: {e}"))),
+                }],
                 Vec::new(),
             );
         }
@@ -652,7 +659,8 @@ fn frame_csv(bytes: &[u8], file: &str) -> (Vec<Raw>, Vec<String>) {
                 let end = rdr.position().byte() as usize;
                 let quotes = bytecount_quotes(&bytes[start.byte() as usize..end.min(bytes.len())]);
                 if quotes % 2 == 1 {
-                    let err = ReadError::new(position.clone(), "csv", "unclosed quoted field (it runs to the end of the file)");
+                    let err =
+                        ReadError::new(position.clone(), ReadErrorKind::Csv, "unclosed quoted field (it runs to the end of the file)");
                     out.push(Raw { position, value: Err(err) });
                     continue;
                 }
@@ -672,7 +680,7 @@ fn frame_csv(bytes: &[u8], file: &str) -> (Vec<Raw>, Vec<String>) {
                 };
                 let line = e.position().map(|p| p.line()).unwrap_or(start.line());
                 let position = Position::new(file, Some(start.byte()), Some(line));
-                out.push(Raw { position: position.clone(), value: Err(ReadError::new(position, "csv", msg)) });
+                out.push(Raw { position: position.clone(), value: Err(ReadError::new(position, ReadErrorKind::Csv, msg)) });
             }
         }
     }
@@ -705,12 +713,14 @@ fn opt_str<'v>(obj: &'v Map<String, Value>, key: Option<&String>, pos: &Position
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(ReadError::new(pos.clone(), "shape", format!("{key:?} must be a string, found {}", kind_of(v)))),
+        Some(v) => Err(ReadError::new(pos.clone(), ReadErrorKind::Shape, format!("{key:?} must be a string, found {}", kind_of(v)))),
     }
 }
 
 fn as_object<'v>(v: &'v Value, pos: &Position) -> std::result::Result<&'v Map<String, Value>, ReadError> {
-    v.as_object().ok_or_else(|| ReadError::new(pos.clone(), "shape", format!("expected a JSON object per record, found {}", kind_of(v))))
+    v.as_object().ok_or_else(|| {
+        ReadError::new(pos.clone(), ReadErrorKind::Shape, format!("expected a JSON object per record, found {}", kind_of(v)))
+    })
 }
 
 fn nonempty_system(s: Option<&str>) -> Option<String> {
@@ -720,8 +730,9 @@ fn nonempty_system(s: Option<&str>) -> Option<String> {
 /// LLaMA-Factory's alpaca conversion.
 fn alpaca(v: &Value, c: &Columns, pos: &Position) -> std::result::Result<Converted, ReadError> {
     let obj = as_object(v, pos)?;
-    let missing =
-        |key: &Option<String>| ReadError::new(pos.clone(), "missing-field", format!("missing {:?}", key.as_deref().unwrap_or("?")));
+    let missing = |key: &Option<String>| {
+        ReadError::new(pos.clone(), ReadErrorKind::MissingField, format!("missing {:?}", key.as_deref().unwrap_or("?")))
+    };
     // Without its instruction column a record has no question, unless the input column alone
     // carries one (LLaMA-Factory joins whichever of the two is non-empty).
     let has_query = opt_str(obj, c.query.as_ref(), pos)?.is_some_and(|q| !q.is_empty());
@@ -739,7 +750,7 @@ fn alpaca(v: &Value, c: &Columns, pos: &Position) -> std::result::Result<Convert
                     let Some(pair) = pair else {
                         return Err(ReadError::new(
                             pos.clone(),
-                            "shape",
+                            ReadErrorKind::Shape,
                             format!("{key:?}[{i}] must be a [question, answer] pair of strings"),
                         ));
                     };
@@ -750,7 +761,7 @@ fn alpaca(v: &Value, c: &Columns, pos: &Position) -> std::result::Result<Convert
             Some(other) => {
                 return Err(ReadError::new(
                     pos.clone(),
-                    "shape",
+                    ReadErrorKind::Shape,
                     format!("{key:?} must be a list of [question, answer] pairs, found {}", kind_of(other)),
                 ))
             }
@@ -775,17 +786,25 @@ fn sharegpt(v: &Value, c: &Columns, pos: &Position) -> std::result::Result<Conve
     let obj = as_object(v, pos)?;
     let key = c.messages.clone().unwrap_or_else(|| "conversations".into());
     let turns = match obj.get(&key) {
-        None | Some(Value::Null) => return Err(ReadError::new(pos.clone(), "missing-field", format!("missing {key:?}"))),
+        None | Some(Value::Null) => return Err(ReadError::new(pos.clone(), ReadErrorKind::MissingField, format!("missing {key:?}"))),
         Some(Value::Array(a)) => a,
         Some(other) => {
-            return Err(ReadError::new(pos.clone(), "shape", format!("{key:?} must be a list of turns, found {}", kind_of(other))))
+            return Err(ReadError::new(
+                pos.clone(),
+                ReadErrorKind::Shape,
+                format!("{key:?} must be a list of turns, found {}", kind_of(other)),
+            ))
         }
     };
     let t = &c.tags;
     let mut parsed: Vec<(String, String)> = Vec::with_capacity(turns.len());
     for (i, turn) in turns.iter().enumerate() {
         let Some(o) = turn.as_object() else {
-            return Err(ReadError::new(pos.clone(), "shape", format!("{key}[{i}] must be an object, found {}", kind_of(turn))));
+            return Err(ReadError::new(
+                pos.clone(),
+                ReadErrorKind::Shape,
+                format!("{key}[{i}] must be an object, found {}", kind_of(turn)),
+            ));
         };
         let (role_key, content_key) = if c.lenient_tags && !o.contains_key(&t.role) && o.contains_key("role") {
             ("role", "content")
@@ -795,11 +814,11 @@ fn sharegpt(v: &Value, c: &Columns, pos: &Position) -> std::result::Result<Conve
         let role = o
             .get(role_key)
             .and_then(Value::as_str)
-            .ok_or_else(|| ReadError::new(pos.clone(), "missing-field", format!("{key}[{i}] has no string {role_key:?}")))?;
+            .ok_or_else(|| ReadError::new(pos.clone(), ReadErrorKind::MissingField, format!("{key}[{i}] has no string {role_key:?}")))?;
         let content = o
             .get(content_key)
             .and_then(Value::as_str)
-            .ok_or_else(|| ReadError::new(pos.clone(), "missing-field", format!("{key}[{i}] has no string {content_key:?}")))?;
+            .ok_or_else(|| ReadError::new(pos.clone(), ReadErrorKind::MissingField, format!("{key}[{i}] has no string {content_key:?}")))?;
         parsed.push((role.to_string(), content.to_string()));
     }
     let is = |r: &str, tag: &str, alt: &str| r == tag || (c.lenient_tags && r == alt);
@@ -822,11 +841,11 @@ fn sharegpt(v: &Value, c: &Columns, pos: &Position) -> std::result::Result<Conve
         } else if is(r, &t.assistant, "assistant") {
             Role::Assistant
         } else if r == &t.observation || r == &t.function {
-            return Err(ReadError::new(pos.clone(), "unsupported", format!("turn {i}: tool turns ({r:?}) are not supported")));
+            return Err(ReadError::new(pos.clone(), ReadErrorKind::Unsupported, format!("turn {i}: tool turns ({r:?}) are not supported")));
         } else {
             return Err(ReadError::new(
                 pos.clone(),
-                "shape",
+                ReadErrorKind::Shape,
                 format!("turn {i}: unknown role {r:?} (expected {:?} or {:?})", t.user, t.assistant),
             ));
         };
@@ -834,7 +853,7 @@ fn sharegpt(v: &Value, c: &Columns, pos: &Position) -> std::result::Result<Conve
             let (want, found) = if want_user { (&t.user, r) } else { (&t.assistant, r) };
             return Err(ReadError::new(
                 pos.clone(),
-                "shape",
+                ReadErrorKind::Shape,
                 format!("turn {i}: expected a {want:?} turn, found {found:?} (turns must alternate)"),
             ));
         }

@@ -6,11 +6,11 @@
 //! office (`source`) of a publication number and the language of a text.
 
 use crate::doc::{Document, Meta, Record};
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 use crate::ipc::normalize;
 
 use super::{Format, Framing, ParseContext, RawRecord};
-use crate::io::json::{error_offset, kind_of};
+use crate::io::json::{error_message, error_offset, kind_of};
 use crate::io::sniff;
 use crate::io::text::decode;
 
@@ -40,17 +40,19 @@ impl Format for CoretechPatents {
     }
     fn parse(&self, raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError> {
         let text = decode(raw, &raw.bytes, 0, cx.cfg.encoding)?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| raw.error_at(error_offset(&text, &e) as u64, "json", e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            raw.error_at(error_offset(&text, &e) as u64, ReadErrorKind::Json, format!("malformed JSON: {}", error_message(&e)))
+        })?;
         let serde_json::Value::Object(mut obj) = value else {
-            return Err(
-                raw.error("shape", format!("expected an object {{\"patent_id\", \"text\", \"source\"}}, found {}", kind_of(&value)))
-            );
+            return Err(raw.error(
+                ReadErrorKind::Shape,
+                format!("expected an object {{\"patent_id\", \"text\", \"source\"}}, found {}", kind_of(&value)),
+            ));
         };
         let mut field = |k: &str| match obj.remove(k) {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s),
-            Some(v) => Err(raw.error("shape", format!("field \"{k}\" is {}, expected a non-empty string", kind_of(&v)))),
-            None => Err(raw.error("shape", format!("field \"{k}\" is missing"))),
+            Some(v) => Err(raw.error(ReadErrorKind::Shape, format!("field \"{k}\" is {}, expected a non-empty string", kind_of(&v)))),
+            None => Err(raw.error(ReadErrorKind::MissingField, format!("field \"{k}\" is missing"))),
         };
         let number = field("patent_id")?.trim().to_string();
         let body = field("text")?;

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
 use crate::doc::{Document, Record};
-use crate::error::{Position, ReadError};
+use crate::error::{Position, ReadError, ReadErrorKind};
 
 use super::json;
 use super::{Format, Framing, ParseContext, RawRecord, SourcesConfig};
@@ -142,6 +142,10 @@ const PARQUET_BATCH_ROWS: usize = 256;
 /// Whether a file starts with the Parquet magic `PAR1`.
 pub fn is_parquet(path: &Path) -> bool {
     use std::io::Read;
+    // Only regular files are opened: opening a FIFO would block.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut magic = [0u8; 4];
     File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"PAR1"
 }
@@ -153,18 +157,18 @@ pub fn is_parquet(path: &Path) -> bool {
 /// `max_record_bytes` are `too-large` errors.
 pub fn frame_parquet(path: &Path, cfg: &SourcesConfig, emit: &mut Emit<'_>) {
     let name: Arc<str> = Arc::from(path.display().to_string().as_str());
-    let file_err = |kind: &str, msg: String| ReadError::new(Position::new(name.to_string(), Some(0), None), kind, msg);
+    let file_err = |kind: ReadErrorKind, msg: String| ReadError::new(Position::new(name.to_string(), Some(0), None), kind, msg);
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            emit(Err(file_err("io", format!("cannot open: {e}"))));
+            emit(Err(file_err(ReadErrorKind::Io, "cannot open".into()).with_source(e)));
             return;
         }
     };
     let builder = match ParquetRecordBatchReaderBuilder::try_new(file) {
         Ok(b) => b,
         Err(e) => {
-            emit(Err(file_err("parquet", format!("not a readable Parquet file (truncated or corrupt?): {e}"))));
+            emit(Err(file_err(ReadErrorKind::Parquet, "not a readable Parquet file (truncated or corrupt?)".into()).with_source(e)));
             return;
         }
     };
@@ -174,13 +178,13 @@ pub fn frame_parquet(path: &Path, cfg: &SourcesConfig, emit: &mut Emit<'_>) {
         Err(_) => {
             let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             emit(Err(file_err(
-                "shape",
+                ReadErrorKind::MissingField,
                 format!("no text column {text_field:?} (columns: {}); set sources.generic.text_field", cols.join(", ")),
             )));
             return;
         }
         Ok(f) if !is_string_type(f.data_type()) => {
-            emit(Err(file_err("shape", format!("text column {text_field:?} has type {}, not a string type", f.data_type()))));
+            emit(Err(file_err(ReadErrorKind::Shape, format!("text column {text_field:?} has type {}, not a string type", f.data_type()))));
             return;
         }
         Ok(_) => {}
@@ -200,7 +204,7 @@ pub fn frame_parquet(path: &Path, cfg: &SourcesConfig, emit: &mut Emit<'_>) {
     let reader = match builder.with_batch_size(PARQUET_BATCH_ROWS).build() {
         Ok(r) => r,
         Err(e) => {
-            emit(Err(file_err("parquet", format!("cannot read: {e}"))));
+            emit(Err(file_err(ReadErrorKind::Parquet, "cannot read".into()).with_source(e)));
             return;
         }
     };
@@ -213,9 +217,10 @@ pub fn frame_parquet(path: &Path, cfg: &SourcesConfig, emit: &mut Emit<'_>) {
                 let off = groups.get(group).map_or(0, |g| g.1);
                 emit(Err(ReadError::new(
                     Position::new(name.to_string(), Some(off), Some(row + 1)),
-                    "parquet",
-                    format!("cannot decode rows: {e}"),
-                )));
+                    ReadErrorKind::Parquet,
+                    "cannot decode rows",
+                )
+                .with_source(e)));
                 return;
             }
         };
@@ -235,7 +240,7 @@ pub fn frame_parquet(path: &Path, cfg: &SourcesConfig, emit: &mut Emit<'_>) {
             let item = if bytes.len() > cfg.max_record_bytes {
                 Err(ReadError::new(
                     Position::new(name.to_string(), Some(offset), Some(row + 1)),
-                    "too-large",
+                    ReadErrorKind::TooLarge,
                     format!("record larger than max_record_bytes ({} bytes); skipped", cfg.max_record_bytes),
                 ))
             } else {
@@ -317,7 +322,7 @@ mod tests {
         let d = parse_record(&raw("d/z.zip!in/b.jsonl", 1, r#"{"text": "body"}"#), &cx).unwrap();
         assert_eq!(d.id, "text:b.jsonl:1");
         let e = parse_record(&raw("a.jsonl", 1, r#"{"content": "body"}"#), &cx).unwrap_err();
-        assert_eq!(e.kind, "shape");
+        assert_eq!(e.kind, "missing-field");
         assert!(e.message.contains("missing required field \"text\""));
     }
 
@@ -394,7 +399,7 @@ mod tests {
         let recs = frame_all(&p, &SourcesConfig::default());
         assert_eq!(recs.len(), 1);
         let e = recs[0].as_ref().unwrap_err();
-        assert_eq!(e.kind, "shape");
+        assert_eq!(e.kind, "missing-field");
         assert!(e.to_string().contains("no-text.parquet") && e.message.contains("no text column \"text\" (columns: body)"), "{e}");
         // Truncated Parquet: footer gone.
         let bytes = std::fs::read(&p).unwrap();

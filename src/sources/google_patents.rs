@@ -12,7 +12,7 @@
 //! instead. Claims are kept as the one text Google Patents gives (it does not delimit claims).
 
 use crate::doc::{Meta, Patent, Record};
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 use crate::ipc::normalize;
 
 use super::cnipa::{detect_lang, office_lang, office_source};
@@ -41,11 +41,11 @@ impl Format for GooglePatents {
     }
     fn parse(&self, raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError> {
         let text = decode(raw, &raw.bytes, 0, cx.cfg.encoding)?;
-        let value = literal::parse(&text).map_err(|e| raw.error_at(e.offset as u64, "python", e.message))?;
+        let value = literal::parse(&text).map_err(|e| raw.error_at(e.offset as u64, ReadErrorKind::Python, e.message))?;
         let Py::Dict(entries) = value else {
-            return Err(raw.error("shape", format!("expected a dict, found {}", value.kind())));
+            return Err(raw.error(ReadErrorKind::Shape, format!("expected a dict, found {}", value.kind())));
         };
-        to_patent(entries).map_err(|m| raw.error("shape", m)).map(Record::Patent)
+        to_patent(entries).map_err(|m| raw.error(ReadErrorKind::Shape, m)).map(Record::Patent)
     }
 }
 

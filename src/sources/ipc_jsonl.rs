@@ -13,7 +13,7 @@
 use serde_json::Value;
 
 use crate::doc::{Document, Record};
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 use crate::ipc::coretech;
 
 use super::json;
@@ -43,7 +43,7 @@ impl Format for IpcJsonl {
         let des = json::require_str(&mut m, "des", raw)?;
         let ori_des = json::take_str(&mut m, "ori_des", raw)?.unwrap_or_default();
         let r = coretech::resolve(&ipc, &ori_des)
-            .map_err(|e| raw.error("shape", format!("field \"ipc\" {ipc:?} is not an IPC symbol: {e}")))?;
+            .map_err(|e| raw.error(ReadErrorKind::Shape, format!("field \"ipc\" {ipc:?} is not an IPC symbol: {e}")))?;
         if r.rekeyed {
             m.insert("ipc_given".into(), Value::String(ipc));
         }
@@ -145,7 +145,7 @@ mod tests {
             (r#"{"ipc": 5, "des": "x"}"#, "must be a string"),
         ] {
             let e = IpcJsonl.parse(&raw(rec), &cx).unwrap_err();
-            assert_eq!(e.kind, "shape");
+            assert_eq!(e.kind, if want.starts_with("missing") { "missing-field" } else { "shape" }, "{rec}");
             assert!(e.message.contains(want), "{}", e.message);
         }
     }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::ParseContext;
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 use crate::io::json::{error_message, error_offset, kind_of};
 use crate::io::text::decode;
 use crate::io::RawRecord;
@@ -22,7 +22,7 @@ pub fn parse_object(raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Object, Re
     let text = decode(raw, &raw.bytes, 0, cx.cfg.encoding)?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(raw.error("shape", format!("expected a JSON object, found {}", kind_of(&other)))),
+        Ok(other) => Err(raw.error(ReadErrorKind::Shape, format!("expected a JSON object, found {}", kind_of(&other)))),
         Err(e) => Err(json_error(raw, &text, matches!(text, Cow::Owned(_)), &e)),
     }
 }
@@ -32,9 +32,9 @@ pub fn parse_object(raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Object, Re
 /// position is given with the line/column in the decoded text.
 fn json_error(raw: &RawRecord, s: &str, transcoded: bool, e: &serde_json::Error) -> ReadError {
     if transcoded {
-        return raw.error("json", format!("malformed JSON: {e} (in the GB18030-decoded text)"));
+        return raw.error(ReadErrorKind::Json, format!("malformed JSON: {e} (in the GB18030-decoded text)"));
     }
-    raw.error_at(error_offset(s, e) as u64, "json", format!("malformed JSON: {}", error_message(e)))
+    raw.error_at(error_offset(s, e) as u64, ReadErrorKind::Json, format!("malformed JSON: {}", error_message(e)))
 }
 
 /// Removes `key` and returns its string value; `None` when absent or null. Any other type is a
@@ -46,13 +46,13 @@ pub fn take_str(m: &mut Object, key: &str, raw: &RawRecord) -> Result<Option<Str
     match m.remove(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(raw.error("shape", format!("field {key:?} must be a string, found {}", kind_of(&other)))),
+        Some(other) => Err(raw.error(ReadErrorKind::Shape, format!("field {key:?} must be a string, found {}", kind_of(&other)))),
     }
 }
 
-/// Like [`take_str`], but a missing or null field is a `shape` error.
+/// Like [`take_str`], but a missing or null field is a `missing-field` error.
 pub fn require_str(m: &mut Object, key: &str, raw: &RawRecord) -> Result<String, ReadError> {
-    take_str(m, key, raw)?.ok_or_else(|| raw.error("shape", format!("missing required field {key:?}")))
+    take_str(m, key, raw)?.ok_or_else(|| raw.error(ReadErrorKind::MissingField, format!("missing required field {key:?}")))
 }
 
 /// Removes `key` and returns it as an identifier: a non-empty string (trimmed) or an integer.
@@ -69,6 +69,8 @@ pub fn take_id(m: &mut Object, key: &str, raw: &RawRecord) -> Result<Option<Stri
             Ok(if t.is_empty() { None } else { Some(t.to_string()) })
         }
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        Some(other) => Err(raw.error("shape", format!("field {key:?} must be a string or an integer id, found {}", kind_of(&other)))),
+        Some(other) => {
+            Err(raw.error(ReadErrorKind::Shape, format!("field {key:?} must be a string or an integer id, found {}", kind_of(&other))))
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::io::xml::{collapse_ws, El};
 /// and its image).
 pub fn mathml(el: El<'_>) -> String {
     let mut s = collapse_ws(&node(el));
-    for (from, to) in [("( ", "("), ("[ ", "["), (" )", ")"), (" ]", "]"), (" ,", ","), (" ;", ";")] {
+    for (from, to) in [("( ", "("), ("[ ", "["), (" )", ")"), (" ]", "]"), (" ,", ","), (" ;", ";"), (" .", ".")] {
         s = s.replace(from, to);
     }
     s
@@ -103,5 +103,74 @@ mod tests {
         );
         // EPO's wrapper with the formula image.
         assert_eq!(render("<maths><math><mfrac><mi>D</mi><mn>2</mn></mfrac></math><img file=\"x.tif\"/></maths>"), "D/2");
+    }
+
+    fn uspto_doc(description: &str, abstract_: &str) -> String {
+        format!(
+            "<us-patent-grant><us-bibliographic-data-grant><publication-reference><document-id><country>US</country>\
+             <doc-number>8000001</doc-number><kind>B2</kind><date>20150106</date></document-id></publication-reference>\
+             <invention-title>T</invention-title></us-bibliographic-data-grant><abstract><p>{abstract_}</p></abstract>\
+             <description><p>{description}</p></description><claims><claim><claim-text>1. A thing.</claim-text></claim></claims></us-patent-grant>"
+        )
+    }
+
+    fn epo_doc(description: &str, claim: &str) -> String {
+        format!(
+            "<ep-patent-document lang=\"en\" doc-number=\"1000001\" kind=\"A1\" date-publ=\"20200101\">\
+             <description lang=\"en\"><p>{description}</p></description><claims lang=\"en\"><claim num=\"1\"><claim-text>{claim}</claim-text></claim></claims></ep-patent-document>"
+        )
+    }
+
+    fn parse(format: &str, xml: &str, cfg: &crate::sources::SourcesConfig) -> Result<crate::doc::Patent, crate::error::ReadError> {
+        let raw = crate::io::RawRecord { file: "t.xml".into(), index: 0, offset: 0, line: 1, bytes: xml.as_bytes().to_vec() };
+        match crate::sources::by_name(format).unwrap().parse(&raw, &crate::sources::ParseContext { cfg })? {
+            crate::doc::Record::Patent(p) => Ok(p),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The same MathML gives the same text whichever office's document it is in.
+    #[test]
+    fn one_rendering_for_every_office() {
+        let cfg = crate::sources::SourcesConfig::default();
+        for math in [
+            "<math><mroot><mi>x</mi><mn>3</mn></mroot></math>",
+            "<math><mrow><mi>V</mi><mo>=</mo><mfrac><mn>4</mn><mn>3</mn></mfrac><msup><mrow><mo>(</mo><mfrac><mi>D</mi><mn>2</mn></mfrac><mo>)</mo></mrow><mn>3</mn></msup></mrow></math>",
+            "<math><munderover><mo>∑</mo><mrow><mi>i</mi><mo>=</mo><mn>1</mn></mrow><mi>n</mi></munderover><msub><mi>x</mi><mi>i</mi></msub></math>",
+        ] {
+            let us = parse("uspto-ice", &uspto_doc(&format!("Area {math} holds."), "A"), &cfg).unwrap();
+            let ep = parse("epo-xml", &epo_doc(&format!("Area <maths>{math}<img file=\"f.tif\"/></maths> holds."), "A thing."), &cfg).unwrap();
+            let want = format!("Area {} holds.", render(math));
+            assert_eq!((us.description.as_str(), ep.description.as_str()), (want.as_str(), want.as_str()));
+        }
+    }
+
+    /// At the deepest nesting the config allows, the text walks fit a 2 MiB worker stack.
+    #[test]
+    fn the_deepest_allowed_documents_fit_a_worker_stack() {
+        let cfg = crate::sources::SourcesConfig { max_xml_depth: 1024, ..Default::default() };
+        let nest = |open: &str, close: &str, n: usize, inner: &str| format!("{}{inner}{}", open.repeat(n), close.repeat(n));
+        let inline = nest("<b>", "</b>", 1018, "deep");
+        let math = format!("<math>{}</math>", nest("<mrow>", "</mrow>", 1015, "<mfrac><mi>a</mi><mi>b</mi></mfrac>"));
+        let claim = nest("<claim-text>", "</claim-text>", 1018, "deep");
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let us = parse("uspto-ice", &uspto_doc(&math, &inline), &cfg).unwrap();
+                assert_eq!((us.abstract_text.as_str(), us.description.as_str()), ("deep", "a/b"));
+                let ep = parse("epo-xml", &epo_doc(&inline, &claim), &cfg).unwrap();
+                assert_eq!((ep.description.as_str(), ep.claims[0].as_str()), ("deep", "1. deep"));
+                // One level more is a counted error, not a crash.
+                let e = parse(
+                    "epo-xml",
+                    &epo_doc(&inline, &format!("<claim-text>{claim}</claim-text>{}", "")),
+                    &crate::sources::SourcesConfig { max_xml_depth: 1022, ..Default::default() },
+                )
+                .unwrap_err();
+                assert_eq!(e.kind, "xml-too-deep", "{e}");
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
     }
 }

@@ -33,6 +33,11 @@ pub struct SourcesConfig {
     pub encoding: Encoding,
     /// Records larger than this many bytes are counted as errors and skipped.
     pub max_record_bytes: usize,
+    /// Most levels of nested XML elements in one document (real patents use about 20); a deeper
+    /// document is an `xml-too-deep` error and the rest of its file is still read. The upper
+    /// bound keeps the recursive text walks within a worker thread's 2 MiB stack.
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_xml_depth: usize,
     /// EPO `ep-patent-document` XML and full-text TSV.
     pub epo: epo::EpoConfig,
     /// USPTO formats.
@@ -46,10 +51,18 @@ impl Default for SourcesConfig {
         Self {
             encoding: Encoding::Auto,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_xml_depth: crate::io::xml::DEFAULT_MAX_DEPTH,
             epo: Default::default(),
             uspto: Default::default(),
             generic: Default::default(),
         }
+    }
+}
+
+impl SourcesConfig {
+    /// The XML limits of this config.
+    pub fn xml_limits(&self) -> crate::io::xml::XmlLimits {
+        crate::io::xml::XmlLimits { max_depth: self.max_xml_depth }
     }
 }
 

@@ -9,7 +9,8 @@ pub mod xml;
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{Meta, Patent, Record};
-use crate::io::xml::{collapse_ws, El};
+use crate::io::xml::El;
+use crate::sources::layout::{Layout, TextLines};
 
 /// What to do with a publication that has no text in any of the configured languages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -73,104 +74,47 @@ pub(crate) fn iso_date(d: &str, meta: &mut Meta) -> String {
 // ---------------------------------------------------------------------------------------------
 // Text extraction, shared by the XML and TSV readers.
 
-/// Lines being collected from block-structured content.
-struct Lines {
-    out: Vec<String>,
-    cur: String,
-}
-
-impl Lines {
-    fn flush(&mut self) {
-        let l = collapse_ws(&self.cur);
-        if !l.is_empty() {
-            self.out.push(l);
-        }
-        self.cur.clear();
+/// The EPO rule for block-structured content (`description`, `abstract`): one line per heading,
+/// paragraph, list item, definition (term and definition on one line), table row (cells joined
+/// by ` | `) and `<br/>`; preformatted text keeps its lines. Figures and images are dropped;
+/// MathML is linearized. (Page markers `<!-- EPO <DP n="1"> -->` are comments, which the XML
+/// tree drops.)
+fn block_layout(name: &str, _parent: &str) -> Layout {
+    match name {
+        "p" | "heading" | "ul" | "ol" | "li" | "dl" | "tables" | "table" | "tgroup" | "thead" | "tbody" | "title" => Layout::Block,
+        "pre" => Layout::Pre,
+        "dt" => Layout::Term,
+        "dd" => Layout::Definition,
+        "row" => Layout::Row,
+        "br" => Layout::Break,
+        "maths" | "math" => Layout::Math,
+        "figure" | "img" | "colspec" | "spanspec" | "doc-page" => Layout::Skip,
+        _ => Layout::Inline, // b, i, u, sup, sub, patcit, figref, crossref, …
     }
 }
 
-/// The text of block-structured EP content (`description`, `abstract`) as lines: one per
-/// heading, paragraph, list item, definition (term and definition on one line), table row
-/// (cells joined by ` | `) and `<br/>`. Figures and images are dropped; MathML is linearized.
-/// (Page markers `<!-- EPO <DP n="1"> -->` are comments, which the XML tree drops.)
+/// The EPO rule for one-line text (titles, claims, table cells): nested blocks and `<br/>`
+/// become spaces, images are dropped, MathML is linearized.
+fn inline_layout(name: &str, _parent: &str) -> Layout {
+    match name {
+        "br" => Layout::Space,
+        "figure" | "img" | "colspec" | "spanspec" | "doc-page" => Layout::Skip,
+        "maths" | "math" => Layout::Math,
+        "claim-text" | "p" | "heading" | "li" | "dt" | "dd" | "row" | "entry" | "title" => Layout::Spaced,
+        _ => Layout::Inline,
+    }
+}
+
+/// The text of block-structured EP content (`description`, `abstract`) as lines.
 pub(crate) fn block_lines(el: El<'_>) -> Vec<String> {
-    let mut l = Lines { out: Vec::new(), cur: String::new() };
-    blocks(el, &mut l);
-    l.flush();
-    l.out
+    let mut t = TextLines::with_cells(block_layout, inline_layout);
+    t.walk(el);
+    t.finish()
 }
 
-fn blocks(el: El<'_>, l: &mut Lines) {
-    for n in el.nodes() {
-        let c = match n {
-            Err(text) => {
-                l.cur.push_str(text);
-                continue;
-            }
-            Ok(c) => c,
-        };
-        match c.name() {
-            "p" | "heading" | "ul" | "ol" | "li" | "dl" | "tables" | "table" | "tgroup" | "thead" | "tbody" | "title" | "pre" => {
-                l.flush();
-                if c.name() == "pre" {
-                    // Preformatted text keeps its lines.
-                    for line in c.raw_text().lines() {
-                        l.cur.push_str(line);
-                        l.flush();
-                    }
-                } else {
-                    blocks(c, l);
-                }
-                l.flush();
-            }
-            "dt" => {
-                l.flush();
-                blocks(c, l);
-                l.cur.push(' '); // the definition follows on the same line
-            }
-            "dd" => {
-                blocks(c, l);
-                l.flush();
-            }
-            "row" => {
-                l.flush();
-                let cells: Vec<String> = c.children().filter(|e| e.name() == "entry").map(inline_text).collect();
-                l.cur.push_str(&cells.join(" | "));
-                l.flush();
-            }
-            "br" => l.flush(),
-            "maths" | "math" => l.cur.push_str(&math_text(c)),
-            "figure" | "img" | "colspec" | "spanspec" | "doc-page" => {}
-            _ => blocks(c, l), // inline markup: b, i, u, sup, sub, patcit, figref, crossref, …
-        }
-    }
-}
-
-/// All text of an element on one line: nested blocks and `<br/>` become spaces, images are
-/// dropped, MathML is linearized.
+/// All text of an element on one line (see [`inline_layout`]).
 pub(crate) fn inline_text(el: El<'_>) -> String {
-    let mut s = String::new();
-    inline(el, &mut s);
-    collapse_ws(&s)
-}
-
-fn inline(el: El<'_>, s: &mut String) {
-    for n in el.nodes() {
-        match n {
-            Err(t) => s.push_str(t),
-            Ok(c) => match c.name() {
-                "br" => s.push(' '),
-                "figure" | "img" | "colspec" | "spanspec" | "doc-page" => {}
-                "maths" | "math" => s.push_str(&math_text(c)),
-                "claim-text" | "p" | "heading" | "li" | "dt" | "dd" | "row" | "entry" | "title" => {
-                    s.push(' ');
-                    inline(c, s);
-                    s.push(' ');
-                }
-                _ => inline(c, s),
-            },
-        }
-    }
+    TextLines::one_line(el, inline_layout)
 }
 
 /// The claims of one `claims` element, one string per claim, numbered `1. …` from the claim's
@@ -184,75 +128,6 @@ pub(crate) fn claim_texts(claims: El<'_>) -> Vec<String> {
             format!("{n}. {}", inline_text(c))
         })
         .collect()
-}
-
-/// MathML as one line of plain text: `V=4/3(D/2)^3`.
-fn math_text(el: El<'_>) -> String {
-    let mut s = String::new();
-    math(el, &mut s);
-    collapse_ws(&s)
-}
-
-fn math(el: El<'_>, s: &mut String) {
-    let kids: Vec<El<'_>> = el.children().collect();
-    match (el.name(), kids.as_slice()) {
-        ("mfrac", [a, b]) => {
-            s.push_str(&math_group(*a));
-            s.push('/');
-            s.push_str(&math_group(*b));
-        }
-        ("msup", [a, b]) => {
-            s.push_str(&math_group(*a));
-            s.push('^');
-            s.push_str(&math_group(*b));
-        }
-        ("msub", [a, b]) => {
-            s.push_str(&math_group(*a));
-            s.push('_');
-            s.push_str(&math_group(*b));
-        }
-        ("msubsup", [a, b, c]) => {
-            s.push_str(&math_group(*a));
-            s.push('_');
-            s.push_str(&math_group(*b));
-            s.push('^');
-            s.push_str(&math_group(*c));
-        }
-        ("msqrt", _) => {
-            s.push_str("√(");
-            for k in &kids {
-                math(*k, s);
-            }
-            s.push(')');
-        }
-        ("mroot", [a, b]) => {
-            s.push_str(&math_group(*a));
-            s.push_str("^(1/");
-            s.push_str(&math_text(*b));
-            s.push(')');
-        }
-        ("img" | "annotation" | "annotation-xml", _) => {}
-        _ => {
-            for n in el.nodes() {
-                match n {
-                    Err(t) => s.push_str(t.trim()),
-                    Ok(c) => math(c, s),
-                }
-            }
-        }
-    }
-}
-
-/// A MathML operand, in parentheses unless it is a single token or already bracketed.
-fn math_group(el: El<'_>) -> String {
-    let t = math_text(el);
-    let simple = t.chars().all(|c| c.is_alphanumeric() || c == '.');
-    let bracketed = t.starts_with('(') && t.ends_with(')');
-    if simple || bracketed || t.is_empty() {
-        t
-    } else {
-        format!("({t})")
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

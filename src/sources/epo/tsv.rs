@@ -13,12 +13,12 @@
 //! text and listed in `meta.other_parts` (`"SREPT:en"`). Any other part type is an error.
 
 use crate::doc::Record;
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 
 use crate::io::framing::GroupFn;
 use crate::io::sniff;
 use crate::io::text::decode;
-use crate::io::xml::{El, XmlDoc};
+use crate::io::xml::{El, XmlDoc, XmlLimits};
 use crate::io::RawRecord;
 use crate::sources::{Format, Framing, ParseContext};
 
@@ -77,12 +77,12 @@ impl Format for EpoTsv {
             if f.len() < FIELDS {
                 return Err(raw.error_at(
                     start as u64,
-                    "tsv",
+                    ReadErrorKind::Tsv,
                     format!("expected {FIELDS} tab-separated fields (EP, number, kind, date, language, part, text), found {}", f.len()),
                 ));
             }
             if f[0] != "EP" {
-                return Err(raw.error_at(start as u64, "tsv", format!("first field is {:?}, expected \"EP\"", f[0])));
+                return Err(raw.error_at(start as u64, ReadErrorKind::Tsv, format!("first field is {:?}, expected \"EP\"", f[0])));
             }
             let this = (f[1].to_string(), f[2].to_string(), f[3].to_string());
             match &key {
@@ -90,7 +90,7 @@ impl Format for EpoTsv {
                 Some(k) if (&k.0, &k.1) != (&this.0, &this.1) => {
                     return Err(raw.error_at(
                         start as u64,
-                        "tsv",
+                        ReadErrorKind::Tsv,
                         format!("line of EP{}{} inside the lines of EP{}{}", this.0, this.1, k.0, k.1),
                     ));
                 }
@@ -100,7 +100,10 @@ impl Format for EpoTsv {
             let body = f[6];
             let body_at = start + l.len() - body.len();
             let frag = |what: &str| {
-                parse_fragment(raw, body, body_at).map_err(|e| ReadError { message: format!("{what} ({lang}): {}", e.message), ..e })
+                parse_fragment(raw, body, body_at, cx).map_err(|mut e| {
+                    e.message = format!("{what} ({lang}): {}", e.message);
+                    e
+                })
             };
             match f[5] {
                 "TITLE" => {
@@ -127,14 +130,14 @@ impl Format for EpoTsv {
                     let at = start + f[..5].iter().map(|s| s.len() + 1).sum::<usize>();
                     return Err(raw.error_at(
                         at as u64,
-                        "tsv",
+                        ReadErrorKind::Tsv,
                         format!("unknown part type {other:?} (expected one of {})", PARTS.join(", ")),
                     ));
                 }
             }
         }
         let Some((num, kind, date)) = key else {
-            return Err(raw.error("tsv", "record holds no lines"));
+            return Err(raw.error(ReadErrorKind::Tsv, "record holds no lines"));
         };
         p.number = ep_number(&num, &kind);
         p.kind = kind;
@@ -175,12 +178,14 @@ fn is_date(b: &[u8]) -> bool {
 }
 
 /// Parses the text field `body` (at byte `at` of the record) as an XML fragment.
-fn parse_fragment(raw: &RawRecord, body: &str, at: usize) -> Result<XmlDoc, ReadError> {
+fn parse_fragment(raw: &RawRecord, body: &str, at: usize, cx: &ParseContext<'_>) -> Result<XmlDoc, ReadError> {
     const OPEN: &str = "<r>";
     let wrapped = format!("{OPEN}{body}</r>");
-    XmlDoc::parse(&wrapped).map_err(|e| {
-        let within = (e.offset as usize).saturating_sub(OPEN.len()).min(body.len());
-        raw.error_at((at + within) as u64, "xml", e.message)
+    // The wrapper is one more level.
+    let limits = XmlLimits { max_depth: cx.cfg.max_xml_depth.saturating_add(1) };
+    XmlDoc::parse_with(&wrapped, limits).map_err(|mut e| {
+        e.offset = ((e.offset as usize).saturating_sub(OPEN.len()).min(body.len()) + at) as u64;
+        e.in_record(raw)
     })
 }
 

@@ -31,7 +31,7 @@
 //! removed and their text kept in line (`H.sub.2 O` → `H2 O`). Others stay as written.
 
 use crate::doc::{Patent, Record};
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 
 use crate::io::sniff;
 use crate::io::xml::collapse_ws;
@@ -124,7 +124,7 @@ fn fields<'a>(raw: &RawRecord, text: &'a str) -> Result<Vec<Field<'a>>, ReadErro
         if line.starts_with([' ', '\t']) {
             match out.last_mut() {
                 Some(f) => f.lines.push(line.trim()),
-                None => return Err(raw.error_at(at as u64, "shape", "APS continuation line before any field")),
+                None => return Err(raw.error_at(at as u64, ReadErrorKind::Shape, "APS continuation line before any field")),
             }
             continue;
         }
@@ -142,13 +142,15 @@ fn fields<'a>(raw: &RawRecord, text: &'a str) -> Result<Vec<Field<'a>>, ReadErro
 
 fn aps_patent(raw: &RawRecord, text: &str) -> Result<Patent, ReadError> {
     if !text.lines().next().is_some_and(|l| is_patn(l.as_bytes())) {
-        return Err(raw.error("shape", "APS record does not start with a PATN line"));
+        return Err(raw.error(ReadErrorKind::Shape, "APS record does not start with a PATN line"));
     }
     let fields = fields(raw, text)?;
     let get = |section: &str, key: &str| fields.iter().find(|f| f.section == section && f.key == key);
     let wku = get("PATN", "WKU").map(|f| f.first().to_string()).unwrap_or_default();
+    // No WKU is a missing field; a WKU that is not a number is the wrong shape.
+    let kind = if wku.trim().is_empty() { ReadErrorKind::MissingField } else { ReadErrorKind::Shape };
     let (number, kind) =
-        wku_number(&wku).ok_or_else(|| raw.error("shape", format!("APS patent has no usable patent number (WKU {wku:?})")))?;
+        wku_number(&wku).ok_or_else(|| raw.error(kind, format!("APS patent has no usable patent number (WKU {wku:?})")))?;
 
     let mut p = new_patent("uspto-aps");
     p.number = format!("{number}{kind}");
@@ -416,7 +418,7 @@ mod tests {
             Record::Skip { reason: "not-a-patent:aps-header".into(), id: "HHHHHT APS1 19760106".into() }
         );
         let e = parse("PATN\nTTL  no number\n").unwrap_err();
-        assert_eq!((e.kind.as_str(), e.position.offset), ("shape", Some(500)));
+        assert_eq!((e.kind.as_str(), e.position.offset), ("missing-field", Some(500)));
         let e = parse("TTL  x\n").unwrap_err();
         assert_eq!(e.kind, "shape");
     }

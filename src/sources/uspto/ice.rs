@@ -22,7 +22,7 @@
 //! parse (kept there as `raw: reason`, never a panic).
 
 use crate::doc::Record;
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 use crate::io::sniff::xml_root_name;
 use crate::io::xml::El;
 use crate::io::RawRecord;
@@ -72,12 +72,17 @@ fn ice_layout(name: &str, parent: &str) -> Layout {
 pub(super) fn ice_patent(raw: &RawRecord, root: El<'_>) -> Result<Record, ReadError> {
     let grant = root.name() == "us-patent-grant";
     let biblio_name = if grant { "us-bibliographic-data-grant" } else { "us-bibliographic-data-application" };
-    let biblio = root.child(biblio_name).ok_or_else(|| raw.error("shape", format!("<{}> has no <{biblio_name}>", root.name())))?;
+    let biblio = root
+        .child(biblio_name)
+        .ok_or_else(|| raw.error(ReadErrorKind::MissingField, format!("<{}> has no <{biblio_name}>", root.name())))?;
     let pubid = biblio.path("publication-reference/document-id");
     let (country, doc, kind) =
         pubid.map(|d| (child_text(d, "country"), child_text(d, "doc-number"), child_text(d, "kind"))).unwrap_or_default();
     let number = us_number(&country, &doc, &kind).ok_or_else(|| {
-        raw.error("shape", format!("<{}> has no publication number (publication-reference/document-id/doc-number)", root.name()))
+        raw.error(
+            ReadErrorKind::MissingField,
+            format!("<{}> has no publication number (publication-reference/document-id/doc-number)", root.name()),
+        )
     })?;
 
     let mut p = new_patent("uspto-ice");
@@ -242,9 +247,9 @@ mod tests {
     }
 
     #[test]
-    fn missing_number_is_a_shape_error_at_the_record() {
+    fn missing_number_is_a_missing_field_error_at_the_record() {
         let e = parse("<us-patent-grant><us-bibliographic-data-grant><invention-title>T</invention-title></us-bibliographic-data-grant></us-patent-grant>").unwrap_err();
-        assert_eq!((e.kind.as_str(), e.position.offset), ("shape", Some(1000)));
+        assert_eq!((e.kind.as_str(), e.position.offset), ("missing-field", Some(1000)));
         assert!(e.message.contains("no publication number"), "{e}");
     }
 

@@ -10,7 +10,7 @@
 //! `claim-text` inside `dependent-claim-reference` is inline.
 
 use crate::doc::Record;
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 
 use crate::io::sniff::xml_root_name;
 use crate::io::xml::El;
@@ -57,15 +57,15 @@ fn pap_layout(name: &str, parent: &str) -> Layout {
 /// Reads a parsed `patent-application-publication` document (`text` is its source, for the
 /// DOCTYPE).
 pub(super) fn pap_patent(raw: &RawRecord, root: El<'_>, text: &str) -> Result<Record, ReadError> {
-    let bib = root
-        .child("subdoc-bibliographic-information")
-        .ok_or_else(|| raw.error("shape", "<patent-application-publication> has no <subdoc-bibliographic-information>"))?;
+    let bib = root.child("subdoc-bibliographic-information").ok_or_else(|| {
+        raw.error(ReadErrorKind::MissingField, "<patent-application-publication> has no <subdoc-bibliographic-information>")
+    })?;
     let id = bib.child("document-id");
     let (doc, kind) = id.map(|d| (child_text(d, "doc-number"), child_text(d, "kind-code"))).unwrap_or_default();
     let country = id.map(|d| child_text(d, "country-code")).unwrap_or_default();
     let number = us_number(&country, &doc, &kind).ok_or_else(|| {
         raw.error(
-            "shape",
+            ReadErrorKind::MissingField,
             "<patent-application-publication> has no publication number (subdoc-bibliographic-information/document-id/doc-number)",
         )
     })?;

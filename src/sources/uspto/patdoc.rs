@@ -12,7 +12,7 @@
 //! `SB`, `SP`, `FGREF`, `CLREF`, …) flattened, images (`EMI`, `CUSTOM-CHARACTER`) dropped.
 
 use crate::doc::Record;
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadErrorKind};
 
 use crate::io::sniff::xml_root_name;
 use crate::io::xml::El;
@@ -57,11 +57,11 @@ fn patdoc_layout(name: &str, _parent: &str) -> Layout {
 
 /// Reads a parsed `PATDOC` document (`text` is its source, for the DOCTYPE).
 pub(super) fn patdoc_patent(raw: &RawRecord, root: El<'_>, text: &str) -> Result<Record, ReadError> {
-    let bi = root.child("SDOBI").ok_or_else(|| raw.error("shape", "<PATDOC> has no <SDOBI> (bibliographic data)"))?;
+    let bi = root.child("SDOBI").ok_or_else(|| raw.error(ReadErrorKind::MissingField, "<PATDOC> has no <SDOBI> (bibliographic data)"))?;
     let doc = path_text(bi, "B100/B110/DNUM");
     let kind = path_text(bi, "B100/B130");
     let number = us_number(&path_text(bi, "B100/B190"), &doc, &kind)
-        .ok_or_else(|| raw.error("shape", "<PATDOC> has no publication number (SDOBI/B100/B110/DNUM)"))?;
+        .ok_or_else(|| raw.error(ReadErrorKind::MissingField, "<PATDOC> has no publication number (SDOBI/B100/B110/DNUM)"))?;
 
     let mut p = new_patent("uspto-patdoc");
     p.number = number;

@@ -235,10 +235,10 @@ fn undefined_entity_is_an_xml_error_at_its_byte() {
 }
 
 #[test]
-fn missing_publication_number_is_a_shape_error() {
+fn missing_publication_number_is_a_missing_field_error() {
     let (path, _, recs) = read_bad("uspto-no-publication-number.xml");
     let e = the_error(&path, &recs);
-    assert_eq!((e.kind.as_str(), e.position.offset), ("shape", Some(0)), "{e}");
+    assert_eq!((e.kind.as_str(), e.position.offset), ("missing-field", Some(0)), "{e}");
     assert!(e.message.contains("no publication number (publication-reference/document-id/doc-number)"), "{e}");
 }
 
@@ -251,12 +251,12 @@ fn text_that_is_not_utf8_is_an_encoding_error_at_the_bad_byte() {
 }
 
 #[test]
-fn aps_patent_without_wku_is_a_shape_error_and_its_neighbours_read() {
+fn aps_patent_without_wku_is_a_missing_field_error_and_its_neighbours_read() {
     let (path, bytes, recs) = read_bad("uspto-aps-patent-without-wku.txt");
     assert_eq!(numbers(&recs), ["US3937375A", "US3937376A"]);
     let e = the_error(&path, &recs);
     let second = find(&bytes[1..], b"PATN") + 1;
-    assert_eq!((e.kind.as_str(), e.position.offset, e.position.line), ("shape", Some(second), Some(8)), "{e}");
+    assert_eq!((e.kind.as_str(), e.position.offset, e.position.line), ("missing-field", Some(second), Some(8)), "{e}");
     assert!(e.message.contains("no usable patent number"), "{e}");
 }
 
