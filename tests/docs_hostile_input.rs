@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use coretech::config::{DocsConfig, PipelineConfig};
-use coretech::ipc::IpcScheme;
 use coretech::core::{RunReport, TaskSplit};
+use coretech::ipc::IpcScheme;
 use coretech::pipeline::docs;
 use coretech::shard::documents::{read_shard, shard_files};
 use coretech::Document;
