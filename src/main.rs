@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use coretech::config::PipelineConfig;
+use coretech::config::{PipelineConfig, Stage};
 use coretech::core::TaskSplit;
 use coretech::infer;
 use coretech::pipeline::{self, RunOptions};
@@ -437,21 +437,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reads and checks a pipeline file (its errors name the file and the key).
 fn load(config: &Path) -> anyhow::Result<PipelineConfig> {
-    PipelineConfig::load(config).with_context(|| format!("loading {}", config.display()))
+    Ok(PipelineConfig::load(config)?)
+}
+
+/// Names the pipeline file in a config error a stage found while running.
+fn named<E: Into<coretech::Error>>(config: &Path) -> impl Fn(E) -> coretech::Error + '_ {
+    move |e| coretech::config::in_file(e.into(), &config.display().to_string())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Docs { config, task } => {
             let cfg = load(&config)?;
-            let report = pipeline::run_stage(&cfg, "docs", &task.options()?)?;
+            let report = pipeline::run_stage(&cfg, &Stage::Docs, &task.options()?).map_err(named(&config))?;
             print!("{}", report.table());
         }
         Cmd::Dedup { config, task, step, verify_sample, seed } => {
             let cfg = dedup_config(&config)?;
             let step = step.map(|s| s.parse()).transpose()?;
-            let report = coretech::dedup::run(&cfg, task.options()?.task, step)?;
+            let report = coretech::dedup::run(&cfg, task.options()?.task, step).map_err(named(&config))?;
             print!("{}", report.table());
             if let Some(n) = verify_sample {
                 print!("{}", coretech::dedup::verify::verify_sample(&cfg, n, seed)?.table());
@@ -482,7 +488,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Pack { config, task } => {
             let cfg = load(&config)?;
-            let report = pipeline::run_stage(&cfg, "pack", &task.options()?)?;
+            let report = pipeline::run_stage(&cfg, &Stage::Pack, &task.options()?).map_err(named(&config))?;
             print!("{}", report.table());
         }
         Cmd::Bench { what } => {
@@ -552,7 +558,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sft(args) => match (args.cmd, args.config) {
             (Some(SftCmd::Grade { config, strict }), _) => {
                 let cfg = load(&config)?;
-                let report = pipeline::run_sft(&cfg, strict, coretech::sft::Mode::Grade)?;
+                let report = pipeline::run_sft(&cfg, strict, coretech::sft::Mode::Grade).map_err(named(&config))?;
                 print!("{}", report.table());
                 if let Some(sft) = &cfg.sft {
                     print!("{}", coretech::sft::stats::stats_of_dir(&sft.output)?);
@@ -560,14 +566,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             (Some(SftCmd::Stats { dir }), _) => print!("{}", coretech::sft::stats::stats_of_dir(&dir)?),
             (None, Some(config)) => {
-                let report = pipeline::run_sft(&load(&config)?, args.strict, coretech::sft::Mode::Build)?;
+                let report = pipeline::run_sft(&load(&config)?, args.strict, coretech::sft::Mode::Build).map_err(named(&config))?;
                 print!("{}", report.table());
             }
             (None, None) => anyhow::bail!("usage: coretech sft <config> | coretech sft grade <config> | coretech sft stats <dir>"),
         },
         Cmd::Run { config, task } => {
             let cfg = load(&config)?;
-            for report in pipeline::run(&cfg, &task.options()?)? {
+            for report in pipeline::run(&cfg, &task.options()?).map_err(named(&config))? {
                 println!("== {} ==", report.stage);
                 print!("{}", report.table());
             }
@@ -627,7 +633,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tc.device = d.parse()?;
             }
             // distributed.mode != none: rank and world size from torchrun/Slurm variables.
-            let summary = coretech::train::dist::run(&tc)?;
+            let summary = coretech::train::dist::run(&tc)
+                .map_err(|e| named(&config)(coretech::config::in_section(e.into(), &Stage::Train(name.clone()).section())))?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Cmd::Logits { checkpoint, ids, out } => {

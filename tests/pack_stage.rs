@@ -257,7 +257,7 @@ fn pipeline_file_parses() {
     let p = c.pack.unwrap();
     assert_eq!(p.inputs, [PathBuf::from("out/cpt/documents")]);
     assert_eq!(p.mixture["ipc"], 2.0);
-    assert_eq!(c.stages, ["pack"]);
+    assert_eq!(c.stages, [coretech::config::Stage::Pack]);
 }
 
 /// Python with pyarrow, polars and datasets: $CORETECH_PYTHON, ./.venv/bin/python, python3.

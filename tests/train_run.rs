@@ -272,7 +272,11 @@ fn example_pipelines_parse_and_validate() {
             let cfg = coretech::config::PipelineConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert!(!cfg.train.is_empty(), "{}", p.display());
             for (name, t) in &cfg.train {
-                assert!(cfg.stages.contains(&format!("train:{name}")), "{}: stage train:{name} not listed", p.display());
+                assert!(
+                    cfg.stages.contains(&coretech::config::Stage::Train(name.clone())),
+                    "{}: stage train:{name} not listed",
+                    p.display()
+                );
                 let mut t = t.clone();
                 // Paths are relative to the repository root.
                 t.checkpoint.tokenizer = t.checkpoint.tokenizer.map(|p| Path::new(env!("CARGO_MANIFEST_DIR")).join(p));

@@ -59,8 +59,11 @@ impl Boilerplate {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                Regex::new(&format!("(?m){p}"))
-                    .map_err(|e| Error::Other(format!("clean.boilerplate.patterns[{i}]: invalid regular expression: {e}")))
+                Regex::new(&format!("(?m){p}")).map_err(|e| Error::Config {
+                    file: String::new(),
+                    key: format!("clean.boilerplate.patterns[{i}]"),
+                    message: format!("invalid regular expression: {e}"),
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { patterns })

@@ -159,32 +159,29 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-fn config_error(key: &str, message: &str) -> Error {
-    Error::Other(format!("clean.{key}: {message}"))
+impl CleanConfig {
+    /// Checks the section: ranges (they live in the schema), the order of the length bounds
+    /// and the boilerplate patterns. Keys are named from `clean`.
+    pub fn validate(&self) -> Result<()> {
+        crate::core::schema::check(self, "clean")?;
+        if self.length.min_chars > self.length.max_chars {
+            return Err(Error::Config {
+                file: String::new(),
+                key: "clean.length.min_chars".into(),
+                message: format!("{} is larger than clean.length.max_chars {}", self.length.min_chars, self.length.max_chars),
+            });
+        }
+        if self.boilerplate.enabled {
+            boilerplate::Boilerplate::new(&self.boilerplate)?;
+        }
+        Ok(())
+    }
 }
 
 impl Cleaner {
     /// Builds the pipeline from its config; errors name the offending key.
     pub fn new(cfg: &CleanConfig) -> Result<Self> {
-        if cfg.whitespace.max_newlines == 0 {
-            return Err(config_error("whitespace.max_newlines", "must be at least 1"));
-        }
-        if cfg.length.min_chars > cfg.length.max_chars {
-            return Err(config_error("length", "min_chars is larger than max_chars"));
-        }
-        let (l, k) = (&cfg.repetition.latin, &cfg.repetition.cjk);
-        for (name, top, dup) in [("latin", &l.top, &l.duplicated), ("cjk", &k.top, &k.duplicated)] {
-            for (kind, v) in [("top", top), ("duplicated", dup)] {
-                if v.iter().any(|l| l.n == 0) {
-                    return Err(config_error(&format!("repetition.{name}.{kind}"), "n must be at least 1"));
-                }
-            }
-        }
-        for (lang, r) in &cfg.script.rules {
-            if !(0.0..=1.0).contains(&r.min_ratio) {
-                return Err(config_error(&format!("script.rules.{lang}.min_ratio"), "must be between 0 and 1"));
-            }
-        }
+        cfg.validate()?;
         let boilerplate = if cfg.boilerplate.enabled { Some(boilerplate::Boilerplate::new(&cfg.boilerplate)?) } else { None };
         Ok(Cleaner {
             cfg: cfg.clone(),

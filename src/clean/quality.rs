@@ -16,20 +16,26 @@ macro_rules! quality_thresholds {
         #[serde(deny_unknown_fields, default)]
         pub struct $name {
             /// Most Gopher symbols (`#`, `…`, `...`) per unit (`symbol_ratio`).
+            #[schemars(range(min = 0.0))]
             pub max_symbol_ratio: f64,
             /// Least share of units that hold a letter (`alpha_ratio`): catches pages of
             /// symbols, numbers and punctuation.
+            #[schemars(range(min = 0.0, max = 1.0))]
             pub min_alpha_ratio: f64,
             /// Most share of lines starting with a bullet (`bullet_lines`).
+            #[schemars(range(min = 0.0, max = 1.0))]
             pub max_bullet_lines_ratio: f64,
             /// Most share of lines ending with an ellipsis (`ellipsis_lines`).
+            #[schemars(range(min = 0.0, max = 1.0))]
             pub max_ellipsis_lines_ratio: f64,
             /// The bullet and ellipsis line ratios need this many non-empty lines (a one-line
             /// article that ends with `……` is not a list of teasers).
             pub min_lines_for_line_ratios: usize,
             /// Least mean characters per word (`word_length`); 0 disables.
+            #[schemars(range(min = 0.0))]
             pub min_mean_word_chars: f64,
             /// Most mean characters per word (`word_length`); 0 disables.
+            #[schemars(range(min = 0.0))]
             pub max_mean_word_chars: f64,
         }
 

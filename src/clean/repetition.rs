@@ -20,6 +20,7 @@ pub struct NgramLimit {
     #[schemars(range(min = 1))]
     pub n: usize,
     /// The document is dropped when the measured fraction of its characters exceeds this.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_frac: f64,
 }
 
@@ -79,13 +80,17 @@ pub struct RepetitionConfig {
     /// Apply the rules.
     pub enabled: bool,
     /// Most share of non-empty lines that repeat an earlier line (`repeated_lines`).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_dup_line_frac: f64,
     /// Most share of characters in repeated lines (`repeated_line_chars`).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_dup_line_char_frac: f64,
     /// Most share of paragraphs (separated by blank lines) that repeat an earlier one
     /// (`repeated_paragraphs`).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_dup_para_frac: f64,
     /// Most share of characters in repeated paragraphs (`repeated_paragraph_chars`).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_dup_para_char_frac: f64,
     /// N-gram thresholds for documents measured in words.
     pub latin: LatinNgrams,

@@ -51,8 +51,10 @@ use crate::shard::WriterConfig;
 #[serde(deny_unknown_fields)]
 pub struct DedupConfig {
     /// Input document shard directory (the `docs` stage output; a merged multi-task output works).
+    #[schemars(length(min = 1))]
     pub input: PathBuf,
     /// Output directory: deduplicated shards, `manifest.json`, `report.json`, `duplicates.parquet`.
+    #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// Directory of the intermediate files (signatures, bucket runs, pairs); must be shared by
     /// all tasks of a multi-machine run. Empty: `OUTPUT/.work`.
@@ -78,12 +80,15 @@ pub struct DedupConfig {
     /// Memory for bucket entries before a sorted run is spilled to disk, in MiB, shared by the
     /// worker threads.
     #[serde(default = "default_sort_buffer_mb")]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub sort_buffer_mb: usize,
     /// Sorted runs merged at once (open files per merge); more runs are merged in passes.
     #[serde(default = "default_merge_fan_in")]
+    #[schemars(range(min = 2))]
     pub merge_fan_in: usize,
     /// Documents decoded from a shard at a time.
     #[serde(default = "default_read_batch_rows")]
+    #[schemars(range(min = 1))]
     pub read_batch_rows: usize,
     /// Parquet settings of the output shards.
     #[serde(default)]
@@ -125,12 +130,16 @@ pub struct NearConfig {
     /// Remove near-duplicates (MinHash LSH).
     pub enabled: bool,
     /// Words per shingle where a shingle starts on a non-CJK word (word n-grams).
+    #[schemars(range(min = 1))]
     pub word_ngram: usize,
     /// Characters per shingle where a shingle starts on a CJK character (character n-grams).
+    #[schemars(range(min = 1))]
     pub cjk_ngram: usize,
     /// LSH bands.
+    #[schemars(range(min = 1, max = 512))]
     pub bands: usize,
     /// Hash values per band (signature length = bands × rows).
+    #[schemars(range(min = 1, max = 64))]
     pub rows: usize,
     /// Seed of the shingle hash and the MinHash family.
     pub seed: u64,
@@ -140,12 +149,15 @@ pub struct NearConfig {
     /// (verification sketch) is at least this; 0 accepts every LSH candidate, as datatrove does.
     /// The default sits just above 0.8 by the sketch's measured error (MAE about 0.005), so
     /// pairs below Jaccard 0.8 (templated IPC siblings) are not merged.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub threshold: f64,
     /// Bins of the one-permutation sketch that checks LSH candidates and estimates the Jaccard
     /// of removals (a power of two; 0 checks with the MinHash values instead).
+    #[schemars(range(min = 0, max = 65536))]
     pub verify_bins: usize,
     /// Members of one LSH bucket a new member is checked against before it becomes one of them
     /// (bounds the checks in large buckets).
+    #[schemars(range(min = 1))]
     pub max_bucket_heads: usize,
 }
 
@@ -240,29 +252,13 @@ impl DedupConfig {
 
     /// Checks the settings a run depends on.
     pub fn validate(&self) -> crate::Result<()> {
-        let bad = |key: &str, message: String| Err(crate::Error::Config { file: String::new(), key: format!("dedup.{key}"), message });
-        if self.input.as_os_str().is_empty() {
-            return bad("input", "must name the input shard directory".into());
-        }
-        if self.output.as_os_str().is_empty() {
-            return bad("output", "must name the output directory".into());
-        }
-        if self.near.enabled {
-            if self.near.bands == 0 || self.near.rows == 0 {
-                return bad("near", format!("bands ({}) and rows ({}) must be at least 1", self.near.bands, self.near.rows));
-            }
-            if self.near.word_ngram == 0 || self.near.cjk_ngram == 0 {
-                return bad("near", "word_ngram and cjk_ngram must be at least 1".into());
-            }
-            if self.near.verify_bins != 0 && !self.near.verify_bins.is_power_of_two() {
-                return bad("near.verify_bins", format!("{} is not a power of two", self.near.verify_bins));
-            }
-            if !(0.0..=1.0).contains(&self.near.threshold) {
-                return bad("near.threshold", format!("{} is not in [0, 1]", self.near.threshold));
-            }
-        }
-        if self.read_batch_rows == 0 || self.sort_buffer_mb == 0 {
-            return bad("read_batch_rows", "read_batch_rows and sort_buffer_mb must be at least 1".into());
+        crate::core::schema::check(self, "dedup")?;
+        if self.near.verify_bins != 0 && !self.near.verify_bins.is_power_of_two() {
+            return Err(crate::Error::Config {
+                file: String::new(),
+                key: "dedup.near.verify_bins".into(),
+                message: format!("{} is not 0 or a power of two", self.near.verify_bins),
+            });
         }
         Ok(())
     }

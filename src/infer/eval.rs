@@ -38,8 +38,10 @@ pub struct EvalConfig {
     /// default.
     pub system: Option<String>,
     /// Evaluate only the first N examples of the file.
+    #[schemars(range(min = 1))]
     pub limit: Option<usize>,
     /// Least character-bigram Dice similarity for a fuzzy key-technology match, in (0, 1].
+    #[schemars(range(min = 0.0, max = 1.0), extend("exclusiveMinimum" = 0.0))]
     pub tech_match_threshold: f64,
 }
 
@@ -410,13 +412,16 @@ impl EvalReport {
 #[serde(deny_unknown_fields)]
 pub struct EvalStageConfig {
     /// Weights directory, or a training run directory (its newest complete checkpoint).
+    #[schemars(length(min = 1))]
     pub checkpoint: PathBuf,
     /// Alpaca JSONL test split (the SFT build writes `test-eval.jsonl`).
+    #[schemars(length(min = 1))]
     pub sft_test: PathBuf,
     /// Where the JSON report (per example and aggregate) is written.
     pub report: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
+    #[schemars(regex(pattern = r"^(cpu|cuda(:[0-9]+)?)$"))]
     pub device: String,
     /// Generation and scoring.
     #[serde(default)]
@@ -425,6 +430,14 @@ pub struct EvalStageConfig {
 
 fn default_device() -> String {
     "cpu".into()
+}
+
+impl EvalStageConfig {
+    /// Checks the section (its ranges live in the schema); keys are named from the pipeline
+    /// root (`eval.…`).
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::core::schema::check(self, "eval")
+    }
 }
 
 /// Runs the `eval` stage: loads the checkpoint, evaluates, writes the report; returns it.

@@ -15,16 +15,20 @@ use super::{InferError, Result};
 #[serde(deny_unknown_fields, default)]
 pub struct GenerationConfig {
     /// Most tokens generated for one answer (the stop token not counted).
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub max_new_tokens: usize,
     /// Softmax temperature; 0 picks the most likely token (greedy).
+    #[schemars(range(min = 0.0))]
     pub temperature: f64,
     /// Nucleus sampling: sample from the smallest set of tokens whose probability reaches
     /// `top_p`; 1 disables it.
+    #[schemars(range(min = 0.0, max = 1.0), extend("exclusiveMinimum" = 0.0))]
     pub top_p: f64,
     /// Sample from the `top_k` most likely tokens only (applied before `top_p`); 0 disables it.
     pub top_k: usize,
     /// Divides positive logits (multiplies negative ones) of tokens among the last
     /// `repeat_last_n` of the context; 1 disables it.
+    #[schemars(range(min = 0.0), extend("exclusiveMinimum" = 0.0))]
     pub repetition_penalty: f32,
     /// How many of the latest context tokens (prompt included) the repetition penalty sees.
     pub repeat_last_n: usize,

@@ -42,6 +42,7 @@ pub struct ShuffleConfig {
     pub enabled: bool,
     /// Rows held in memory per shuffle chunk (memory ≈ chunk_rows × seq_len × 4 bytes); the
     /// number of chunk files open at once in the second pass is rows / chunk_rows.
+    #[schemars(range(min = 1))]
     pub chunk_rows: usize,
 }
 
@@ -56,11 +57,14 @@ impl Default for ShuffleConfig {
 #[serde(deny_unknown_fields)]
 pub struct PackConfig {
     /// Document shard directories (each with its `manifest.json`, or `*.parquet` files).
+    #[schemars(length(min = 1), inner(length(min = 1)))]
     pub inputs: Vec<PathBuf>,
     /// Output directory of the token shards and `manifest.json`.
+    #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// Tokens per row.
     #[serde(default = "default_seq_len")]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub seq_len: usize,
     /// `cpt` (concatenate and cut) or `whole` (best-fit, documents kept whole).
     #[serde(default)]
@@ -76,17 +80,21 @@ pub struct PackConfig {
     pub seed: u64,
     /// Weight per source: the integer part is the number of copies of every document, the
     /// fraction the probability of one more (decided per document from hash(seed, id)).
-    /// Sources not listed have weight 1.
+    /// Sources not listed have weight 1; a weight is at most 1000 (copies).
     #[serde(default)]
+    #[schemars(extend("additionalProperties" = { "type": "number", "format": "double", "minimum": 0.0, "maximum": 1000.0 }))]
     pub mixture: BTreeMap<String, f64>,
     /// Rows per output shard.
     #[serde(default = "default_rows_per_shard")]
+    #[schemars(range(min = 1))]
     pub rows_per_shard: usize,
     /// Documents tokenized per parallel batch.
     #[serde(default = "default_batch_docs")]
+    #[schemars(range(min = 1))]
     pub batch_docs: usize,
     /// Whole mode: rows kept open for best-fit before the fullest is closed.
     #[serde(default = "default_open_bins")]
+    #[schemars(range(min = 1))]
     pub open_bins: usize,
     /// The global shuffle.
     #[serde(default)]
@@ -94,6 +102,13 @@ pub struct PackConfig {
     /// Parquet settings (row groups are the loader's unit of reading: keep them small).
     #[serde(default = "default_writer")]
     pub writer: WriterConfig,
+}
+
+impl PackConfig {
+    /// Checks the section (its ranges live in the schema).
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::core::schema::check(self, "pack")
+    }
 }
 
 fn default_seq_len() -> usize {

@@ -107,13 +107,7 @@ pub fn run(cfg: &PackConfig, task: TaskSplit) -> Result<RunReport> {
 /// [`run`] with an already loaded tokenizer (it must be the one `cfg.tokenizer` names).
 pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>) -> Result<RunReport> {
     let started = Instant::now();
-    if cfg.seq_len == 0 || cfg.rows_per_shard == 0 || cfg.batch_docs == 0 || cfg.open_bins == 0 || cfg.shuffle.chunk_rows == 0 {
-        return Err(Error::Config {
-            file: String::new(),
-            key: "pack".into(),
-            message: "seq_len, rows_per_shard, batch_docs, open_bins and shuffle.chunk_rows must be positive".into(),
-        });
-    }
+    cfg.validate()?;
     let files = input_files(cfg, task)?;
     let out_dir = task.output_dir(&cfg.output);
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;

@@ -6,7 +6,7 @@ pub mod merge;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, Stage};
 use crate::core::{RunReport, TaskSplit};
 use crate::error::{Error, Result};
 use crate::ipc::IpcScheme;
@@ -32,43 +32,33 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Runs one stage of a pipeline by name.
-pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result<RunReport> {
+/// The error of a stage whose section is missing (a single-stage command on a file without it;
+/// `coretech run` finds this when the file is parsed).
+fn missing(stage: &Stage) -> Error {
+    Error::Config { file: String::new(), key: stage.section(), message: format!("stage \"{stage}\" needs a [{}] section", stage.section()) }
+}
+
+/// Runs one stage of a pipeline.
+pub fn run_stage(cfg: &PipelineConfig, stage: &Stage, opts: &RunOptions) -> Result<RunReport> {
     match stage {
-        "docs" => {
-            let docs = cfg.docs.as_ref().ok_or_else(|| Error::Config {
-                file: String::new(),
-                key: "docs".into(),
-                message: "stage \"docs\" needs a [docs] section".into(),
-            })?;
+        Stage::Docs => {
+            let docs = cfg.docs.as_ref().ok_or_else(|| missing(stage))?;
             let scheme = IpcScheme::load(&cfg.ipc)?;
             docs::run(docs, &scheme, opts.task, opts.strict)
         }
-        "dedup" => {
-            let dedup = cfg.dedup.as_ref().ok_or_else(|| Error::Config {
-                file: String::new(),
-                key: "dedup".into(),
-                message: "stage \"dedup\" needs a [dedup] section".into(),
-            })?;
+        Stage::Dedup => {
+            let dedup = cfg.dedup.as_ref().ok_or_else(|| missing(stage))?;
             crate::dedup::run(dedup, opts.task, None)
         }
-        "pack" => {
-            let pack = cfg.pack.as_ref().ok_or_else(|| Error::Config {
-                file: String::new(),
-                key: "pack".into(),
-                message: "stage \"pack\" needs a [pack] section".into(),
-            })?;
+        Stage::Pack => {
+            let pack = cfg.pack.as_ref().ok_or_else(|| missing(stage))?;
             crate::pack::stage::run(pack, opts.task)
         }
-        s if s.starts_with("train:") => {
-            let name = &s["train:".len()..];
-            let tc = cfg.train.get(name).ok_or_else(|| Error::Config {
-                file: String::new(),
-                key: "stages".into(),
-                message: format!("stage {s:?} needs a [train.{name}] section"),
-            })?;
-            let summary = crate::train::dist::run(tc)?; // distributed.mode != none: rank from the launcher
-            let mut report = RunReport::new(s);
+        Stage::Train(name) => {
+            let tc = cfg.train.get(name).ok_or_else(|| missing(stage))?;
+            // distributed.mode != none: rank from the launcher
+            let summary = crate::train::dist::run(tc).map_err(|e| crate::config::in_section(e.into(), &stage.section()))?;
+            let mut report = RunReport::new(&stage.to_string());
             report.elapsed_s = summary.elapsed_s;
             report.notes = vec![
                 format!(
@@ -85,13 +75,9 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             ];
             Ok(report)
         }
-        "sft" => Ok(run_sft(cfg, opts.strict, crate::sft::Mode::Build)?.run),
-        "eval" => {
-            let ev = cfg.eval.as_ref().ok_or_else(|| Error::Config {
-                file: String::new(),
-                key: "eval".into(),
-                message: "stage \"eval\" needs an [eval] section".into(),
-            })?;
+        Stage::Sft => Ok(run_sft(cfg, opts.strict, crate::sft::Mode::Build)?.run),
+        Stage::Eval => {
+            let ev = cfg.eval.as_ref().ok_or_else(|| missing(stage))?;
             let rep = crate::infer::eval::run_stage(ev).map_err(|e| Error::Other(format!("eval: {e}")))?;
             let mut report = RunReport::new("eval");
             report.notes = rep.summary().lines().map(str::to_string).collect();
@@ -100,18 +86,13 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, opts: &RunOptions) -> Result
             }
             Ok(report)
         }
-        other => Err(Error::Config { file: String::new(), key: "stages".into(), message: format!("unknown stage {other:?}") }),
     }
 }
 
 /// Runs the SFT stage of a pipeline: its `[sft]` section, with the `[ipc]` scheme for code
 /// validation (no scheme configured: codes are parsed but not looked up).
 pub fn run_sft(cfg: &PipelineConfig, strict: bool, mode: crate::sft::Mode) -> Result<crate::sft::SftReport> {
-    let sft = cfg.sft.as_ref().ok_or_else(|| Error::Config {
-        file: String::new(),
-        key: "sft".into(),
-        message: "stage \"sft\" needs an [sft] section".into(),
-    })?;
+    let sft = cfg.sft.as_ref().ok_or_else(|| missing(&Stage::Sft))?;
     let scheme = IpcScheme::load(&cfg.ipc)?;
     let lookup: Option<&dyn crate::sft::validate::IpcLookup> = if cfg.ipc.scheme.is_empty() { None } else { Some(&scheme) };
     crate::sft::run(sft, lookup, strict, mode)

@@ -51,27 +51,7 @@ fn config_err(key: &str, message: impl Into<String>) -> Error {
 }
 
 fn check_config(cfg: &SftConfig) -> Result<()> {
-    if cfg.inputs.is_empty() {
-        return Err(config_err("inputs", "no inputs listed"));
-    }
-    if cfg.template.cutoff_len == 0 {
-        return Err(config_err("template.cutoff_len", "must be positive"));
-    }
-    if cfg.template.overlength != Overlength::Keep && cfg.pack.seq_len < cfg.template.cutoff_len {
-        return Err(config_err("pack.seq_len", format!("{} is below template.cutoff_len {}", cfg.pack.seq_len, cfg.template.cutoff_len)));
-    }
-    if !(0.0..=1.0).contains(&cfg.split.test_fraction) {
-        return Err(config_err("split.test_fraction", "must be within [0, 1]"));
-    }
-    if cfg.decontam.question_ngram == 0 || cfg.decontam.cpt_ngram == 0 {
-        return Err(config_err("decontam", "n-gram sizes must be positive"));
-    }
-    if cfg.pack.seq_len == 0 || cfg.pack.open_bins == 0 || cfg.pack.rows_per_shard == 0 {
-        return Err(config_err("pack", "seq_len, open_bins and rows_per_shard must be positive"));
-    }
-    if cfg.grade.stages == 0 {
-        return Err(config_err("grade.stages", "must be at least 1"));
-    }
+    cfg.validate()?;
     for d in &cfg.decontam.cpt_documents {
         if !d.is_dir() {
             return Err(config_err(

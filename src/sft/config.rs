@@ -18,12 +18,15 @@ use crate::tokenize::Engine;
 pub struct SftConfig {
     /// Input files (alpaca or sharegpt JSON/JSONL, the GovPatent `question,answer` CSV) and
     /// LLaMA-Factory data folders (a directory holding `dataset_info.json`, or that file).
+    #[schemars(length(min = 1))]
     pub inputs: Vec<SftInput>,
     /// Output directory: `train/` and `test/` token shards with their manifests,
     /// `examples.parquet` (every kept example, graded) and `report.json`.
+    #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// The tokenizer (`tokenizer.json`, optionally zstd-compressed as `.zst`).
     #[serde(default = "default_tokenizer")]
+    #[schemars(length(min = 1))]
     pub tokenizer: PathBuf,
     /// Tokenizer engine: `auto` (the exact fast path when the tokenizer qualifies), `hf` or
     /// `fast`; the ids are the same.
@@ -58,6 +61,26 @@ pub struct SftConfig {
     pub writer: WriterConfig,
 }
 
+impl SftConfig {
+    /// Checks what needs no file: ranges (they live in the schema), the task patterns, and the
+    /// settings that depend on each other. Keys are named from the pipeline root (`sft.…`).
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::core::schema::check(self, "sft")?;
+        if self.template.overlength != Overlength::Keep && self.pack.seq_len < self.template.cutoff_len {
+            return Err(crate::Error::Config {
+                file: String::new(),
+                key: "sft.pack.seq_len".into(),
+                message: format!(
+                    "{} is below sft.template.cutoff_len {} (raise it, or set sft.template.overlength = \"keep\")",
+                    self.pack.seq_len, self.template.cutoff_len
+                ),
+            });
+        }
+        super::task::TaskResolver::new(&self.tasks)?;
+        Ok(())
+    }
+}
+
 fn default_tokenizer() -> PathBuf {
     PathBuf::from("fixtures/tokenizers/qwen2.5/tokenizer.json.zst")
 }
@@ -83,6 +106,7 @@ pub enum InputFormat {
 #[serde(deny_unknown_fields)]
 pub struct SftInput {
     /// A data file, or a directory holding `dataset_info.json` (or that file itself).
+    #[schemars(length(min = 1))]
     pub path: PathBuf,
     /// Dataset name used in ids and reports (default: the file stem, or the
     /// `dataset_info.json` key).
@@ -194,6 +218,7 @@ impl Default for ValidateConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SplitConfig {
     /// Share of each task's `auto` examples that go to test (0 puts all in train).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub test_fraction: f64,
     /// Seed of the split hash.
     pub seed: u64,
@@ -211,18 +236,22 @@ impl Default for SplitConfig {
 pub struct DecontamConfig {
     /// n of the n-grams compared between train and test questions (units: one CJK character,
     /// or one lower-cased ASCII word/number).
+    #[schemars(range(min = 1))]
     pub question_ngram: usize,
     /// A train question whose n-gram Jaccard similarity with some test question reaches this
     /// value is removed (exact matches after normalization are always removed).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub question_threshold: f64,
     /// Document shard directories of the CPT corpus; test questions whose n-grams occur there
     /// are flagged. Empty: no CPT check.
     pub cpt_documents: Vec<PathBuf>,
     /// n of the CPT n-gram check.
+    #[schemars(range(min = 1))]
     pub cpt_ngram: usize,
     /// Check test answers against the CPT corpus too.
     pub cpt_check_answers: bool,
     /// Documents read per batch while streaming the CPT shards.
+    #[schemars(range(min = 1))]
     pub batch_rows: usize,
 }
 
@@ -260,6 +289,7 @@ pub struct TemplateConfig {
     /// when you change it.
     pub default_system: String,
     /// Longest example in tokens (LLaMA-Factory `cutoff_len`).
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub cutoff_len: usize,
     /// Examples over `cutoff_len`.
     pub overlength: Overlength,
@@ -328,6 +358,7 @@ pub struct GradeConfig {
     /// Checkpoint for the model-based scores.
     pub checkpoint: Option<PathBuf>,
     /// Number of curriculum stages (quantiles of the score over the training examples).
+    #[schemars(range(min = 1, max = 1000))]
     pub stages: usize,
     /// Feature scaling before weighting.
     pub normalization: Normalization,
@@ -355,12 +386,15 @@ impl Default for GradeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PackConfig {
     /// Tokens per packed row (at least `template.cutoff_len`).
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub seq_len: usize,
     /// Rows per shard file.
+    #[schemars(range(min = 1))]
     pub rows_per_shard: usize,
     /// Seed of the order of examples within a stage.
     pub seed: u64,
     /// Rows kept open for best fit before the fullest is closed (more: fuller rows).
+    #[schemars(range(min = 1))]
     pub open_bins: usize,
 }
 

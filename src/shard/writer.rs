@@ -23,8 +23,10 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields, default)]
 pub struct WriterConfig {
     /// zstd level (1–22).
+    #[schemars(range(min = 1, max = 22))]
     pub zstd_level: i32,
     /// Rows per Parquet row group.
+    #[schemars(range(min = 1))]
     pub row_group_rows: usize,
 }
 

@@ -32,6 +32,7 @@ pub struct SourcesConfig {
     /// Text encoding of inputs (`auto` detects GB18030/GBK where UTF-8 fails).
     pub encoding: Encoding,
     /// Records larger than this many bytes are counted as errors and skipped.
+    #[schemars(range(min = 1))]
     pub max_record_bytes: usize,
     /// Most levels of nested XML elements in one document (real patents use about 20); a deeper
     /// document is an `xml-too-deep` error and the rest of its file is still read. The upper

@@ -64,6 +64,7 @@ pub struct CheckpointConfig {
     /// dtype of `model.safetensors`.
     pub dtype: SaveDtype,
     /// Largest model file; bigger models are sharded with an index.
+    #[schemars(range(min = 1))]
     pub max_shard_bytes: u64,
     /// Tokenizer to ship in every checkpoint: a `tokenizer.json`, a `tokenizer.json.zst`, or a
     /// directory holding one (its `tokenizer_config.json`, `special_tokens_map.json`,

@@ -87,12 +87,21 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// The architecture this section names.
-    pub fn arch(&self) -> Result<Qwen2Config> {
+    /// Checks that exactly one source is named, and the preset's name.
+    pub fn validate(&self) -> Result<()> {
         let named = [self.preset.is_some(), self.config_json.is_some(), self.from.is_some()].iter().filter(|x| **x).count();
         if named != 1 {
             return Err(TrainError::config("model", "set exactly one of preset, config_json or from"));
         }
+        if let Some(p) = &self.preset {
+            Qwen2Config::preset(p)?;
+        }
+        Ok(())
+    }
+
+    /// The architecture this section names.
+    pub fn arch(&self) -> Result<Qwen2Config> {
+        self.validate()?;
         if let Some(p) = &self.preset {
             return Qwen2Config::preset(p);
         }
@@ -115,6 +124,7 @@ impl ModelConfig {
 pub struct TrainConfig {
     /// Run directory: `checkpoints/`, `metrics.jsonl`, `loss.svg`. A run resumes from the newest
     /// complete checkpoint here.
+    #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// Device.
     pub device: DeviceKind,
@@ -127,16 +137,21 @@ pub struct TrainConfig {
     /// Architecture and initial weights.
     pub model: ModelConfig,
     /// Rows per micro-batch.
+    #[schemars(range(min = 1, max = 65536))]
     pub batch_size: usize,
     /// Tokens per row.
+    #[schemars(range(min = 2, max = 1_048_576))]
     pub seq_len: usize,
     /// Micro-batches per optimizer step (the loss is the mean over all their counted targets).
+    #[schemars(range(min = 1, max = 65536))]
     pub grad_accum: usize,
     /// Optimizer steps (default: as many as the data gives, micro-batches / grad_accum).
+    #[schemars(range(min = 1))]
     pub max_steps: Option<u64>,
     /// Keep only each layer's input and recompute the layer in backward (less memory, ~1/3 more compute).
     pub recompute: bool,
     /// Counted tokens per cross-entropy chunk (bounds the f32 logits held at once to chunk × vocab).
+    #[schemars(range(min = 1))]
     pub ce_chunk_tokens: usize,
     /// AdamW.
     pub optimizer: AdamWConfig,
@@ -179,13 +194,14 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Checks everything that can be checked without touching files.
+    /// Keys are named from the section (`batch_size`, `data.stages[0].epochs`); ranges live in
+    /// the schema.
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 || self.seq_len < 2 || self.grad_accum == 0 || self.ce_chunk_tokens == 0 {
-            return Err(TrainError::config("batch_size", "batch_size, grad_accum and ce_chunk_tokens must be >= 1, seq_len >= 2"));
-        }
-        if self.max_steps == Some(0) {
-            return Err(TrainError::config("max_steps", "must be >= 1"));
-        }
+        crate::core::schema::check(self, "").map_err(|e| match e {
+            crate::Error::Config { key, message, .. } => TrainError::config(key, message),
+            other => TrainError::config(crate::core::schema::ROOT, other.to_string()),
+        })?;
+        self.model.validate()?;
         self.optimizer.validate()?;
         self.data.validate()?;
         self.checkpoint.validate()?;

@@ -51,11 +51,14 @@ pub struct StageConfig {
     /// Token-shard directory of this stage (`data.source = "shards"`).
     pub shards: Option<PathBuf>,
     /// Passes over the stage's rows.
+    #[schemars(range(min = 1))]
     pub epochs: u32,
     /// Share of each stage's rows drawn from earlier stages (replay against forgetting).
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
     pub replay: f64,
     /// Shard source: micro-batches taken from each epoch of this stage at most, the rest of the
     /// epoch skipped (a short run that still visits every stage of a long curriculum).
+    #[schemars(range(min = 1))]
     pub max_batches: Option<u64>,
 }
 
@@ -92,6 +95,7 @@ pub struct SyntheticConfig {
     /// Longest document (0: the row length, i.e. one document per row).
     pub max_doc_len: usize,
     /// SFT stages: share of each document (its start) that is prompt, with no loss.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub prompt_fraction: f64,
 }
 
@@ -108,11 +112,13 @@ pub struct DataConfig {
     /// Batch source.
     pub source: SourceKind,
     /// Curriculum stages, in order.
+    #[schemars(length(min = 1))]
     pub stages: Vec<StageConfig>,
     /// Synthetic-source settings.
     pub synthetic: SyntheticConfig,
     /// Shard source: micro-batches the loader prepares ahead on a background thread, so reading
     /// overlaps the step (0: read on the training thread).
+    #[schemars(range(min = 0, max = 1024))]
     pub prefetch: usize,
 }
 

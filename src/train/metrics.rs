@@ -18,6 +18,7 @@ pub struct MetricsConfig {
     /// Show a progress bar on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
     /// Peak FLOP/s of the device for MFU (default: 989e12, H100 dense bf16, on CUDA; none on CPU).
+    #[schemars(range(min = 0.0), extend("exclusiveMinimum" = 0.0))]
     pub peak_flops: Option<f64>,
     /// Redraw `loss.svg` every N steps (0: only at checkpoints and at the end).
     pub plot_every: u64,

@@ -15,18 +15,24 @@ use super::ops::{AdamState, AdamWStep, Ops};
 #[serde(deny_unknown_fields, default)]
 pub struct AdamWConfig {
     /// Peak learning rate (the schedule scales it).
+    #[schemars(range(min = 0.0))]
     pub lr: f64,
     /// First-moment decay β1.
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
     pub beta1: f64,
     /// Second-moment decay β2.
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
     pub beta2: f64,
     /// Denominator epsilon.
+    #[schemars(range(min = 0.0), extend("exclusiveMinimum" = 0.0))]
     pub eps: f64,
     /// Decoupled weight decay.
+    #[schemars(range(min = 0.0))]
     pub weight_decay: f64,
     /// Apply weight decay to RMSNorm weights and biases too (HF Trainer and most recipes do not).
     pub decay_norms_and_biases: bool,
     /// Clip the global gradient norm to this value (0 turns clipping off).
+    #[schemars(range(min = 0.0))]
     pub max_grad_norm: f64,
 }
 

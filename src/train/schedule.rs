@@ -25,6 +25,7 @@ pub struct ScheduleConfig {
     /// Decay after warmup.
     pub decay: Decay,
     /// The minimum learning rate as a fraction of the peak (reached at the last step).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min_lr_ratio: f64,
 }
 

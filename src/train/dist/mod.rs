@@ -73,9 +73,11 @@ pub struct DistConfig {
     /// Collective backend: `auto` (NCCL on CUDA, TCP on CPU), `tcp` or `nccl`.
     pub backend: DistBackend,
     /// Gradient bucket size, MiB of f32 gradients per collective (PyTorch DDP's default is 25).
+    #[schemars(range(min = 0.0, max = 65536.0), extend("exclusiveMinimum" = 0.0))]
     pub bucket_mb: f64,
     /// Seconds to wait for the rendezvous and for any one collective (a rank saving a checkpoint
     /// keeps the others waiting this long at most) before failing.
+    #[schemars(range(min = 0.0, max = 1e7), extend("exclusiveMinimum" = 0.0))]
     pub timeout_s: f64,
 }
 
