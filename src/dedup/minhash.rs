@@ -167,6 +167,28 @@ pub fn sketch_estimate(a: &[u16], b: &[u16]) -> f64 {
     }
 }
 
+/// A document's MinHash signature and verification sketch, as stored by the signatures step.
+#[derive(Debug, Clone, Default)]
+pub struct Sketch {
+    /// The `k` MinHash values.
+    pub sig: Vec<u32>,
+    /// The one-permutation verification bins (empty when the config has none).
+    pub bins: Vec<u16>,
+    /// Read buffer.
+    pub buf: Vec<u8>,
+}
+
+impl Sketch {
+    /// Estimated Jaccard: the verification sketch where there is one, else the signature.
+    pub fn similarity(&self, o: &Sketch) -> f64 {
+        if self.bins.is_empty() {
+            estimate(&self.sig, &o.sig)
+        } else {
+            sketch_estimate(&self.bins, &o.bins)
+        }
+    }
+}
+
 fn permute_min(a: &[u32], b: &[u32], hashes: &[u32], sig: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     {

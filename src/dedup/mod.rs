@@ -28,20 +28,24 @@
 //! (source priority, date, id).
 
 pub mod bench;
+pub mod cluster;
 pub mod extsort;
 pub mod minhash;
 pub mod normalize;
+pub mod policy;
 pub mod shingle;
 pub mod stage;
 pub mod unionfind;
 pub mod verify;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use normalize::NormalizeConfig;
+pub use policy::{Identity, SourcePolicy};
 pub use stage::{run, Step};
 
 use crate::shard::WriterConfig;
@@ -72,11 +76,27 @@ pub struct DedupConfig {
     /// Which document of a cluster is kept.
     #[serde(default)]
     pub keep: KeepConfig,
-    /// How matched pairs become removals: `centers` (a document is removed only in favour of a
-    /// kept document it matched directly) or `components` (one kept document per connected
-    /// component of the matches, as datatrove does; chains of similar documents collapse).
+    /// Per-source policies (`[dedup.sources.ipc]`: `exact`, `near`, `identity`); a source not
+    /// listed, and a field left out, takes the built-in default (see `dedup::policy`: IPC
+    /// entries are identified by their code, office patents by their publication number).
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourcePolicy>,
+    /// How candidate groups become removals: `centers` (a document is removed in favour of the
+    /// kept document of its group it is a near copy of, checked directly) or `components` (one
+    /// kept document per group of LSH candidates, unchecked, as datatrove does).
     #[serde(default)]
     pub clustering: Clustering,
+    /// Kept documents of one candidate group that later members are checked against; members of
+    /// larger groups beyond them are kept unchecked (counted in the log). Bounds the memory
+    /// (about 2.5 KB each) and the checks per document.
+    #[serde(default = "default_max_kept_per_group")]
+    #[schemars(range(min = 1))]
+    pub max_kept_per_group: usize,
+    /// Memory of the cluster step's per-document state (union-find pages, external sorts), in
+    /// MiB; beyond it the state lives in files under the work directory.
+    #[serde(default = "default_cluster_memory_mb")]
+    #[schemars(range(min = 1))]
+    pub cluster_memory_mb: usize,
     /// Memory for bucket entries before a sorted run is spilled to disk, in MiB, shared by the
     /// worker threads.
     #[serde(default = "default_sort_buffer_mb")]
@@ -97,6 +117,12 @@ pub struct DedupConfig {
 
 fn default_sort_buffer_mb() -> usize {
     128
+}
+fn default_max_kept_per_group() -> usize {
+    1024
+}
+fn default_cluster_memory_mb() -> usize {
+    32
 }
 fn default_merge_fan_in() -> usize {
     128
@@ -155,10 +181,6 @@ pub struct NearConfig {
     /// of removals (a power of two; 0 checks with the MinHash values instead).
     #[schemars(range(min = 0, max = 65536))]
     pub verify_bins: usize,
-    /// Members of one LSH bucket a new member is checked against before it becomes one of them
-    /// (bounds the checks in large buckets).
-    #[schemars(range(min = 1))]
-    pub max_bucket_heads: usize,
 }
 
 impl Default for NearConfig {
@@ -173,20 +195,22 @@ impl Default for NearConfig {
             case_fold: true,
             threshold: 0.81,
             verify_bins: 1024,
-            max_bucket_heads: 8,
         }
     }
 }
 
-/// How matched pairs become removals.
+/// How candidate groups become removals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Clustering {
-    /// Greedy in keep order: a document is removed if it matched a kept document directly;
-    /// otherwise it is kept. Every removal is backed by a direct match.
+    /// Greedy in keep order within each group of LSH candidates: a document is removed in
+    /// favour of the kept document of its group it is most similar to, if that similarity is at
+    /// least `near.threshold` (an exact twin first); otherwise it is kept. Every removal is
+    /// backed by a direct check against the document it names.
     #[default]
     Centers,
-    /// One kept document per union-find component of the matches.
+    /// One kept document per group of LSH candidates (per identity), unchecked: chains of
+    /// similar documents collapse, as in datatrove.
     Components,
 }
 
@@ -227,7 +251,10 @@ impl DedupConfig {
             exact: ExactConfig::default(),
             near: NearConfig::default(),
             keep: KeepConfig::default(),
+            sources: BTreeMap::new(),
             clustering: Clustering::default(),
+            max_kept_per_group: default_max_kept_per_group(),
+            cluster_memory_mb: default_cluster_memory_mb(),
             sort_buffer_mb: default_sort_buffer_mb(),
             merge_fan_in: default_merge_fan_in(),
             read_batch_rows: default_read_batch_rows(),

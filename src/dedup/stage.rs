@@ -2,7 +2,7 @@
 //! cluster → filter, with file-based hand-off, per-unit done markers (resume) and byte-
 //! deterministic outputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -10,17 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, ListArray, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::cluster::{DocFacts, KIND_EXACT};
 use super::extsort::{merge_runs, write_run, Entry};
-use super::minhash::{estimate, sketch_estimate, Scratch};
+use super::minhash::{Scratch, Sketch};
 use super::normalize::exact_key;
-use super::unionfind::UnionFind;
+use super::policy::{identity_key, resolve, Identity};
 use super::{DatePreference, DedupConfig};
 use crate::core::fsio::write_atomic;
 use crate::core::{RunReport, TaskSplit};
@@ -93,8 +94,8 @@ impl Layout {
         let k = if cfg.near.enabled { cfg.near.bands * cfg.near.rows } else { 0 };
         let m = if cfg.near.enabled { cfg.near.verify_bins } else { 0 };
         // The keep policy orders bucket members, so it is part of the work.
-        let work_hash = crate::core::hash_of(&(&cfg.exact, &cfg.near, &cfg.keep, &listing));
-        let cluster_hash = crate::core::hash_of(&(&work_hash, cfg.clustering));
+        let work_hash = crate::core::hash_of(&(&cfg.exact, &cfg.near, &cfg.keep, &cfg.sources, &listing));
+        let cluster_hash = crate::core::hash_of(&(&work_hash, cfg.clustering, cfg.max_kept_per_group));
         Ok(Self { shards, prefix, work: cfg.work(), work_hash, cluster_hash, k, m, nb, slots: nb + cfg.exact.enabled as usize })
     }
     /// Bytes of one document's record in a `.sig` file.
@@ -260,6 +261,9 @@ struct DocKeys {
     exact: u128,
     order: u64,
     shingles: u32,
+    identity: u64,
+    exact_on: bool,
+    near_on: bool,
 }
 
 fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash::MinHasher, budget: usize) -> Result<()> {
@@ -278,7 +282,7 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
     }
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| shard_err(path, e))?;
-    let wanted: Vec<usize> = ["id", "source", "date", "text"]
+    let wanted: Vec<usize> = ["id", "source", "date", "text", "ipc"]
         .iter()
         .map(|n| builder.schema().index_of(n).map_err(|_| shard_err(path, format!("column {n:?} missing (not a document shard?)"))))
         .collect::<Result<_>>()?;
@@ -319,6 +323,10 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
             string_col(&batch, "date", path)?,
             string_col(&batch, "text", path)?,
         );
+        let ipcs = batch
+            .column_by_name("ipc")
+            .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+            .ok_or_else(|| shard_err(path, "column \"ipc\" missing or not a list (not a document shard?)"))?;
         let n = batch.num_rows();
         // Chunks of at least one value so the zips line up when near dedup is off (k = nb = 0).
         let (kk, nbb, mm) = (k.max(1), nb.max(1), lay.m.max(1));
@@ -332,15 +340,26 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
             .zip(bins.par_chunks_mut(mm))
             .map_init(Scratch::default, |sc, (((i, sig), band), bin)| {
                 let text = texts.value(i);
-                let exact = if cfg.exact.enabled { exact_key(&cfg.exact.normalize, text, cfg.exact.seed) } else { 0 };
+                let (source, id) = (sources.value(i), ids.value(i));
+                let policy = resolve(&cfg.sources, source);
+                let exact_on = cfg.exact.enabled && policy.exact;
+                let near_on = k > 0 && policy.near;
+                let exact = if exact_on { exact_key(&cfg.exact.normalize, text, cfg.exact.seed) } else { 0 };
                 let mut shingles = 0;
-                if k > 0 {
+                if near_on {
                     shingles = hasher.signature(text, sc, sig, &mut bin[..lay.m]) as u32;
                     for (b, key) in band.iter_mut().enumerate().take(nb) {
                         *key = hasher.band_key(sig, b);
                     }
                 }
-                DocKeys { exact, order: order_key(cfg, sources.value(i), dates.value(i), ids.value(i)), shingles }
+                let identity = match policy.identity {
+                    Identity::Ipc => {
+                        let codes = ipc_codes(ipcs, i);
+                        identity_key(policy.identity, source, id, &codes.iter().map(String::as_str).collect::<Vec<_>>())
+                    }
+                    other => identity_key(other, source, id, &[]),
+                };
+                DocKeys { exact, order: order_key(cfg, source, dates.value(i), id), shingles, identity, exact_on, near_on }
             })
             .collect();
         sig_bytes.clear();
@@ -358,13 +377,13 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
         for (i, d) in keys.iter().enumerate() {
             write_meta(&mut meta_w, d, sources.value(i), dates.value(i), ids.value(i)).map_err(|e| Error::io(&meta_tmp, e))?;
             let gidx = lay.prefix[s] + row + i as u64;
-            if d.shingles > 0 {
+            if d.near_on && d.shingles > 0 {
                 for b in 0..nb {
                     bufs[b].push(Entry { key: bands[i * nbb + b], order: d.order, gidx });
                 }
                 buffered += nb;
             }
-            if cfg.exact.enabled {
+            if d.exact_on {
                 bufs[nb].push(Entry { key: d.exact, order: d.order, gidx });
                 buffered += 1;
             }
@@ -402,10 +421,24 @@ fn order_key(cfg: &DedupConfig, source: &str, date: &str, id: &str) -> u64 {
     (prio << 56) | (d << 28) | (xxhash_rust::xxh3::xxh3_64(id.as_bytes()) >> 36)
 }
 
+/// The IPC symbols of row `i` of a shard's `ipc` column.
+fn ipc_codes(col: &ListArray, i: usize) -> Vec<String> {
+    if col.is_null(i) {
+        return Vec::new();
+    }
+    let v = col.value(i);
+    match v.as_any().downcast_ref::<StringArray>() {
+        Some(a) => (0..a.len()).filter(|&j| a.is_valid(j)).map(|j| a.value(j).to_string()).collect(),
+        None => Vec::new(),
+    }
+}
+
 fn write_meta(w: &mut impl Write, d: &DocKeys, source: &str, date: &str, id: &str) -> std::io::Result<()> {
     w.write_all(&d.exact.to_le_bytes())?;
     w.write_all(&d.order.to_le_bytes())?;
     w.write_all(&d.shingles.to_le_bytes())?;
+    w.write_all(&d.identity.to_le_bytes())?;
+    w.write_all(&[d.exact_on as u8 | (d.near_on as u8) << 1])?;
     w.write_all(&(source.len().min(u16::MAX as usize) as u16).to_le_bytes())?;
     w.write_all(&source.as_bytes()[..source.len().min(u16::MAX as usize)])?;
     w.write_all(&(date.len().min(u16::MAX as usize) as u16).to_le_bytes())?;
@@ -418,6 +451,9 @@ fn write_meta(w: &mut impl Write, d: &DocKeys, source: &str, date: &str, id: &st
 #[derive(Debug, Clone)]
 struct MetaRec {
     exact: u128,
+    shingles: u32,
+    identity: u64,
+    flags: u8,
     source: String,
     date: String,
     id: String,
@@ -435,17 +471,20 @@ impl MetaReader {
     fn next_rec(&mut self) -> Result<MetaRec> {
         let path = self.path.clone();
         let bad = |e: std::io::Error| Error::Other(format!("{}: truncated or unreadable metadata file: {e}", path.display()));
-        let mut head = [0u8; 30];
+        let mut head = [0u8; 39];
         self.r.read_exact(&mut head).map_err(bad)?;
         let exact = u128::from_le_bytes(head[..16].try_into().unwrap());
-        let source = self.string(u16::from_le_bytes([head[28], head[29]]) as usize)?;
+        let shingles = u32::from_le_bytes(head[24..28].try_into().unwrap());
+        let identity = u64::from_le_bytes(head[28..36].try_into().unwrap());
+        let flags = head[36];
+        let source = self.string(u16::from_le_bytes([head[37], head[38]]) as usize)?;
         let mut l2 = [0u8; 2];
         self.r.read_exact(&mut l2).map_err(bad)?;
         let date = self.string(u16::from_le_bytes(l2) as usize)?;
         let mut l4 = [0u8; 4];
         self.r.read_exact(&mut l4).map_err(bad)?;
         let id = self.string(u32::from_le_bytes(l4) as usize)?;
-        Ok(MetaRec { exact, source, date, id })
+        Ok(MetaRec { exact, shingles, identity, flags, source, date, id })
     }
     fn string(&mut self, n: usize) -> Result<String> {
         let mut b = vec![0u8; n];
@@ -465,37 +504,27 @@ impl<'a> SigStore<'a> {
     fn new(lay: &'a Layout) -> Self {
         Self { lay, files: (0..lay.shards.len()).map(|_| OnceLock::new()).collect() }
     }
+}
+
+impl super::cluster::SketchSource for SigStore<'_> {
+    /// Reads what the similarity uses: the verification bins where there are any, else the
+    /// MinHash values.
     fn get(&self, g: u64, out: &mut Sketch) -> Result<()> {
         let (s, row) = self.lay.locate(g);
         let rec = self.lay.record();
         let f = self.files[s].get_or_init(|| File::open(self.lay.sig(s)).map_err(|e| format!("{}: {e}", self.lay.sig(s).display())));
         let f = f.as_ref().map_err(|e| Error::Other(e.clone()))?;
-        out.buf.resize(rec, 0);
-        f.read_exact_at(&mut out.buf, row * rec as u64).map_err(|e| Error::io(self.lay.sig(s), e))?;
+        let (offset, len) = if self.lay.m > 0 { (4 * self.lay.k, 2 * self.lay.m) } else { (0, 4 * self.lay.k) };
+        out.buf.resize(len, 0);
+        f.read_exact_at(&mut out.buf, row * rec as u64 + offset as u64).map_err(|e| Error::io(self.lay.sig(s), e))?;
         out.sig.clear();
-        out.sig.extend(out.buf[..4 * self.lay.k].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())));
         out.bins.clear();
-        out.bins.extend(out.buf[4 * self.lay.k..].chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().unwrap())));
-        Ok(())
-    }
-}
-
-/// A document's MinHash signature and verification sketch.
-#[derive(Debug, Clone, Default)]
-struct Sketch {
-    sig: Vec<u32>,
-    bins: Vec<u16>,
-    buf: Vec<u8>,
-}
-
-impl Sketch {
-    /// Estimated Jaccard: the verification sketch where there is one, else the signature.
-    fn similarity(&self, o: &Sketch) -> f64 {
-        if self.bins.is_empty() {
-            estimate(&self.sig, &o.sig)
+        if self.lay.m > 0 {
+            out.bins.extend(out.buf.chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().unwrap())));
         } else {
-            sketch_estimate(&self.bins, &o.bins)
+            out.sig.extend(out.buf.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())));
         }
+        Ok(())
     }
 }
 
@@ -526,64 +555,37 @@ fn all_sig_done(lay: &Layout) -> Result<Vec<SigDone>> {
 
 fn buckets(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<()> {
     let done = all_sig_done(lay)?;
-    let sigs = SigStore::new(lay);
     let mine: Vec<usize> = (0..lay.slots).filter(|b| b % task.count == task.index).collect();
     mine.par_iter().try_for_each(|&slot| {
         if read_json::<EdgesDone>(&lay.edges_done(slot)).is_some_and(|d| d.hash == lay.work_hash) {
             return Ok(());
         }
         let runs: Vec<PathBuf> = done.iter().flat_map(|d| d.runs[slot].iter().map(|r| lay.work.join(r))).collect();
-        let pairs = bucket_slot(cfg, lay, slot, &runs, &sigs)?;
+        let pairs = bucket_slot(cfg, lay, slot, &runs)?;
         write_json(&lay.edges_done(slot), &EdgesDone { hash: lay.work_hash.clone(), pairs })
     })
 }
 
-fn bucket_slot(cfg: &DedupConfig, lay: &Layout, slot: usize, runs: &[PathBuf], sigs: &SigStore) -> Result<u64> {
-    let exact = slot == lay.nb;
-    let mut merge = merge_runs(runs, cfg.merge_fan_in, &lay.work.join("tmp").join(format!("b{slot:02}")))?;
+/// Merges a band's runs and pairs every member of a bucket with the bucket's first member
+/// (candidate pairs, unverified: the cluster step checks every removal against the document it
+/// names). Linear in the bucket size, however large the bucket.
+fn bucket_slot(cfg: &DedupConfig, lay: &Layout, slot: usize, runs: &[PathBuf]) -> Result<u64> {
+    let mut merge = merge_runs::<Entry>(runs, cfg.merge_fan_in, &lay.work.join("tmp").join(format!("b{slot:02}")))?;
     let out = lay.edges(slot);
     std::fs::create_dir_all(out.parent().unwrap()).map_err(|e| Error::io(&out, e))?;
     let tmp = crate::core::fsio::tmp_path(&out);
     let mut w = BufWriter::with_capacity(1 << 16, File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
     let mut pairs = 0u64;
-    let mut emit = |a: u64, b: u64| -> Result<()> {
-        pairs += 1;
-        w.write_all(&a.to_le_bytes()).and_then(|_| w.write_all(&b.to_le_bytes())).map_err(|e| Error::io(&tmp, e))
-    };
     let mut key: Option<u128> = None;
     let mut first = 0u64;
-    let mut heads: Vec<(u64, Sketch)> = Vec::new();
-    let mut sig = Sketch::default();
     while let Some(e) = merge.next_entry()? {
         if key != Some(e.key) {
             key = Some(e.key);
             first = e.gidx;
-            heads.clear();
             continue;
         }
-        if exact {
-            emit(first, e.gidx)?;
-            continue;
-        }
-        // Candidates in a shared band: checked against up to `max_bucket_heads` earlier
-        // members (bucket order is by id hash, so the outcome does not depend on input order).
-        if heads.is_empty() {
-            let mut s0 = Sketch::default();
-            sigs.get(first, &mut s0)?;
-            heads.push((first, s0));
-        }
-        sigs.get(e.gidx, &mut sig)?;
-        let mut joined = false;
-        for (h, hs) in &heads {
-            if hs.similarity(&sig) >= cfg.near.threshold {
-                emit(*h, e.gidx)?;
-                joined = true;
-                break;
-            }
-        }
-        if !joined && heads.len() < cfg.near.max_bucket_heads.max(1) {
-            heads.push((e.gidx, std::mem::take(&mut sig)));
-        }
+        pairs += 1;
+        w.write_all(&first.to_le_bytes()).and_then(|_| w.write_all(&e.gidx.to_le_bytes())).map_err(|e| Error::io(&tmp, e))?;
     }
     let f = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
@@ -602,24 +604,6 @@ pub struct ClusterSummary {
     pub clusters: u64,
     /// Removed documents by source and kind.
     pub removed: BTreeMap<String, BTreeMap<String, u64>>,
-}
-
-/// A document of a cluster with its keep-policy facts.
-struct Best {
-    rec: MetaRec,
-    prio: usize,
-    gidx: u64,
-}
-
-fn better(cfg: &DedupConfig, a: &Best, b: &Best) -> bool {
-    use std::cmp::Ordering::*;
-    let by_prio =
-        a.prio.cmp(&b.prio).then_with(|| if a.prio == cfg.keep.source_priority.len() { a.rec.source.cmp(&b.rec.source) } else { Equal });
-    let by_date = a.rec.date.is_empty().cmp(&b.rec.date.is_empty()).then_with(|| match cfg.keep.date {
-        DatePreference::Oldest => a.rec.date.cmp(&b.rec.date),
-        DatePreference::Newest => b.rec.date.cmp(&a.rec.date),
-    });
-    by_prio.then(by_date).then_with(|| a.rec.id.cmp(&b.rec.id)).then(a.gidx.cmp(&b.gidx)) == Less
 }
 
 fn duplicates_schema() -> SchemaRef {
@@ -708,22 +692,6 @@ pub fn read_duplicates(path: &Path) -> Result<Vec<DuplicateRow>> {
     Ok(out)
 }
 
-/// Similarity of two cluster members: 1 for the same exact key, else the signature estimate.
-fn similarity(cfg: &DedupConfig, lay: &Layout, sigs: &SigStore, a: &Best, b: &Best, sa: &mut Sketch, sb: &mut Sketch) -> Result<f64> {
-    if cfg.exact.enabled && a.rec.exact == b.rec.exact {
-        return Ok(1.0);
-    }
-    if lay.k == 0 {
-        return Ok(0.0);
-    }
-    sigs.get(a.gidx, sa)?;
-    sigs.get(b.gidx, sb)?;
-    Ok(sa.similarity(sb))
-}
-
-const KIND_EXACT: u8 = 0;
-const KIND_NEAR: u8 = 1;
-
 fn kind_name(k: u8) -> &'static str {
     if k == KIND_EXACT {
         "exact"
@@ -746,164 +714,92 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
             )));
         }
     }
-    let n = lay.total();
-    if n > u32::MAX as u64 {
-        return Err(Error::Other(format!("dedup: {n} documents exceed the 2^32 a single cluster step handles")));
+    let spill = lay.work.join("tmp").join("cluster");
+    if spill.exists() {
+        std::fs::remove_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
     }
-    // The accepted pairs (a pair found in several bands once) and their components.
-    let mut edges: Vec<(u32, u32)> = Vec::new();
-    for slot in 0..lay.slots {
-        let p = lay.edges(slot);
-        let mut r = BufReader::with_capacity(1 << 16, File::open(&p).map_err(|e| Error::io(&p, e))?);
-        let mut buf = [0u8; 16];
+    let budget = cfg.cluster_memory_mb << 20;
+    let params = super::cluster::Params {
+        threshold: cfg.near.threshold,
+        clustering: cfg.clustering,
+        exact: cfg.exact.enabled,
+        near: lay.k > 0,
+        keep: &cfg.keep,
+        max_kept: cfg.max_kept_per_group,
+        union_find_bytes: budget / 2,
+        sort_bytes: budget / 4,
+        fan_in: cfg.merge_fan_in,
+    };
+    let edges = |f: &mut dyn FnMut(u64, u64) -> Result<()>| -> Result<()> {
+        for slot in 0..lay.slots {
+            let p = lay.edges(slot);
+            let mut r = BufReader::with_capacity(1 << 16, File::open(&p).map_err(|e| Error::io(&p, e))?);
+            let mut buf = [0u8; 16];
+            while super::extsort::read_exact_or_end(&mut r, &mut buf).map_err(|e| Error::io(&p, e))? {
+                let a = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                let b = u64::from_le_bytes(buf[8..].try_into().unwrap());
+                f(a, b).map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
+            }
+        }
+        Ok(())
+    };
+    let mut shard = 0usize;
+    let mut meta: Option<MetaReader> = None;
+    let mut g = 0u64;
+    let facts = || -> Result<DocFacts> {
         loop {
-            match r.read_exact(&mut buf) {
-                Ok(()) => {
-                    let a = u64::from_le_bytes(buf[..8].try_into().unwrap());
-                    let b = u64::from_le_bytes(buf[8..].try_into().unwrap());
-                    if a >= n || b >= n {
-                        return Err(Error::Other(format!(
-                            "{}: pair ({a}, {b}) outside the {n} documents (stale work files?)",
-                            p.display()
-                        )));
-                    }
-                    edges.push((a.min(b) as u32, a.max(b) as u32));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(Error::io(&p, e)),
+            if meta.is_none() {
+                meta = Some(MetaReader::open(&lay.meta(shard))?);
             }
-        }
-    }
-    edges.sort_unstable();
-    edges.dedup();
-    let mut uf = UnionFind::new(n as usize);
-    for &(a, b) in &edges {
-        uf.union(a, b);
-    }
-    let prio = |source: &str| cfg.keep.source_priority.iter().position(|p| p == source).unwrap_or(cfg.keep.source_priority.len());
-
-    // Every document in a cluster, in keep-policy order (best first).
-    let mut members: Vec<Best> = Vec::new();
-    for s in 0..lay.shards.len() {
-        let mut mr = MetaReader::open(&lay.meta(s))?;
-        for g in lay.prefix[s]..lay.prefix[s + 1] {
-            let rec = mr.next_rec()?;
-            if uf.set_size(g as u32) >= 2 {
-                members.push(Best { prio: prio(&rec.source), rec, gidx: g });
+            if g < lay.prefix[shard + 1] {
+                break;
             }
+            shard += 1;
+            meta = None;
         }
-    }
-    members.sort_by(|a, b| {
-        if better(cfg, a, b) {
-            std::cmp::Ordering::Less
-        } else if better(cfg, b, a) {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
-    });
-    let pos: HashMap<u32, u32> = members.iter().enumerate().map(|(i, m)| (m.gidx as u32, i as u32)).collect();
-    // For each member, its neighbours that come earlier in keep order (CSR by position).
-    let mut better_of: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
-    for &(a, b) in &edges {
-        let (pa, pb) = (pos[&a], pos[&b]);
-        let (worse, best) = if pa > pb { (pa, pb) } else { (pb, pa) };
-        better_of[worse as usize].push(best);
-    }
-    drop(edges);
-    // Decide in keep order. `centers`: a document is removed only in favour of a kept document
-    // it was directly matched with (or an exact twin's decision), so chains of distinct but
-    // similar documents (templated IPC descriptions) keep their distinct members.
-    // `components`: one kept document per union-find component (datatrove's rule).
+        g += 1;
+        let r = meta.as_mut().unwrap().next_rec()?;
+        Ok(DocFacts {
+            source: r.source,
+            date: r.date,
+            id: r.id,
+            exact: r.exact,
+            shingles: r.shingles,
+            identity: r.identity,
+            exact_on: r.flags & 1 != 0,
+            near_on: r.flags & 2 != 0,
+        })
+    };
     let sigs = SigStore::new(lay);
-    let (mut sa, mut sb) = (Sketch::default(), Sketch::default());
-    let mut kept_by: Vec<u32> = vec![u32::MAX; members.len()]; // position of the kept doc; self if kept
-    let mut component_best: HashMap<u32, u32> = HashMap::new();
-    let mut twin: HashMap<(u32, u128), u32> = HashMap::new();
-    for i in 0..members.len() {
-        let root = uf.find(members[i].gidx as u32);
-        let first = *component_best.entry(root).or_insert(i as u32);
-        let decided = match cfg.clustering {
-            super::Clustering::Components => first,
-            super::Clustering::Centers => {
-                let t = if cfg.exact.enabled { twin.get(&(root, members[i].rec.exact)).copied() } else { None };
-                match t {
-                    Some(t) => kept_by[t as usize],
-                    None => match better_of[i].iter().copied().filter(|&b| kept_by[b as usize] == b).min() {
-                        Some(c) => c,
-                        None => {
-                            // Matched only documents that were removed themselves: their kept
-                            // documents are checked directly (LSH buckets link members to a few
-                            // heads, not to every member).
-                            let mut cands: Vec<u32> = better_of[i].iter().map(|&b| kept_by[b as usize]).collect();
-                            cands.sort_unstable();
-                            cands.dedup();
-                            let mut found = i as u32;
-                            for c in cands {
-                                if similarity(cfg, lay, &sigs, &members[i], &members[c as usize], &mut sa, &mut sb)? >= cfg.near.threshold {
-                                    found = c;
-                                    break;
-                                }
-                            }
-                            found
-                        }
-                    },
-                }
-            }
-        };
-        kept_by[i] = decided;
-        if cfg.exact.enabled {
-            twin.entry((root, members[i].rec.exact)).or_insert(i as u32);
-        }
-    }
-    drop(better_of);
-    drop(twin);
-    // gidx → (kept position, cluster id) of every removed document.
-    let mut removed_of: HashMap<u64, (u32, u64)> = HashMap::new();
-    for (i, m) in members.iter().enumerate() {
-        if kept_by[i] != i as u32 {
-            let root = uf.find(m.gidx as u32);
-            let cid = xxhash_rust::xxh3::xxh3_64(members[component_best[&root] as usize].rec.id.as_bytes());
-            removed_of.insert(m.gidx, (kept_by[i], cid));
-        }
-    }
+    let (mut decisions, stats) = super::cluster::cluster(&params, lay.total(), &spill, edges, facts, &sigs)?;
 
     // Removal lists per shard and the audit table, in input order.
     let dup_path = cfg.output.join(DUPLICATES_FILE);
     let mut dw = ShardWriter::create(&dup_path, duplicates_schema(), &cfg.writer)?;
     let mut rows: Vec<DuplicateRow> = Vec::new();
-    let mut summary = ClusterSummary { hash: lay.cluster_hash.clone(), clusters: component_best.len() as u64, ..Default::default() };
+    let mut summary = ClusterSummary { hash: lay.cluster_hash.clone(), clusters: stats.groups, ..Default::default() };
     std::fs::create_dir_all(lay.work.join("removed")).map_err(|e| Error::io(lay.work.join("removed"), e))?;
+    let mut next = decisions.next_entry()?;
     for s in 0..lay.shards.len() {
         let mut removed: Vec<u8> = Vec::new();
-        for g in lay.prefix[s]..lay.prefix[s + 1] {
-            let Some(&(kp, cluster_id)) = removed_of.get(&g) else { continue };
-            let rec = &members[pos[&(g as u32)] as usize].rec;
-            let b = &members[kp as usize];
-            let kind = if cfg.exact.enabled && rec.exact == b.rec.exact { KIND_EXACT } else { KIND_NEAR };
-            let jaccard = if kind == KIND_EXACT || lay.k == 0 {
-                1.0
-            } else {
-                sigs.get(g, &mut sa)?;
-                sigs.get(b.gidx, &mut sb)?;
-                sa.similarity(&sb)
-            };
-            removed.extend_from_slice(&((g - lay.prefix[s]) as u32).to_le_bytes());
-            removed.push(kind);
-            *summary.removed.entry(rec.source.clone()).or_default().entry(kind_name(kind).into()).or_default() += 1;
+        while let Some(d) = next.take_if(|d| d.gidx < lay.prefix[s + 1]) {
+            removed.extend_from_slice(&((d.gidx - lay.prefix[s]) as u32).to_le_bytes());
+            removed.push(d.kind);
+            *summary.removed.entry(d.removed_source.clone()).or_default().entry(kind_name(d.kind).into()).or_default() += 1;
             rows.push(DuplicateRow {
-                removed_id: rec.id.clone(),
-                removed_source: rec.source.clone(),
-                kept_id: b.rec.id.clone(),
-                kept_source: b.rec.source.clone(),
-                cluster_id,
-                kind: kind_name(kind).into(),
-                jaccard,
+                removed_id: d.removed_id,
+                removed_source: d.removed_source,
+                kept_id: d.kept_id,
+                kept_source: d.kept_source,
+                cluster_id: d.cluster_id,
+                kind: kind_name(d.kind).into(),
+                jaccard: d.jaccard,
             });
             if rows.len() >= cfg.writer.row_group_rows.max(1) {
                 dw.write(&duplicates_batch(&rows))?;
                 rows.clear();
             }
+            next = decisions.next_entry()?;
         }
         write_atomic(&lay.removed(s), &removed)?;
     }
@@ -911,8 +807,21 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
         dw.write(&duplicates_batch(&rows))?;
     }
     dw.finish()?;
+    drop(decisions);
+    if spill.exists() {
+        std::fs::remove_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
+    }
     write_json(&lay.cluster_done(), &summary)?;
-    tracing::info!("dedup: {} clusters, removed {:?}", summary.clusters, summary.removed);
+    tracing::info!(
+        "dedup: {} groups ({} documents), {} removed {:?}, {} similarity checks, {} kept unchecked (groups over max_kept_per_group), {} union-find page transfers",
+        stats.groups,
+        stats.members,
+        stats.removed,
+        summary.removed,
+        stats.checks,
+        stats.unchecked,
+        stats.page_io
+    );
     Ok(summary)
 }
 

@@ -1,0 +1,578 @@
+//! The cluster step's algorithm: candidate pairs → groups → removals, in bounded memory.
+//!
+//! 1. **Groups.** The buckets step pairs every member of an LSH bucket (and of an exact-text
+//!    bucket) with the bucket's first member, unverified. A union-find over those pairs
+//!    (paged to disk beyond its budget, see `unionfind`) gives the connected groups: documents
+//!    linked by a chain of shared buckets.
+//! 2. **Members in keep order.** One streaming pass over the documents' metadata (in input
+//!    order) sends every member of a group of two or more to an external sort keyed by
+//!    (group, keep policy: source priority, date, id), so each group comes back as one run, best
+//!    document first, and only one group is ever held.
+//! 3. **Decisions, greedy in keep order.** A member is removed in favour of the kept document of
+//!    its group it matches best: an exact twin (same normalized text) if there is one, else the
+//!    kept document with the highest estimated Jaccard, if that is at least `threshold`; else it
+//!    is kept itself. So every removal names a kept document it was verified against directly,
+//!    a group never loses its last document, and every document whose Jaccard with some kept
+//!    member of its group reaches the threshold is removed (up to `max_kept` kept documents per
+//!    group are held for the checks; members of larger groups beyond them are kept and
+//!    counted). Documents of one source with different identities (see `policy`) are never
+//!    matched. With `clustering = "components"` the similarity check is skipped (one kept
+//!    document per group and identity, as datatrove does).
+//! 4. **Decisions in input order.** The removals go through a second external sort by document
+//!    index, so the caller writes its per-shard removal lists and the audit table streaming.
+//!
+//! Everything is a function of the set of pairs and the documents' facts, never of the order
+//! the pairs arrive in, so the result does not depend on thread or task counts.
+
+use std::cmp::{Ordering, Reverse};
+use std::io::BufRead;
+use std::path::Path;
+
+use super::extsort::{read_exact_or_end, Record, Sorted, Sorter};
+use super::minhash::Sketch;
+use super::policy::compatible;
+use super::unionfind::{UnionFind, MAX_DOCS};
+use super::{Clustering, DatePreference, KeepConfig};
+use crate::error::{Error, Result};
+
+/// What the cluster step knows about one document (from the signatures step's metadata).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DocFacts {
+    /// Source name.
+    pub source: String,
+    /// Date (`YYYY-MM-DD` or empty).
+    pub date: String,
+    /// Document id.
+    pub id: String,
+    /// Exact-text key.
+    pub exact: u128,
+    /// Shingles of the text (0: no near dedup possible).
+    pub shingles: u32,
+    /// Identity key (0: none).
+    pub identity: u64,
+    /// Takes part in exact dedup.
+    pub exact_on: bool,
+    /// Takes part in near dedup.
+    pub near_on: bool,
+}
+
+/// Random access to the stored sketches.
+pub trait SketchSource {
+    /// Reads the sketch of document `g` into `out`.
+    fn get(&self, g: u64, out: &mut Sketch) -> Result<()>;
+}
+
+/// Settings of one clustering.
+#[derive(Debug, Clone)]
+pub struct Params<'a> {
+    /// Estimated Jaccard a near removal needs.
+    pub threshold: f64,
+    /// Greedy verified removals or one kept document per group.
+    pub clustering: Clustering,
+    /// Exact dedup is on.
+    pub exact: bool,
+    /// Near dedup is on (sketches exist).
+    pub near: bool,
+    /// The keep policy.
+    pub keep: &'a KeepConfig,
+    /// Kept documents per group held for the checks.
+    pub max_kept: usize,
+    /// Memory for the union-find pages, in bytes.
+    pub union_find_bytes: usize,
+    /// Memory of each external sort's buffer, in bytes.
+    pub sort_bytes: usize,
+    /// Runs merged at once.
+    pub fan_in: usize,
+}
+
+/// The kind of a removal.
+pub const KIND_EXACT: u8 = 0;
+/// The kind of a near removal.
+pub const KIND_NEAR: u8 = 1;
+
+/// One removal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Global index of the removed document.
+    pub gidx: u64,
+    /// Its id.
+    pub removed_id: String,
+    /// Its source.
+    pub removed_source: String,
+    /// Id of the kept document it was matched with.
+    pub kept_id: String,
+    /// Source of the kept document.
+    pub kept_source: String,
+    /// xxh3-64 of the id of the group's first document in keep order.
+    pub cluster_id: u64,
+    /// [`KIND_EXACT`] or [`KIND_NEAR`].
+    pub kind: u8,
+    /// Estimated Jaccard with the kept document (1 for exact).
+    pub jaccard: f64,
+}
+
+impl Eq for Decision {}
+impl PartialOrd for Decision {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Decision {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.gidx.cmp(&o.gidx)
+    }
+}
+
+/// What the clustering found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Groups of two or more documents.
+    pub groups: u64,
+    /// Documents in such groups.
+    pub members: u64,
+    /// Removals.
+    pub removed: u64,
+    /// Similarity checks made.
+    pub checks: u64,
+    /// Members kept without being checked against every kept document of their group (the
+    /// group already held `max_kept` kept documents).
+    pub unchecked: u64,
+    /// Union-find pages read or written from disk.
+    pub page_io: u64,
+}
+
+// --- records -------------------------------------------------------------------------------
+
+/// Date in keep order: the preferred end first, documents without a date last.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum DateKey {
+    Oldest(String),
+    Newest(Reverse<String>),
+}
+
+/// A group member, ordered by (group, keep policy, index).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Member {
+    root: u32,
+    prio: u32,
+    /// The source name for sources not in the priority list (ordered by name), else empty.
+    unlisted: String,
+    no_date: bool,
+    date: DateKey,
+    id: String,
+    gidx: u64,
+    // Not part of the order (gidx is unique); carried along.
+    source: String,
+    exact: u128,
+    shingles: u32,
+    identity: u64,
+    flags: u8,
+}
+
+const FLAG_EXACT: u8 = 1;
+const FLAG_NEAR: u8 = 2;
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn get_bytes<const N: usize>(r: &mut impl BufRead) -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    if !read_exact_or_end(r, &mut b)? {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "record cut short"));
+    }
+    Ok(b)
+}
+
+fn get_str(r: &mut impl BufRead) -> std::io::Result<String> {
+    let n = u32::from_le_bytes(get_bytes::<4>(r)?) as usize;
+    let mut b = vec![0u8; n];
+    if n > 0 && !read_exact_or_end(r, &mut b)? {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "record cut short"));
+    }
+    String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+impl Record for Member {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.root.to_le_bytes());
+        out.extend_from_slice(&self.prio.to_le_bytes());
+        put_str(out, &self.unlisted);
+        out.push(self.no_date as u8);
+        match &self.date {
+            DateKey::Oldest(d) => {
+                out.push(0);
+                put_str(out, d);
+            }
+            DateKey::Newest(Reverse(d)) => {
+                out.push(1);
+                put_str(out, d);
+            }
+        }
+        put_str(out, &self.id);
+        out.extend_from_slice(&self.gidx.to_le_bytes());
+        put_str(out, &self.source);
+        out.extend_from_slice(&self.exact.to_le_bytes());
+        out.extend_from_slice(&self.shingles.to_le_bytes());
+        out.extend_from_slice(&self.identity.to_le_bytes());
+        out.push(self.flags);
+    }
+    fn decode(r: &mut impl BufRead) -> std::io::Result<Option<Self>> {
+        let mut head = [0u8; 4];
+        if !read_exact_or_end(r, &mut head)? {
+            return Ok(None);
+        }
+        let root = u32::from_le_bytes(head);
+        let prio = u32::from_le_bytes(get_bytes::<4>(r)?);
+        let unlisted = get_str(r)?;
+        let no_date = get_bytes::<1>(r)?[0] != 0;
+        let date = match get_bytes::<1>(r)?[0] {
+            0 => DateKey::Oldest(get_str(r)?),
+            _ => DateKey::Newest(Reverse(get_str(r)?)),
+        };
+        let id = get_str(r)?;
+        let gidx = u64::from_le_bytes(get_bytes::<8>(r)?);
+        let source = get_str(r)?;
+        let exact = u128::from_le_bytes(get_bytes::<16>(r)?);
+        let shingles = u32::from_le_bytes(get_bytes::<4>(r)?);
+        let identity = u64::from_le_bytes(get_bytes::<8>(r)?);
+        let flags = get_bytes::<1>(r)?[0];
+        Ok(Some(Member { root, prio, unlisted, no_date, date, id, gidx, source, exact, shingles, identity, flags }))
+    }
+    fn mem_bytes(&self) -> usize {
+        let date = match &self.date {
+            DateKey::Oldest(d) | DateKey::Newest(Reverse(d)) => d.len(),
+        };
+        std::mem::size_of::<Self>() + self.unlisted.len() + date + self.id.len() + self.source.len()
+    }
+}
+
+impl Record for Decision {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.gidx.to_le_bytes());
+        put_str(out, &self.removed_id);
+        put_str(out, &self.removed_source);
+        put_str(out, &self.kept_id);
+        put_str(out, &self.kept_source);
+        out.extend_from_slice(&self.cluster_id.to_le_bytes());
+        out.push(self.kind);
+        out.extend_from_slice(&self.jaccard.to_le_bytes());
+    }
+    fn decode(r: &mut impl BufRead) -> std::io::Result<Option<Self>> {
+        let mut head = [0u8; 8];
+        if !read_exact_or_end(r, &mut head)? {
+            return Ok(None);
+        }
+        Ok(Some(Decision {
+            gidx: u64::from_le_bytes(head),
+            removed_id: get_str(r)?,
+            removed_source: get_str(r)?,
+            kept_id: get_str(r)?,
+            kept_source: get_str(r)?,
+            cluster_id: u64::from_le_bytes(get_bytes::<8>(r)?),
+            kind: get_bytes::<1>(r)?[0],
+            jaccard: f64::from_le_bytes(get_bytes::<8>(r)?),
+        }))
+    }
+    fn mem_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.removed_id.len() + self.removed_source.len() + self.kept_id.len() + self.kept_source.len()
+    }
+}
+
+fn member(keep: &KeepConfig, root: u32, gidx: u64, f: DocFacts) -> Member {
+    let listed = keep.source_priority.iter().position(|p| *p == f.source);
+    let prio = listed.unwrap_or(keep.source_priority.len()) as u32;
+    let date = match keep.date {
+        DatePreference::Oldest => DateKey::Oldest(f.date.clone()),
+        DatePreference::Newest => DateKey::Newest(Reverse(f.date.clone())),
+    };
+    Member {
+        root,
+        prio,
+        unlisted: if listed.is_none() { f.source.clone() } else { String::new() },
+        no_date: f.date.is_empty(),
+        date,
+        id: f.id,
+        gidx,
+        source: f.source,
+        exact: f.exact,
+        shingles: f.shingles,
+        identity: f.identity,
+        flags: (f.exact_on as u8 * FLAG_EXACT) | (f.near_on as u8 * FLAG_NEAR),
+    }
+}
+
+// --- the algorithm -------------------------------------------------------------------------
+
+/// A kept document of the current group.
+struct Kept {
+    m: Member,
+    sketch: Option<Sketch>,
+}
+
+/// Clusters `n` documents. `edges` is called once and must feed every candidate pair to its
+/// argument; `facts` is called `n` times and yields the documents' facts in index order;
+/// `work` is a directory for spill files (removed before returning). Returns the removals in
+/// index order and the statistics.
+pub fn cluster(
+    p: &Params,
+    n: u64,
+    work: &Path,
+    edges: impl FnOnce(&mut dyn FnMut(u64, u64) -> Result<()>) -> Result<()>,
+    mut facts: impl FnMut() -> Result<DocFacts>,
+    sketches: &dyn SketchSource,
+) -> Result<(Sorted<Decision>, Stats)> {
+    if n > MAX_DOCS {
+        return Err(Error::Other(format!("dedup: {n} documents exceed the {MAX_DOCS} a single cluster step handles")));
+    }
+    let mut stats = Stats::default();
+    let mut uf = UnionFind::new(n as usize, p.union_find_bytes, &work.join("union-find.bin"))?;
+    edges(&mut |a, b| {
+        if a >= n || b >= n {
+            return Err(Error::Other(format!("pair ({a}, {b}) outside the {n} documents (stale work files?)")));
+        }
+        uf.union(a as u32, b as u32).map(|_| ())
+    })?;
+    let mut members = Sorter::<Member>::new(&work.join("members"), p.sort_bytes, p.fan_in);
+    for g in 0..n {
+        let f = facts()?;
+        if let Some(root) = uf.group_of(g as u32)? {
+            members.push(member(p.keep, root, g, f))?;
+            stats.members += 1;
+        }
+    }
+    stats.page_io = uf.page_io;
+    uf.remove_file();
+    let mut sorted = members.finish()?;
+    let mut decisions = Sorter::<Decision>::new(&work.join("decisions"), p.sort_bytes, p.fan_in);
+    let mut kept: Vec<Kept> = Vec::new();
+    let mut group: Option<(u32, u64)> = None; // (root, cluster id)
+    let mut sketch = Sketch::default();
+    while let Some(m) = sorted.next_entry()? {
+        let cluster_id = match group {
+            Some((root, cid)) if root == m.root => cid,
+            _ => {
+                kept.clear();
+                stats.groups += 1;
+                let cid = xxhash_rust::xxh3::xxh3_64(m.id.as_bytes());
+                group = Some((m.root, cid));
+                cid
+            }
+        };
+        let near_capable = p.near && m.flags & FLAG_NEAR != 0 && m.shingles > 0;
+        let mut loaded = false;
+        // (kept index, kind, similarity) of the best match so far.
+        let mut best: Option<(usize, u8, f64)> = None;
+        for (i, k) in kept.iter().enumerate() {
+            if !compatible(&m.source, m.identity, &k.m.source, k.m.identity) {
+                continue;
+            }
+            if p.exact && m.flags & k.m.flags & FLAG_EXACT != 0 && m.exact == k.m.exact {
+                best = Some((i, KIND_EXACT, 1.0));
+                break;
+            }
+            if p.clustering == Clustering::Components {
+                if best.is_none() {
+                    best = Some((i, KIND_NEAR, f64::NAN));
+                }
+                continue;
+            }
+            let Some(ks) = &k.sketch else { continue };
+            if !near_capable {
+                continue;
+            }
+            if !loaded {
+                sketches.get(m.gidx, &mut sketch)?;
+                loaded = true;
+            }
+            stats.checks += 1;
+            let s = sketch.similarity(ks);
+            if s >= p.threshold && best.is_none_or(|(_, _, b)| s > b) {
+                best = Some((i, KIND_NEAR, s));
+            }
+        }
+        match best {
+            Some((i, kind, mut jaccard)) => {
+                let k = &kept[i];
+                if jaccard.is_nan() {
+                    // `components`: the similarity is only recorded for the audit table.
+                    jaccard = match (&k.sketch, near_capable) {
+                        (Some(ks), true) => {
+                            if !loaded {
+                                sketches.get(m.gidx, &mut sketch)?;
+                            }
+                            sketch.similarity(ks)
+                        }
+                        _ => 0.0,
+                    };
+                }
+                decisions.push(Decision {
+                    gidx: m.gidx,
+                    removed_id: m.id,
+                    removed_source: m.source,
+                    kept_id: k.m.id.clone(),
+                    kept_source: k.m.source.clone(),
+                    cluster_id,
+                    kind,
+                    jaccard,
+                })?;
+                stats.removed += 1;
+            }
+            None if kept.len() < p.max_kept.max(1) => {
+                let sk = if near_capable {
+                    if !loaded {
+                        sketches.get(m.gidx, &mut sketch)?;
+                    }
+                    let mut s = std::mem::take(&mut sketch);
+                    s.buf = Vec::new();
+                    Some(s)
+                } else {
+                    None
+                };
+                kept.push(Kept { m, sketch: sk });
+            }
+            None => stats.unchecked += 1,
+        }
+    }
+    Ok((decisions.finish()?, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Sketches given directly: bins of a set of small integers (exact Jaccard).
+    struct Fixed(HashMap<u64, Vec<u16>>);
+    impl SketchSource for Fixed {
+        fn get(&self, g: u64, out: &mut Sketch) -> Result<()> {
+            out.bins = self.0[&g].clone();
+            out.sig.clear();
+            Ok(())
+        }
+    }
+
+    /// A bins vector over 64 bins holding the members of `set` (bin = value, stored value 0).
+    fn bins(set: impl IntoIterator<Item = usize>) -> Vec<u16> {
+        let mut b = vec![super::super::minhash::EMPTY_BIN; 64];
+        for x in set {
+            b[x] = 0;
+        }
+        b
+    }
+
+    fn facts(id: &str, date: &str) -> DocFacts {
+        DocFacts {
+            source: "wudao".into(),
+            date: date.into(),
+            id: id.into(),
+            exact: xxhash_rust::xxh3::xxh3_128(id.as_bytes()),
+            shingles: 10,
+            identity: 0,
+            exact_on: true,
+            near_on: true,
+        }
+    }
+
+    fn run(docs: &[DocFacts], sk: &Fixed, edges: &[(u64, u64)], clustering: Clustering, budget: usize) -> (Vec<Decision>, Stats) {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = KeepConfig::default();
+        let p = Params {
+            threshold: 0.8,
+            clustering,
+            exact: true,
+            near: true,
+            keep: &keep,
+            max_kept: 16,
+            union_find_bytes: budget,
+            sort_bytes: budget,
+            fan_in: 2,
+        };
+        let mut it = docs.iter().cloned();
+        let (mut sorted, stats) = cluster(
+            &p,
+            docs.len() as u64,
+            dir.path(),
+            |f| {
+                for &(a, b) in edges {
+                    f(a, b)?;
+                }
+                Ok(())
+            },
+            || Ok(it.next().unwrap()),
+            sk,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        while let Some(d) = sorted.next_entry().unwrap() {
+            out.push(d);
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().flatten().filter(|e| e.path().is_file()).count(), 0, "spill files removed");
+        (out, stats)
+    }
+
+    /// The case of the issue: copies linked only through other copies are still removed in
+    /// favour of the original they are similar to, never in favour of a removed copy; a document
+    /// that matches no kept document stays, though it shares a bucket with them.
+    #[test]
+    fn every_copy_of_a_family_goes_in_favour_of_a_kept_document() {
+        // 0: original (oldest); 1..5 copies (pairwise similar, J 0.9 with the original);
+        // 6: an unrelated document in the same group (shared one bucket).
+        let base: Vec<usize> = (0..40).collect();
+        let mut map = HashMap::new();
+        let mut docs = Vec::new();
+        docs.push(facts("w:0", "2020-01-01"));
+        map.insert(0, bins(base.clone()));
+        for c in 1..6u64 {
+            docs.push(facts(&format!("w:{c}"), "2021-01-01"));
+            // Drop two elements, add two others: J = 38/42 ≈ 0.905 with the original.
+            let mut s: Vec<usize> = base.iter().copied().filter(|&x| x != c as usize && x != c as usize + 10).collect();
+            s.extend([40 + c as usize, 50 + c as usize]);
+            map.insert(c, bins(s));
+        }
+        docs.push(facts("w:6", "2019-01-01"));
+        map.insert(6, bins(20..64));
+        // A chain: 5-4, 4-3, 3-2, 2-1, 1-6 (the original only reachable through copies).
+        let edges = [(5, 4), (4, 3), (3, 2), (2, 1), (1, 6), (0, 5)];
+        for budget in [1 << 20, 1] {
+            let (d, st) = run(&docs, &Fixed(map.clone()), &edges, Clustering::Centers, budget);
+            let removed: Vec<(u64, &str)> = d.iter().map(|x| (x.gidx, x.kept_id.as_str())).collect();
+            assert_eq!(removed, vec![(1, "w:0"), (2, "w:0"), (3, "w:0"), (4, "w:0"), (5, "w:0")]);
+            assert!(d.iter().all(|x| x.kind == KIND_NEAR && x.jaccard > 0.9 && x.jaccard < 0.91));
+            assert_eq!((st.groups, st.members, st.removed, st.unchecked), (1, 7, 5, 0));
+            // All share one cluster id: that of the group's first document (w:6, the oldest).
+            assert!(d.iter().all(|x| x.cluster_id == xxhash_rust::xxh3::xxh3_64(b"w:6")));
+        }
+        // `components`: everything but the best document goes, unverified.
+        let (d, _) = run(&docs, &Fixed(map), &edges, Clustering::Components, 1 << 20);
+        assert_eq!(d.len(), 6);
+        assert!(d.iter().all(|x| x.kept_id == "w:6"));
+    }
+
+    #[test]
+    fn identities_and_exact_twins() {
+        let mut map = HashMap::new();
+        let mut a = facts("ipc:A", "");
+        a.source = "ipc".into();
+        a.identity = 11;
+        let mut b = facts("ipc:B", "");
+        b.source = "ipc".into();
+        b.identity = 12;
+        let mut a2 = facts("ipc:A#2", "");
+        a2.source = "ipc".into();
+        a2.identity = 11;
+        a2.exact = a.exact;
+        let mut w = facts("wudao:copy-of-b", "");
+        w.exact = b.exact;
+        for g in 0..4 {
+            map.insert(g, bins(0..40));
+        }
+        let docs = vec![a, b, a2, w];
+        let (d, _) = run(&docs, &Fixed(map), &[(0, 1), (1, 2), (2, 3)], Clustering::Centers, 1 << 20);
+        let got: Vec<(&str, &str, u8)> = d.iter().map(|x| (x.removed_id.as_str(), x.kept_id.as_str(), x.kind)).collect();
+        // B is kept beside A (another code); A's twin goes as exact; the web copy of B goes as
+        // B's exact twin, though A is as similar and comes first.
+        assert_eq!(got, vec![("ipc:A#2", "ipc:A", KIND_EXACT), ("wudao:copy-of-b", "ipc:B", KIND_EXACT)]);
+    }
+}
