@@ -232,6 +232,36 @@ enum DedupBenchCmd {
         #[arg(long, default_value_t = 0)]
         max_originals: usize,
     },
+    /// Copy-family corpora, one per edit rate (OUT/edit-R%/documents, labels.jsonl): originals
+    /// of which no two are near copies, each followed by edited copies, a paragraph shuffle and
+    /// a truncation from a mirror.
+    Families {
+        /// Output directory.
+        out: PathBuf,
+        /// Fixture directory.
+        #[arg(long, default_value = "fixtures/data")]
+        fixtures: PathBuf,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Copies per original.
+        #[arg(long, default_value_t = 10)]
+        copies: usize,
+        /// Character edit rates (one corpus each).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![0.005, 0.02, 0.05])]
+        rates: Vec<f64>,
+        /// Originals with exact Jaccard at least this with an earlier one are left out.
+        #[arg(long, default_value_t = 0.5)]
+        base_max_jaccard: f64,
+    },
+    /// Score the output of `coretech dedup CONFIG` on a copy-family corpus (CORPUS: one
+    /// OUT/edit-R% directory of `families`; the config's input is CORPUS/documents).
+    FamiliesScore {
+        /// The corpus directory.
+        corpus: PathBuf,
+        /// The pipeline TOML the dedup ran with.
+        config: PathBuf,
+    },
     /// Score the output of `coretech dedup CONFIG` (whose input is LABELLED/documents).
     Score {
         /// The labelled set directory.
@@ -476,6 +506,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     s.pairs,
                     s.pairs_08
                 );
+            }
+            DedupBenchCmd::Families { out, fixtures, seed, copies, rates, base_max_jaccard } => {
+                let cfg = coretech::dedup::bench::FamiliesConfig { fixtures, out: out.clone(), seed, copies, rates, base_max_jaccard };
+                let dedup = coretech::dedup::DedupConfig::new(out.join("documents"), out.join("dedup"));
+                let s = coretech::dedup::bench::gen_families(&cfg, &dedup)?;
+                println!(
+                    "{}: {} originals of {} fixture texts (no two with Jaccard >= {base_max_jaccard}), {copies} copies each",
+                    out.display(),
+                    s.originals,
+                    s.texts
+                );
+                for (dir, n) in s.corpora {
+                    println!("  {}: {n} documents", dir.display());
+                }
+            }
+            DedupBenchCmd::FamiliesScore { corpus, config } => {
+                let cfg = dedup_config(&config)?;
+                print!("{}", coretech::dedup::bench::score_families(&corpus, &cfg)?.table());
             }
             DedupBenchCmd::Score { labelled, config } => {
                 let cfg = dedup_config(&config)?;

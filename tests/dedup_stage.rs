@@ -215,3 +215,64 @@ proptest! {
         prop_assert_eq!(dups, dups2);
     }
 }
+
+/// IPC reference entries (issue 14): read from the fixture IPC files by the docs stage, every
+/// code survives dedup under the default policy (sibling entries are templated near copies,
+/// e.g. `A01B 1/12` and `A01B 1/04`), exact copies of an entry under its own code collapse,
+/// and a web page that copies an entry goes in favour of the entry. Without the identity rule
+/// the same run removes more than a hundred entries.
+#[test]
+fn ipc_entries_keep_every_code_while_copies_of_them_go() {
+    use coretech::config::PipelineConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs: Vec<String> = ["ipc/coretech_ipcDes_demo.jsonl", "ipc/coretech_ipc_description_expand.hier+G06+H04.jsonl"]
+        .iter()
+        .map(|f| fixtures().join(f).display().to_string())
+        .collect();
+    let text = format!("stages = [\"docs\"]\n[docs]\ninputs = {inputs:?}\noutput = {:?}\n", dir.path().join("docs").display().to_string());
+    let docs_cfg = PipelineConfig::parse(&text, "t.toml").unwrap().docs.unwrap();
+    coretech::pipeline::docs::run(&docs_cfg, &coretech::ipc::IpcScheme::default(), TaskSplit::default(), true).unwrap();
+    let mut docs: Vec<Document> = Vec::new();
+    for f in documents::shard_files(&dir.path().join("docs")).unwrap() {
+        for b in documents::read_shard(&f, 1000).unwrap() {
+            docs.extend(b.unwrap());
+        }
+    }
+    let codes = |docs: &[Document]| -> BTreeSet<String> { docs.iter().filter(|d| d.source == "ipc").flat_map(|d| d.ipc.clone()).collect() };
+    let all_codes = codes(&docs);
+    assert!(all_codes.len() > 2800, "{}", all_codes.len());
+    // An entry repeated under its own code, and a web copy of another entry.
+    let long: Vec<&Document> = docs.iter().filter(|d| d.text.chars().count() > 60).take(2).collect();
+    let (twin, copied) = (long[0].clone(), long[1].clone());
+    docs.push(Document { id: format!("{}#again", twin.id), ..twin.clone() });
+    docs.push(Document { id: "wudao:copy".into(), source: "wudao".into(), ipc: Vec::new(), ..copied.clone() });
+    write_shards(&dir.path().join("in"), docs, 1000).unwrap();
+
+    let cfg = DedupConfig::new(dir.path().join("in"), dir.path().join("out"));
+    run(&cfg, TaskSplit::default(), None).unwrap();
+    let kept: Vec<Document> = documents::shard_files(&cfg.output)
+        .unwrap()
+        .iter()
+        .flat_map(|f| documents::read_shard(f, 1000).unwrap().flat_map(|b| b.unwrap()))
+        .collect();
+    assert_eq!(codes(&kept), all_codes, "every IPC code survives");
+    let dups = read_duplicates(&cfg.output.join(DUPLICATES_FILE)).unwrap();
+    let got: BTreeSet<(String, String)> = dups.iter().map(|r| (r.removed_id.clone(), r.kept_id.clone())).collect();
+    assert!(got.contains(&(format!("{}#again", twin.id), twin.id.clone())), "{got:?}");
+    assert!(got.contains(&("wudao:copy".to_string(), copied.id.clone())), "{got:?}");
+    // Nothing else goes but entries repeated under their own code (the two fixture files share a
+    // few entries, e.g. `A01`).
+    for r in &dups {
+        assert!(r.removed_id == "wudao:copy" || r.removed_id.trim_end_matches("#again") == r.kept_id, "{r:?}");
+        assert_eq!(r.kind, "exact", "{r:?}");
+    }
+
+    // The rule switched off: templated siblings are near copies of each other.
+    let mut off = cfg.clone();
+    off.output = dir.path().join("off");
+    off.sources
+        .insert("ipc".into(), coretech::dedup::SourcePolicy { identity: Some(coretech::dedup::Identity::None), ..Default::default() });
+    run(&off, TaskSplit::default(), None).unwrap();
+    let near = read_duplicates(&off.output.join(DUPLICATES_FILE)).unwrap().into_iter().filter(|r| r.removed_source == "ipc").count();
+    assert!(near > 100, "{near} IPC entries removed without the identity rule");
+}

@@ -572,6 +572,285 @@ pub fn score(labelled: &Path, cfg: &DedupConfig) -> Result<Score> {
     Ok(sc)
 }
 
+// --- copy families ---------------------------------------------------------------------------
+
+/// One document of a copy-family corpus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FamilyDoc {
+    /// Document id.
+    pub id: String,
+    /// Family (index of its original in the base set).
+    pub family: u32,
+    /// `original`, `copy`, `shuffle` or `trunc-90%`.
+    pub variant: String,
+    /// Exact Jaccard with the family's original (1 for the original).
+    pub jaccard: f64,
+}
+
+/// Settings of a copy-family corpus.
+#[derive(Debug, Clone)]
+pub struct FamiliesConfig {
+    /// Fixture directory (`fixtures/data`).
+    pub fixtures: PathBuf,
+    /// Output directory: one `edit-R%/` corpus per edit rate (`documents/`, `labels.jsonl`).
+    pub out: PathBuf,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Copies per original: all but two are edited copies, one is a paragraph shuffle and one a
+    /// 90 % truncation (both also edited).
+    pub copies: usize,
+    /// Character edit rates, one corpus each.
+    pub rates: Vec<f64>,
+    /// Two originals with exact Jaccard at least this are near copies: the later one is left out
+    /// of the base set, so every removal across families is a mistake.
+    pub base_max_jaccard: f64,
+}
+
+/// What a generated copy-family corpus holds.
+#[derive(Debug, Clone, Default)]
+pub struct FamiliesSummary {
+    /// Fixture texts read.
+    pub texts: usize,
+    /// Originals kept in the base set.
+    pub originals: usize,
+    /// Per edit rate: (directory, documents).
+    pub corpora: Vec<(PathBuf, usize)>,
+}
+
+/// The sorted 64-bit shingle hashes of a text.
+fn sorted_shingles(text: &str, cfg: &DedupConfig, t: &mut Tokens) -> Vec<u64> {
+    let mut v: Vec<u64> = shingle_hashes(text, cfg, t).into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+fn sorted_jaccard(a: &[u64], b: &[u64]) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let (mut i, mut j, mut inter) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    inter as f64 / (a.len() + b.len() - inter) as f64
+}
+
+/// The directory name of an edit rate's corpus (`edit-0.5%`).
+pub fn rate_dir(rate: f64) -> String {
+    format!("edit-{}%", rate * 100.0)
+}
+
+/// Generates one copy-family corpus per edit rate: every fixture text that is not a near copy of
+/// an earlier one (exact Jaccard < `base_max_jaccard`) is an original (dated 2020, its own
+/// source), followed by `copies` copies from a mirror (source `mirror`, dated 2021): edited
+/// copies, a paragraph shuffle and a 90 % truncation, each with `rate` × length random
+/// character edits. `dedup` gives the shingling of the ground truth (exact Jaccard of each copy
+/// with its original). The input order is shuffled.
+pub fn gen_families(cfg: &FamiliesConfig, dedup: &DedupConfig) -> Result<FamiliesSummary> {
+    let texts = load_fixture_texts(&cfg.fixtures)?;
+    // The base set: greedy in fixture order, a text is left out when it is a near copy of one
+    // already in (size filter first: J ≥ t needs |small| ≥ t·|large|).
+    let sets: Vec<Vec<u64>> = texts.par_iter().map_init(Tokens::default, |t, x| sorted_shingles(&x.text, dedup, t)).collect();
+    let mut base: Vec<usize> = Vec::new();
+    for i in 0..texts.len() {
+        if sets[i].is_empty() {
+            continue;
+        }
+        let near = base.par_iter().any(|&j| {
+            let (a, b) = (sets[i].len() as f64, sets[j].len() as f64);
+            a.min(b) >= cfg.base_max_jaccard * a.max(b) && sorted_jaccard(&sets[i], &sets[j]) >= cfg.base_max_jaccard
+        });
+        if !near {
+            base.push(i);
+        }
+    }
+    let mut summary = FamiliesSummary { texts: texts.len(), originals: base.len(), corpora: Vec::new() };
+    for (ri, &rate) in cfg.rates.iter().enumerate() {
+        let mut rng = SplitMix64(cfg.seed.wrapping_add(ri as u64 * 0x9E37_79B9));
+        let mut docs: Vec<(Document, String, u32)> = Vec::new();
+        for (f, &ti) in base.iter().enumerate() {
+            let o = &texts[ti];
+            let orig = Document {
+                id: o.id.clone(),
+                source: o.source.clone(),
+                lang: o.lang.clone(),
+                date: "2020-01-01".into(),
+                text: o.text.clone(),
+                ..Default::default()
+            };
+            docs.push((orig.clone(), "original".into(), f as u32));
+            let paras = paragraphs(&o.text);
+            for c in 0..cfg.copies {
+                let (variant, text) = if c + 2 == cfg.copies && paras.len() >= 3 {
+                    let mut p = paras.clone();
+                    shuffle(&mut p, &mut rng);
+                    let sep = if o.text.contains('\n') { "\n" } else { "" };
+                    ("shuffle", p.join(sep))
+                } else if c + 1 == cfg.copies {
+                    ("trunc-90%", truncate_chars(&o.text, 0.9))
+                } else {
+                    ("copy", o.text.clone())
+                };
+                let text = char_edits(&text, rate, &mut rng);
+                let d = Document {
+                    id: format!("mirror:{}#{c}", o.id),
+                    source: "mirror".into(),
+                    date: "2021-06-01".into(),
+                    text,
+                    ..orig.clone()
+                };
+                docs.push((d, variant.into(), f as u32));
+            }
+        }
+        shuffle(&mut docs, &mut rng);
+        let labels: Vec<FamilyDoc> = docs
+            .par_iter()
+            .map_init(Tokens::default, |t, (d, variant, f)| {
+                let jaccard =
+                    if variant == "original" { 1.0 } else { sorted_jaccard(&sorted_shingles(&d.text, dedup, t), &sets[base[*f as usize]]) };
+                FamilyDoc { id: d.id.clone(), family: *f, variant: variant.clone(), jaccard }
+            })
+            .collect();
+        let dir = cfg.out.join(rate_dir(rate));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lp = dir.join("labels.jsonl");
+        let mut lw = std::io::BufWriter::new(std::fs::File::create(&lp).map_err(|e| Error::io(&lp, e))?);
+        for l in &labels {
+            writeln!(lw, "{}", serde_json::to_string(l).unwrap()).map_err(|e| Error::io(&lp, e))?;
+        }
+        lw.flush().map_err(|e| Error::io(&lp, e))?;
+        let n = docs.len();
+        write_shards(&dir.join("documents"), docs.into_iter().map(|(d, _, _)| d), 5000)?;
+        summary.corpora.push((dir, n));
+    }
+    Ok(summary)
+}
+
+/// Quality of a dedup run on a copy-family corpus.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FamilyScore {
+    /// The threshold copies were judged removable by (exact Jaccard with the original).
+    pub threshold: f64,
+    /// Families.
+    pub families: usize,
+    /// Copies (documents other than originals).
+    pub copies: usize,
+    /// Copies whose exact Jaccard with their original is at least the threshold.
+    pub removable: usize,
+    /// Of those, removed.
+    pub removable_removed: usize,
+    /// Copies below the threshold that were removed anyway (in favour of their own family).
+    pub below_removed: usize,
+    /// Families none of whose documents is left.
+    pub no_survivor: usize,
+    /// Families that keep a removable copy.
+    pub with_extra: usize,
+    /// Removals.
+    pub removals: usize,
+    /// Removals whose kept document is of the same family.
+    pub same_family: usize,
+    /// Removals across families: (removed, kept).
+    pub wrong: Vec<(String, String)>,
+    /// Per variant: (removable removed, removable).
+    pub by_variant: BTreeMap<String, (usize, usize)>,
+}
+
+impl FamilyScore {
+    /// Removable copies removed / removable copies.
+    pub fn recall(&self) -> f64 {
+        self.removable_removed as f64 / self.removable.max(1) as f64
+    }
+    /// Removals within a family / removals.
+    pub fn precision(&self) -> f64 {
+        if self.removals == 0 {
+            1.0
+        } else {
+            self.same_family as f64 / self.removals as f64
+        }
+    }
+    /// A printable report.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "near-copy recall (removable copies removed; removable: exact Jaccard with the original >= {}): {:.4} ({} of {}; {} copies in all)",
+            self.threshold,
+            self.recall(),
+            self.removable_removed,
+            self.removable,
+            self.copies
+        );
+        let _ = writeln!(s, "families with no survivor: {} of {}", self.no_survivor, self.families);
+        let _ = writeln!(s, "families keeping a removable copy: {}", self.with_extra);
+        let _ = writeln!(
+            s,
+            "precision (removals in favour of the same family): {:.4} ({} of {})",
+            self.precision(),
+            self.same_family,
+            self.removals
+        );
+        let _ = writeln!(s, "copies below the threshold removed in favour of their family: {}", self.below_removed);
+        for (a, b) in self.wrong.iter().take(10) {
+            let _ = writeln!(s, "  across families: {a} -> {b}");
+        }
+        for (k, (c, t)) in &self.by_variant {
+            let _ = writeln!(s, "  {k:<10} {:>7.4} ({c} of {t} removable)", *c as f64 / (*t).max(1) as f64);
+        }
+        s
+    }
+}
+
+/// Scores the dedup output in `cfg.output` against the corpus in `corpus` (an `edit-R%`
+/// directory of [`gen_families`]).
+pub fn score_families(corpus: &Path, cfg: &DedupConfig) -> Result<FamilyScore> {
+    let labels: Vec<FamilyDoc> = read_jsonl(&corpus.join("labels.jsonl"))?;
+    let family: HashMap<&str, u32> = labels.iter().map(|l| (l.id.as_str(), l.family)).collect();
+    let dups = read_duplicates(&cfg.output.join(DUPLICATES_FILE))?;
+    let kept_of: HashMap<&str, &str> = dups.iter().map(|r| (r.removed_id.as_str(), r.kept_id.as_str())).collect();
+    let t = cfg.near.threshold;
+    let mut sc = FamilyScore { threshold: t, removals: dups.len(), ..Default::default() };
+    let mut members: BTreeMap<u32, (usize, usize, bool)> = BTreeMap::new(); // (docs, removed, removable kept)
+    for l in &labels {
+        let removed = kept_of.contains_key(l.id.as_str());
+        let e = members.entry(l.family).or_default();
+        e.0 += 1;
+        e.1 += removed as usize;
+        if l.variant == "original" {
+            continue;
+        }
+        sc.copies += 1;
+        let v = sc.by_variant.entry(l.variant.clone()).or_default();
+        if l.jaccard >= t {
+            sc.removable += 1;
+            sc.removable_removed += removed as usize;
+            v.1 += 1;
+            v.0 += removed as usize;
+            e.2 |= !removed;
+        } else if removed {
+            sc.below_removed += 1;
+        }
+    }
+    sc.families = members.len();
+    sc.no_survivor = members.values().filter(|(n, r, _)| n == r).count();
+    sc.with_extra = members.values().filter(|(_, _, x)| *x).count();
+    for r in &dups {
+        if family.get(r.removed_id.as_str()).is_some() && family.get(r.removed_id.as_str()) == family.get(r.kept_id.as_str()) {
+            sc.same_family += 1;
+        } else {
+            sc.wrong.push((r.removed_id.clone(), r.kept_id.clone()));
+        }
+    }
+    Ok(sc)
+}
+
 /// Generates about `bytes` of text as document shards: each document is 2–6 chunks (~1 KB) of
 /// fixture text with 1 % character edits; one in five is instead a copy of a recent document
 /// with 0.5–2 % edits (a near duplicate).

@@ -13,11 +13,16 @@
 //!    kept document with the highest estimated Jaccard, if that is at least `threshold`; else it
 //!    is kept itself. So every removal names a kept document it was verified against directly,
 //!    a group never loses its last document, and every document whose Jaccard with some kept
-//!    member of its group reaches the threshold is removed (up to `max_kept` kept documents per
-//!    group are held for the checks; members of larger groups beyond them are kept and
-//!    counted). Documents of one source with different identities (see `policy`) are never
-//!    matched. With `clustering = "components"` the similarity check is skipped (one kept
-//!    document per group and identity, as datatrove does).
+//!    member of its group reaches the threshold is removed. The kept documents a member is
+//!    checked against are found through a finer LSH index over the group's kept documents
+//!    (bands of `fine_rows` values: a kept document at Jaccard 0.8 is a candidate with
+//!    probability 1 − 7·10⁻⁷ at 4 rows × 27 bands), then filtered by their MinHash estimate
+//!    before the verification sketch is compared, so large groups of distinct documents
+//!    (templated texts linked by chains of shared buckets) cost no quadratic work. Up to
+//!    `max_kept` kept documents per group are indexed; members of larger groups beyond them are
+//!    kept and counted. Documents of one source with different identities (see `policy`) are
+//!    never matched. With `clustering = "components"` the similarity check is skipped (one
+//!    kept document per group and identity, as datatrove does).
 //! 4. **Decisions in input order.** The removals go through a second external sort by document
 //!    index, so the caller writes its per-shard removal lists and the audit table streaming.
 //!
@@ -60,6 +65,35 @@ pub struct DocFacts {
 pub trait SketchSource {
     /// Reads the sketch of document `g` into `out`.
     fn get(&self, g: u64, out: &mut Sketch) -> Result<()>;
+    /// Reads the shingle hashes of document `g` (whose sketch is `sketch`) into `out`; false
+    /// when none are stored.
+    fn shingles(&self, g: u64, sketch: &Sketch, out: &mut Vec<u32>) -> Result<bool>;
+}
+
+/// Sorts and deduplicates shingle hashes into a set.
+fn to_set(v: &mut Vec<u32>) {
+    v.sort_unstable();
+    v.dedup();
+}
+
+/// Exact Jaccard of two sorted sets.
+fn set_jaccard(a: &[u32], b: &[u32]) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let (mut i, mut j, mut inter) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            Ordering::Less => i += 1,
+            Ordering::Greater => j += 1,
+            Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    inter as f64 / (a.len() + b.len() - inter) as f64
 }
 
 /// Settings of one clustering.
@@ -77,6 +111,15 @@ pub struct Params<'a> {
     pub keep: &'a KeepConfig,
     /// Kept documents per group held for the checks.
     pub max_kept: usize,
+    /// MinHash values per band of the in-group candidate index.
+    pub fine_rows: usize,
+    /// Estimates within this distance of the threshold are replaced by the exact Jaccard.
+    pub exact_margin: f64,
+    /// Verification bins per sketch (0: none).
+    pub bins: usize,
+    /// Memory for the verification sketches of a group's kept documents, in bytes (beyond it
+    /// they are read from disk when needed).
+    pub sketch_bytes: usize,
     /// Memory for the union-find pages, in bytes.
     pub union_find_bytes: usize,
     /// Memory of each external sort's buffer, in bytes.
@@ -134,6 +177,8 @@ pub struct Stats {
     pub removed: u64,
     /// Similarity checks made.
     pub checks: u64,
+    /// Of those, decided on the exact Jaccard (estimate near the threshold).
+    pub exact_checks: u64,
     /// Members kept without being checked against every kept document of their group (the
     /// group already held `max_kept` kept documents).
     pub unchecked: u64,
@@ -305,10 +350,142 @@ fn member(keep: &KeepConfig, root: u32, gidx: u64, f: DocFacts) -> Member {
 
 // --- the algorithm -------------------------------------------------------------------------
 
+/// Fine LSH keys of a signature: bands of `rows` values (fewer rows than the bucket step's
+/// bands, so a kept document with Jaccard ≥ 0.8 is a candidate with near certainty).
+fn fine_keys(sig: &[u32], rows: usize, out: &mut Vec<u64>) {
+    out.clear();
+    let mut bytes: Vec<u8> = Vec::with_capacity(4 * rows);
+    for (b, band) in sig.chunks_exact(rows.max(1)).enumerate() {
+        bytes.clear();
+        for v in band {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, b as u64));
+    }
+}
+
 /// A kept document of the current group.
 struct Kept {
     m: Member,
+    near: bool,
+    /// Its MinHash values (the cheap first check of a candidate).
+    sig: Vec<u32>,
+    /// Its verification sketch while the group's sketch budget lasts (else read on demand).
     sketch: Option<Sketch>,
+}
+
+/// How far below the threshold a candidate's MinHash estimate may fall and still be checked
+/// with the verification sketch: five standard errors of a 108-value estimate at Jaccard 0.8
+/// (√(0.16/108) ≈ 0.038), so a true near copy is not filtered out.
+const PREFILTER_MARGIN: f64 = 0.2;
+
+/// The kept documents of the group being decided, with the indexes that find a member's
+/// candidates among them without looking at each one.
+#[derive(Default)]
+struct Group {
+    kept: Vec<Kept>,
+    /// Fine LSH key → kept documents (indices into `kept`, ascending = keep order).
+    fine: std::collections::HashMap<u64, Vec<u32>>,
+    /// Exact key → kept documents with that text.
+    exact: std::collections::HashMap<u128, Vec<u32>>,
+    /// For `components`: the first kept document without identity, of each source, of each identity.
+    first_plain: Option<u32>,
+    first_of_source: std::collections::HashMap<String, u32>,
+    first_of_identity: std::collections::HashMap<u64, u32>,
+    /// Kept documents whose sketch is held in memory.
+    held: usize,
+    /// Shingle sets of kept documents read for exact checks, while their budget lasts.
+    sets: std::collections::HashMap<u32, Vec<u32>>,
+    sets_bytes: usize,
+}
+
+impl Group {
+    fn clear(&mut self) {
+        self.kept.clear();
+        self.fine.clear();
+        self.exact.clear();
+        self.first_plain = None;
+        self.first_of_source.clear();
+        self.first_of_identity.clear();
+        self.held = 0;
+        self.sets.clear();
+        self.sets_bytes = 0;
+    }
+
+    /// Exact Jaccard of member `ms_set` (a set) and kept document `i` (`None`: no shingle
+    /// files). `tmp` and `buf` are scratch space.
+    fn exact(
+        &mut self,
+        i: u32,
+        ms_set: &[u32],
+        sketches: &dyn SketchSource,
+        tmp: &mut Sketch,
+        buf: &mut Vec<u32>,
+        budget: usize,
+    ) -> Result<Option<f64>> {
+        if let Some(set) = self.sets.get(&i) {
+            return Ok(Some(set_jaccard(ms_set, set)));
+        }
+        let g = self.kept[i as usize].m.gidx;
+        sketches.get(g, tmp)?;
+        if !sketches.shingles(g, tmp, buf)? {
+            return Ok(None);
+        }
+        to_set(buf);
+        let j = set_jaccard(ms_set, buf);
+        if self.sets_bytes + 4 * buf.len() <= budget {
+            self.sets_bytes += 4 * buf.len();
+            self.sets.insert(i, std::mem::take(buf));
+        }
+        Ok(Some(j))
+    }
+
+    fn add(&mut self, m: Member, near: bool, keys: &[u64], sketch: &Sketch, max_held: usize) {
+        let i = self.kept.len() as u32;
+        if near {
+            for &k in keys {
+                self.fine.entry(k).or_default().push(i);
+            }
+        }
+        if m.flags & FLAG_EXACT != 0 {
+            self.exact.entry(m.exact).or_default().push(i);
+        }
+        if m.identity == 0 {
+            self.first_plain.get_or_insert(i);
+        } else {
+            self.first_of_identity.entry(m.identity).or_insert(i);
+        }
+        self.first_of_source.entry(m.source.clone()).or_insert(i);
+        let held = near && self.held < max_held;
+        self.held += held as usize;
+        let sk = held.then(|| Sketch { bins: sketch.bins.clone(), ..Default::default() });
+        self.kept.push(Kept { m, near, sig: if near { sketch.sig.clone() } else { Vec::new() }, sketch: sk });
+    }
+
+    /// The first kept document `m` may be a duplicate of (identities permitting).
+    fn first_compatible(&self, m: &Member) -> Option<u32> {
+        if m.identity == 0 {
+            return (!self.kept.is_empty()).then_some(0);
+        }
+        let other_source = self.first_of_source.iter().filter(|(s, _)| **s != m.source).map(|(_, &i)| i).min();
+        [self.first_plain, other_source, self.first_of_identity.get(&m.identity).copied()].into_iter().flatten().min()
+    }
+
+    /// Estimated Jaccard of `m` (its sketch in `ms`) and kept document `i`; `tmp` receives a
+    /// sketch read from disk.
+    fn similarity(&self, i: u32, ms: &Sketch, sketches: &dyn SketchSource, tmp: &mut Sketch) -> Result<f64> {
+        let k = &self.kept[i as usize];
+        if ms.bins.is_empty() {
+            return Ok(super::minhash::estimate(&ms.sig, &k.sig));
+        }
+        match &k.sketch {
+            Some(s) => Ok(super::minhash::sketch_estimate(&ms.bins, &s.bins)),
+            None => {
+                sketches.get(k.m.gidx, tmp)?;
+                Ok(ms.similarity(tmp))
+            }
+        }
+    }
 }
 
 /// Clusters `n` documents. `edges` is called once and must feed every candidate pair to its
@@ -346,92 +523,99 @@ pub fn cluster(
     uf.remove_file();
     let mut sorted = members.finish()?;
     let mut decisions = Sorter::<Decision>::new(&work.join("decisions"), p.sort_bytes, p.fan_in);
-    let mut kept: Vec<Kept> = Vec::new();
-    let mut group: Option<(u32, u64)> = None; // (root, cluster id)
+    let mut group = Group::default();
+    let mut current: Option<(u32, u64)> = None; // (root, cluster id)
     let mut sketch = Sketch::default();
+    let mut tmp = Sketch::default();
+    let max_held = p.sketch_bytes / (2 * p.bins.max(1));
+    let mut keys: Vec<u64> = Vec::new();
+    let mut cands: Vec<u32> = Vec::new();
+    let (mut mset, mut kbuf): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
     while let Some(m) = sorted.next_entry()? {
-        let cluster_id = match group {
+        let cluster_id = match current {
             Some((root, cid)) if root == m.root => cid,
             _ => {
-                kept.clear();
+                group.clear();
                 stats.groups += 1;
                 let cid = xxhash_rust::xxh3::xxh3_64(m.id.as_bytes());
-                group = Some((m.root, cid));
+                current = Some((m.root, cid));
                 cid
             }
         };
-        let near_capable = p.near && m.flags & FLAG_NEAR != 0 && m.shingles > 0;
-        let mut loaded = false;
-        // (kept index, kind, similarity) of the best match so far.
-        let mut best: Option<(usize, u8, f64)> = None;
-        for (i, k) in kept.iter().enumerate() {
-            if !compatible(&m.source, m.identity, &k.m.source, k.m.identity) {
-                continue;
+        let near = p.near && m.flags & FLAG_NEAR != 0 && m.shingles > 0;
+        keys.clear();
+        if near {
+            sketches.get(m.gidx, &mut sketch)?;
+            fine_keys(&sketch.sig, p.fine_rows, &mut keys);
+        }
+        // (kept index, kind, similarity) of the match.
+        let mut best: Option<(u32, u8, f64)> = None;
+        if p.exact && m.flags & FLAG_EXACT != 0 {
+            if let Some(list) = group.exact.get(&m.exact) {
+                let k = list.iter().copied().find(|&i| {
+                    let k = &group.kept[i as usize].m;
+                    compatible(&m.source, m.identity, &k.source, k.identity)
+                });
+                best = k.map(|i| (i, KIND_EXACT, 1.0));
             }
-            if p.exact && m.flags & k.m.flags & FLAG_EXACT != 0 && m.exact == k.m.exact {
-                best = Some((i, KIND_EXACT, 1.0));
-                break;
+        }
+        if best.is_none() && p.clustering == Clustering::Components {
+            if let Some(i) = group.first_compatible(&m) {
+                let jaccard = if near && group.kept[i as usize].near { group.similarity(i, &sketch, sketches, &mut tmp)? } else { 0.0 };
+                best = Some((i, KIND_NEAR, jaccard));
             }
-            if p.clustering == Clustering::Components {
-                if best.is_none() {
-                    best = Some((i, KIND_NEAR, f64::NAN));
+        }
+        if best.is_none() && near && p.clustering == Clustering::Centers {
+            cands.clear();
+            for k in &keys {
+                if let Some(list) = group.fine.get(k) {
+                    cands.extend_from_slice(list);
                 }
-                continue;
             }
-            let Some(ks) = &k.sketch else { continue };
-            if !near_capable {
-                continue;
-            }
-            if !loaded {
-                sketches.get(m.gidx, &mut sketch)?;
-                loaded = true;
-            }
-            stats.checks += 1;
-            let s = sketch.similarity(ks);
-            if s >= p.threshold && best.is_none_or(|(_, _, b)| s > b) {
-                best = Some((i, KIND_NEAR, s));
+            cands.sort_unstable();
+            cands.dedup();
+            let mut mset_loaded = false;
+            for &i in &cands {
+                let k = &group.kept[i as usize];
+                if !compatible(&m.source, m.identity, &k.m.source, k.m.identity)
+                    || super::minhash::estimate(&sketch.sig, &k.sig) < p.threshold - PREFILTER_MARGIN
+                {
+                    continue;
+                }
+                stats.checks += 1;
+                let mut s = group.similarity(i, &sketch, sketches, &mut tmp)?;
+                if (s - p.threshold).abs() < p.exact_margin {
+                    if !mset_loaded {
+                        sketches.shingles(m.gidx, &sketch, &mut mset)?;
+                        to_set(&mut mset);
+                        mset_loaded = true;
+                    }
+                    if let Some(x) = group.exact(i, &mset, sketches, &mut tmp, &mut kbuf, p.sketch_bytes)? {
+                        stats.exact_checks += 1;
+                        s = x;
+                    }
+                }
+                if s >= p.threshold && best.is_none_or(|(_, _, b)| s > b) {
+                    best = Some((i, KIND_NEAR, s));
+                }
             }
         }
         match best {
-            Some((i, kind, mut jaccard)) => {
-                let k = &kept[i];
-                if jaccard.is_nan() {
-                    // `components`: the similarity is only recorded for the audit table.
-                    jaccard = match (&k.sketch, near_capable) {
-                        (Some(ks), true) => {
-                            if !loaded {
-                                sketches.get(m.gidx, &mut sketch)?;
-                            }
-                            sketch.similarity(ks)
-                        }
-                        _ => 0.0,
-                    };
-                }
+            Some((i, kind, jaccard)) => {
+                let k = &group.kept[i as usize].m;
                 decisions.push(Decision {
                     gidx: m.gidx,
                     removed_id: m.id,
                     removed_source: m.source,
-                    kept_id: k.m.id.clone(),
-                    kept_source: k.m.source.clone(),
+                    kept_id: k.id.clone(),
+                    kept_source: k.source.clone(),
                     cluster_id,
                     kind,
                     jaccard,
                 })?;
                 stats.removed += 1;
             }
-            None if kept.len() < p.max_kept.max(1) => {
-                let sk = if near_capable {
-                    if !loaded {
-                        sketches.get(m.gidx, &mut sketch)?;
-                    }
-                    let mut s = std::mem::take(&mut sketch);
-                    s.buf = Vec::new();
-                    Some(s)
-                } else {
-                    None
-                };
-                kept.push(Kept { m, sketch: sk });
-            }
+            None if group.kept.len() < p.max_kept.max(1) => group.add(m, near, &keys, &sketch, max_held),
             None => stats.unchecked += 1,
         }
     }
@@ -443,13 +627,29 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// Sketches given directly: bins of a set of small integers (exact Jaccard).
-    struct Fixed(HashMap<u64, Vec<u16>>);
+    /// Sketches given directly: bins of a set of small integers (exact Jaccard); the stored
+    /// shingles are the set itself, or the one in `.1` where given (an estimate that errs).
+    struct Fixed(HashMap<u64, Vec<u16>>, HashMap<u64, Vec<u32>>);
+    impl Fixed {
+        fn new(bins: HashMap<u64, Vec<u16>>) -> Self {
+            Fixed(bins, HashMap::new())
+        }
+    }
     impl SketchSource for Fixed {
         fn get(&self, g: u64, out: &mut Sketch) -> Result<()> {
             out.bins = self.0[&g].clone();
-            out.sig.clear();
+            // One signature for all: every kept document is a candidate of every member.
+            out.sig = vec![7; 8];
+            out.shingles_at = (g, 0);
             Ok(())
+        }
+        fn shingles(&self, g: u64, sketch: &Sketch, out: &mut Vec<u32>) -> Result<bool> {
+            assert_eq!(sketch.shingles_at.0, g, "the sketch of the same document");
+            *out = match self.1.get(&g) {
+                Some(s) => s.clone(),
+                None => self.0[&g].iter().enumerate().filter(|(_, &b)| b == 0).map(|(i, _)| i as u32).collect(),
+            };
+            Ok(true)
         }
     }
 
@@ -485,6 +685,10 @@ mod tests {
             near: true,
             keep: &keep,
             max_kept: 16,
+            fine_rows: 4,
+            exact_margin: 0.05,
+            bins: 64,
+            sketch_bytes: budget,
             union_find_bytes: budget,
             sort_bytes: budget,
             fan_in: 2,
@@ -536,7 +740,7 @@ mod tests {
         // A chain: 5-4, 4-3, 3-2, 2-1, 1-6 (the original only reachable through copies).
         let edges = [(5, 4), (4, 3), (3, 2), (2, 1), (1, 6), (0, 5)];
         for budget in [1 << 20, 1] {
-            let (d, st) = run(&docs, &Fixed(map.clone()), &edges, Clustering::Centers, budget);
+            let (d, st) = run(&docs, &Fixed::new(map.clone()), &edges, Clustering::Centers, budget);
             let removed: Vec<(u64, &str)> = d.iter().map(|x| (x.gidx, x.kept_id.as_str())).collect();
             assert_eq!(removed, vec![(1, "w:0"), (2, "w:0"), (3, "w:0"), (4, "w:0"), (5, "w:0")]);
             assert!(d.iter().all(|x| x.kind == KIND_NEAR && x.jaccard > 0.9 && x.jaccard < 0.91));
@@ -545,7 +749,7 @@ mod tests {
             assert!(d.iter().all(|x| x.cluster_id == xxhash_rust::xxh3::xxh3_64(b"w:6")));
         }
         // `components`: everything but the best document goes, unverified.
-        let (d, _) = run(&docs, &Fixed(map), &edges, Clustering::Components, 1 << 20);
+        let (d, _) = run(&docs, &Fixed::new(map), &edges, Clustering::Components, 1 << 20);
         assert_eq!(d.len(), 6);
         assert!(d.iter().all(|x| x.kept_id == "w:6"));
     }
@@ -569,10 +773,40 @@ mod tests {
             map.insert(g, bins(0..40));
         }
         let docs = vec![a, b, a2, w];
-        let (d, _) = run(&docs, &Fixed(map), &[(0, 1), (1, 2), (2, 3)], Clustering::Centers, 1 << 20);
+        let (d, _) = run(&docs, &Fixed::new(map), &[(0, 1), (1, 2), (2, 3)], Clustering::Centers, 1 << 20);
         let got: Vec<(&str, &str, u8)> = d.iter().map(|x| (x.removed_id.as_str(), x.kept_id.as_str(), x.kind)).collect();
         // B is kept beside A (another code); A's twin goes as exact; the web copy of B goes as
         // B's exact twin, though A is as similar and comes first.
         assert_eq!(got, vec![("ipc:A#2", "ipc:A", KIND_EXACT), ("wudao:copy-of-b", "ipc:B", KIND_EXACT)]);
+    }
+
+    /// Near the threshold the exact Jaccard decides: an estimate of 0.79 over sets at 0.85 is
+    /// a removal (recorded with the exact value), an estimate of 0.82 over sets at 0.70 is not.
+    #[test]
+    fn estimates_near_the_threshold_are_checked_exactly() {
+        let mut bins_map = HashMap::new();
+        let mut sets = HashMap::new();
+        // Bins: 0..100 vs 0..79 ∪ 100..(100+?): estimate 79/100 = 0.79 (under 0.8).
+        bins_map.insert(0, bins_n(0..100));
+        bins_map.insert(1, bins_n(0..79));
+        // Exact sets: J = 85/100.
+        sets.insert(0, (0..100).collect::<Vec<u32>>());
+        sets.insert(1, (0..85).collect::<Vec<u32>>());
+        // Doc 2: estimate 0.82, exact 0.70.
+        bins_map.insert(2, bins_n(0..82));
+        sets.insert(2, (0..70).collect::<Vec<u32>>());
+        let docs = vec![facts("w:0", "2020-01-01"), facts("w:1", "2021-01-01"), facts("w:2", "2021-01-01")];
+        let (d, st) = run(&docs, &Fixed(bins_map, sets), &[(0, 1), (0, 2)], Clustering::Centers, 1 << 20);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].gidx, d[0].kept_id.as_str(), d[0].jaccard), (1, "w:0", 0.85));
+        assert_eq!(st.exact_checks, 2);
+    }
+
+    fn bins_n(set: std::ops::Range<usize>) -> Vec<u16> {
+        let mut b = vec![super::super::minhash::EMPTY_BIN; 128];
+        for x in set {
+            b[x] = 0;
+        }
+        b
     }
 }

@@ -63,6 +63,14 @@ pub struct Scratch {
     bins: Vec<u32>,
 }
 
+impl Scratch {
+    /// The 32-bit shingle hashes of the last [`MinHasher::signature`] call (one per shingle
+    /// occurrence, in text order): the set the exact Jaccard check compares.
+    pub fn hashes(&self) -> &[u32] {
+        &self.hashes
+    }
+}
+
 /// An empty bin of the verification sketch.
 pub const EMPTY_BIN: u16 = u16::MAX;
 
@@ -176,6 +184,9 @@ pub struct Sketch {
     pub bins: Vec<u16>,
     /// Read buffer.
     pub buf: Vec<u8>,
+    /// Where the document's shingle hashes are in its shard's shingle file: (offset in
+    /// values, count); count 0 when there are none stored.
+    pub shingles_at: (u64, u32),
 }
 
 impl Sketch {
