@@ -5,9 +5,11 @@
 #   benches/dedup_vs_datatrove.sh [BYTES] [DATATROVE_BYTES]
 #
 # BYTES (default 1e9) of documents are generated from the fixtures (`coretech dedup-bench scale`:
-# fixture chunks with 1 % character edits and varied ids, one in five a near copy). datatrove
+# fixture chunks with 1 % character edits and varied ids, a share NEAR_COPIES of them (default
+# 0.2; 0.8 gives heavily duplicated input) near copies of recent documents). datatrove
 # runs on its own input of DATATROVE_BYTES (default: the same input; pass a smaller size when a
-# full datatrove run would take too long, and the ratio is then per MB). Needs a release build
+# full datatrove run would take too long, and the ratio is then per MB; 0 runs our side only).
+# Needs a release build
 # and datatrove in .dev/venv (python3 -m venv .dev/venv && .dev/venv/bin/pip install
 # "datatrove[processing]" spacy pyarrow: its MinHash stage needs the spacy word tokenizer, its
 # ParquetReader pyarrow, which datatrove[processing] does not pull). BIN overrides the binary.
@@ -21,31 +23,38 @@ BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/coretech}
 OUT=${BENCH_DIR:-out/bench-dedup}
 mkdir -p "$OUT"
 [ -x "$BIN" ] || cargo build --release
-gen() { [ -f "$2/manifest.json" ] || "$BIN" dedup-bench scale "$2" --bytes "$1" --seed 7 >/dev/null; }
-gen "$BYTES" "$OUT/in-$BYTES"
-[ "$DT_BYTES" = "$BYTES" ] || gen "$DT_BYTES" "$OUT/in-$DT_BYTES"
+NEAR_COPIES=${NEAR_COPIES:-0.2}
+# The default keeps the input directory names of earlier runs.
+SUFFIX=$([ "$NEAR_COPIES" = 0.2 ] || echo "-copies$NEAR_COPIES")
+gen() { [ -f "$2/manifest.json" ] || "$BIN" dedup-bench scale "$2" --bytes "$1" --seed 7 --near-copies "$NEAR_COPIES" >/dev/null; }
+gen "$BYTES" "$OUT/in-$BYTES$SUFFIX"
+[ "$DT_BYTES" = "$BYTES" ] || gen "$DT_BYTES" "$OUT/in-$DT_BYTES$SUFFIX"
 mb() { python3 -c "import sys; print(round(int(sys.argv[1]) / 1e6, 1))" "$1"; }
 
 cat > "$OUT/ours.toml" <<TOML
 stages = ["dedup"]
 [dedup]
-input = "$OUT/in-$BYTES"
-output = "$OUT/ours-$BYTES"
+input = "$OUT/in-$BYTES$SUFFIX"
+output = "$OUT/ours-$BYTES$SUFFIX"
 TOML
-rm -rf "$OUT/ours-$BYTES"
+rm -rf "$OUT/ours-$BYTES$SUFFIX"
 RAYON_NUM_THREADS=1 taskset -c 0 /usr/bin/time -v "$BIN" dedup "$OUT/ours.toml" > "$OUT/ours.log" 2> "$OUT/ours.time"
 ours_s=$(grep "Elapsed (wall" "$OUT/ours.time" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 ours_rss=$(grep "Maximum resident" "$OUT/ours.time" | awk '{print $NF}')
 cpu() { awk -F: '/User time|System time/ {s += $2} END {print s}' "$1"; }
 ours_cpu=$(cpu "$OUT/ours.time")
 
-rm -rf "$OUT/dt-$DT_BYTES"
-taskset -c 0 /usr/bin/time -v .dev/venv/bin/python benches/dedup_datatrove.py "$OUT/in-$DT_BYTES" "$OUT/dt-$DT_BYTES" > "$OUT/dt.log" 2> "$OUT/dt.time"
+tail -12 "$OUT/ours.log"
+if [ "$DT_BYTES" = 0 ]; then  # our side only (the memory runs)
+  python3 -c "import sys; b, s, r, c = int(sys.argv[1]) / 1e6, float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]); print(f'coretech  : {b:.0f} MB, wall {s:.1f} s ({b/s:.1f} MB/s), CPU {c:.1f} s ({b/c:.1f} MB/s), peak RSS {r/1024:.0f} MiB (1 thread)')" "$BYTES" "$ours_s" "$ours_rss" "$ours_cpu"
+  exit 0
+fi
+rm -rf "$OUT/dt-$DT_BYTES$SUFFIX"
+taskset -c 0 /usr/bin/time -v .dev/venv/bin/python benches/dedup_datatrove.py "$OUT/in-$DT_BYTES$SUFFIX" "$OUT/dt-$DT_BYTES$SUFFIX" > "$OUT/dt.log" 2> "$OUT/dt.time"
 dt_s=$(grep "Elapsed (wall" "$OUT/dt.time" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 dt_rss=$(grep "Maximum resident" "$OUT/dt.time" | awk '{print $NF}')
 dt_cpu=$(cpu "$OUT/dt.time")
 
-tail -12 "$OUT/ours.log"
 grep "^datatrove" "$OUT/dt.log"  # its own timings, not the loguru lines that name the package
 python3 - "$BYTES" "$ours_s" "$ours_rss" "$ours_cpu" "$DT_BYTES" "$dt_s" "$dt_rss" "$dt_cpu" <<'PY'
 import sys

@@ -269,8 +269,8 @@ enum DedupBenchCmd {
         /// The pipeline TOML the dedup ran with.
         config: PathBuf,
     },
-    /// About BYTES of documents composed from fixture chunks with small mutations, one in five a
-    /// near copy (the speed benchmark input).
+    /// About BYTES of documents composed from fixture chunks with small mutations, a share
+    /// (--near-copies, default one in five) near copies of recent ones (the speed benchmark input).
     Scale {
         /// Output shard directory.
         out: PathBuf,
@@ -286,6 +286,9 @@ enum DedupBenchCmd {
         /// Documents per shard.
         #[arg(long, default_value_t = 20000)]
         rows_per_shard: usize,
+        /// Share of the documents that are near copies of a recent one.
+        #[arg(long, default_value_t = 0.2)]
+        near_copies: f64,
     },
 }
 
@@ -529,8 +532,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let cfg = dedup_config(&config)?;
                 print!("{}", coretech::dedup::bench::score(&labelled, &cfg)?.table());
             }
-            DedupBenchCmd::Scale { out, bytes, fixtures, seed, rows_per_shard } => {
-                let m = coretech::dedup::bench::gen_scale(&fixtures, &out, bytes, seed, rows_per_shard)?;
+            DedupBenchCmd::Scale { out, bytes, fixtures, seed, rows_per_shard, near_copies } => {
+                let m = coretech::dedup::bench::gen_scale(&fixtures, &out, bytes, seed, rows_per_shard, near_copies)?;
                 println!("{}: {} shards, {} documents", out.display(), m.shards.len(), m.rows());
             }
         },

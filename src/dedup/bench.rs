@@ -779,11 +779,11 @@ impl FamilyScore {
     /// A printable report.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        let recall = if self.removable == 0 { "n/a".to_string() } else { format!("{:.4}", self.recall()) };
         let _ = writeln!(
             s,
-            "near-copy recall (removable copies removed; removable: exact Jaccard with the original >= {}): {:.4} ({} of {}; {} copies in all)",
+            "near-copy recall (removable copies removed; removable: exact Jaccard with the original >= {}): {recall} ({} of {}; {} copies in all)",
             self.threshold,
-            self.recall(),
             self.removable_removed,
             self.removable,
             self.copies
@@ -842,7 +842,7 @@ pub fn score_families(corpus: &Path, cfg: &DedupConfig) -> Result<FamilyScore> {
     sc.no_survivor = members.values().filter(|(n, r, _)| n == r).count();
     sc.with_extra = members.values().filter(|(_, _, x)| *x).count();
     for r in &dups {
-        if family.get(r.removed_id.as_str()).is_some() && family.get(r.removed_id.as_str()) == family.get(r.kept_id.as_str()) {
+        if family.contains_key(r.removed_id.as_str()) && family.get(r.removed_id.as_str()) == family.get(r.kept_id.as_str()) {
             sc.same_family += 1;
         } else {
             sc.wrong.push((r.removed_id.clone(), r.kept_id.clone()));
@@ -852,9 +852,12 @@ pub fn score_families(corpus: &Path, cfg: &DedupConfig) -> Result<FamilyScore> {
 }
 
 /// Generates about `bytes` of text as document shards: each document is 2–6 chunks (~1 KB) of
-/// fixture text with 1 % character edits; one in five is instead a copy of a recent document
-/// with 0.5–2 % edits (a near duplicate).
-pub fn gen_scale(fixtures: &Path, out: &Path, bytes: u64, seed: u64, rows_per_shard: usize) -> Result<Manifest> {
+/// fixture text with 1 % character edits; a share `near_copies` of them (0.2 in the speed
+/// benchmark, 0.8 for heavily duplicated input) is instead a copy of a recent document with
+/// 0.5–2 % edits (a near duplicate).
+pub fn gen_scale(fixtures: &Path, out: &Path, bytes: u64, seed: u64, rows_per_shard: usize, near_copies: f64) -> Result<Manifest> {
+    // In millionths, so that 0.2 draws exactly as the original one-in-five rule did.
+    let copy_ppm = (near_copies.clamp(0.0, 1.0) * 1e6).round() as u64;
     let texts = load_fixture_texts(fixtures)?;
     let mut chunks: Vec<(usize, String)> = Vec::new();
     for (ti, t) in texts.iter().enumerate() {
@@ -877,7 +880,7 @@ pub fn gen_scale(fixtures: &Path, out: &Path, bytes: u64, seed: u64, rows_per_sh
         if total >= bytes {
             return None;
         }
-        let d = if !recent.is_empty() && rng.below(5) == 0 {
+        let d = if !recent.is_empty() && rng.below(1_000_000) < copy_ppm {
             let src = &recent[rng.below(recent.len() as u64) as usize];
             let rate = [0.005, 0.01, 0.02][rng.below(3) as usize];
             Document { id: format!("{}:scale-{n}", src.source), text: char_edits(&src.text, rate, &mut rng), ..src.clone() }
