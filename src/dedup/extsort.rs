@@ -25,25 +25,22 @@ pub trait Record: Ord + Sized {
 }
 
 /// One bucket entry: documents with equal `key` (a band's xxh3-128, or the exact-text key) are
-/// candidates; `order` (xxh3 of the id) fixes the order inside a bucket independently of the
-/// input order; `gidx` is the document's global index.
+/// candidates; `gidx` is the document's global index. (Which member of a bucket the others
+/// are paired with does not matter: the cluster step works on the connected groups.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
     /// Bucket key.
     pub key: u128,
-    /// Order inside the bucket.
-    pub order: u64,
     /// Global document index.
     pub gidx: u64,
 }
 
 /// Bytes of one encoded entry.
-pub const ENTRY_BYTES: usize = 32;
+pub const ENTRY_BYTES: usize = 24;
 
 impl Record for Entry {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.key.to_le_bytes());
-        out.extend_from_slice(&self.order.to_le_bytes());
         out.extend_from_slice(&self.gidx.to_le_bytes());
     }
     fn decode(r: &mut impl BufRead) -> std::io::Result<Option<Self>> {
@@ -53,8 +50,7 @@ impl Record for Entry {
         }
         Ok(Some(Entry {
             key: u128::from_le_bytes(b[..16].try_into().unwrap()),
-            order: u64::from_le_bytes(b[16..24].try_into().unwrap()),
-            gidx: u64::from_le_bytes(b[24..].try_into().unwrap()),
+            gidx: u64::from_le_bytes(b[16..].try_into().unwrap()),
         }))
     }
 }
@@ -288,7 +284,7 @@ mod tests {
         let mut paths = Vec::new();
         for r in 0..7 {
             let mut run: Vec<Entry> =
-                (0..50).map(|i| Entry { key: (rng.below(20)) as u128, order: rng.next_u64(), gidx: r * 100 + i }).collect();
+                (0..50).map(|_| Entry { key: (rng.below(20)) as u128, gidx: rng.next_u64() }).collect();
             all.extend(run.iter().cloned());
             let p = dir.path().join(format!("r{r}.run"));
             write_run(&p, &mut run).unwrap();
@@ -310,7 +306,7 @@ mod tests {
     fn sorter_spills_and_merges_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = crate::dedup::minhash::SplitMix64(4);
-        let all: Vec<Entry> = (0..5000).map(|i| Entry { key: rng.below(300) as u128, order: rng.next_u64(), gidx: i }).collect();
+        let all: Vec<Entry> = (0..5000).map(|i| Entry { key: rng.below(300) as u128, gidx: i }).collect();
         for budget in [1 << 30, 4096] {
             let mut s = Sorter::new(&dir.path().join("s"), budget, 4);
             for e in &all {
@@ -349,7 +345,7 @@ mod tests {
     fn truncated_run_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.run");
-        std::fs::write(&p, [0u8; 40]).unwrap();
+        std::fs::write(&p, [0u8; 30]).unwrap();
         let mut r = RunReader::<Entry>::open(&p).unwrap();
         assert!(r.next_entry().unwrap().is_some());
         let e = r.next_entry().unwrap_err().to_string();

@@ -22,7 +22,7 @@ use super::extsort::{merge_runs, write_run, Entry};
 use super::minhash::{Scratch, Sketch};
 use super::normalize::exact_key;
 use super::policy::{identity_key, resolve, Identity};
-use super::{DatePreference, DedupConfig};
+use super::DedupConfig;
 use crate::core::fsio::write_atomic;
 use crate::core::{RunReport, TaskSplit};
 use crate::error::{Error, Result};
@@ -99,9 +99,9 @@ impl Layout {
         let nb = if cfg.near.enabled { cfg.near.bands } else { 0 };
         let k = if cfg.near.enabled { cfg.near.bands * cfg.near.rows } else { 0 };
         let m = if cfg.near.enabled { cfg.near.verify_bins } else { 0 };
-        // The keep policy orders bucket members, so it is part of the work.
-        let work_hash = crate::core::hash_of(&(&cfg.exact, &cfg.near, &cfg.keep, &cfg.sources, &listing));
-        let cluster_hash = crate::core::hash_of(&(&work_hash, cfg.clustering, cfg.max_kept_per_group));
+        let work_hash = crate::core::hash_of(&(&cfg.exact, &cfg.near, &cfg.sources, &listing));
+        // The keep policy only matters from the cluster step on.
+        let cluster_hash = crate::core::hash_of(&(&work_hash, &cfg.keep, cfg.clustering, cfg.max_kept_per_group));
         let shingle_files = k > 0 && cfg.near.exact_check_margin > 0.0;
         Ok(Self {
             shards,
@@ -282,7 +282,6 @@ struct DocKeys {
     /// The shingle hashes, when they are stored.
     hashes: Vec<u32>,
     exact: u128,
-    order: u64,
     shingles: u32,
     identity: u64,
     exact_on: bool,
@@ -390,7 +389,7 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
                     other => identity_key(other, source, id, &[]),
                 };
                 let hashes = if near_on && lay.shingle_files { sc.hashes().to_vec() } else { Vec::new() };
-                DocKeys { hashes, exact, order: order_key(cfg, source, dates.value(i), id), shingles, identity, exact_on, near_on }
+                DocKeys { hashes, exact, shingles, identity, exact_on, near_on }
             })
             .collect();
         sig_bytes.clear();
@@ -421,12 +420,12 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
             let gidx = lay.prefix[s] + row + i as u64;
             if d.near_on && d.shingles > 0 {
                 for b in 0..nb {
-                    bufs[b].push(Entry { key: bands[i * nbb + b], order: d.order, gidx });
+                    bufs[b].push(Entry { key: bands[i * nbb + b], gidx });
                 }
                 buffered += nb;
             }
             if d.exact_on {
-                bufs[nb].push(Entry { key: d.exact, order: d.order, gidx });
+                bufs[nb].push(Entry { key: d.exact, gidx });
                 buffered += 1;
             }
             if buffered >= budget {
@@ -449,24 +448,6 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
     write_json(&lay.sig_done(s), &SigDone { hash: lay.work_hash.clone(), rows: row, runs })
 }
 
-/// The order of a document inside an LSH bucket: the keep policy compressed to 64 bits
-/// (source priority 8 bits, date 28 bits, id hash 28 bits), so members are matched against
-/// the better-ranked members first. Exact ties and collisions only change which pairs are
-/// examined; the cluster step applies the exact policy.
-fn order_key(cfg: &DedupConfig, source: &str, date: &str, id: &str) -> u64 {
-    let prio = cfg.keep.source_priority.iter().position(|p| p == source).unwrap_or(cfg.keep.source_priority.len()).min(255) as u64;
-    let digits: String = date.chars().filter(|c| c.is_ascii_digit()).take(8).collect();
-    const NONE: u64 = (1 << 28) - 1;
-    let d = match digits.parse::<u64>() {
-        Ok(v) if !date.is_empty() => match cfg.keep.date {
-            DatePreference::Oldest => v.min(NONE - 1),
-            DatePreference::Newest => NONE - 1 - v.min(NONE - 1),
-        },
-        _ => NONE,
-    };
-    (prio << 56) | (d << 28) | (xxhash_rust::xxh3::xxh3_64(id.as_bytes()) >> 36)
-}
-
 /// The IPC symbols of row `i` of a shard's `ipc` column.
 fn ipc_codes(col: &ListArray, i: usize) -> Vec<String> {
     if col.is_null(i) {
@@ -481,7 +462,6 @@ fn ipc_codes(col: &ListArray, i: usize) -> Vec<String> {
 
 fn write_meta(w: &mut impl Write, d: &DocKeys, source: &str, date: &str, id: &str) -> std::io::Result<()> {
     w.write_all(&d.exact.to_le_bytes())?;
-    w.write_all(&d.order.to_le_bytes())?;
     w.write_all(&d.shingles.to_le_bytes())?;
     w.write_all(&d.identity.to_le_bytes())?;
     w.write_all(&[d.exact_on as u8 | (d.near_on as u8) << 1])?;
@@ -517,13 +497,13 @@ impl MetaReader {
     fn next_rec(&mut self) -> Result<MetaRec> {
         let path = self.path.clone();
         let bad = |e: std::io::Error| Error::Other(format!("{}: truncated or unreadable metadata file: {e}", path.display()));
-        let mut head = [0u8; 39];
+        let mut head = [0u8; 31];
         self.r.read_exact(&mut head).map_err(bad)?;
         let exact = u128::from_le_bytes(head[..16].try_into().unwrap());
-        let shingles = u32::from_le_bytes(head[24..28].try_into().unwrap());
-        let identity = u64::from_le_bytes(head[28..36].try_into().unwrap());
-        let flags = head[36];
-        let source = self.string(u16::from_le_bytes([head[37], head[38]]) as usize)?;
+        let shingles = u32::from_le_bytes(head[16..20].try_into().unwrap());
+        let identity = u64::from_le_bytes(head[20..28].try_into().unwrap());
+        let flags = head[28];
+        let source = self.string(u16::from_le_bytes([head[29], head[30]]) as usize)?;
         let mut l2 = [0u8; 2];
         self.r.read_exact(&mut l2).map_err(bad)?;
         let date = self.string(u16::from_le_bytes(l2) as usize)?;
