@@ -10,8 +10,9 @@
 #    publication numbers, so they are kept by design) and with identities off (the machinery
 #    alone; how the figure was measured before identities existed).
 # 2. Copy families (`dedup-bench families` / `families-score`): originals of which no two have
-#    exact Jaccard >= 0.5, each with 10 mirror copies (8 edited, a paragraph shuffle and a 90 %
-#    truncation, all with the same character edit rate), one corpus per edit rate (0.5, 2, 5 %).
+#    exact Jaccard >= 0.5, each with 10 copies (8 edited, a paragraph shuffle and a 90 %
+#    truncation, all with the same character edit rate), one corpus per edit rate (0.5, 2, 5 %);
+#    one source and no dates, as the fixture mix repeated as JSONL (the corpus).
 #    Near-copy recall: copies removed / copies whose exact Jaccard with their original reaches
 #    the threshold; families with no survivor; precision of removals against the families.
 #

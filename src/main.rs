@@ -234,7 +234,7 @@ enum DedupBenchCmd {
     },
     /// Copy-family corpora, one per edit rate (OUT/edit-R%/documents, labels.jsonl): originals
     /// of which no two are near copies, each followed by edited copies, a paragraph shuffle and
-    /// a truncation from a mirror.
+    /// a truncation.
     Families {
         /// Output directory.
         out: PathBuf,

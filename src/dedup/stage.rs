@@ -317,7 +317,7 @@ fn sign_shard(cfg: &DedupConfig, lay: &Layout, s: usize, hasher: &super::minhash
     let mut sig_w = BufWriter::with_capacity(1 << 20, File::create(&sig_tmp).map_err(|e| Error::io(&sig_tmp, e))?);
     let mut meta_w = BufWriter::with_capacity(1 << 20, File::create(&meta_tmp).map_err(|e| Error::io(&meta_tmp, e))?);
     let shg_path = lay.shingles(s);
-    let shg_tmp = crate::shard::writer::tmp_path(&shg_path);
+    let shg_tmp = crate::core::fsio::tmp_path(&shg_path);
     let mut shg_w = match lay.shingle_files {
         true => Some(BufWriter::with_capacity(1 << 20, File::create(&shg_tmp).map_err(|e| Error::io(&shg_tmp, e))?)),
         false => None,
