@@ -653,8 +653,9 @@ pub fn rate_dir(rate: f64) -> String {
 /// `copies` copies (`text:ID#1`…): edited copies, a paragraph shuffle and a 90 % truncation,
 /// each with `rate` × length random character edits. All documents have source `text` and no
 /// date (the shape of the fixture mix repeated as JSONL and read by the docs stage), so the keep
-/// policy falls back to the id and the original is the first of its family. `dedup` gives the shingling of the ground truth (exact Jaccard of each copy
-/// with its original). The input order is shuffled.
+/// policy falls back to the id and the original is the first of its family. `dedup` gives the
+/// shingling of the ground truth (exact Jaccard of each copy with its original). The input order
+/// is shuffled.
 pub fn gen_families(cfg: &FamiliesConfig, dedup: &DedupConfig) -> Result<FamiliesSummary> {
     let texts = load_fixture_texts(&cfg.fixtures)?;
     // The base set: greedy in fixture order, a text is left out when it is a near copy of one
@@ -702,11 +703,7 @@ pub fn gen_families(cfg: &FamiliesConfig, dedup: &DedupConfig) -> Result<Familie
                     ("copy", o.text.clone())
                 };
                 let text = char_edits(&text, rate, &mut rng);
-                let d = Document {
-                    id: format!("text:{}#{}", o.id, c + 1),
-                    text,
-                    ..orig.clone()
-                };
+                let d = Document { id: format!("text:{}#{}", o.id, c + 1), text, ..orig.clone() };
                 docs.push((d, variant.into(), f as u32));
             }
         }

@@ -48,10 +48,7 @@ impl Record for Entry {
         if !read_exact_or_end(r, &mut b)? {
             return Ok(None);
         }
-        Ok(Some(Entry {
-            key: u128::from_le_bytes(b[..16].try_into().unwrap()),
-            gidx: u64::from_le_bytes(b[16..].try_into().unwrap()),
-        }))
+        Ok(Some(Entry { key: u128::from_le_bytes(b[..16].try_into().unwrap()), gidx: u64::from_le_bytes(b[16..].try_into().unwrap()) }))
     }
 }
 
@@ -283,8 +280,7 @@ mod tests {
         let mut all = Vec::new();
         let mut paths = Vec::new();
         for r in 0..7 {
-            let mut run: Vec<Entry> =
-                (0..50).map(|_| Entry { key: (rng.below(20)) as u128, gidx: rng.next_u64() }).collect();
+            let mut run: Vec<Entry> = (0..50).map(|_| Entry { key: (rng.below(20)) as u128, gidx: rng.next_u64() }).collect();
             all.extend(run.iter().cloned());
             let p = dir.path().join(format!("r{r}.run"));
             write_run(&p, &mut run).unwrap();
