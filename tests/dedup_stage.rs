@@ -276,3 +276,42 @@ fn ipc_entries_keep_every_code_while_copies_of_them_go() {
     let near = read_duplicates(&off.output.join(DUPLICATES_FILE)).unwrap().into_iter().filter(|r| r.removed_source == "ipc").count();
     assert!(near > 100, "{near} IPC entries removed without the identity rule");
 }
+
+/// Issue 14's demo check on the demo's own inputs and settings (`pipelines/demo.toml`: every CPT
+/// source, its IPC scheme, its dedup table): the set of IPC codes in the dedup output equals the
+/// set in the docs output — for the IPC reference entries, and over every document's codes.
+#[test]
+fn demo_build_keeps_every_ipc_code_through_dedup() {
+    use coretech::config::PipelineConfig;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = PipelineConfig::load(&root.join("pipelines/demo.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut docs_cfg = demo.docs.clone().unwrap();
+    docs_cfg.inputs = docs_cfg.inputs.iter().map(|p| root.join(p).display().to_string()).collect();
+    docs_cfg.output = dir.path().join("documents");
+    let mut ipc = demo.ipc.clone();
+    ipc.scheme = ipc.scheme.iter().map(|p| root.join(p)).collect();
+    let scheme = coretech::ipc::IpcScheme::load(&ipc).unwrap();
+    coretech::pipeline::docs::run(&docs_cfg, &scheme, TaskSplit::default(), true).unwrap();
+    let mut cfg = demo.dedup.clone().unwrap();
+    cfg.input = docs_cfg.output.clone();
+    cfg.output = dir.path().join("dedup");
+    let report = run(&cfg, TaskSplit::default(), None).unwrap();
+
+    let read = |d: &Path| -> Vec<Document> {
+        documents::shard_files(d).unwrap().iter().flat_map(|f| documents::read_shard(f, 1000).unwrap().flat_map(|b| b.unwrap())).collect()
+    };
+    let (before, after) = (read(&docs_cfg.output), read(&cfg.output));
+    let codes = |docs: &[Document], ipc_only: bool| -> BTreeSet<String> {
+        docs.iter().filter(|d| !ipc_only || d.source == "ipc").flat_map(|d| d.ipc.clone()).collect()
+    };
+    assert!(codes(&before, true).len() > 2800, "{}", codes(&before, true).len());
+    assert_eq!(codes(&after, true), codes(&before, true), "every IPC entry's code survives dedup");
+    assert_eq!(codes(&after, false), codes(&before, false), "every IPC code any document carries survives dedup");
+    // Dedup still does its work on the demo: the web text has copies, and nothing is lost.
+    let removed = read_duplicates(&cfg.output.join(DUPLICATES_FILE)).unwrap();
+    assert!(!removed.is_empty());
+    assert_eq!(before.len(), after.len() + removed.len());
+    let dups: u64 = report.sources.values().flat_map(|s| s.duplicates.values()).sum();
+    assert_eq!(dups as usize, removed.len());
+}
