@@ -314,4 +314,5 @@ fn demo_build_keeps_every_ipc_code_through_dedup() {
     assert_eq!(before.len(), after.len() + removed.len());
     let dups: u64 = report.sources.values().flat_map(|s| s.duplicates.values()).sum();
     assert_eq!(dups as usize, removed.len());
+    assert!(report.notes.contains(&"dedup policy ipc: exact on, near on, identity ipc (built-in)".to_string()), "{:?}", report.notes);
 }

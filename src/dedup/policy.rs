@@ -78,6 +78,20 @@ pub fn resolve(overrides: &BTreeMap<String, SourcePolicy>, source: &str) -> Reso
     }
 }
 
+/// One line naming the policy `source` runs under and where it comes from, for the run report
+/// (`ipc: exact on, near on, identity ipc (built-in)`).
+pub fn describe(overrides: &BTreeMap<String, SourcePolicy>, source: &str) -> String {
+    let r = resolve(overrides, source);
+    let on = |b: bool| if b { "on" } else { "off" };
+    let identity = match r.identity {
+        Identity::None => "none",
+        Identity::Id => "id",
+        Identity::Ipc => "ipc",
+    };
+    let from = if overrides.contains_key(source) { "configured" } else { "built-in" };
+    format!("{source}: exact {}, near {}, identity {identity} ({from})", on(r.exact), on(r.near))
+}
+
 /// The identity of a document under `identity`, as a 64-bit key (0: none). The source is part
 /// of the key, so identities of different sources never compare equal.
 pub fn identity_key(identity: Identity, source: &str, id: &str, ipc: &[&str]) -> u64 {
@@ -131,5 +145,7 @@ mod tests {
         p.insert("cnipa".to_string(), SourcePolicy { identity: Some(Identity::None), ..Default::default() });
         assert_eq!(resolve(&p, "ipc"), Resolved { exact: true, near: false, identity: Identity::Ipc });
         assert_eq!(resolve(&p, "cnipa").identity, Identity::None);
+        assert_eq!(describe(&p, "ipc"), "ipc: exact on, near off, identity ipc (configured)");
+        assert_eq!(describe(&p, "wudao"), "wudao: exact on, near on, identity none (built-in)");
     }
 }

@@ -938,6 +938,11 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<RunReport>
         report.merge(&r);
         shards.extend(info);
     }
+    // The policy each source ran under, so a report says why its IPC entries or patents stayed.
+    report.notes = report.sources.keys().map(|src| format!("dedup policy {}", super::policy::describe(&cfg.sources, src))).collect();
+    for n in &report.notes {
+        tracing::info!("{n}");
+    }
     let mut manifest = Manifest {
         kind: "documents".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
