@@ -23,6 +23,7 @@ pub mod render;
 pub mod sft;
 pub mod shard;
 pub mod sources;
+pub mod stage;
 pub mod tokenize;
 pub mod train;
 

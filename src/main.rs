@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use coretech::config::{PipelineConfig, Stage};
-use coretech::core::TaskSplit;
+use coretech::core::{RunOptions, TaskSplit};
 use coretech::infer;
-use coretech::pipeline::{self, RunOptions};
+use coretech::pipeline;
 
 #[derive(Parser)]
 #[command(name = "coretech", version, about = "Patent-domain LLM toolkit: corpus build and Qwen2 training")]
@@ -30,11 +30,15 @@ struct TaskArgs {
     /// Fail on the first bad record instead of counting and skipping it.
     #[arg(long)]
     strict: bool,
+    /// Write into a non-empty output folder this stage did not create; its files are never
+    /// deleted or overwritten.
+    #[arg(long)]
+    force: bool,
 }
 
 impl TaskArgs {
     fn options(&self) -> anyhow::Result<RunOptions> {
-        Ok(RunOptions { task: TaskSplit::new(self.task_index, self.task_count)?, strict: self.strict })
+        Ok(RunOptions { task: TaskSplit::new(self.task_index, self.task_count)?, strict: self.strict, force: self.force })
     }
 }
 
@@ -48,6 +52,10 @@ struct SftArgs {
     /// Fail on the first bad record instead of counting and skipping it.
     #[arg(long)]
     strict: bool,
+    /// Write into a non-empty output folder this stage did not create; its files are never
+    /// deleted or overwritten.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -59,6 +67,9 @@ enum SftCmd {
         /// Fail on the first bad record.
         #[arg(long)]
         strict: bool,
+        /// Write into a non-empty output folder this stage did not create.
+        #[arg(long)]
+        force: bool,
     },
     /// Per-task and per-stage counts, length distributions and stage means of a built SFT
     /// directory (or its examples.parquet).
@@ -490,7 +501,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Dedup { config, task, step, verify_sample, seed } => {
             let cfg = dedup_config(&config)?;
             let step = step.map(|s| s.parse()).transpose()?;
-            let report = coretech::dedup::run(&cfg, task.options()?.task, step).map_err(named(&config))?;
+            let report = coretech::dedup::stage::run_with(&cfg, &task.options()?, step).map_err(named(&config))?;
             print!("{}", report.table());
             if let Some(n) = verify_sample {
                 print!("{}", coretech::dedup::verify::verify_sample(&cfg, n, seed)?.table());
@@ -607,9 +618,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&result)?);
         }
         Cmd::Sft(args) => match (args.cmd, args.config) {
-            (Some(SftCmd::Grade { config, strict }), _) => {
+            (Some(SftCmd::Grade { config, strict, force }), _) => {
                 let cfg = load(&config)?;
-                let report = pipeline::run_sft(&cfg, strict, coretech::sft::Mode::Grade).map_err(named(&config))?;
+                let report = pipeline::run_sft_with(&cfg, &RunOptions { strict, force, ..Default::default() }, coretech::sft::Mode::Grade)
+                    .map_err(named(&config))?;
                 print!("{}", report.table());
                 if let Some(sft) = &cfg.sft {
                     print!("{}", coretech::sft::stats::stats_of_dir(&sft.output)?);
@@ -617,7 +629,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             (Some(SftCmd::Stats { dir }), _) => print!("{}", coretech::sft::stats::stats_of_dir(&dir)?),
             (None, Some(config)) => {
-                let report = pipeline::run_sft(&load(&config)?, args.strict, coretech::sft::Mode::Build).map_err(named(&config))?;
+                let opts = RunOptions { strict: args.strict, force: args.force, ..Default::default() };
+                let report = pipeline::run_sft_with(&load(&config)?, &opts, coretech::sft::Mode::Build).map_err(named(&config))?;
                 print!("{}", report.table());
             }
             (None, None) => anyhow::bail!("usage: coretech sft <config> | coretech sft grade <config> | coretech sft stats <dir>"),

@@ -14,4 +14,4 @@ pub mod task;
 
 pub use fingerprint::{hash_of, Fingerprint};
 pub use report::{RunReport, SourceStats};
-pub use task::TaskSplit;
+pub use task::{RunOptions, TaskSplit};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// This process's share of a build: task `index` of `count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct TaskSplit {
     /// This task, 0-based.
     pub index: usize,
@@ -50,6 +50,24 @@ impl TaskSplit {
     /// per-shard steps), where round-robin balances better than ranges.
     pub fn owns(&self, i: usize) -> bool {
         i % self.count == self.index
+    }
+}
+
+/// Options every stage takes from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// This process's share of the inputs.
+    pub task: TaskSplit,
+    /// Fail on the first bad record.
+    pub strict: bool,
+    /// Write into a non-empty output folder the stage did not create (its files are never
+    /// deleted or overwritten).
+    pub force: bool,
+}
+
+impl From<TaskSplit> for RunOptions {
+    fn from(task: TaskSplit) -> Self {
+        Self { task, ..Default::default() }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The dedup stage and its four steps (see the module doc of `dedup`): signatures → buckets →
 //! cluster → filter, with file-based hand-off, per-unit done markers (resume) and byte-
-//! deterministic outputs.
+//! deterministic outputs. The output folder (its lock, what the stage owns in it, the
+//! fingerprint, up to date or resume) belongs to [`crate::stage`]; every input shard is checked
+//! against the input folder's manifest before it is read.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,9 +26,12 @@ use super::normalize::exact_key;
 use super::policy::{identity_key, resolve, Identity};
 use super::DedupConfig;
 use crate::core::fsio::write_atomic;
+use crate::core::{Fingerprint, RunOptions};
 use crate::core::{RunReport, TaskSplit};
 use crate::error::{Error, Result};
-use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
+use crate::shard::manifest::verified_shards;
+use crate::shard::{Manifest, ShardInfo, ShardWriter};
+use crate::stage::{check_overlap, Stage, StageSpec, PROGRESS_FILE};
 
 /// One step of the stage (for multi-machine runs; a single-machine run does all four).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,19 +87,18 @@ struct Layout {
 
 impl Layout {
     fn new(cfg: &DedupConfig) -> Result<Self> {
-        let shards = documents::shard_files(&cfg.input)?;
-        if shards.is_empty() {
+        // Each shard checked against the input's manifest (size, rows, checksum) and hashed.
+        let verified = verified_shards(&cfg.input)?;
+        if verified.is_empty() {
             return Err(Error::Other(format!("{}: no document shards (*.parquet) to deduplicate", cfg.input.display())));
         }
         let mut prefix = vec![0u64];
         let mut listing = Vec::new();
-        for p in &shards {
-            let f = File::open(p).map_err(|e| Error::io(p, e))?;
-            let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| shard_err(p, e))?;
-            let rows = b.metadata().file_metadata().num_rows() as u64;
-            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            prefix.push(prefix.last().unwrap() + rows);
-            listing.push((p.strip_prefix(&cfg.input).unwrap_or(p).display().to_string(), size, rows));
+        let mut shards = Vec::with_capacity(verified.len());
+        for v in verified {
+            prefix.push(prefix.last().unwrap() + v.rows);
+            listing.push((v.path.strip_prefix(&cfg.input).unwrap_or(&v.path).display().to_string(), v.digest.xxh3, v.rows));
+            shards.push(v.path);
         }
         let nb = if cfg.near.enabled { cfg.near.bands } else { 0 };
         let k = if cfg.near.enabled { cfg.near.bands * cfg.near.rows } else { 0 };
@@ -150,8 +154,10 @@ impl Layout {
     fn cluster_done(&self) -> PathBuf {
         self.work.join("cluster.done")
     }
-    fn output_hash(&self, cfg: &DedupConfig, task: TaskSplit) -> String {
-        crate::core::hash_of(&(&self.cluster_hash, &cfg.writer, task.index, task.count))
+    /// What the output folder of `task` depends on: the clustering (which covers every input
+    /// shard's content and the settings) and the writer settings.
+    fn fingerprint(&self, cfg: &DedupConfig, task: TaskSplit) -> Fingerprint {
+        Fingerprint::new().with("cluster", &self.cluster_hash).with("writer", &cfg.writer).with("task", &task)
     }
     /// (shard, row) of a global index.
     fn locate(&self, g: u64) -> (usize, u64) {
@@ -163,39 +169,63 @@ impl Layout {
 /// Runs the stage (all steps, one task) or one step of a multi-task run. Returns the filter
 /// step's report (the other steps return an empty report named after the step).
 pub fn run(cfg: &DedupConfig, task: TaskSplit, step: Option<Step>) -> Result<RunReport> {
+    run_with(cfg, &RunOptions::from(task), step)
+}
+
+/// [`run`] with every option (`--force` included).
+pub fn run_with(cfg: &DedupConfig, opts: &RunOptions, step: Option<Step>) -> Result<RunReport> {
     let started = Instant::now();
+    let task = opts.task;
     cfg.validate()?;
-    let lay = Layout::new(cfg)?;
+    check_overlap(&cfg.output, std::slice::from_ref(&cfg.input))?;
+    check_overlap(&cfg.work(), std::slice::from_ref(&cfg.input))?;
     let mut report = match step {
         Some(Step::Signatures) => {
-            signatures(cfg, &lay, task)?;
+            signatures(cfg, &Layout::new(cfg)?, task)?;
             RunReport::new("dedup:signatures")
         }
         Some(Step::Buckets) => {
-            buckets(cfg, &lay, task)?;
+            buckets(cfg, &Layout::new(cfg)?, task)?;
             RunReport::new("dedup:buckets")
         }
         Some(Step::Cluster) => {
             if task.index == 0 {
-                cluster(cfg, &lay)?;
+                cluster(cfg, &Layout::new(cfg)?)?;
             }
             RunReport::new("dedup:cluster")
         }
-        Some(Step::Filter) => filter(cfg, &lay, task)?,
+        Some(Step::Filter) => {
+            let mut st = open_stage(cfg, opts)?;
+            let lay = Layout::new(cfg)?;
+            st.set_fingerprint(&lay.fingerprint(cfg, task));
+            match up_to_date(cfg, &st) {
+                Some(r) => r,
+                None => filter(cfg, &lay, task, st)?,
+            }
+        }
         None => {
             if task.count > 1 {
                 return Err(Error::Other(
                     "dedup with --task-count > 1 runs one step per job array: --step signatures, then buckets, then cluster, then filter (see `coretech dedup --help`)".into(),
                 ));
             }
-            if let Some(r) = up_to_date(cfg, &lay, task) {
-                tracing::info!("{}: up to date (same inputs and config)", cfg.output.display());
+            let mut st = open_stage(cfg, opts)?;
+            let lay = Layout::new(cfg)?;
+            st.set_fingerprint(&lay.fingerprint(cfg, task));
+            if let Some(r) = up_to_date(cfg, &st) {
                 r
             } else {
+                // Everything the steps write in the output folder is claimed before they run.
+                if let Some(w) = work_claim(cfg) {
+                    st.claim(&w)?;
+                }
+                st.claim(DUPLICATES_FILE)?;
+                let progress = st.resume::<FilterProgress>().unwrap_or_default();
+                st.save_progress(&progress)?;
                 signatures(cfg, &lay, task)?;
                 buckets(cfg, &lay, task)?;
                 cluster(cfg, &lay)?;
-                let r = filter(cfg, &lay, task)?;
+                let r = filter(cfg, &lay, task, st)?;
                 if !cfg.keep_work {
                     remove_work(&lay)?;
                 }
@@ -207,13 +237,26 @@ pub fn run(cfg: &DedupConfig, task: TaskSplit, step: Option<Step>) -> Result<Run
     Ok(report)
 }
 
-fn up_to_date(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Option<RunReport> {
-    let out = task.output_dir(&cfg.output);
-    let m = Manifest::load(&out).ok()?;
-    if m.config_hash != lay.output_hash(cfg, task) || !cfg.output.join(DUPLICATES_FILE).exists() {
-        return None;
-    }
-    serde_json::from_slice(&std::fs::read(out.join("report.json")).ok()?).ok()
+/// The stage's hold on this task's output folder.
+fn open_stage(cfg: &DedupConfig, opts: &RunOptions) -> Result<Stage> {
+    Stage::open(StageSpec {
+        name: "dedup",
+        kind: "documents",
+        dir: opts.task.output_dir(&cfg.output),
+        output: cfg.output.clone(),
+        inputs: vec![cfg.input.clone()],
+        force: opts.force,
+    })
+}
+
+/// The work folder as an ownership claim when it lies in the output folder (the default).
+fn work_claim(cfg: &DedupConfig) -> Option<String> {
+    let rel = cfg.work().strip_prefix(&cfg.output).ok()?.display().to_string();
+    (!rel.is_empty()).then(|| format!("{rel}/"))
+}
+
+fn up_to_date(cfg: &DedupConfig, st: &Stage) -> Option<RunReport> {
+    st.up_to_date::<RunReport>().filter(|_| cfg.output.join(DUPLICATES_FILE).exists())
 }
 
 fn remove_work(lay: &Layout) -> Result<()> {
@@ -880,7 +923,6 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FilterProgress {
-    hash: String,
     /// Finished input shards: their output shard (None when every row was removed) and counts.
     done: BTreeMap<usize, (Option<ShardInfo>, RunReport)>,
 }
@@ -894,33 +936,33 @@ fn load_removed(lay: &Layout, s: usize) -> Result<Vec<(u64, u8)>> {
     Ok(b.chunks_exact(5).map(|c| (u32::from_le_bytes(c[..4].try_into().unwrap()) as u64, c[4])).collect())
 }
 
-fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<RunReport> {
+fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit, st: Stage) -> Result<RunReport> {
     let summary = read_json::<ClusterSummary>(&lay.cluster_done())
         .filter(|d| d.hash == lay.cluster_hash)
         .ok_or_else(|| Error::Other("dedup: the cluster step has not finished; run `--step cluster` first".into()))?;
-    let out = task.output_dir(&cfg.output);
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let hash = lay.output_hash(cfg, task);
-    if let Some(r) = up_to_date(cfg, lay, task) {
-        return Ok(r);
-    }
-    let progress_path = out.join("progress.json");
-    let progress = match read_json::<FilterProgress>(&progress_path) {
-        Some(p)
-            if p.hash == hash
-                && p.done.iter().all(|(_, (info, _))| {
-                    info.as_ref().is_none_or(|i| std::fs::metadata(out.join(&i.file)).is_ok_and(|m| m.len() == i.bytes))
-                }) =>
-        {
+    let out = st.dir().to_path_buf();
+    let mine: Vec<usize> = (0..lay.shards.len()).filter(|&s| task.owns(s)).collect();
+    let resumed = st.resume::<FilterProgress>().filter(|p| {
+        p.done
+            .iter()
+            .all(|(_, (info, _))| info.as_ref().is_none_or(|i| std::fs::metadata(out.join(&i.file)).is_ok_and(|m| m.len() == i.bytes)))
+    });
+    let keep_earlier = |n: &str| n == PROGRESS_FILE || n == DUPLICATES_FILE || work_claim(cfg).is_some_and(|w| w == n);
+    let progress = match resumed {
+        Some(p) => {
+            st.clean(|n| keep_earlier(n) || p.done.values().any(|(i, _)| i.as_ref().is_some_and(|i| i.file == n)))?;
             p
         }
-        _ => {
-            clean_output(&out)?;
-            FilterProgress { hash: hash.clone(), done: BTreeMap::new() }
+        None => {
+            st.clean(keep_earlier)?;
+            FilterProgress::default()
         }
     };
+    for &s in &mine {
+        st.claim(&filtered_name(s))?;
+    }
+    st.save_progress(&progress)?;
     let progress = Mutex::new(progress);
-    let mine: Vec<usize> = (0..lay.shards.len()).filter(|s| s % task.count == task.index).collect();
     mine.par_iter().try_for_each(|&s| {
         if progress.lock().unwrap().done.contains_key(&s) {
             return Ok(());
@@ -928,8 +970,7 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<RunReport>
         let res = filter_shard(cfg, lay, s, &out)?;
         let mut p = progress.lock().unwrap();
         p.done.insert(s, res);
-        let bytes = serde_json::to_vec(&*p).expect("progress serializes");
-        write_atomic(&progress_path, &bytes)
+        st.save_progress(&*p)
     })?;
     let progress = progress.into_inner().unwrap();
     let mut report = RunReport::new("dedup");
@@ -943,36 +984,28 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<RunReport>
     for n in &report.notes {
         tracing::info!("{n}");
     }
-    let mut manifest = Manifest {
-        kind: "documents".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        config_hash: hash,
-        shards,
-        info: Default::default(),
-        accounting: report.accounting(),
-    };
+    let mut manifest =
+        Manifest { tool_version: env!("CARGO_PKG_VERSION").into(), shards, accounting: report.accounting(), ..Default::default() };
+    // What else of the folder the finished build owns: the audit table, and the work files
+    // when they are kept.
+    if task.count == 1 {
+        manifest.files.push(DUPLICATES_FILE.into());
+        if cfg.keep_work {
+            manifest.files.extend(work_claim(cfg));
+        }
+    }
     manifest.info.insert("task_index".into(), task.index.into());
     manifest.info.insert("task_count".into(), task.count.into());
     manifest.info.insert("input_shards".into(), mine.len().into());
     manifest.info.insert("duplicates".into(), DUPLICATES_FILE.into());
     manifest.info.insert("clusters".into(), summary.clusters.into());
-    manifest.save(&out)?;
-    write_json(&out.join("report.json"), &report)?;
-    let _ = std::fs::remove_file(&progress_path);
+    st.finish(manifest, &report)?;
     Ok(report)
 }
 
-/// Removes what an earlier run of the filter step left in `out` (only files it writes).
-fn clean_output(out: &Path) -> Result<()> {
-    for e in std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let ours = (name.starts_with("part-") && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp")))
-            || matches!(name.as_str(), "manifest.json" | "report.json" | "progress.json");
-        if ours {
-            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-        }
-    }
-    Ok(())
+/// Output shard name of input shard `s`.
+fn filtered_name(s: usize) -> String {
+    format!("part-{s:05}.parquet")
 }
 
 fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result<(Option<ShardInfo>, RunReport)> {
@@ -982,7 +1015,7 @@ fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result
     let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| shard_err(path, e))?;
     let schema = builder.schema().clone();
     let reader = builder.with_batch_size(cfg.read_batch_rows).build().map_err(|e| shard_err(path, e))?;
-    let out_path = out.join(format!("part-{s:05}.parquet"));
+    let out_path = out.join(filtered_name(s));
     let mut writer: Option<ShardWriter> = None;
     let mut report = RunReport::new("dedup");
     let mut seen_sources: Vec<String> = Vec::new();

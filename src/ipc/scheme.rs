@@ -138,6 +138,12 @@ impl IpcScheme {
         Ok(s)
     }
 
+    /// A digest of the loaded entries (what rendering and validation read), for stage
+    /// fingerprints: another scheme file, an edited one or none gives another digest.
+    pub fn digest(&self) -> String {
+        crate::core::hash_of(&self.entries)
+    }
+
     /// Adds one file (WIPO XML or CoreTech JSONL, sniffed).
     pub fn add_file(&mut self, path: &Path) -> Result<()> {
         let progress = Arc::default();

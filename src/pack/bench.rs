@@ -178,7 +178,7 @@ pub fn pack(
     let tok = Tokenizer::load(tokenizer)?; // loaded before timing, as the Python side does
     let pool = pool(threads)?;
     let t0 = Instant::now();
-    pool.install(|| super::stage::run_with(&cfg, Default::default(), Some(&tok)))?;
+    pool.install(|| super::stage::run_with(&cfg, &Default::default(), Some(&tok)))?;
     let secs = t0.elapsed().as_secs_f64();
     let m = crate::shard::Manifest::load(&cfg.output)?;
     let tokens = m.info.get("tokens").and_then(|v| v.as_u64()).unwrap_or(0);

@@ -6,11 +6,14 @@
 //! output shards (see [`super::shuffle`]). After every chunk and every output shard,
 //! `progress.json` records where the build stands (input position, the packer's partial row,
 //! counts, chunk list, interleave state); a killed build resumes from there and ends with
-//! byte-identical shards. Nothing depends on the thread count.
+//! byte-identical shards. Nothing depends on the thread count, nor on where the input shards
+//! are cut: documents are batched across shard boundaries, so a corpus built by any number of
+//! `docs` tasks (merged) packs to the same bytes. The output folder, the fingerprint (config,
+//! tokenizer content, every input shard's content), up-to-date and resume decisions belong to
+//! [`crate::stage`]; every input shard is checked against its manifest before it is read.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,11 +22,13 @@ use super::cpt::CptPacker;
 use super::mixture::Mixture;
 use super::shuffle::{write_chunk, ChunkInfo, InterleaveState, Interleaver};
 use super::{PackConfig, PackMode};
-use crate::core::RunReport;
-use crate::core::TaskSplit;
+use crate::core::{Fingerprint, RunOptions, RunReport, TaskSplit};
+use crate::doc::Document;
 use crate::error::{Error, Position, ReadError, ReadErrorKind, Result};
+use crate::shard::manifest::{verified_shards, InputShard};
 use crate::shard::tokens::{self, Columns, Row};
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
+use crate::stage::{Stage, StageSpec, PROGRESS_FILE};
 use crate::tokenize::Tokenizer;
 
 /// Temp directory of the shuffle chunks, inside the output directory.
@@ -63,17 +68,15 @@ enum Packer {
     Whole(BestFit),
 }
 
-/// Input position: mixture pass, file, documents done in that file.
+/// Input position: mixture pass, documents of the pass done (counted over all input shards).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Pos {
     pass: u32,
-    file: usize,
     doc: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
-    config_hash: String,
     /// None while packing; Some once every input is packed and chunked.
     interleave: Option<InterleaveState>,
     pos: Pos,
@@ -84,33 +87,41 @@ struct Progress {
     shards: Vec<ShardInfo>,
 }
 
-/// The document shard files of the inputs for this task, in order.
-fn input_files(cfg: &PackConfig, task: TaskSplit) -> Result<Vec<PathBuf>> {
+/// The document shards of the inputs for this task, in order, each checked against its
+/// folder's manifest (rows, size, checksum) before anything is read.
+fn input_files(cfg: &PackConfig, task: TaskSplit) -> Result<Vec<InputShard>> {
     let mut all = Vec::new();
     for dir in &cfg.inputs {
         if !dir.is_dir() {
             return Err(Error::Other(format!("{}: input is not a directory of document shards", dir.display())));
         }
-        all.extend(documents::shard_files(dir)?);
+        all.extend(verified_shards(dir)?);
     }
     if all.is_empty() {
         return Err(Error::Other(format!("pack: no document shards in {:?}", cfg.inputs)));
     }
-    Ok(all.into_iter().enumerate().filter(|(i, _)| i % task.count == task.index).map(|(_, p)| p).collect())
+    Ok(all.into_iter().enumerate().filter(|(i, _)| task.owns(*i)).map(|(_, p)| p).collect())
 }
 
 /// Runs the pack stage for one task; returns the report (also written to `report.json`).
 pub fn run(cfg: &PackConfig, task: TaskSplit) -> Result<RunReport> {
-    run_with(cfg, task, None)
+    run_with(cfg, &RunOptions::from(task), None)
 }
 
-/// [`run`] with an already loaded tokenizer (it must be the one `cfg.tokenizer` names).
-pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>) -> Result<RunReport> {
-    let started = Instant::now();
+/// [`run`] with options and an already loaded tokenizer (it must be the one `cfg.tokenizer`
+/// names).
+pub fn run_with(cfg: &PackConfig, opts: &RunOptions, tokenizer: Option<&Tokenizer>) -> Result<RunReport> {
+    let task = opts.task;
     cfg.validate()?;
+    let mut st = Stage::open(StageSpec {
+        name: "pack",
+        kind: "tokens",
+        dir: task.output_dir(&cfg.output),
+        output: cfg.output.clone(),
+        inputs: cfg.inputs.clone(),
+        force: opts.force,
+    })?;
     let files = input_files(cfg, task)?;
-    let out_dir = task.output_dir(&cfg.output);
-    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
     let tokenizer = match tokenizer {
         Some(t) => t.clone(),
         None => Tokenizer::load(&cfg.tokenizer)?,
@@ -122,41 +133,50 @@ pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>
     })?;
     let mixture = Mixture::new(&cfg.mixture, cfg.seed)?;
 
-    // The engine does not change the ids, so it is not part of the hash.
-    let config_hash = {
-        let mut c = cfg.clone();
-        c.tokenizer.engine = Default::default();
-        let listing: Vec<(String, u64)> =
-            files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
-        crate::core::hash_of(&(c, &listing, tokenizer.sha256(), task.index, task.count))
-    };
-    if let Ok(m) = Manifest::load(&out_dir) {
-        if m.config_hash == config_hash && m.kind == "tokens" {
-            if let Ok(bytes) = std::fs::read(out_dir.join("report.json")) {
-                if let Ok(mut r) = serde_json::from_slice::<RunReport>(&bytes) {
-                    tracing::info!("{}: up to date (same inputs and config)", out_dir.display());
-                    r.elapsed_s = started.elapsed().as_secs_f64();
-                    return Ok(r);
+    // The engine does not change the ids, so it is not part of the fingerprint; the
+    // tokenizer's content is.
+    let mut c = cfg.clone();
+    c.tokenizer.engine = Default::default();
+    let digests: Vec<_> = files.iter().map(|f| (&f.digest, f.rows)).collect();
+    st.set_fingerprint(
+        &Fingerprint::new().with("config", &c).with("tokenizer_sha256", tokenizer.sha256()).with("task", &task).with("inputs", &digests),
+    );
+    if let Some(mut r) = st.up_to_date::<RunReport>() {
+        r.elapsed_s = st.elapsed_s();
+        return Ok(r);
+    }
+    let tmp = st.dir().join(TMP_DIR);
+    let resumed = st.resume::<Progress>().filter(|p| {
+        let ok = |path: std::path::PathBuf, bytes: u64| std::fs::metadata(path).is_ok_and(|m| m.len() == bytes);
+        let intact =
+            p.chunks.iter().all(|c| ok(tmp.join(&c.file), c.bytes)) && p.shards.iter().all(|s| ok(st.dir().join(&s.file), s.bytes));
+        if !intact {
+            tracing::warn!("{}: files of the interrupted run are missing or changed; starting over", st.dir().display());
+        }
+        intact
+    });
+    let mut p = match resumed {
+        Some(p) => {
+            tracing::info!("{}: resuming ({} chunks, {} shards done)", st.dir().display(), p.chunks.len(), p.shards.len());
+            st.clean(|n| n == PROGRESS_FILE || n == TMP_DIR_CLAIM || p.shards.iter().any(|s| s.file == n))?;
+            // Chunks of the temp folder (ours) that the progress does not list.
+            if let Ok(rd) = std::fs::read_dir(&tmp) {
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if !p.chunks.iter().any(|c| c.file == name) {
+                        std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+                    }
                 }
             }
-        }
-    }
-    let tmp = out_dir.join(TMP_DIR);
-    let progress = load_progress(&out_dir, &config_hash);
-    let mut p = match progress {
-        Some(p) => {
-            tracing::info!("{}: resuming ({} chunks, {} shards done)", out_dir.display(), p.chunks.len(), p.shards.len());
-            clean_stale(&out_dir, p.shards.len(), Some(&p.chunks))?;
             p
         }
         None => {
-            clean_stale(&out_dir, 0, None)?;
+            st.clean(|_| false)?;
             let packer = match cfg.mode {
                 PackMode::Cpt => Packer::Cpt(CptPacker::new(cfg.seq_len, eos)),
                 PackMode::Whole => Packer::Whole(BestFit::new(cfg.seq_len, eos, cfg.open_bins, false)),
             };
             Progress {
-                config_hash: config_hash.clone(),
                 interleave: None,
                 pos: Pos::default(),
                 packer,
@@ -170,118 +190,89 @@ pub fn run_with(cfg: &PackConfig, task: TaskSplit, tokenizer: Option<&Tokenizer>
     if let Packer::Whole(bf) = &mut p.packer {
         bf.reindex();
     }
+    st.claim(TMP_DIR_CLAIM)?;
+    st.claim(&shard_name(p.shards.len()))?;
+    st.save_progress(&p)?;
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
 
     if p.interleave.is_none() {
-        pack_all(cfg, &files, &tokenizer, &mixture, eos, &tmp, &out_dir, &mut p)?;
+        pack_all(cfg, &files, &tokenizer, &mixture, eos, &tmp, &st, &mut p)?;
     }
-    interleave_all(cfg, &tmp, &out_dir, &mut p)?;
+    interleave_all(cfg, &tmp, &st, &mut p)?;
 
     let Progress { stats, mut report, shards, chunks, .. } = p;
-    report.elapsed_s = started.elapsed().as_secs_f64();
-    let manifest = build_manifest(cfg, &tokenizer, eos, &mixture, &files, &stats, &report, shards, chunks.len(), config_hash, task);
-    manifest.save(&out_dir)?;
-    let mut rep = serde_json::to_vec_pretty(&report).expect("report serializes");
-    rep.push(b'\n');
-    crate::core::fsio::write_atomic(&out_dir.join("report.json"), &rep)?;
-    let _ = std::fs::remove_file(out_dir.join("progress.json"));
-    std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    report.elapsed_s = st.elapsed_s();
+    let manifest = build_manifest(cfg, &tokenizer, eos, &mixture, &files, &stats, &report, shards, chunks.len(), task);
+    st.finish(manifest, &report)?;
     Ok(report)
+}
+
+/// The temp folder as an ownership claim (the whole folder is the stage's).
+const TMP_DIR_CLAIM: &str = ".pack-tmp/";
+
+/// A document with where it came from (input shard, row in it), for error positions.
+struct Doc {
+    doc: Document,
+    file: usize,
+    row: u64,
 }
 
 #[allow(clippy::too_many_arguments)]
 fn pack_all(
     cfg: &PackConfig,
-    files: &[PathBuf],
+    files: &[InputShard],
     tokenizer: &Tokenizer,
     mixture: &Mixture,
     eos: u32,
     tmp: &Path,
-    out_dir: &Path,
+    st: &Stage,
     p: &mut Progress,
 ) -> Result<()> {
     let passes = mixture.passes();
     let mut chunk: Vec<Row> = Vec::new();
     let start = p.pos;
     let mut ids_buf: Vec<Vec<u32>> = Vec::new();
+    let batch = cfg.batch_docs;
     for pass in start.pass..passes {
-        for (fi, path) in files.iter().enumerate() {
-            if (pass, fi) < (start.pass, start.file) {
+        let skip = if pass == start.pass { start.doc } else { 0 };
+        // Batches are cut every `batch_docs` documents of the pass, across input shards, so
+        // where the shards end changes nothing.
+        let mut pending: Vec<Doc> = Vec::with_capacity(batch);
+        let mut done: u64 = 0;
+        for (fi, f) in files.iter().enumerate() {
+            if done + f.rows <= skip {
+                done += f.rows;
                 continue;
             }
-            let skip = if (pass, fi) == (start.pass, start.file) { start.doc } else { 0 };
-            let mut done: u64 = 0;
-            for batch in documents::read_shard(path, cfg.batch_docs)? {
-                let docs = batch?;
-                let first = done;
-                done += docs.len() as u64;
-                if done <= skip {
-                    continue;
-                }
-                let docs = &docs[(skip.saturating_sub(first)) as usize..];
-                // Decide, then tokenize the chosen documents in parallel.
-                let mut chosen = Vec::with_capacity(docs.len());
-                for d in docs {
-                    let copies = if d.text.is_empty() { 0 } else { mixture.copies(&d.source, &d.id) };
-                    if pass == 0 {
-                        p.stats.sources.entry(d.source.clone()).or_default().documents += 1;
-                        // Text bytes read: the stage's input volume (the report's MB in and MB/s).
-                        p.report.source(&d.source).bytes_in += d.text.len() as u64;
-                        if d.text.is_empty() {
-                            p.report.filtered(&d.source, EMPTY);
-                        } else if copies == 0 {
-                            p.report.filtered(&d.source, SAMPLED_OUT);
-                        } else {
-                            p.report.kept(&d.source, d.text.len() as u64);
-                        }
+            let mut row: u64 = 0;
+            for docs in documents::read_shard(&f.path, batch)? {
+                for doc in docs? {
+                    let here = row;
+                    row += 1;
+                    done += 1;
+                    if done <= skip {
+                        continue;
                     }
-                    if copies > pass {
-                        chosen.push(d);
-                    }
-                }
-                let texts: Vec<&str> = chosen.iter().map(|d| d.text.as_str()).collect();
-                ids_buf.clear();
-                match tokenizer.encode_batch(&texts) {
-                    Ok(v) => ids_buf = v,
-                    Err(e) => {
-                        // HF errors are rare and per text; find them one by one.
-                        for (k, d) in chosen.iter().enumerate() {
-                            match tokenizer.encode(&d.text) {
-                                Ok(ids) => ids_buf.push(ids),
-                                Err(err) => {
-                                    let at = Position::new(format!("{}#{}", path.display(), first + k as u64), None, None);
-                                    if pass == 0 {
-                                        p.report.error(&d.source, &ReadError::new(at, ReadErrorKind::Tokenize, err.to_string()));
-                                    }
-                                    ids_buf.push(Vec::new());
-                                    tracing::warn!("{e}");
-                                }
-                            }
+                    pending.push(Doc { doc, file: fi, row: here });
+                    if pending.len() == batch {
+                        pack_batch(cfg, files, tokenizer, mixture, eos, pass, &pending, &mut ids_buf, &mut chunk, p);
+                        pending.clear();
+                        if chunk.len() >= cfg.shuffle.chunk_rows {
+                            flush_chunk(cfg, tmp, &mut chunk, p)?;
+                            p.pos = Pos { pass, doc: done };
+                            st.save_progress(p)?;
                         }
                     }
                 }
-                for (d, ids) in chosen.iter().zip(&ids_buf) {
-                    let st = p.stats.sources.entry(d.source.clone()).or_default();
-                    st.packed += 1;
-                    st.tokens += ids.len() as u64 + 1;
-                    match &mut p.packer {
-                        Packer::Cpt(c) => c.push(ids, &d.source, &mut chunk),
-                        Packer::Whole(bf) => {
-                            let mut full = Vec::with_capacity(ids.len() + 1);
-                            full.extend_from_slice(ids);
-                            full.push(eos);
-                            if full.len() > cfg.seq_len {
-                                st.split += 1;
-                            }
-                            bf.push(&Example { ids: full, loss_mask: None, source: d.source.clone(), stage: None }, &mut chunk);
-                        }
-                    }
-                }
-                if chunk.len() >= cfg.shuffle.chunk_rows {
-                    flush_chunk(cfg, tmp, &mut chunk, p)?;
-                    p.pos = Pos { pass, file: fi, doc: done };
-                    save_progress(out_dir, p)?;
-                }
+            }
+        }
+        if !pending.is_empty() {
+            pack_batch(cfg, files, tokenizer, mixture, eos, pass, &pending, &mut ids_buf, &mut chunk, p);
+            pending.clear();
+            if chunk.len() >= cfg.shuffle.chunk_rows {
+                flush_chunk(cfg, tmp, &mut chunk, p)?;
+                p.pos = Pos { pass, doc: done };
+                st.save_progress(p)?;
             }
         }
     }
@@ -294,9 +285,84 @@ fn pack_all(
     if !chunk.is_empty() {
         flush_chunk(cfg, tmp, &mut chunk, p)?;
     }
-    p.pos = Pos { pass: passes, file: 0, doc: 0 };
+    p.pos = Pos { pass: passes, doc: 0 };
     p.interleave = Some(Interleaver::new(tmp, p.chunks.clone(), cfg.seed, cfg.shuffle.enabled, None)?.state().clone());
-    save_progress(out_dir, p)
+    st.save_progress(p)
+}
+
+/// Decides, tokenizes (in parallel, order kept) and packs one batch of documents.
+#[allow(clippy::too_many_arguments)]
+fn pack_batch(
+    cfg: &PackConfig,
+    files: &[InputShard],
+    tokenizer: &Tokenizer,
+    mixture: &Mixture,
+    eos: u32,
+    pass: u32,
+    docs: &[Doc],
+    ids_buf: &mut Vec<Vec<u32>>,
+    chunk: &mut Vec<Row>,
+    p: &mut Progress,
+) {
+    let mut chosen: Vec<&Doc> = Vec::with_capacity(docs.len());
+    for d in docs {
+        let doc = &d.doc;
+        let copies = if doc.text.is_empty() { 0 } else { mixture.copies(&doc.source, &doc.id) };
+        if pass == 0 {
+            p.stats.sources.entry(doc.source.clone()).or_default().documents += 1;
+            // Text bytes read: the stage's input volume (the report's MB in and MB/s).
+            p.report.source(&doc.source).bytes_in += doc.text.len() as u64;
+            if doc.text.is_empty() {
+                p.report.filtered(&doc.source, EMPTY);
+            } else if copies == 0 {
+                p.report.filtered(&doc.source, SAMPLED_OUT);
+            } else {
+                p.report.kept(&doc.source, doc.text.len() as u64);
+            }
+        }
+        if copies > pass {
+            chosen.push(d);
+        }
+    }
+    let texts: Vec<&str> = chosen.iter().map(|d| d.doc.text.as_str()).collect();
+    ids_buf.clear();
+    match tokenizer.encode_batch(&texts) {
+        Ok(v) => *ids_buf = v,
+        Err(e) => {
+            // HF errors are rare and per text; find them one by one.
+            for d in &chosen {
+                match tokenizer.encode(&d.doc.text) {
+                    Ok(ids) => ids_buf.push(ids),
+                    Err(err) => {
+                        let at = Position::new(format!("{}#{}", files[d.file].path.display(), d.row), None, None);
+                        if pass == 0 {
+                            p.report.error(&d.doc.source, &ReadError::new(at, ReadErrorKind::Tokenize, err.to_string()));
+                        }
+                        ids_buf.push(Vec::new());
+                        tracing::warn!("{e}");
+                    }
+                }
+            }
+        }
+    }
+    for (d, ids) in chosen.iter().zip(ids_buf.iter()) {
+        let d = &d.doc;
+        let st = p.stats.sources.entry(d.source.clone()).or_default();
+        st.packed += 1;
+        st.tokens += ids.len() as u64 + 1;
+        match &mut p.packer {
+            Packer::Cpt(c) => c.push(ids, &d.source, chunk),
+            Packer::Whole(bf) => {
+                let mut full = Vec::with_capacity(ids.len() + 1);
+                full.extend_from_slice(ids);
+                full.push(eos);
+                if full.len() > cfg.seq_len {
+                    st.split += 1;
+                }
+                bf.push(&Example { ids: full, loss_mask: None, source: d.source.clone(), stage: None }, chunk);
+            }
+        }
+    }
 }
 
 fn flush_chunk(cfg: &PackConfig, tmp: &Path, chunk: &mut Vec<Row>, p: &mut Progress) -> Result<()> {
@@ -310,12 +376,13 @@ fn flush_chunk(cfg: &PackConfig, tmp: &Path, chunk: &mut Vec<Row>, p: &mut Progr
     Ok(())
 }
 
-fn interleave_all(cfg: &PackConfig, tmp: &Path, out_dir: &Path, p: &mut Progress) -> Result<()> {
+fn interleave_all(cfg: &PackConfig, tmp: &Path, st: &Stage, p: &mut Progress) -> Result<()> {
     let cols = Columns::default();
     let mut il = Interleaver::new(tmp, p.chunks.clone(), cfg.seed, cfg.shuffle.enabled, p.interleave.clone())?;
     let group = cfg.writer.row_group_rows.max(1);
     while il.remaining() > 0 {
-        let path = out_dir.join(shard_name(p.shards.len()));
+        // Claimed (and saved) with the previous progress.
+        let path = st.dir().join(shard_name(p.shards.len()));
         let mut w = ShardWriter::create(&path, tokens::schema(cols), &cfg.writer)?;
         let mut in_shard = 0usize;
         let mut real = 0u64;
@@ -337,84 +404,20 @@ fn interleave_all(cfg: &PackConfig, tmp: &Path, out_dir: &Path, p: &mut Progress
         info.tokens = Some(real);
         p.shards.push(info);
         p.interleave = Some(il.state().clone());
-        save_progress(out_dir, p)?;
+        st.claim(&shard_name(p.shards.len()))?;
+        st.save_progress(p)?;
     }
     Ok(())
 }
+
+/// Test hook (resume tests; only with the `test-hooks` feature): the next builds on this thread
+/// stop with an error right after their `n`-th progress save, as a killed process would.
+#[cfg(feature = "test-hooks")]
+pub use crate::stage::test_hooks::interrupt_after_saves;
 
 /// Shard file name of token shard `n`.
 pub fn shard_name(n: usize) -> String {
     format!("part-{n:05}.parquet")
-}
-
-thread_local! {
-    /// Test hook: fail the build after this many progress saves on this thread (0 = never).
-    static INTERRUPT_AFTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// Test hook (resume tests): the next builds on this thread stop with an error right after
-/// their `n`-th progress save, as a killed process would; 0 turns it off.
-#[doc(hidden)]
-pub fn interrupt_after_saves(n: u64) {
-    INTERRUPT_AFTER.with(|c| c.set(n));
-}
-
-fn save_progress(dir: &Path, p: &Progress) -> Result<()> {
-    let bytes = serde_json::to_vec(p).expect("progress serializes");
-    crate::core::fsio::write_atomic(&dir.join("progress.json"), &bytes)?;
-    INTERRUPT_AFTER.with(|c| match c.get() {
-        0 => Ok(()),
-        1 => {
-            c.set(0);
-            Err(Error::Other("interrupted (test hook)".into()))
-        }
-        n => {
-            c.set(n - 1);
-            Ok(())
-        }
-    })
-}
-
-fn load_progress(dir: &Path, config_hash: &str) -> Option<Progress> {
-    let bytes = std::fs::read(dir.join("progress.json")).ok()?;
-    let p: Progress = serde_json::from_slice(&bytes).ok()?;
-    if p.config_hash != config_hash {
-        tracing::warn!("{}: config or inputs changed since the interrupted run; starting over", dir.display());
-        return None;
-    }
-    let ok = |path: PathBuf, bytes: u64| std::fs::metadata(path).is_ok_and(|m| m.len() == bytes);
-    if !p.chunks.iter().all(|c| ok(dir.join(TMP_DIR).join(&c.file), c.bytes)) || !p.shards.iter().all(|s| ok(dir.join(&s.file), s.bytes)) {
-        tracing::warn!("{}: files of the interrupted run are missing or changed; starting over", dir.display());
-        return None;
-    }
-    Some(p)
-}
-
-/// Removes what an earlier run left beyond the first `keep` shards and the listed chunks.
-fn clean_stale(dir: &Path, keep: usize, chunks: Option<&[ChunkInfo]>) -> Result<()> {
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let stale = if name.ends_with(".tmp") {
-            true
-        } else if let Some(n) = name.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")).and_then(|n| n.parse::<usize>().ok()) {
-            n >= keep
-        } else {
-            matches!(name.as_str(), "manifest.json" | "report.json") || (chunks.is_none() && name == "progress.json")
-        };
-        if stale {
-            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-        }
-    }
-    let tmp = dir.join(TMP_DIR);
-    if let Ok(rd) = std::fs::read_dir(&tmp) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if !chunks.is_some_and(|c| c.iter().any(|c| c.file == name)) {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -423,12 +426,11 @@ fn build_manifest(
     tokenizer: &Tokenizer,
     eos: u32,
     mixture: &Mixture,
-    files: &[PathBuf],
+    files: &[InputShard],
     stats: &PackStats,
     report: &RunReport,
     shards: Vec<ShardInfo>,
     chunks: usize,
-    config_hash: String,
     task: TaskSplit,
 ) -> Manifest {
     let total: u64 = stats.sources.values().map(|s| s.tokens).sum();
@@ -448,10 +450,9 @@ fn build_manifest(
     let mut m = Manifest {
         kind: "tokens".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
-        config_hash,
         shards,
-        info: Default::default(),
         accounting: report.accounting(),
+        ..Default::default()
     };
     let info = &mut m.info;
     info.insert("tokenizer".into(), tokenizer.name().into());

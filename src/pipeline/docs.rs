@@ -5,20 +5,24 @@
 //! to a writer thread that cuts shards. After each shard is durably written, `progress.json`
 //! records the input position and the counts so far; a killed build restarts from there and
 //! ends with byte-identical shards.
+//!
+//! The output folder, the fingerprint (config, effective `--strict`, task split, the IPC
+//! scheme's content, every input file's size and content), the up-to-date and resume decisions
+//! belong to [`crate::stage`]. With several tasks each takes a contiguous range of the input
+//! files, so the task outputs, merged in task order, hold the documents in the order one task
+//! writes them.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::clean::Cleaner;
 use crate::config::DocsConfig;
-use crate::core::RunReport;
-use crate::core::TaskSplit;
+use crate::core::{Fingerprint, RunOptions, RunReport, TaskSplit};
 use crate::doc::{Document, Record};
 use crate::error::{Error, Position, ReadError, ReadErrorKind, Result};
 use crate::io::framing::frame;
@@ -29,6 +33,7 @@ use crate::render::render_patent;
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
 use crate::sources::generic::{frame_parquet, is_parquet, GenericParquet};
 use crate::sources::{sniff, Format, ParseContext};
+use crate::stage::{glob_root, test_hooks, Stage, StageSpec, PROGRESS_FILE};
 
 /// A position in the input sequence: file (index in the task's file list), stream within the
 /// file (zip members), and event number within the stream (0 = the stream itself).
@@ -42,12 +47,12 @@ pub struct Pos {
     pub item: u64,
 }
 
-/// What is saved after each finished shard.
+/// What is saved after each finished shard (and once at the start).
 #[derive(Debug, Serialize, Deserialize)]
 struct Progress {
-    config_hash: String,
     shards: Vec<ShardInfo>,
-    pos: Pos,
+    /// The last input position the shards cover (None: nothing read yet).
+    pos: Option<Pos>,
     report: RunReport,
 }
 
@@ -76,50 +81,62 @@ const WRITE_CHUNK: usize = 1024;
 /// Framed bytes per batch, besides the record count limit.
 const BATCH_BYTES: usize = 32 << 20;
 
-/// Test hook: when this environment variable holds N, the run stops with an error right after
-/// its N-th shard and `progress.json` are durably written: what a build killed at that point
-/// leaves behind (resume tests run the binary with it).
-pub const STOP_AFTER_SHARDS_ENV: &str = "CORETECH_TEST_STOP_AFTER_SHARDS";
+/// Test hook (only with the `test-hooks` feature): when this environment variable holds N, the
+/// run stops with an error right after its N-th shard and `progress.json` are durably written:
+/// what a build killed at that point leaves behind (resume tests run the binary with it).
+pub use crate::stage::test_hooks::STOP_AFTER_SHARDS_ENV;
 
 /// Runs the docs stage for one task. Returns the report (also written to `report.json`).
 pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) -> Result<RunReport> {
-    let started = Instant::now();
-    let strict = strict || cfg.strict;
-    let all = expand_inputs(&cfg.inputs, Path::new("."))?;
-    let files: Vec<PathBuf> = all.into_iter().enumerate().filter(|(i, _)| i % task.count == task.index).map(|(_, p)| p).collect();
-    let out_dir = task.output_dir(&cfg.output);
-    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    run_with(cfg, scheme, &RunOptions { task, strict, force: false })
+}
 
-    let config_hash = {
-        let listing: Vec<(String, u64)> =
-            files.iter().map(|p| (p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
-        crate::core::hash_of(&(cfg, &listing, task.index, task.count))
-    };
+/// [`run`] with every option (`--force` included).
+pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Result<RunReport> {
+    let task = opts.task;
+    let strict = opts.strict || cfg.strict;
+    let mut st = Stage::open(StageSpec {
+        name: "docs",
+        kind: "documents",
+        dir: task.output_dir(&cfg.output),
+        output: cfg.output.clone(),
+        inputs: cfg.inputs.iter().map(|i| glob_root(i)).collect(),
+        force: opts.force,
+    })?;
+    let all = expand_inputs(&cfg.inputs, Path::new("."))?;
+    let files: Vec<PathBuf> = all[task.range(all.len())].to_vec();
+    let out_dir = st.dir().to_path_buf();
+    st.set_fingerprint(
+        &Fingerprint::new()
+            .with("config", cfg)
+            .with("strict", &strict)
+            .with("task", &task)
+            .with("ipc_scheme", &scheme.digest())
+            .with_files("inputs", &files)?,
+    );
 
     // Up to date, resumable, or fresh.
-    if let Ok(m) = Manifest::load(&out_dir) {
-        if m.config_hash == config_hash && m.kind == "documents" {
-            if let Ok(bytes) = std::fs::read(out_dir.join("report.json")) {
-                if let Ok(mut r) = serde_json::from_slice::<RunReport>(&bytes) {
-                    tracing::info!("{}: up to date (same inputs and config)", out_dir.display());
-                    r.elapsed_s = started.elapsed().as_secs_f64();
-                    return Ok(r);
-                }
-            }
-        }
+    if let Some(mut r) = st.up_to_date::<RunReport>() {
+        r.elapsed_s = st.elapsed_s();
+        return Ok(r);
     }
-    let resume = load_progress(&out_dir, &config_hash);
-    let (mut report, shards, start) = match resume {
+    let resumed = st.resume::<Progress>().filter(|p| {
+        // Every finished shard must still be there, unchanged in size.
+        p.shards.iter().all(|s| std::fs::metadata(out_dir.join(&s.file)).is_ok_and(|m| m.len() == s.bytes))
+    });
+    let (mut report, shards, start) = match resumed {
         Some(p) => {
             tracing::info!("{}: resuming after {} finished shards", out_dir.display(), p.shards.len());
-            clean_stale(&out_dir, p.shards.len())?;
-            (p.report, p.shards, Some(p.pos))
+            st.clean(|n| n == PROGRESS_FILE || p.shards.iter().any(|s| s.file == n))?;
+            (p.report, p.shards, p.pos)
         }
         None => {
-            clean_stale(&out_dir, 0)?;
+            st.clean(|_| false)?;
             (RunReport::new("docs"), Vec::new(), None)
         }
     };
+    st.claim(&shard_name(shards.len()))?;
+    st.save_progress(&Progress { shards: shards.clone(), pos: start, report: report.clone() })?;
 
     let cleaner = Cleaner::new(&cfg.clean)?;
     let progress = Arc::new(AtomicU64::new(0));
@@ -137,9 +154,8 @@ pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) 
             s.spawn(move || frame_all(files, start, cfg, tx, progress))
         };
         let writer = {
-            let out_dir = out_dir.clone();
-            let config_hash = config_hash.clone();
-            s.spawn(move || write_all(wrx, &out_dir, cfg, shards, &config_hash))
+            let st = &st;
+            s.spawn(move || write_all(wrx, st, cfg, shards))
         };
         let mut pending: Vec<Document> = Vec::new();
         let mut in_shard: usize = 0;
@@ -214,66 +230,19 @@ pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) 
     bar.finish_and_clear();
     let shards = result?;
 
-    report.elapsed_s = started.elapsed().as_secs_f64();
-    let mut manifest = Manifest {
-        kind: "documents".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        config_hash,
-        shards,
-        info: Default::default(),
-        accounting: report.accounting(),
-    };
+    report.elapsed_s = st.elapsed_s();
+    let mut manifest =
+        Manifest { tool_version: env!("CARGO_PKG_VERSION").into(), shards, accounting: report.accounting(), ..Default::default() };
     manifest.info.insert("task_index".into(), task.index.into());
     manifest.info.insert("task_count".into(), task.count.into());
     manifest.info.insert("inputs".into(), files.len().into());
-    manifest.save(&out_dir)?;
-    let mut rep = serde_json::to_vec_pretty(&report).expect("report serializes");
-    rep.push(b'\n');
-    crate::core::fsio::write_atomic(&out_dir.join("report.json"), &rep)?;
-    let _ = std::fs::remove_file(out_dir.join("progress.json"));
+    st.finish(manifest, &report)?;
     Ok(report)
-}
-
-fn load_progress(dir: &Path, config_hash: &str) -> Option<Progress> {
-    let bytes = std::fs::read(dir.join("progress.json")).ok()?;
-    let p: Progress = serde_json::from_slice(&bytes).ok()?;
-    if p.config_hash != config_hash {
-        tracing::warn!("{}: config or inputs changed since the interrupted run; starting over", dir.display());
-        return None;
-    }
-    // Every finished shard must still be there, unchanged in size.
-    for s in &p.shards {
-        match std::fs::metadata(dir.join(&s.file)) {
-            Ok(m) if m.len() == s.bytes => {}
-            _ => return None,
-        }
-    }
-    Some(p)
 }
 
 /// Shard file name of shard `n`.
 pub fn shard_name(n: usize) -> String {
     format!("part-{n:05}.parquet")
-}
-
-/// Removes what an earlier run left beyond the first `keep` shards (temp files, later shards,
-/// a stale manifest/report). Only files this stage writes are touched.
-fn clean_stale(dir: &Path, keep: usize) -> Result<()> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let stale = if name.ends_with(".tmp") {
-            true
-        } else if let Some(n) = name.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")).and_then(|n| n.parse::<usize>().ok()) {
-            n >= keep
-        } else {
-            matches!(name.as_str(), "manifest.json" | "report.json") || (keep == 0 && name == "progress.json")
-        };
-        if stale {
-            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-        }
-    }
-    Ok(())
 }
 
 fn process(ev: Event, cx: &ParseContext<'_>, cfg: &DocsConfig, scheme: &IpcScheme, cleaner: &Cleaner) -> Outcome {
@@ -407,20 +376,15 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
 }
 
 /// Receives documents and shard boundaries; writes shards and the progress file.
-fn write_all(
-    rx: Receiver<WriterMsg>,
-    dir: &Path,
-    cfg: &DocsConfig,
-    mut shards: Vec<ShardInfo>,
-    config_hash: &str,
-) -> Result<Vec<ShardInfo>> {
+fn write_all(rx: Receiver<WriterMsg>, st: &Stage, cfg: &DocsConfig, mut shards: Vec<ShardInfo>) -> Result<Vec<ShardInfo>> {
     let mut current: Option<ShardWriter> = None;
-    let stop_after: Option<usize> = std::env::var(STOP_AFTER_SHARDS_ENV).ok().and_then(|v| v.parse().ok());
+    let stop_after = test_hooks::stop_after_shards();
     for msg in rx {
         match msg {
             WriterMsg::Docs(docs) => {
                 if current.is_none() {
-                    current = Some(ShardWriter::create(&dir.join(shard_name(shards.len())), documents::schema(), &cfg.writer)?);
+                    // Claimed (and saved) with the previous progress.
+                    current = Some(ShardWriter::create(&st.dir().join(shard_name(shards.len())), documents::schema(), &cfg.writer)?);
                 }
                 current.as_mut().unwrap().write(&documents::to_batch(&docs))?;
             }
@@ -428,9 +392,8 @@ fn write_all(
                 if let Some(w) = current.take() {
                     shards.push(w.finish()?);
                 }
-                let p = Progress { config_hash: config_hash.to_string(), shards: shards.clone(), pos, report: *report };
-                let bytes = serde_json::to_vec(&p).expect("progress serializes");
-                crate::core::fsio::write_atomic(&dir.join("progress.json"), &bytes)?;
+                st.claim(&shard_name(shards.len()))?;
+                st.save_progress(&Progress { shards: shards.clone(), pos: Some(pos), report: *report })?;
                 if stop_after.is_some_and(|n| shards.len() >= n) {
                     return Err(Error::Other(format!("stopped after {} shards ({STOP_AFTER_SHARDS_ENV} is set)", shards.len())));
                 }

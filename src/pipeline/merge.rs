@@ -32,6 +32,7 @@ pub fn merge(dir: &Path) -> Result<Manifest> {
         }
         if i == 0 {
             merged.kind = m.kind.clone();
+            merged.stage = m.stage.clone();
             merged.tool_version = m.tool_version.clone();
         } else if m.kind != merged.kind {
             return Err(Error::Other(format!("{}: kind {} differs from {}", t.display(), m.kind, merged.kind)));

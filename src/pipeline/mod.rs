@@ -7,18 +7,9 @@ pub mod merge;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{PipelineConfig, Stage};
-use crate::core::{RunReport, TaskSplit};
+use crate::core::{RunOptions, RunReport};
 use crate::error::{Error, Result};
 use crate::ipc::IpcScheme;
-
-/// Options of `coretech run` and the single-stage commands.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// This process's share of the inputs.
-    pub task: TaskSplit,
-    /// Fail on the first bad record.
-    pub strict: bool,
-}
 
 /// A progress bar over `total` bytes on stderr (hidden when stderr is not a terminal).
 pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
@@ -44,15 +35,15 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &Stage, opts: &RunOptions) -> Resu
         Stage::Docs => {
             let docs = cfg.docs.as_ref().ok_or_else(|| missing(stage))?;
             let scheme = IpcScheme::load(&cfg.ipc)?;
-            docs::run(docs, &scheme, opts.task, opts.strict)
+            docs::run_with(docs, &scheme, opts)
         }
         Stage::Dedup => {
             let dedup = cfg.dedup.as_ref().ok_or_else(|| missing(stage))?;
-            crate::dedup::run(dedup, opts.task, None)
+            crate::dedup::stage::run_with(dedup, opts, None)
         }
         Stage::Pack => {
             let pack = cfg.pack.as_ref().ok_or_else(|| missing(stage))?;
-            crate::pack::stage::run(pack, opts.task)
+            crate::pack::stage::run_with(pack, opts, None)
         }
         Stage::Train(name) => {
             let tc = cfg.train.get(name).ok_or_else(|| missing(stage))?;
@@ -75,7 +66,7 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &Stage, opts: &RunOptions) -> Resu
             ];
             Ok(report)
         }
-        Stage::Sft => Ok(run_sft(cfg, opts.strict, crate::sft::Mode::Build)?.run),
+        Stage::Sft => Ok(run_sft_with(cfg, opts, crate::sft::Mode::Build)?.run),
         Stage::Eval => {
             let ev = cfg.eval.as_ref().ok_or_else(|| missing(stage))?;
             let rep = crate::infer::eval::run_stage(ev).map_err(|e| Error::Other(format!("eval: {e}")))?;
@@ -92,10 +83,15 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &Stage, opts: &RunOptions) -> Resu
 /// Runs the SFT stage of a pipeline: its `[sft]` section, with the `[ipc]` scheme for code
 /// validation (no scheme configured: codes are parsed but not looked up).
 pub fn run_sft(cfg: &PipelineConfig, strict: bool, mode: crate::sft::Mode) -> Result<crate::sft::SftReport> {
+    run_sft_with(cfg, &RunOptions { strict, ..Default::default() }, mode)
+}
+
+/// [`run_sft`] with every option (`--force` included).
+pub fn run_sft_with(cfg: &PipelineConfig, opts: &RunOptions, mode: crate::sft::Mode) -> Result<crate::sft::SftReport> {
     let sft = cfg.sft.as_ref().ok_or_else(|| missing(&Stage::Sft))?;
     let scheme = IpcScheme::load(&cfg.ipc)?;
     let lookup: Option<&dyn crate::sft::validate::IpcLookup> = if cfg.ipc.scheme.is_empty() { None } else { Some(&scheme) };
-    crate::sft::run(sft, lookup, strict, mode)
+    crate::sft::build::run_with(sft, lookup, opts, mode)
 }
 
 /// Runs every stage the pipeline lists, in order; returns their reports.

@@ -3,10 +3,12 @@
 //! one bucket of the accounting: kept, filtered (reason), duplicate (kind) or error (kind).
 //!
 //! SFT sets are small (thousands of examples), so the examples are held in memory; the CPT
-//! corpus is only streamed.
+//! corpus is only streamed. The output folder, the fingerprint (config, mode, effective
+//! `--strict`, the tokenizer's and the IPC scheme's content, every input file including
+//! `dataset_info.json`, every CPT shard) and the up-to-date decision belong to [`crate::stage`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -24,9 +26,10 @@ use super::template::{render, tokenize, truncate, Tokenized};
 use super::text::normalize;
 use super::tokenizer::SftTokenizer;
 use super::validate::{check_codes, looks_truncated, CodeCheck, IpcLookup};
-use crate::core::RunReport;
+use crate::core::{Fingerprint, RunOptions, RunReport};
 use crate::error::{Error, Result};
-use crate::shard::{Manifest, ShardInfo};
+use crate::shard::{verified_shards, Manifest, ShardInfo};
+use crate::stage::{Stage, StageSpec};
 
 /// How far a run goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,13 +72,90 @@ fn check_config(cfg: &SftConfig) -> Result<()> {
     Ok(())
 }
 
+/// The files an input reads: the file itself, or `dataset_info.json` and every file under
+/// its folder (a superset of the entries' files: enough for the fingerprint).
+fn input_files(cfg: &SftConfig) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in &cfg.inputs {
+        let p = &input.path;
+        let dir = if p.is_dir() {
+            p.clone()
+        } else if p.file_name().is_some_and(|n| n == "dataset_info.json") {
+            p.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            out.push(p.clone());
+            continue;
+        };
+        let mut stack = vec![dir];
+        let mut found = Vec::new();
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.is_file() {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 /// Runs the SFT stage. `scheme` is `None` when no IPC scheme is configured.
 pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: Mode) -> Result<SftReport> {
-    let started = std::time::Instant::now();
+    run_with(cfg, scheme, &RunOptions { strict, ..Default::default() }, mode)
+}
+
+/// [`run`] with every option (`--force` included; the task split does not apply).
+pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptions, mode: Mode) -> Result<SftReport> {
     check_config(cfg)?;
-    let strict = strict || cfg.strict;
+    let strict = opts.strict || cfg.strict;
+    let mut inputs: Vec<PathBuf> = cfg.inputs.iter().map(|i| i.path.clone()).collect();
+    inputs.extend(cfg.decontam.cpt_documents.iter().cloned());
+    let mut st = Stage::open(StageSpec {
+        name: "sft",
+        kind: "sft",
+        dir: cfg.output.clone(),
+        output: cfg.output.clone(),
+        inputs,
+        force: opts.force,
+    })?;
     let tasks = TaskResolver::new(&cfg.tasks)?;
     let tok = SftTokenizer::load_with(&cfg.tokenizer, cfg.tokenizer_engine)?;
+    // Each CPT shard checked against its manifest before the decontamination reads it.
+    let cpt: Vec<Vec<_>> = cfg
+        .decontam
+        .cpt_documents
+        .iter()
+        .map(|d| Ok(verified_shards(d)?.into_iter().map(|s| (s.digest, s.rows)).collect::<Vec<_>>()))
+        .collect::<Result<_>>()?;
+    st.set_fingerprint(
+        &Fingerprint::new()
+            .with("config", cfg)
+            .with("mode", &format!("{mode:?}"))
+            .with("strict", &strict)
+            .with("tokenizer_sha256", &tok.sha256)
+            .with("ipc_scheme", &scheme.map(|s| s.digest()))
+            .with("cpt_documents", &cpt)
+            .with_files("inputs", &input_files(cfg)?)?,
+    );
+    if let Some(mut r) = st.up_to_date::<SftReport>() {
+        r.run.elapsed_s = st.elapsed_s();
+        return Ok(r);
+    }
+    // SFT sets are small: no resume, every build starts over from what this stage wrote.
+    st.clean(|_| false)?;
+    let mut owned: Vec<String> = vec![EXAMPLES_FILE.into(), EVAL_FILE.into()];
+    if mode == Mode::Build {
+        owned.extend([format!("{}/", Split::Train.as_str()), format!("{}/", Split::Test.as_str())]);
+    }
+    for f in &owned {
+        st.claim(f)?;
+    }
+    st.save_progress(&())?;
     let mut report = SftReport { run: RunReport::new("sft"), ..Default::default() };
 
     // Read.
@@ -333,14 +413,13 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
     };
 
     let out = &cfg.output;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    stats::write_examples(&out.join("examples.parquet"), &graded, &cfg.writer)?;
-    write_test_alpaca(&out.join("test-eval.jsonl"), kept.iter().filter(|k| k.ex.split == Split::Test).map(|k| &k.ex))?;
+    stats::write_examples(&out.join(EXAMPLES_FILE), &graded, &cfg.writer)?;
+    write_test_alpaca(&out.join(EVAL_FILE), kept.iter().filter(|k| k.ex.split == Split::Test).map(|k| &k.ex))?;
 
     if mode == Mode::Build {
         let pad = tok.token_id("<|endoftext|>").ok_or_else(|| Error::Other("tokenizer has no <|endoftext|> token for padding".into()))?;
         let mut packing = PackingReport { seq_len: cfg.pack.seq_len, ..Default::default() };
-        let config_hash = crate::core::hash_of(cfg);
+        let config_hash = st.fingerprint().to_string();
         for split in [Split::Train, Split::Test] {
             let idx: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].ex.split == split).collect();
             let rows = pack_split(&kept, &stage, &idx, cfg, pad)?;
@@ -360,8 +439,8 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
                     tool_version: env!("CARGO_PKG_VERSION").into(),
                     config_hash: config_hash.clone(),
                     shards,
-                    info: Default::default(),
                     accounting: report.run.accounting(),
+                    ..Default::default()
                 };
                 m.info.insert("split".into(), split.as_str().into());
                 m.info.insert("tokenizer".into(), tok.name().into());
@@ -399,12 +478,24 @@ pub fn run(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, strict: bool, mode: 
         }
         report.packing = Some(packing);
     }
-    report.run.elapsed_s = started.elapsed().as_secs_f64();
-    let mut bytes = serde_json::to_vec_pretty(&report).expect("report serializes");
-    bytes.push(b'\n');
-    crate::core::fsio::write_atomic(&out.join("report.json"), &bytes)?;
+    report.run.elapsed_s = st.elapsed_s();
+    // The folder's own manifest: no shards of its own (each split and stage folder has its
+    // manifest), the files the build owns, the accounting.
+    let mut m = Manifest {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        files: owned,
+        accounting: report.run.accounting(),
+        ..Default::default()
+    };
+    m.info.insert("mode".into(), format!("{mode:?}").to_lowercase().into());
+    st.finish(m, &report)?;
     Ok(report)
 }
+
+/// The graded examples table.
+pub const EXAMPLES_FILE: &str = "examples.parquet";
+/// The IPC / key-technology test examples in the form `coretech eval` reads.
+pub const EVAL_FILE: &str = "test-eval.jsonl";
 
 /// The test examples of the tasks `coretech eval` scores (IPC codes, key technologies) as alpaca
 /// JSON lines (`instruction`, `output`, earlier turns as `history`, `system`, `task_type`, `id`):

@@ -80,12 +80,19 @@ pub fn extract_codes(text: &str) -> Vec<CodeMention> {
 pub trait IpcLookup {
     /// Whether the scheme knows a normalized symbol (`H04L 29/06`).
     fn contains(&self, symbol: &str) -> bool;
+    /// A digest of the scheme's content, for stage fingerprints (empty: unknown).
+    fn digest(&self) -> String {
+        String::new()
+    }
 }
 
 impl IpcLookup for IpcScheme {
     /// Membership in the scheme's index: an entry counts whether or not it has a title.
     fn contains(&self, symbol: &str) -> bool {
         IpcScheme::contains(self, symbol)
+    }
+    fn digest(&self) -> String {
+        IpcScheme::digest(self)
     }
 }
 

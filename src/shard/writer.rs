@@ -51,6 +51,7 @@ impl WriterConfig {
 struct HashingFile {
     file: File,
     hasher: Sha256,
+    xxh: Box<xxhash_rust::xxh3::Xxh3>,
     bytes: u64,
 }
 
@@ -58,6 +59,7 @@ impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.xxh.update(&buf[..n]);
         self.bytes += n as u64;
         Ok(n)
     }
@@ -87,7 +89,7 @@ impl ShardWriter {
         }
         let tmp = tmp_path(path);
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let sink = HashingFile { file, hasher: Sha256::new(), bytes: 0 };
+        let sink = HashingFile { file, hasher: Sha256::new(), xxh: Box::default(), bytes: 0 };
         let writer = ArrowWriter::try_new(sink, schema, Some(cfg.properties()?)).map_err(|e| shard_err(&tmp, e))?;
         Ok(Self { path: path.to_path_buf(), tmp, writer: Some(writer), rows: 0 })
     }
@@ -111,6 +113,7 @@ impl ShardWriter {
             rows: self.rows,
             bytes: sink.bytes,
             sha256,
+            xxh3: Some(format!("{:032x}", sink.xxh.digest128())),
             tokens: None,
         })
     }

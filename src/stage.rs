@@ -1,0 +1,492 @@
+//! The stage skeleton every corpus stage (`docs`, `dedup`, `pack`, `sft`) runs in: it owns the
+//! output folder and everything about it that is not the stage's own work.
+//!
+//! [`Stage::open`] refuses an output that is, holds or sits inside one of the stage's inputs,
+//! takes the folder's lock ([`crate::core::lock`]) and works out which files in it this stage
+//! wrote — from its `progress.json` (an interrupted build) or its `manifest.json` (a finished
+//! one). A non-empty folder holding neither is refused unless `force` is set, and even then its
+//! files are never deleted or overwritten. Then the stage's [`Fingerprint`] decides:
+//! [`Stage::up_to_date`] (the finished output matches: skip), [`Stage::resume`] (an interrupted
+//! build of the same fingerprint: go on from its last saved state), or a fresh build, which
+//! first removes what this stage wrote earlier ([`Stage::clean`]).
+//!
+//! Ownership is a list of names. Before a stage creates a file it claims the name
+//! ([`Stage::claim`]) and saves its progress ([`Stage::save_progress`]), so the list on disk
+//! always covers every file that may exist, including one a kill interrupted; `NAME.tmp`
+//! belongs with `NAME`, and a name ending in `/` covers a whole folder the stage made. Claiming
+//! a name that exists and is not ours fails. [`Stage::finish`] writes the manifest (which lists
+//! what the finished build owns), `report.json`, removes leftovers it owned, and drops the
+//! progress file. The modelled shape is datatrove's `PipelineStep` and torchtitan's components:
+//! one object per run that holds the plumbing, the stage keeps only its own work.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::core::fsio::{tmp_path, write_atomic, write_json_atomic};
+use crate::core::lock::{OutputLock, LOCK_FILE};
+use crate::core::Fingerprint;
+use crate::error::{Error, Result};
+use crate::shard::Manifest;
+
+/// The progress file of an interrupted build.
+pub const PROGRESS_FILE: &str = "progress.json";
+/// The manifest of a finished build.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The run report of a finished build.
+pub const REPORT_FILE: &str = "report.json";
+
+/// What a stage declares before it starts.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// Stage name (`docs`, `dedup`, `pack`, `sft`), recorded in its manifest and progress file.
+    pub name: &'static str,
+    /// The kind of the manifest it writes (`documents`, `tokens`, `sft`).
+    pub kind: &'static str,
+    /// The folder this process writes (a task's folder in a multi-task build).
+    pub dir: PathBuf,
+    /// The configured output (the parent of the task folders), checked against the inputs.
+    pub output: PathBuf,
+    /// Every path the stage reads: input files and folders, glob roots, reference folders.
+    pub inputs: Vec<PathBuf>,
+    /// Write into a non-empty folder this stage did not create (its files stay untouched).
+    pub force: bool,
+}
+
+/// `progress.json`: the stage's saved state and the names it owns.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope<P> {
+    stage: String,
+    fingerprint: String,
+    owned: BTreeSet<String>,
+    state: P,
+}
+
+/// One run of a stage in its output folder (holds the folder's lock until dropped).
+#[derive(Debug)]
+pub struct Stage {
+    name: &'static str,
+    kind: &'static str,
+    dir: PathBuf,
+    fingerprint: String,
+    owned: Mutex<BTreeSet<String>>,
+    /// The state of the last progress save (kept when only the owned names change).
+    last_state: Mutex<serde_json::Value>,
+    started: Instant,
+    _lock: OutputLock,
+}
+
+impl Stage {
+    /// Checks the output against the inputs, locks it, and finds what in it this stage owns.
+    pub fn open(spec: StageSpec) -> Result<Stage> {
+        let started = Instant::now();
+        check_overlap(&spec.output, &spec.inputs)?;
+        if spec.dir != spec.output {
+            check_overlap(&spec.dir, &spec.inputs)?;
+        }
+        // Refused before anything is created, so a refused folder is left exactly as it was.
+        if spec.dir.is_dir() {
+            not_ours(&spec, &owned_files(&spec.dir, spec.name, spec.kind))?;
+        }
+        std::fs::create_dir_all(&spec.dir).map_err(|e| Error::io(&spec.dir, e))?;
+        let lock = OutputLock::acquire(&spec.dir)?;
+        // Again under the lock: another run may have changed the folder in between.
+        let owned = owned_files(&spec.dir, spec.name, spec.kind);
+        not_ours(&spec, &owned)?;
+        Ok(Stage {
+            name: spec.name,
+            kind: spec.kind,
+            dir: spec.dir,
+            fingerprint: String::new(),
+            owned: Mutex::new(owned),
+            last_state: Mutex::new(serde_json::Value::Null),
+            started,
+            _lock: lock,
+        })
+    }
+
+    /// Sets what the output depends on; call before [`Stage::up_to_date`] and [`Stage::resume`].
+    pub fn set_fingerprint(&mut self, fp: &Fingerprint) {
+        self.fingerprint = fp.hash();
+    }
+
+    /// The fingerprint's hash (the manifest's `config_hash`).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The folder this run writes.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Seconds since [`Stage::open`].
+    pub fn elapsed_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The finished build's report when the folder holds a finished build of this stage with
+    /// the same fingerprint and every file its manifest lists is present at its size.
+    pub fn up_to_date<R: DeserializeOwned>(&self) -> Option<R> {
+        let m = Manifest::load(&self.dir).ok()?;
+        if m.stage != self.name || m.kind != self.kind || m.config_hash != self.fingerprint {
+            return None;
+        }
+        let shards_ok = m.shards.iter().all(|s| std::fs::metadata(self.dir.join(&s.file)).is_ok_and(|md| md.len() == s.bytes));
+        let files_ok = m.files.iter().all(|f| self.dir.join(f.trim_end_matches('/')).exists());
+        if !shards_ok || !files_ok {
+            tracing::warn!("{}: files of the finished build are missing or changed; rebuilding", self.dir.display());
+            return None;
+        }
+        let r = serde_json::from_slice(&std::fs::read(self.dir.join(REPORT_FILE)).ok()?).ok()?;
+        tracing::info!("{}: up to date (same inputs, referenced files and options)", self.dir.display());
+        Some(r)
+    }
+
+    /// The saved state of an interrupted build with the same fingerprint, if any.
+    pub fn resume<P: DeserializeOwned>(&self) -> Option<P> {
+        let bytes = std::fs::read(self.dir.join(PROGRESS_FILE)).ok()?;
+        let env: Envelope<P> = serde_json::from_slice(&bytes).ok()?;
+        if env.stage != self.name {
+            return None;
+        }
+        if env.fingerprint != self.fingerprint {
+            tracing::warn!("{}: inputs, referenced files or options changed since the interrupted run; starting over", self.dir.display());
+            return None;
+        }
+        Some(env.state)
+    }
+
+    /// Whether `rel` (a path relative to the folder) is this stage's.
+    pub fn owns(&self, rel: &str) -> bool {
+        owns(&self.owned.lock().unwrap(), rel)
+    }
+
+    /// Claims `rel` before the stage writes it (a name ending in `/` claims a folder it makes).
+    /// Fails if it exists and is not this stage's. Persisted by the next [`Stage::save_progress`],
+    /// which must come before the file is created.
+    pub fn claim(&self, rel: &str) -> Result<()> {
+        let mut owned = self.owned.lock().unwrap();
+        if owns(&owned, rel) {
+            return Ok(());
+        }
+        let path = self.dir.join(rel.trim_end_matches('/'));
+        if path.symlink_metadata().is_ok() {
+            return Err(Error::Other(format!(
+                "{}: exists and was not written by this stage; it is never overwritten (move it away or choose another output)",
+                path.display()
+            )));
+        }
+        owned.insert(rel.to_string());
+        Ok(())
+    }
+
+    /// Saves `state` with the fingerprint and the owned names (atomically).
+    pub fn save_progress<P: Serialize>(&self, state: &P) -> Result<()> {
+        *self.last_state.lock().unwrap() = serde_json::to_value(state).expect("progress serializes");
+        self.save_owned()?;
+        test_hooks::after_progress_save()
+    }
+
+    /// Persists the owned names (with the last saved state).
+    fn save_owned(&self) -> Result<()> {
+        self.claim(PROGRESS_FILE)?;
+        let owned = self.owned.lock().unwrap().clone();
+        let state = self.last_state.lock().unwrap().clone();
+        let env = Envelope { stage: self.name.to_string(), fingerprint: self.fingerprint.clone(), owned, state };
+        write_atomic(&self.dir.join(PROGRESS_FILE), &serde_json::to_vec(&env).expect("progress serializes"))
+    }
+
+    /// Removes every file this stage owns for which `keep` is false (and the temp file of
+    /// every owned name). Files it does not own are never touched.
+    pub fn clean(&self, keep: impl Fn(&str) -> bool) -> Result<()> {
+        let owned = self.owned.lock().unwrap().clone();
+        for name in &owned {
+            let path = self.dir.join(name.trim_end_matches('/'));
+            if !keep(name) {
+                remove(&path)?;
+            }
+            remove(&tmp_path(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Ends a build: writes `manifest` (stamped with the stage name and fingerprint) and
+    /// `report.json`, removes owned files the manifest does not list, drops the progress file.
+    pub fn finish<R: Serialize>(self, mut manifest: Manifest, report: &R) -> Result<()> {
+        manifest.stage = self.name.to_string();
+        manifest.kind = self.kind.to_string();
+        manifest.config_hash = self.fingerprint.clone();
+        let keep: BTreeSet<String> = manifest_owned(&manifest);
+        for f in &keep {
+            self.claim(f)?;
+        }
+        self.save_owned()?;
+        self.clean(|n| keep.contains(n) || n == PROGRESS_FILE)?;
+        manifest.save(&self.dir)?;
+        // The report repeats what the build owns, so a folder whose manifest was lost is still
+        // recognised as this stage's.
+        let mut value = serde_json::to_value(report).expect("report serializes");
+        if let Some(o) = value.as_object_mut() {
+            o.insert(REPORT_OWNED_KEY.into(), serde_json::json!({ "stage": self.name, "files": keep }));
+        }
+        write_json_atomic(&self.dir.join(REPORT_FILE), &value)?;
+        remove(&self.dir.join(PROGRESS_FILE))
+    }
+}
+
+/// Refuses a non-empty folder this stage owns nothing in, unless forced.
+fn not_ours(spec: &StageSpec, owned: &BTreeSet<String>) -> Result<()> {
+    let others: Vec<String> = entries(&spec.dir)?.into_iter().filter(|n| !owns(owned, n)).collect();
+    if !owned.is_empty() || others.is_empty() || spec.force {
+        return Ok(());
+    }
+    let shown: Vec<&str> = others.iter().take(5).map(String::as_str).collect();
+    Err(Error::Other(format!(
+        "{}: the output folder holds files this stage did not write ({}{}); choose an empty or new folder, or pass --force to \
+         write beside them (they are never deleted or overwritten)",
+        spec.dir.display(),
+        shown.join(", "),
+        if others.len() > shown.len() { format!(" and {} more", others.len() - shown.len()) } else { String::new() }
+    )))
+}
+
+/// What a finished build's manifest says it owns: its shards, its extra files, the manifest
+/// and the report.
+fn manifest_owned(m: &Manifest) -> BTreeSet<String> {
+    let mut s: BTreeSet<String> = m.shards.iter().map(|s| s.file.clone()).collect();
+    s.extend(m.files.iter().cloned());
+    s.insert(MANIFEST_FILE.into());
+    s.insert(REPORT_FILE.into());
+    s
+}
+
+/// The key of `report.json` that repeats the files a finished build owns.
+pub const REPORT_OWNED_KEY: &str = "output_files";
+
+/// The names this stage owns in `dir`: from its progress file, else its manifest, else (a
+/// manifest lost) its report; a manifest written before manifests named their stage counts
+/// when its kind and shape are this stage's.
+fn owned_files(dir: &Path, name: &str, kind: &str) -> BTreeSet<String> {
+    if let Some(env) =
+        std::fs::read(dir.join(PROGRESS_FILE)).ok().and_then(|b| serde_json::from_slice::<Envelope<serde_json::Value>>(&b).ok())
+    {
+        if env.stage == name {
+            let mut o = env.owned;
+            o.insert(PROGRESS_FILE.into());
+            return o;
+        }
+        return BTreeSet::new();
+    }
+    if let Ok(m) = Manifest::load(dir) {
+        return if m.stage == name || (m.stage.is_empty() && m.kind == kind && legacy_stage(&m) == name) {
+            manifest_owned(&m)
+        } else {
+            BTreeSet::new()
+        };
+    }
+    let report = std::fs::read(dir.join(REPORT_FILE)).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    match report.as_ref().map(|r| &r[REPORT_OWNED_KEY]) {
+        Some(o) if o["stage"] == name => o["files"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(String::from)).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// The stage that wrote a manifest from before manifests carried `stage`.
+fn legacy_stage(m: &Manifest) -> &'static str {
+    match m.kind.as_str() {
+        "documents" if m.info.contains_key("duplicates") => "dedup",
+        "documents" => "docs",
+        "tokens" => "pack",
+        _ => "",
+    }
+}
+
+fn owns(owned: &BTreeSet<String>, rel: &str) -> bool {
+    if owned.contains(rel) {
+        return true;
+    }
+    if let Some(base) = rel.strip_suffix(".tmp") {
+        if owned.contains(base) {
+            return true;
+        }
+    }
+    owned.iter().any(|o| o.ends_with('/') && (rel.starts_with(o.as_str()) || rel == o.trim_end_matches('/')))
+}
+
+/// Top-level names in `dir`, without the lock file.
+fn entries(dir: &Path) -> Result<Vec<String>> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != LOCK_FILE)
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn remove(path: &Path) -> Result<()> {
+    let Ok(md) = path.symlink_metadata() else { return Ok(()) };
+    let r = if md.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// `path` made absolute, `.`/`..` resolved, and its longest existing prefix canonicalized
+/// (symlinks followed), so two spellings of one place compare equal.
+pub fn resolve(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    let mut existing = lexical.clone();
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    while existing.symlink_metadata().is_err() {
+        match existing.file_name() {
+            Some(n) => rest.push(n.to_owned()),
+            None => break,
+        }
+        existing.pop();
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    for n in rest.into_iter().rev() {
+        out.push(n);
+    }
+    out
+}
+
+/// The part of an input pattern before its first glob component (`data/*.jsonl` → `data`).
+pub fn glob_root(pattern: &str) -> PathBuf {
+    let mut root = PathBuf::new();
+    for c in Path::new(pattern).components() {
+        if c.as_os_str().to_string_lossy().contains(['*', '?', '[', '{']) {
+            break;
+        }
+        root.push(c);
+    }
+    if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
+    }
+}
+
+/// Refuses an output that is one of the inputs, sits inside one, or holds one.
+pub fn check_overlap(output: &Path, inputs: &[PathBuf]) -> Result<()> {
+    if output.as_os_str().is_empty() {
+        return Err(Error::Other("the output folder is empty (set `output`)".into()));
+    }
+    let out = resolve(output);
+    for input in inputs {
+        let inp = resolve(input);
+        let why = if out == inp {
+            "is the input"
+        } else if out.starts_with(&inp) {
+            "is inside the input"
+        } else if inp.starts_with(&out) {
+            "holds the input"
+        } else {
+            continue;
+        };
+        return Err(Error::Other(format!(
+            "output {} {why} {}: a stage never writes where it reads (nothing was touched; choose another output)",
+            output.display(),
+            input.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Hooks that let tests stop a build at a chosen point, as a kill would: compiled only with
+/// the `test-hooks` feature (the test build turns it on), a no-op otherwise.
+pub mod test_hooks {
+    use crate::error::Result;
+
+    /// The environment variable that stops the docs stage after N shards
+    /// (`CORETECH_TEST_STOP_AFTER_SHARDS`; read only with the `test-hooks` feature).
+    pub const STOP_AFTER_SHARDS_ENV: &str = "CORETECH_TEST_STOP_AFTER_SHARDS";
+
+    #[cfg(feature = "test-hooks")]
+    thread_local! {
+        static INTERRUPT_AFTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The next builds on this thread fail right after their `n`-th progress save, as a killed
+    /// process would stop; 0 turns it off.
+    #[cfg(feature = "test-hooks")]
+    pub fn interrupt_after_saves(n: u64) {
+        INTERRUPT_AFTER.with(|c| c.set(n));
+    }
+
+    /// Called after every progress save.
+    pub(crate) fn after_progress_save() -> Result<()> {
+        #[cfg(feature = "test-hooks")]
+        {
+            INTERRUPT_AFTER.with(|c| match c.get() {
+                0 => Ok(()),
+                1 => {
+                    c.set(0);
+                    Err(crate::error::Error::Other("interrupted (test hook)".into()))
+                }
+                n => {
+                    c.set(n - 1);
+                    Ok(())
+                }
+            })
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        Ok(())
+    }
+
+    /// The shard count after which the docs stage stops (`STOP_AFTER_SHARDS_ENV`), if set.
+    pub fn stop_after_shards() -> Option<usize> {
+        #[cfg(feature = "test-hooks")]
+        {
+            std::env::var(STOP_AFTER_SHARDS_ENV).ok().and_then(|v| v.parse().ok())
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_outputs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let inp = dir.path().join("in");
+        std::fs::create_dir_all(&inp).unwrap();
+        for (out, ok) in [(inp.clone(), false), (inp.join("out"), false), (dir.path().to_path_buf(), false), (dir.path().join("out"), true)]
+        {
+            assert_eq!(check_overlap(&out, std::slice::from_ref(&inp)).is_ok(), ok, "{}", out.display());
+        }
+        // Another spelling of the same place.
+        assert!(check_overlap(&dir.path().join("in/../in/./x"), std::slice::from_ref(&inp)).is_err());
+        assert_eq!(glob_root("data/**/*.jsonl"), PathBuf::from("data"));
+        assert_eq!(glob_root("*.json"), PathBuf::from("."));
+    }
+
+    #[test]
+    fn ownership_covers_temp_files_and_claimed_folders() {
+        let o: BTreeSet<String> = ["part-00000.parquet".to_string(), ".work/".to_string()].into();
+        assert!(owns(&o, "part-00000.parquet.tmp") && owns(&o, ".work/sig/a.sig") && owns(&o, ".work"));
+        assert!(!owns(&o, "part-00001.parquet") && !owns(&o, "notes.tmp") && !owns(&o, ".workx"));
+    }
+}
