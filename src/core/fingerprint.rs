@@ -44,9 +44,22 @@ impl FileDigest {
     }
 }
 
-/// Digests of many files, hashed in parallel, in the given order.
+/// Digests of many input files, hashed in parallel, in the given order. An input that is not a
+/// regular file (a FIFO, socket or device, which the readers count as `not-a-file` and never
+/// open: opening a FIFO would block) or cannot be read (a dangling link, no permission: the
+/// readers count that error) is recorded by what it is, not opened and not a failure.
 pub fn digest_files(files: &[PathBuf]) -> Result<Vec<FileDigest>> {
-    files.par_iter().map(|p| FileDigest::of(p)).collect()
+    files
+        .par_iter()
+        .map(|p| {
+            let unreadable = |what: String| Ok(FileDigest { path: p.display().to_string(), bytes: 0, xxh3: what });
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_file() => FileDigest::of(p).or_else(|e| unreadable(format!("unreadable: {e}"))),
+                Ok(m) => unreadable(format!("not a file: {:?}", m.file_type())),
+                Err(e) => unreadable(format!("unreadable: {}", e.kind())),
+            }
+        })
+        .collect()
 }
 
 /// Named parts of everything an output depends on; [`Fingerprint::hash`] reduces them to the
