@@ -203,6 +203,38 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Plan a training step's device memory without a device: the fixed state (weights, f32
+    /// master weights and moments), then the layers to recompute and the cross-entropy chunk for a
+    /// card of the given size (what `train` and `bench train` do from the free memory they measure).
+    Plan {
+        /// A model preset or an HF config.json.
+        #[arg(long, default_value = "qwen2.5-7b")]
+        model: String,
+        /// Rows per micro-batch.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 4096)]
+        seq: usize,
+        /// Micro-batches per optimizer step.
+        #[arg(long, default_value_t = 1)]
+        accum: usize,
+        /// Compute dtype (bf16|f32).
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Device memory in GiB (H200: 140.4, H100 80GB: 79.6).
+        #[arg(long, default_value_t = 140.4)]
+        device_gib: f64,
+        /// Taken before the trainer allocates (CUDA context, other processes), GiB.
+        #[arg(long, default_value_t = 0.6)]
+        used_gib: f64,
+        /// Recomputed layers: auto, none, all or N.
+        #[arg(long, default_value = "auto")]
+        recompute: String,
+        /// Cross-entropy chunk: auto or tokens.
+        #[arg(long, default_value = "auto")]
+        ce_chunk: String,
+    },
     /// Check the device's fused training units against the CPU reference (random inputs, forward
     /// and backward, stated tolerances) and a few training steps; prints a table and JSON.
     Selftest {
@@ -445,12 +477,16 @@ enum BenchCmd {
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
-        /// Recompute activations in backward.
-        #[arg(long)]
-        recompute: bool,
-        /// Cross-entropy chunk in tokens.
-        #[arg(long, default_value_t = 1024)]
-        ce_chunk: usize,
+        /// Micro-batches per optimizer step (gradient accumulation).
+        #[arg(long, default_value_t = 1)]
+        accum: usize,
+        /// Layers that recompute activations in backward: auto (from free device memory), none,
+        /// all, or the first N (a bare --recompute means all).
+        #[arg(long, default_value = "auto", default_missing_value = "all", num_args = 0..=1)]
+        recompute: String,
+        /// Cross-entropy chunk in tokens, or auto (from free device memory; 1024 on CPU).
+        #[arg(long, default_value = "auto")]
+        ce_chunk: String,
         /// Peak FLOP/s for MFU (default 989e12 on CUDA).
         #[arg(long)]
         peak_flops: Option<f64>,
@@ -566,6 +602,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     gpu,
                     steps,
                     warmup,
+                    accum,
                     recompute,
                     ce_chunk,
                     peak_flops,
@@ -582,8 +619,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         gpu,
                         steps,
                         warmup,
-                        recompute,
-                        ce_chunk,
+                        micro_batches: accum,
+                        recompute: recompute.parse()?,
+                        ce_chunk: ce_chunk.parse()?,
                         peak_flops,
                         seed: 0,
                     };
@@ -704,6 +742,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Logits { checkpoint, ids, out } => {
             let n = coretech::train::logits::write_logits(&checkpoint, &ids, &out)?;
             println!("{} logits ({} tokens) written to {}", n, ids.len(), out.display());
+        }
+        Cmd::Plan { model, batch, seq, accum, dtype, device_gib, used_gib, recompute, ce_chunk } => {
+            let dtype: coretech::train::config::ComputeDtype = dtype.parse()?;
+            let p = coretech::train::plan::plan_for_card(
+                &model,
+                batch,
+                seq,
+                accum,
+                dtype,
+                device_gib,
+                used_gib,
+                recompute.parse()?,
+                ce_chunk.parse()?,
+            )?;
+            println!("{p}");
         }
         Cmd::Selftest { device, gpu, seed } => {
             let tc = coretech::train::TrainConfig { device: device.parse()?, gpu, ..Default::default() };

@@ -96,6 +96,35 @@ fn bench_train_prints_json() {
     assert_eq!(v["n_params"], 22_816);
     assert!(v["mfu"].is_null(), "no peak on CPU unless given");
     assert!(v["loss_last"].as_f64().unwrap() < v["loss_first"].as_f64().unwrap(), "{v}");
+    assert_eq!((v["plan"]["recompute_layers"].as_u64(), v["plan"]["ce_chunk"].as_u64()), (Some(0), Some(1024)), "{v}");
+    // Gradient accumulation and an explicit plan: one of the two layers recomputed, 16-token chunks.
+    let out = Command::new(BIN)
+        .args(["bench", "train", "--model", "test", "--batch", "2", "--seq", "32", "--steps", "2", "--warmup", "1"])
+        .args(["--accum", "2", "--recompute", "1", "--ce-chunk", "16"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["micro_batches"].as_u64(), v["plan"]["recompute_layers"].as_u64(), v["plan"]["ce_chunk"].as_u64()),
+        (Some(2), Some(1), Some(16))
+    );
+    assert!(v["loss_last"].as_f64().unwrap() < v["loss_first"].as_f64().unwrap(), "{v}");
+    let out = Command::new(BIN).args(["bench", "train", "--model", "test", "--recompute", "some"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("recompute"));
+}
+
+#[test]
+fn plan_prints_what_fits_on_a_card() {
+    // Qwen2.5-7B on an H200: one row of 4096 keeps every activation; the fixed state is named.
+    let out = Command::new(BIN).args(["plan", "--model", "qwen2.5-7b", "--batch", "1", "--seq", "4096"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("recompute 0 of 28 layers") && text.contains("fixed state 99.3 GiB"), "{text}");
+    // On an 80 GB card the fixed state alone does not fit.
+    let out = Command::new(BIN).args(["plan", "--model", "qwen2.5-7b", "--device-gib", "79.6"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not fit"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

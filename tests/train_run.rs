@@ -141,7 +141,11 @@ fn resuming_with_another_config_is_refused() {
     let e = Trainer::new(&changed, open_source(&changed, 128).unwrap()).err().unwrap().to_string();
     assert!(e.contains("config hash"), "{e}");
     // Settings that do not change the numbers may change.
-    let ok = TrainConfig { recompute: true, metrics: MetricsConfig { progress: false, plot_every: 1, ..Default::default() }, ..cfg };
+    let ok = TrainConfig {
+        recompute: coretech::train::plan::Recompute::All,
+        metrics: MetricsConfig { progress: false, plot_every: 1, ..Default::default() },
+        ..cfg
+    };
     assert_eq!(Trainer::new(&ok, open_source(&ok, 128).unwrap()).unwrap().resumed_from, Some(3));
 }
 
@@ -158,7 +162,7 @@ fn checkpoints_load_in_candle_transformers_with_the_same_logits() {
     for f in [
         "config.json",
         "model.safetensors.index.json",
-        "optimizer.safetensors",
+        "optimizer.safetensors.index.json", // the optimizer state is sharded like the model
         "trainer_state.json",
         "tokenizer.json",
         "chat_template.jinja",
@@ -287,4 +291,158 @@ fn example_pipelines_parse_and_validate() {
         }
     }
     assert!(n >= 1);
+}
+
+/// f32 → bf16 bits, round to nearest even (independent of candle, as transformers writes them).
+fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// A tiny untied Qwen2 written the way transformers' `save_pretrained(max_shard_size=…)` lays
+/// out the released Qwen2.5-7B: bf16 shards `model-0000i-of-00003.safetensors` filled in
+/// state-dict order, and `model.safetensors.index.json` with `metadata.total_size` and a sorted
+/// `weight_map`. Written with the safetensors crate alone, not with our writer. Returns the f32
+/// values (already bf16-exact) in `param_specs` order.
+fn write_hf_sharded(dir: &Path, arch: &Qwen2Config) -> Vec<Vec<f32>> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let specs = param_specs(arch);
+    let values: Vec<Vec<f32>> = specs
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            (0..s.numel()).map(|i| f32::from_bits((bf16_bits(((i * 7 + k * 13) % 29) as f32 / 29.0 - 0.5) as u32) << 16)).collect()
+        })
+        .collect();
+    let bytes: Vec<Vec<u8>> = values.iter().map(|v| v.iter().flat_map(|x| bf16_bits(*x).to_le_bytes()).collect()).collect();
+    let total: usize = bytes.iter().map(Vec::len).sum();
+    // Three shards in state-dict order (embedding first, lm_head last), split by size.
+    let mut shard_of = Vec::new();
+    let mut acc = 0;
+    for b in &bytes {
+        shard_of.push((acc * 3 / total).min(2));
+        acc += b.len();
+    }
+    let mut weight_map = std::collections::BTreeMap::new();
+    for k in 0..3 {
+        let name = format!("model-{:05}-of-00003.safetensors", k + 1);
+        let views: Vec<(String, TensorView)> = specs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shard_of[*i] == k)
+            .map(|(i, s)| (s.name.clone(), TensorView::new(Dtype::BF16, s.shape.clone(), &bytes[i]).unwrap()))
+            .collect();
+        assert!(!views.is_empty(), "shard {k} is empty");
+        for (n, _) in &views {
+            weight_map.insert(n.clone(), name.clone());
+        }
+        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::serialize_to_file(views, Some(meta), &dir.join(&name)).unwrap();
+    }
+    let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("config.json"), arch.to_hf_json("bfloat16").to_string()).unwrap();
+    values
+}
+
+/// Every tensor our sharded files hold is where the index says, the index's total matches, and
+/// the shards together hold exactly `names`.
+fn check_index(dir: &Path, stem: &str, names: &[String]) {
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.safetensors.index.json"))).unwrap()).unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    let mut files: Vec<&str> = map.values().map(|v| v.as_str().unwrap()).collect();
+    files.sort();
+    files.dedup();
+    assert!(files.len() >= 2, "{stem}: {files:?}");
+    let (mut seen, mut total) = (Vec::new(), 0u64);
+    for f in &files {
+        assert!(f.starts_with(&format!("{stem}-")) && f.ends_with(&format!("-of-{:05}.safetensors", files.len())), "{f}");
+        let data = std::fs::read(dir.join(f)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+        for (name, view) in st.tensors() {
+            assert_eq!(map[&name].as_str().unwrap(), *f, "{name} is in {f}, the index says otherwise");
+            total += view.data().len() as u64;
+            seen.push(name);
+        }
+    }
+    assert_eq!(index["metadata"]["total_size"].as_u64().unwrap(), total, "{stem}: total_size");
+    seen.sort();
+    let mut want = names.to_vec();
+    want.sort();
+    assert_eq!(seen, want, "{stem}: tensors in the shards");
+}
+
+#[test]
+fn hf_sharded_weights_load_and_sharded_checkpoints_resume_bit_for_bit() {
+    let arch = Qwen2Config { tie_word_embeddings: false, ..Qwen2Config::preset("test").unwrap() };
+    let hf = tempfile::tempdir().unwrap();
+    let values = write_hf_sharded(hf.path(), &arch);
+    let specs = param_specs(&arch);
+    let loaded = checkpoint::load_weights(hf.path(), &specs, &Device::Cpu).unwrap();
+    for ((s, t), v) in specs.iter().zip(&loaded).zip(&values) {
+        assert_eq!(&t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), v, "{}", s.name);
+    }
+
+    // Runs from those weights; checkpoints sharded like them, the optimizer state too.
+    let cfg_for = |dir: &Path| {
+        let mut cfg =
+            TrainConfig { model: ModelConfig { from: Some(hf.path().into()), ..Default::default() }, max_steps: Some(5), ..base_cfg(dir) };
+        cfg.checkpoint.every = 2;
+        cfg.checkpoint.max_shard_bytes = 30_000;
+        cfg
+    };
+    let full = tempfile::tempdir().unwrap();
+    let cfg = cfg_for(full.path());
+    let s = Trainer::new(&cfg, Box::new(VecSource::new(vec![one_batch()], 0))).unwrap().run().unwrap();
+    let ck = s.checkpoint.unwrap();
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    check_index(&ck, "model", &names);
+    let opt_names: Vec<String> =
+        ["master", "exp_avg", "exp_avg_sq"].iter().flat_map(|k| names.iter().map(move |n| format!("{k}.{n}"))).collect();
+    check_index(&ck, "optimizer", &opt_names);
+    assert!(!ck.join("model.safetensors").exists() && !ck.join("optimizer.safetensors").exists());
+    let reference = losses_bits(full.path());
+    assert_eq!(reference.len(), 5);
+
+    // Killed after 3 steps (last checkpoint: step 2), resumed from the sharded state.
+    let part = tempfile::tempdir().unwrap();
+    let cfg = cfg_for(part.path());
+    let mut tr = Trainer::new(&cfg, Box::new(VecSource::new(vec![one_batch()], 0))).unwrap();
+    assert!(!tr.run_steps(3).unwrap());
+    drop(tr);
+    let mut tr = Trainer::new(&cfg, Box::new(VecSource::new(vec![one_batch()], 0))).unwrap();
+    assert_eq!(tr.resumed_from, Some(2));
+    tr.run().unwrap();
+    assert_eq!(losses_bits(part.path()), reference);
+    let last = |d: &Path| checkpoint::load_weights(&checkpoint::weights_dir(d).unwrap(), &specs, &Device::Cpu).unwrap();
+    for ((a, b), s) in last(full.path()).iter().zip(last(part.path())).zip(&specs) {
+        let (a, b) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{} differs after the resume", s.name);
+    }
+}
+
+#[test]
+fn weights_only_checkpoints_start_new_runs_but_refuse_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TrainConfig { max_steps: Some(3), ..base_cfg(dir.path()) };
+    cfg.checkpoint.optimizer_state = false;
+    cfg.checkpoint.every = 2;
+    let mut tr = Trainer::new(&cfg, Box::new(VecSource::new(vec![one_batch()], 0))).unwrap();
+    assert!(!tr.run_steps(2).unwrap());
+    drop(tr);
+    let ck = checkpoint::weights_dir(dir.path()).unwrap();
+    assert!(ck.join("model.safetensors").is_file() && ck.join("trainer_state.json").is_file());
+    assert!(std::fs::read_dir(&ck).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("optimizer")));
+    let e = Trainer::new(&cfg, Box::new(VecSource::new(vec![one_batch()], 0))).err().unwrap().to_string();
+    assert!(e.contains("optimizer_state = false") && e.contains(&ck.display().to_string()), "{e}");
+    // A new run starts from its weights.
+    let next = tempfile::tempdir().unwrap();
+    let cfg2 =
+        TrainConfig { model: ModelConfig { from: Some(ck.clone()), ..Default::default() }, max_steps: Some(1), ..base_cfg(next.path()) };
+    let tr = Trainer::new(&cfg2, Box::new(VecSource::new(vec![one_batch()], 0))).unwrap();
+    let w = checkpoint::load_weights(&ck, &param_specs(&tr.model.cfg), &Device::Cpu).unwrap();
+    for (a, b) in tr.model.params.iter().zip(&w) {
+        assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
 }

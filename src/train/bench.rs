@@ -15,6 +15,7 @@ use super::metrics::{process_cpu_seconds, process_memory, H100_BF16_PEAK};
 use super::model::{init_params, Grads, Qwen2};
 use super::ops;
 use super::optim::{AdamW, AdamWConfig};
+use super::plan::{self, CeChunk, Plan, Recompute, StepShape};
 use crate::shard::Batch;
 
 /// What to measure.
@@ -36,10 +37,12 @@ pub struct BenchConfig {
     pub steps: usize,
     /// Untimed warm-up steps.
     pub warmup: usize,
-    /// Activation recomputation.
-    pub recompute: bool,
-    /// Cross-entropy chunk (tokens).
-    pub ce_chunk: usize,
+    /// Micro-batches per optimizer step (gradient accumulation; tokens/s counts them all).
+    pub micro_batches: usize,
+    /// Recomputed layers (`auto`: from free device memory, `train::plan`).
+    pub recompute: Recompute,
+    /// Cross-entropy chunk (tokens, or `auto`).
+    pub ce_chunk: CeChunk,
     /// MFU denominator (default: 989e12 on CUDA, none on CPU).
     pub peak_flops: Option<f64>,
     /// Init and data seed.
@@ -65,8 +68,10 @@ pub struct BenchResult {
     pub batch: usize,
     /// Tokens per row.
     pub seq_len: usize,
-    /// Activation recomputation.
-    pub recompute: bool,
+    /// Micro-batches per optimizer step.
+    pub micro_batches: usize,
+    /// What the memory planner chose (recomputed layers, cross-entropy chunk, estimated peak).
+    pub plan: Plan,
     /// Timed steps.
     pub steps: usize,
     /// Mean step time.
@@ -119,8 +124,8 @@ pub struct BenchResult {
 
 /// Runs the benchmark.
 pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
-    if b.steps == 0 || b.batch == 0 || b.seq_len < 2 {
-        return Err(TrainError::config("bench", "steps and batch must be >= 1, seq >= 2"));
+    if b.steps == 0 || b.batch == 0 || b.seq_len < 2 || b.micro_batches == 0 {
+        return Err(TrainError::config("bench", "steps, batch and micro-batches must be >= 1, seq >= 2"));
     }
     let arch = if b.model.ends_with(".json") {
         Qwen2Config::from_hf_file(std::path::Path::new(&b.model))?
@@ -136,8 +141,17 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
     let mut opt = AdamW::new(&cfg, &specs, &masters)?;
     let mut model = Qwen2::new(&arch, b.dtype.dtype(), &masters, &device)?;
     drop(masters);
-    model.recompute = b.recompute;
-    model.ce_chunk = b.ce_chunk;
+    let shape = StepShape {
+        arch: &arch,
+        batch: b.batch,
+        seq_len: b.seq_len,
+        micro_batches: b.micro_batches,
+        compute_bytes: b.dtype.dtype().size_in_bytes() as u64,
+    };
+    let plan = plan::plan(&shape, plan::available_bytes(&device)?, b.recompute, b.ce_chunk)?;
+    eprintln!("{plan}");
+    model.recompute_layers = plan.recompute_layers;
+    model.ce_chunk = plan.ce_chunk;
     let mut rng = ChaCha8Rng::seed_from_u64(b.seed);
     let n = b.batch * b.seq_len;
     let batch = Batch {
@@ -150,7 +164,7 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
         stage: None,
     };
     let inputs = model.inputs(&batch)?;
-    let scale = 1.0 / inputs.targets.count as f64;
+    let scale = 1.0 / (inputs.targets.count * b.micro_batches) as f64;
     let sync = || -> Result<()> { Ok(model_device_sync(&device)?) };
     #[cfg(feature = "cuda")]
     if let candle_core::Device::Cuda(d) = &device {
@@ -165,7 +179,10 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
         }
         let t0 = Instant::now();
         let mut grads = Grads::new(model.params.len());
-        let loss = model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)? * scale;
+        let mut loss = 0.0;
+        for _ in 0..b.micro_batches {
+            loss += model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)? * scale;
+        }
         sync()?;
         let t1 = Instant::now();
         opt.step(ops.as_ref(), &grads, &mut model.params, cfg.lr)?;
@@ -202,7 +219,9 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
     ops.set_profiling(true);
     let t0 = Instant::now();
     let mut grads = Grads::new(model.params.len());
-    model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)?;
+    for _ in 0..b.micro_batches {
+        model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)?;
+    }
     opt.step(ops.as_ref(), &grads, &mut model.params, cfg.lr)?;
     drop(grads);
     sync()?;
@@ -215,7 +234,7 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
     }
     let mut sorted = steps.clone();
     sorted.sort_by(f64::total_cmp);
-    let tokens_per_s = n as f64 / mean(&steps);
+    let tokens_per_s = (n * b.micro_batches) as f64 / mean(&steps);
     let peak = b.peak_flops.or((b.device == DeviceKind::Cuda).then_some(H100_BF16_PEAK));
     Ok(BenchResult {
         device: format!("{:?}", b.device).to_lowercase(),
@@ -226,7 +245,8 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
         dtype: format!("{:?}", b.dtype).to_lowercase(),
         batch: b.batch,
         seq_len: b.seq_len,
-        recompute: b.recompute,
+        micro_batches: b.micro_batches,
+        plan,
         steps: b.steps,
         step_s_mean: mean(&steps),
         step_s_median: sorted[sorted.len() / 2],
@@ -234,7 +254,7 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
         optimizer_s_mean: mean(&op),
         tokens_per_s,
         cpu_s_per_step,
-        tokens_per_cpu_s: cpu_s_per_step.filter(|c| *c > 0.0).map(|c| n as f64 / c),
+        tokens_per_cpu_s: cpu_s_per_step.filter(|c| *c > 0.0).map(|c| (n * b.micro_batches) as f64 / c),
         mfu: peak.map(|p| 6.0 * model.num_params() as f64 * tokens_per_s / p),
         peak_flops: peak,
         peak_rss_bytes: process_memory().map(|m| m.1),

@@ -1,7 +1,8 @@
 //! Checkpoints in HF layout, written atomically (`DIR.tmp/`, fsync, rename):
 //! `model.safetensors` (or `model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`)
 //! in the configured dtype, `config.json`, the tokenizer files when configured,
-//! `optimizer.safetensors` (f32 master weights and moments) and `trainer_state.json` (step,
+//! `optimizer.safetensors` (f32 master weights and moments; sharded like the model above
+//! `max_shard_bytes`, left out with `optimizer_state = false`) and `trainer_state.json` (step,
 //! loader cursor, schedule, config hash). Loading reads HF Qwen2.5 weights and our own alike.
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,9 +64,13 @@ pub struct CheckpointConfig {
     pub at_stage_end: bool,
     /// dtype of `model.safetensors`.
     pub dtype: SaveDtype,
-    /// Largest model file; bigger models are sharded with an index.
+    /// Largest model (and optimizer-state) file; bigger ones are sharded with an index.
     #[schemars(range(min = 1))]
     pub max_shard_bytes: u64,
+    /// Also write the f32 master weights and moments (needed to resume; 12 bytes a parameter,
+    /// 91 GB at 7B). Off: weights-only checkpoints that a next stage can start from
+    /// (`model.from`) but that cannot be resumed.
+    pub optimizer_state: bool,
     /// Tokenizer to ship in every checkpoint: a `tokenizer.json`, a `tokenizer.json.zst`, or a
     /// directory holding one (its `tokenizer_config.json`, `special_tokens_map.json`,
     /// `chat_template.jinja`, `generation_config.json`, `vocab.json`, `merges.txt` come along).
@@ -74,7 +79,15 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { every: 500, keep_last: 3, at_stage_end: true, dtype: SaveDtype::Bf16, max_shard_bytes: 5_000_000_000, tokenizer: None }
+        Self {
+            every: 500,
+            keep_last: 3,
+            at_stage_end: true,
+            dtype: SaveDtype::Bf16,
+            max_shard_bytes: 5_000_000_000,
+            optimizer_state: true,
+            tokenizer: None,
+        }
     }
 }
 
@@ -209,6 +222,70 @@ fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     safetensors::serialize_to_file(cpu, Some(meta), path).map_err(|e| TrainError::file(path, e))
 }
 
+/// Writes named tensors as `STEM.safetensors`, or, above `max_shard_bytes`, as HF shards
+/// `STEM-0000i-of-0000n.safetensors` plus `STEM.safetensors.index.json` (`metadata.total_size`,
+/// `weight_map`), the layout of the released Qwen2.5 weights. Each tensor is cast to `dtype`
+/// (when given) and copied to the host only while its shard is written, so a 7B model's weights
+/// or optimizer state never exist twice on the device or whole in host memory.
+fn write_sharded(
+    dir: &Path,
+    stem: &str,
+    tensors: &[(String, &Tensor)],
+    dtype: Option<DType>,
+    max_shard_bytes: u64,
+) -> Result<Vec<PathBuf>> {
+    let bytes_of = |t: &Tensor| (t.elem_count() * dtype.unwrap_or(t.dtype()).size_in_bytes()) as u64;
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let (mut size, mut total) = (0u64, 0u64);
+    for (i, (_, t)) in tensors.iter().enumerate() {
+        let bytes = bytes_of(t);
+        if size > 0 && size + bytes > max_shard_bytes {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        total += bytes;
+        shards.last_mut().expect("one shard").push(i);
+    }
+    let write = |path: &Path, idx: &[usize]| -> Result<()> {
+        let items = idx
+            .iter()
+            .map(|&i| {
+                let (name, t) = &tensors[i];
+                Ok((
+                    name.clone(),
+                    match dtype {
+                        Some(d) => t.to_dtype(d)?,
+                        None => (*t).clone(),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        write_safetensors(path, &items)
+    };
+    if shards.len() == 1 {
+        let path = dir.join(format!("{stem}.safetensors"));
+        write(&path, &shards[0])?;
+        return Ok(vec![path]);
+    }
+    let n = shards.len();
+    let mut written = Vec::new();
+    let mut weight_map = BTreeMap::new();
+    for (k, idx) in shards.iter().enumerate() {
+        let name = format!("{stem}-{:05}-of-{n:05}.safetensors", k + 1);
+        for &i in idx {
+            weight_map.insert(tensors[i].0.clone(), name.clone());
+        }
+        let path = dir.join(&name);
+        write(&path, idx)?;
+        written.push(path);
+    }
+    let path = dir.join(format!("{stem}.safetensors.index.json"));
+    write_json(&path, &serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map }))?;
+    written.push(path);
+    Ok(written)
+}
+
 /// Writes the HF model files (weights in `dtype`, sharded above `max_shard_bytes`) and
 /// `config.json` into `dir`. `params` in `param_specs` order, any dtype.
 pub fn write_model(
@@ -219,40 +296,8 @@ pub fn write_model(
     dtype: SaveDtype,
     max_shard_bytes: u64,
 ) -> Result<Vec<PathBuf>> {
-    let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
-    let mut size = 0u64;
-    let mut total = 0u64;
-    for (s, p) in specs.iter().zip(params) {
-        let bytes = (s.numel() * dtype.dtype().size_in_bytes()) as u64;
-        if size > 0 && size + bytes > max_shard_bytes {
-            shards.push(Vec::new());
-            size = 0;
-        }
-        size += bytes;
-        total += bytes;
-        shards.last_mut().expect("one shard").push((s.name.clone(), p.to_dtype(dtype.dtype())?));
-    }
-    let mut written = Vec::new();
-    if shards.len() == 1 {
-        let path = dir.join("model.safetensors");
-        write_safetensors(&path, &shards[0])?;
-        written.push(path);
-    } else {
-        let n = shards.len();
-        let mut weight_map = BTreeMap::new();
-        for (i, shard) in shards.iter().enumerate() {
-            let name = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
-            for (t, _) in shard {
-                weight_map.insert(t.clone(), name.clone());
-            }
-            let path = dir.join(&name);
-            write_safetensors(&path, shard)?;
-            written.push(path);
-        }
-        let path = dir.join("model.safetensors.index.json");
-        write_json(&path, &serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map }))?;
-        written.push(path);
-    }
+    let named: Vec<(String, &Tensor)> = specs.iter().zip(params).map(|(s, p)| (s.name.clone(), p)).collect();
+    let mut written = write_sharded(dir, "model", &named, Some(dtype.dtype()), max_shard_bytes)?;
     let path = dir.join("config.json");
     write_json(&path, &cfg.to_hf_json(dtype.torch_name()))?;
     written.push(path);
@@ -321,15 +366,15 @@ pub fn save(root: &Path, cfg: &CheckpointConfig, data: &CheckpointData) -> Resul
     if let Some(t) = &cfg.tokenizer {
         files.extend(write_tokenizer(&tmp, t)?);
     }
-    let mut opt = Vec::with_capacity(3 * data.specs.len());
-    for (s, st) in data.specs.iter().zip(data.states) {
-        opt.push((format!("master.{}", s.name), st.master.clone()));
-        opt.push((format!("exp_avg.{}", s.name), st.exp_avg.clone()));
-        opt.push((format!("exp_avg_sq.{}", s.name), st.exp_avg_sq.clone()));
+    if cfg.optimizer_state {
+        let mut opt = Vec::with_capacity(3 * data.specs.len());
+        for (s, st) in data.specs.iter().zip(data.states) {
+            opt.push((format!("master.{}", s.name), &st.master));
+            opt.push((format!("exp_avg.{}", s.name), &st.exp_avg));
+            opt.push((format!("exp_avg_sq.{}", s.name), &st.exp_avg_sq));
+        }
+        files.extend(write_sharded(&tmp, "optimizer", &opt, None, cfg.max_shard_bytes)?);
     }
-    let p = tmp.join("optimizer.safetensors");
-    write_safetensors(&p, &opt)?;
-    files.push(p);
     // trainer_state.json last: its presence marks a complete checkpoint.
     let p = tmp.join("trainer_state.json");
     write_json(&p, data.state)?;
@@ -349,7 +394,13 @@ pub fn save(root: &Path, cfg: &CheckpointConfig, data: &CheckpointData) -> Resul
 
 /// The safetensors files of a model directory (single file or index).
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let index = dir.join("model.safetensors.index.json");
+    tensor_files(dir, "model")?.ok_or_else(|| TrainError::file(dir, "no model.safetensors or model.safetensors.index.json"))
+}
+
+/// The files of `STEM.safetensors` or of the shards `STEM.safetensors.index.json` names; `None`
+/// when neither exists.
+fn tensor_files(dir: &Path, stem: &str) -> Result<Option<Vec<PathBuf>>> {
+    let index = dir.join(format!("{stem}.safetensors.index.json"));
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| TrainError::file(&index, e))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::file(&index, format!("not valid JSON: {e}")))?;
@@ -367,13 +418,11 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
                     Err(TrainError::file(&index, format!("names shard {f}, which is missing")))
                 }
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()
+            .map(Some);
     }
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    Err(TrainError::file(dir, "no model.safetensors or model.safetensors.index.json"))
+    let single = dir.join(format!("{stem}.safetensors"));
+    Ok(single.is_file().then(|| vec![single]))
 }
 
 fn open(files: &[PathBuf]) -> Result<candle_core::safetensors::MmapedSafetensors> {
@@ -405,10 +454,18 @@ pub fn load_weights(dir: &Path, specs: &[ParamSpec], device: &Device) -> Result<
     specs.iter().map(|s| load_named(&st, &s.name, s, dir, device)).collect()
 }
 
-/// Loads the optimizer state of a checkpoint (`optimizer.safetensors`).
+/// Loads the optimizer state of a checkpoint (`optimizer.safetensors` or its shards), one
+/// tensor at a time straight to `device`.
 pub fn load_optimizer(dir: &Path, specs: &[ParamSpec], decay: &[bool], device: &Device) -> Result<Vec<AdamState>> {
-    let path = dir.join("optimizer.safetensors");
-    let st = open(std::slice::from_ref(&path))?;
+    let files = tensor_files(dir, "optimizer")?.ok_or_else(|| {
+        TrainError::file(
+            dir,
+            "holds no optimizer state (written with checkpoint.optimizer_state = false): it cannot be resumed; \
+             start a new run from its weights (model.from) in another output directory",
+        )
+    })?;
+    let st = open(&files)?;
+    let path = if files.len() == 1 { files[0].clone() } else { dir.join("optimizer.safetensors.index.json") };
     specs
         .iter()
         .zip(decay)

@@ -14,6 +14,7 @@ use super::dist::DistConfig;
 use super::error::{Result, TrainError};
 use super::metrics::MetricsConfig;
 use super::optim::AdamWConfig;
+use super::plan::{CeChunk, Recompute};
 use super::schedule::ScheduleConfig;
 
 /// Where the model runs.
@@ -148,11 +149,13 @@ pub struct TrainConfig {
     /// Optimizer steps (default: as many as the data gives, micro-batches / grad_accum).
     #[schemars(range(min = 1))]
     pub max_steps: Option<u64>,
-    /// Keep only each layer's input and recompute the layer in backward (less memory, ~1/3 more compute).
-    pub recompute: bool,
-    /// Counted tokens per cross-entropy chunk (bounds the f32 logits held at once to chunk × vocab).
-    #[schemars(range(min = 1))]
-    pub ce_chunk_tokens: usize,
+    /// Layers that keep only their input and recompute their forward in backward (less memory,
+    /// ≈ 1/3 more compute each): "auto" (default: the fewest that fit the device's free memory,
+    /// see `train::plan`; none on CPU), false/"none", true/"all", or the first N layers.
+    pub recompute: Recompute,
+    /// Counted tokens per cross-entropy chunk (bounds the logits held at once to chunk × vocab):
+    /// a count, or "auto" (default: from free device memory; 1024 on CPU).
+    pub ce_chunk_tokens: CeChunk,
     /// AdamW.
     pub optimizer: AdamWConfig,
     /// Learning-rate schedule.
@@ -180,8 +183,8 @@ impl Default for TrainConfig {
             seq_len: 256,
             grad_accum: 1,
             max_steps: None,
-            recompute: false,
-            ce_chunk_tokens: 1024,
+            recompute: Recompute::Auto,
+            ce_chunk_tokens: CeChunk::Auto,
             optimizer: AdamWConfig::default(),
             schedule: ScheduleConfig::default(),
             data: DataConfig::default(),
@@ -202,6 +205,9 @@ impl TrainConfig {
             other => TrainError::config(crate::core::schema::ROOT, other.to_string()),
         })?;
         self.model.validate()?;
+        if self.ce_chunk_tokens == CeChunk::Tokens(0) {
+            return Err(TrainError::config("ce_chunk_tokens", "must be >= 1 or \"auto\""));
+        }
         self.optimizer.validate()?;
         self.data.validate()?;
         self.checkpoint.validate()?;

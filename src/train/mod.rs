@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod plan;
 pub mod schedule;
 pub mod selftest;
 pub mod trainer;

@@ -1,7 +1,7 @@
 //! Qwen2 with HF parameter names and an explicit forward and backward (llm.c style): each layer's
 //! forward returns the activations its backward needs, the backward walks the layers in reverse
-//! and accumulates parameter gradients; with `recompute` only each layer's input is kept and the
-//! layer forward is re-run in backward. Every fusable unit goes through [`Ops`]; matmuls are
+//! and accumulates parameter gradients; the first `recompute_layers` layers keep only their input
+//! and re-run their forward in backward (`train::plan` picks how many from free memory). Every fusable unit goes through [`Ops`]; matmuls are
 //! candle's (cuBLAS on CUDA).
 //!
 //! Packed rows follow `shard::Batch`: positions restart at each segment, attention never
@@ -232,8 +232,9 @@ pub struct Qwen2 {
     pub params: Vec<Tensor>,
     /// Names, shapes and inits, in the same order.
     pub specs: Vec<ParamSpec>,
-    /// Keep only each layer's input and recompute the layer in backward.
-    pub recompute: bool,
+    /// The first this many layers keep only their input and recompute their forward in
+    /// backward (0: none; `num_hidden_layers` or more: all).
+    pub recompute_layers: usize,
     /// Counted tokens per cross-entropy chunk.
     pub ce_chunk: usize,
     layers: Vec<LayerIdx>,
@@ -287,7 +288,19 @@ impl Qwen2 {
         let head = if cfg.tie_word_embeddings { 0 } else { norm + 1 };
         debug_assert_eq!(specs[norm].name, "model.norm.weight");
         let rope = RopeTable::new(cfg, cfg.max_position_embeddings, acc_dtype(dtype), device)?;
-        Ok(Qwen2 { cfg: cfg.clone(), dtype, params, specs, recompute: false, ce_chunk: 1024, layers, embed: 0, norm, head, rope })
+        Ok(Qwen2 {
+            cfg: cfg.clone(),
+            dtype,
+            params,
+            specs,
+            recompute_layers: 0,
+            ce_chunk: super::plan::CE_CHUNK_DEFAULT,
+            layers,
+            embed: 0,
+            norm,
+            head,
+            rope,
+        })
     }
 
     /// The device the parameters live on.
@@ -386,30 +399,41 @@ impl Qwen2 {
         let c = &self.cfg;
         let (b, t, d) = (inp.batch, inp.seq_len, c.head_dim());
         let n = b * t;
-        // MLP
+        // MLP. The (N, I) tensors are dropped as soon as they are used: with three of them
+        // alive at once a 7B layer's backward holds ≈ 0.5 GB per 4k tokens more (train::plan).
+        let LayerActs { x, ln1, q, k, v, attn, x2, ln2, gate, up, m } = a;
         let dm = dx3.matmul(self.p(l.down))?;
-        g.slots[l.down] = Some(ops.linear_grad_acc(&dx3, &a.m, g.take(l.down))?);
-        let (dgate, dup) = ops.swiglu_bwd(&dm, &a.gate, &a.up)?;
-        let dh2 = (dgate.matmul(self.p(l.gate))? + dup.matmul(self.p(l.up))?)?;
-        g.slots[l.gate] = Some(ops.linear_grad_acc(&dgate, &a.ln2.y, g.take(l.gate))?);
-        g.slots[l.up] = Some(ops.linear_grad_acc(&dup, &a.ln2.y, g.take(l.up))?);
-        let (dx2n, dln2) = ops.rms_norm_bwd(&dh2, &a.x2, self.p(l.ln2), &a.ln2.rstd)?;
+        g.slots[l.down] = Some(ops.linear_grad_acc(&dx3, &m, g.take(l.down))?);
+        drop(m);
+        let (dgate, dup) = ops.swiglu_bwd(&dm, &gate, &up)?;
+        drop((dm, gate, up));
+        g.slots[l.gate] = Some(ops.linear_grad_acc(&dgate, &ln2.y, g.take(l.gate))?);
+        let dh2 = dgate.matmul(self.p(l.gate))?;
+        drop(dgate);
+        g.slots[l.up] = Some(ops.linear_grad_acc(&dup, &ln2.y, g.take(l.up))?);
+        let dh2 = (dh2 + dup.matmul(self.p(l.up))?)?;
+        drop(dup);
+        let (dx2n, dln2) = ops.rms_norm_bwd(&dh2, &x2, self.p(l.ln2), &ln2.rstd)?;
+        drop((dh2, x2, ln2));
         g.slots[l.ln2] = Some(ops.grad_acc(g.take(l.ln2), dln2)?);
         let dx2 = (dx3 + dx2n)?;
         // attention
-        let o_flat = a.attn.out.reshape((n, c.num_attention_heads * d))?;
+        let o_flat = attn.out.reshape((n, c.num_attention_heads * d))?;
         let dout = dx2.matmul(self.p(l.o_w))?.reshape((b, t, c.num_attention_heads, d))?;
         g.slots[l.o_w] = Some(ops.linear_grad_acc(&dx2, &o_flat, g.take(l.o_w))?);
-        let (dq, dk, dv) = ops.attn_bwd(&dout, &a.q, &a.k, &a.v, &a.attn, &inp.segments, 1.0 / (d as f64).sqrt())?;
+        drop(o_flat);
+        let (dq, dk, dv) = ops.attn_bwd(&dout, &q, &k, &v, &attn, &inp.segments, 1.0 / (d as f64).sqrt())?;
+        drop((dout, q, k, v, attn));
         let dq = ops.rope_bwd(&dq, &inp.rope)?.reshape((n, c.num_attention_heads * d))?;
         let dk = ops.rope_bwd(&dk, &inp.rope)?.reshape((n, c.num_key_value_heads * d))?;
         let dv = dv.reshape((n, c.num_key_value_heads * d))?;
         let dh1 = ((dq.matmul(self.p(l.q_w))? + dk.matmul(self.p(l.k_w))?)? + dv.matmul(self.p(l.v_w))?)?;
         for (dy, w, bias) in [(&dq, l.q_w, l.q_b), (&dk, l.k_w, l.k_b), (&dv, l.v_w, l.v_b)] {
-            g.slots[w] = Some(ops.linear_grad_acc(dy, &a.ln1.y, g.take(w))?);
+            g.slots[w] = Some(ops.linear_grad_acc(dy, &ln1.y, g.take(w))?);
             g.slots[bias] = Some(ops.bias_grad_acc(dy, g.take(bias))?);
         }
-        let (dxn, dln1) = ops.rms_norm_bwd(&dh1, &a.x, self.p(l.ln1), &a.ln1.rstd)?;
+        drop((dq, dk, dv));
+        let (dxn, dln1) = ops.rms_norm_bwd(&dh1, &x, self.p(l.ln1), &ln1.rstd)?;
         g.slots[l.ln1] = Some(ops.grad_acc(g.take(l.ln1), dln1)?);
         Ok((dx2 + dxn)?)
     }
@@ -431,7 +455,7 @@ impl Qwen2 {
     /// Σ of the counted predictions' losses, without gradients (evaluation).
     pub fn loss_sum(&self, ops: &dyn Ops, inp: &Inputs) -> Result<f64> {
         let h = self.hidden(ops, inp)?;
-        let ce = ops.cross_entropy(&h, self.p(self.head), &inp.targets, None, self.ce_chunk)?;
+        let ce = ops.cross_entropy(&h, self.p(self.head), &inp.targets, None, self.ce_chunk, None)?;
         Ok(ce.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?)
     }
 
@@ -444,17 +468,23 @@ impl Qwen2 {
         }
         let mut x = ops.embedding_fwd(&inp.ids, self.p(self.embed))?;
         let mut saved = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            let (next, acts) = self.layer_fwd(ops, l, x, inp)?;
-            saved.push(if self.recompute { Saved::Input(acts.x) } else { Saved::All(acts) });
-            x = next;
+        for (i, l) in self.layers.iter().enumerate() {
+            if i < self.recompute_layers {
+                // Only the input is kept; the activations are dropped with the forward's.
+                let next = self.layer_fwd(ops, l, x.clone(), inp)?.0;
+                saved.push(Saved::Input(x));
+                x = next;
+            } else {
+                let (next, acts) = self.layer_fwd(ops, l, x, inp)?;
+                saved.push(Saved::All(acts));
+                x = next;
+            }
         }
         let fin = ops.rms_norm_fwd(&x, self.p(self.norm), self.cfg.rms_norm_eps)?;
-        let ce = ops.cross_entropy(&fin.y, self.p(self.head), &inp.targets, Some(grad_scale), self.ce_chunk)?;
+        // The head gradient accumulates inside the cross-entropy (no second (V, H) buffer).
+        let ce = ops.cross_entropy(&fin.y, self.p(self.head), &inp.targets, Some(grad_scale), self.ce_chunk, grads.take(self.head))?;
         let loss_sum = ce.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if let Some(dw) = ce.dw {
-            grads.slots[self.head] = Some(ops.grad_acc(grads.take(self.head), dw)?);
-        }
+        grads.slots[self.head] = ce.dw;
         let dh = ce.dh.ok_or_else(|| TrainError::Data("cross-entropy returned no gradient".into()))?;
         let (mut dx, dnorm) = ops.rms_norm_bwd(&dh, &x, self.p(self.norm), &fin.rstd)?;
         grads.slots[self.norm] = Some(ops.grad_acc(grads.take(self.norm), dnorm)?);

@@ -131,9 +131,9 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     diff / norm.max(1e-30)
 }
 
-fn ours(c: &Qwen2Config, p: &[Tensor], b: &Batch, recompute: bool, chunk: usize) -> (f64, Grads) {
+fn ours(c: &Qwen2Config, p: &[Tensor], b: &Batch, recompute_layers: usize, chunk: usize) -> (f64, Grads) {
     let mut m = Qwen2::new(c, DType::F32, p, &Device::Cpu).unwrap();
-    m.recompute = recompute;
+    m.recompute_layers = recompute_layers;
     m.ce_chunk = chunk;
     let inp = m.inputs(b).unwrap();
     let mut g = Grads::new(p.len());
@@ -153,7 +153,7 @@ fn gradients_match_candle_autograd_on_a_packed_batch() {
         let vt: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let ref_loss = reference_loss(&c, &vt, &b);
         let store = ref_loss.backward().unwrap();
-        let (loss, g) = ours(&c, &p, &b, false, 5);
+        let (loss, g) = ours(&c, &p, &b, 0, 5);
         let rl = ref_loss.to_scalar::<f32>().unwrap() as f64;
         assert!((loss - rl).abs() < 1e-5 * rl, "loss {loss} vs autograd {rl}");
         let specs = param_specs(&c);
@@ -176,16 +176,47 @@ fn every_parameter_gets_a_nonzero_gradient_and_recompute_is_exact() {
         let c = cfg(tie);
         let p = params(&c, 12);
         let b = packed_batch(c.vocab_size as u32);
-        let (loss, g) = ours(&c, &p, &b, false, 1024);
-        let (loss_rc, g_rc) = ours(&c, &p, &b, true, 1024);
-        assert_eq!(loss.to_bits(), loss_rc.to_bits());
+        let (loss, g) = ours(&c, &p, &b, 0, 1024);
+        // Some layers recomputed (the first one), and every layer.
+        for r in [1, c.num_hidden_layers, 99] {
+            let (loss_rc, g_rc) = ours(&c, &p, &b, r, 1024);
+            assert_eq!(loss.to_bits(), loss_rc.to_bits());
+            for (i, s) in param_specs(&c).iter().enumerate() {
+                let gi = g.slots[i].as_ref().unwrap_or_else(|| panic!("{} got no gradient", s.name));
+                let sq = gi.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(sq > 0.0, "{} has an all-zero gradient", s.name);
+                let a: Vec<f32> = gi.flatten_all().unwrap().to_vec1().unwrap();
+                let b: Vec<f32> = g_rc.slots[i].as_ref().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                assert!(
+                    a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{}: recomputing {r} layers changed the gradient",
+                    s.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn two_micro_batches_accumulate_the_gradient_of_their_mean() {
+    // The same batch twice at half the scale: every gradient (the head's accumulates inside the
+    // cross-entropy, the embedding's in its backward) equals one pass at full scale.
+    for tie in [true, false] {
+        let c = cfg(tie);
+        let p = params(&c, 14);
+        let b = packed_batch(c.vocab_size as u32);
+        let (loss, g) = ours(&c, &p, &b, 0, 3);
+        let m = Qwen2::new(&c, DType::F32, &p, &Device::Cpu).unwrap();
+        let inp = m.inputs(&b).unwrap();
+        let scale = 0.5 / inp.targets.count as f64;
+        let mut g2 = Grads::new(p.len());
+        let l2 = (m.forward_backward(&ReferenceOps, &inp, scale, &mut g2).unwrap()
+            + m.forward_backward(&ReferenceOps, &inp, scale, &mut g2).unwrap())
+            * scale;
+        assert!((l2 - loss).abs() < 1e-6 * loss, "{l2} vs {loss}");
         for (i, s) in param_specs(&c).iter().enumerate() {
-            let gi = g.slots[i].as_ref().unwrap_or_else(|| panic!("{} got no gradient", s.name));
-            let sq = gi.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(sq > 0.0, "{} has an all-zero gradient", s.name);
-            let a: Vec<f32> = gi.flatten_all().unwrap().to_vec1().unwrap();
-            let b: Vec<f32> = g_rc.slots[i].as_ref().unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{}: recompute changed the gradient", s.name);
+            let e = rel_err(g2.slots[i].as_ref().unwrap(), g.slots[i].as_ref().unwrap());
+            assert!(e < 1e-6, "tie={tie} {}: relative error {e:e}", s.name);
         }
     }
 }
@@ -197,14 +228,14 @@ fn loss_ignores_prompt_and_cross_segment_predictions() {
     let c = cfg(true);
     let p = params(&c, 13);
     let b = packed_batch(c.vocab_size as u32);
-    let (loss, _) = ours(&c, &p, &b, false, 1024);
+    let (loss, _) = ours(&c, &p, &b, 0, 1024);
     let mut b2 = b.clone();
     b2.input_ids[23] = (b2.input_ids[23] + 1) % c.vocab_size as u32;
-    let (loss2, _) = ours(&c, &p, &b2, false, 1024);
+    let (loss2, _) = ours(&c, &p, &b2, 0, 1024);
     assert_eq!(loss.to_bits(), loss2.to_bits());
     // A counted target changes it.
     b2.input_ids[3] = (b2.input_ids[3] + 1) % c.vocab_size as u32;
-    let (loss3, _) = ours(&c, &p, &b2, false, 1024);
+    let (loss3, _) = ours(&c, &p, &b2, 0, 1024);
     assert_ne!(loss.to_bits(), loss3.to_bits());
 }
 

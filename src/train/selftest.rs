@@ -291,14 +291,24 @@ fn ce_checks(c: &mut Ctx) -> Result<()> {
         };
         let (td, tc) = (mk(&c.dev)?, mk(&cpu)?);
         let s = 1.0 / m as f64;
-        let o = c.ops.cross_entropy(&hs, &w, &td, Some(s), chunk)?;
-        let ro = r.cross_entropy(&hsc, &wc, &tc, Some(s), chunk)?;
+        let o = c.ops.cross_entropy(&hs, &w, &td, Some(s), chunk, None)?;
+        let ro = r.cross_entropy(&hsc, &wc, &tc, Some(s), chunk, None)?;
         c.compare(&format!("cross_entropy.loss_sum v={vocab}"), &o.loss_sum, &ro.loss_sum, TOL_MIXED)?;
         let none = || TrainError::Data("cross_entropy returned no gradient".into());
         c.compare(&format!("cross_entropy.dh v={vocab}"), o.dh.as_ref().ok_or_else(none)?, ro.dh.as_ref().ok_or_else(none)?, TOL_BF16)?;
         c.compare(&format!("cross_entropy.dw v={vocab}"), o.dw.as_ref().ok_or_else(none)?, ro.dw.as_ref().ok_or_else(none)?, TOL_BF16)?;
-        let f = c.ops.cross_entropy(&hs, &w, &td, None, chunk)?;
+        let f = c.ops.cross_entropy(&hs, &w, &td, None, chunk, None)?;
         c.compare(&format!("cross_entropy.loss_sum fwd-only v={vocab}"), &f.loss_sum, &ro.loss_sum, TOL_MIXED)?;
+        // The head gradient added to an accumulator (the second micro-batch of a step).
+        let (acc, accc) = c.randn(&[vocab, h], 1e-3, DType::F32)?;
+        let o = c.ops.cross_entropy(&hs, &w, &td, Some(s), chunk, Some(acc))?;
+        let ro = r.cross_entropy(&hsc, &wc, &tc, Some(s), chunk, Some(accc))?;
+        c.compare(
+            &format!("cross_entropy.dw (acc) v={vocab}"),
+            o.dw.as_ref().ok_or_else(none)?,
+            ro.dw.as_ref().ok_or_else(none)?,
+            TOL_BF16,
+        )?;
     }
     Ok(())
 }
@@ -368,8 +378,17 @@ fn unit_checks(c: &mut Ctx) {
     }
 }
 
+/// How the training comparison runs a step.
+#[derive(Debug, Clone, Copy)]
+struct StepMode {
+    /// Layers recomputed in backward (the first ones).
+    recompute_layers: usize,
+    /// Micro-batches per optimizer step (the same batch repeated: gradients accumulate).
+    micro_batches: usize,
+}
+
 /// A few AdamW steps of `preset` on random packed rows, on `dev` in `dtype`; losses per step.
-fn train_losses(preset: &str, dev: &Device, dtype: DType, batch: &Batch, steps: usize, seed: u64) -> Result<Vec<f64>> {
+fn train_losses(preset: &str, dev: &Device, dtype: DType, batch: &Batch, steps: usize, seed: u64, mode: StepMode) -> Result<Vec<f64>> {
     let arch = Qwen2Config::preset(preset)?;
     let ops = ops::for_device(dev);
     let masters = init_params(&arch, seed, DType::F32, dev)?;
@@ -377,12 +396,17 @@ fn train_losses(preset: &str, dev: &Device, dtype: DType, batch: &Batch, steps: 
     let mut opt = AdamW::new(&cfg, &param_specs(&arch), &masters)?;
     let mut model = Qwen2::new(&arch, dtype, &masters, dev)?;
     model.ce_chunk = 200;
+    model.recompute_layers = mode.recompute_layers;
     let inputs = model.inputs(batch)?;
-    let scale = 1.0 / inputs.targets.count as f64;
+    let scale = 1.0 / (inputs.targets.count * mode.micro_batches) as f64;
     let mut out = Vec::new();
     for _ in 0..steps {
         let mut grads = Grads::new(model.params.len());
-        out.push(model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)? * scale);
+        let mut loss = 0.0;
+        for _ in 0..mode.micro_batches {
+            loss += model.forward_backward(ops.as_ref(), &inputs, scale, &mut grads)? * scale;
+        }
+        out.push(loss);
         opt.step(ops.as_ref(), &grads, &mut model.params, cfg.lr)?;
     }
     Ok(out)
@@ -417,34 +441,51 @@ pub fn run(dev: &Device, seed: u64) -> Result<Report> {
     };
     let steps = 5;
     let dtype = if matches!(dev, Device::Cpu) { DType::F32 } else { DType::BF16 };
-    let lc = train_losses("small", &Device::Cpu, DType::F32, &batch, steps, seed)?;
-    let ld = match train_losses("small", dev, dtype, &batch, steps, seed) {
-        Ok(l) => l,
-        Err(e) => {
+    let plain = StepMode { recompute_layers: 0, micro_batches: 1 };
+    // Half the layers recomputed and two micro-batches a step: the head gradient accumulates in
+    // the cross-entropy and recomputed layers run their forward twice.
+    let mixed = StepMode { recompute_layers: arch.num_hidden_layers / 2, micro_batches: 2 };
+    let (mut ld, mut lc) = (Vec::new(), Vec::new());
+    for (label, mode) in [("train", plain), ("train (recompute half, 2 micro-batches)", mixed)] {
+        let cpu_losses = train_losses("small", &Device::Cpu, DType::F32, &batch, steps, seed, mode)?;
+        let dev_losses = match train_losses("small", dev, dtype, &batch, steps, seed, mode) {
+            Ok(l) => l,
+            Err(e) => {
+                c.checks.push(Check {
+                    name: format!("{label}: ERROR {e}"),
+                    shape: vec![],
+                    rel_err: f64::NAN,
+                    max_abs: f64::NAN,
+                    tol: 0.0,
+                    pass: false,
+                });
+                vec![f64::NAN; steps]
+            }
+        };
+        for (i, (a, b)) in dev_losses.iter().zip(&cpu_losses).enumerate() {
+            let rel = ((a - b) / b).abs();
             c.checks.push(Check {
-                name: format!("train: ERROR {e}"),
+                name: format!("{label}.loss[{i}]"),
+                shape: vec![],
+                rel_err: if a.is_finite() { rel } else { f64::NAN },
+                max_abs: (a - b).abs(),
+                tol: TOL_LOSS,
+                pass: rel <= TOL_LOSS,
+            });
+        }
+        if !(dev_losses.last() < dev_losses.first()) {
+            c.checks.push(Check {
+                name: format!("{label}.loss falls"),
                 shape: vec![],
                 rel_err: f64::NAN,
-                max_abs: f64::NAN,
+                max_abs: 0.0,
                 tol: 0.0,
                 pass: false,
             });
-            vec![f64::NAN; steps]
         }
-    };
-    for (i, (a, b)) in ld.iter().zip(&lc).enumerate() {
-        let rel = ((a - b) / b).abs();
-        c.checks.push(Check {
-            name: format!("train.loss[{i}]"),
-            shape: vec![],
-            rel_err: if a.is_finite() { rel } else { f64::NAN },
-            max_abs: (a - b).abs(),
-            tol: TOL_LOSS,
-            pass: rel <= TOL_LOSS,
-        });
-    }
-    if !(ld.last() < ld.first()) {
-        c.checks.push(Check { name: "train.loss falls".into(), shape: vec![], rel_err: f64::NAN, max_abs: 0.0, tol: 0.0, pass: false });
+        if ld.is_empty() {
+            (ld, lc) = (dev_losses, cpu_losses);
+        }
     }
     let passed = c.checks.iter().filter(|k| k.pass).count();
     Ok(Report {

@@ -16,6 +16,7 @@ use super::metrics::{process_memory, MetricsLog, StepMetrics, H100_BF16_PEAK};
 use super::model::{init_params, param_specs, Grads, Qwen2};
 use super::ops::{self, Ops};
 use super::optim::AdamW;
+use super::plan::{self, StepShape};
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -50,6 +51,8 @@ pub struct Trainer {
     pub total_steps: u64,
     /// The step this process resumed from.
     pub resumed_from: Option<u64>,
+    /// What the memory planner chose (recomputed layers, cross-entropy chunk).
+    pub plan: plan::Plan,
     ops: Box<dyn Ops>,
     source: Box<dyn BatchSource>,
     hash: String,
@@ -140,12 +143,27 @@ impl Trainer {
             }
         };
         let mut model = Qwen2::new(&arch, cfg.dtype.dtype(), &opt.masters(), &device)?;
-        model.recompute = cfg.recompute;
-        model.ce_chunk = cfg.ce_chunk_tokens;
         let dist = match comm {
             Some(c) => Some(DataParallel::new(c, &cfg.distributed, &specs, &mut opt, &mut model.params, &device)?),
             None => None,
         };
+        // With the weights and the optimizer state placed, what is left decides recomputation
+        // and the cross-entropy chunk.
+        let shape = StepShape {
+            arch: &arch,
+            batch: cfg.batch_size,
+            seq_len: cfg.seq_len,
+            micro_batches: cfg.grad_accum,
+            compute_bytes: cfg.dtype.dtype().size_in_bytes() as u64,
+        };
+        let plan = plan::plan(&shape, plan::available_bytes(&device)?, cfg.recompute, cfg.ce_chunk_tokens)?;
+        if plan.fits {
+            tracing::info!("{plan}");
+        } else {
+            tracing::warn!("{plan}");
+        }
+        model.recompute_layers = plan.recompute_layers;
+        model.ce_chunk = plan.ce_chunk;
         let step = resumed.as_ref().map(|s| s.step).unwrap_or(0);
         let metrics = if rank0 { Some(MetricsLog::open(&cfg.output, step, total_steps, &cfg.metrics)?) } else { None };
         let peak_flops = cfg.metrics.peak_flops.or((cfg.device == DeviceKind::Cuda).then_some(H100_BF16_PEAK));
@@ -156,6 +174,7 @@ impl Trainer {
             step,
             total_steps,
             resumed_from: resumed.as_ref().map(|s| s.step),
+            plan,
             ops: ops::for_device(&device),
             source,
             hash,

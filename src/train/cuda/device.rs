@@ -73,6 +73,17 @@ pub fn mem_stats(dev: &CudaDevice) -> Result<MemStats> {
     })
 }
 
+/// Bytes a new allocation can get: free on the device (`cuMemGetInfo`) plus what the pool holds
+/// but does not use (kept by the release threshold, see the module doc).
+pub fn available_bytes(dev: &CudaDevice) -> Result<u64> {
+    dev.cuda_stream().context().bind_to_thread().map_err(candle_core::Error::wrap)?;
+    dev.cuda_stream().synchronize().map_err(candle_core::Error::wrap)?;
+    let (free, _) = result::mem_get_info().map_err(candle_core::Error::wrap)?;
+    let reserved = pool_attr_u64(dev, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?;
+    let used = pool_attr_u64(dev, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+    Ok(free as u64 + reserved.saturating_sub(used))
+}
+
 /// The GPU's name (e.g. "NVIDIA H100 80GB HBM3").
 pub fn gpu_name(dev: &CudaDevice) -> Result<String> {
     Ok(dev.cuda_stream().context().name().map_err(candle_core::Error::wrap)?)

@@ -22,6 +22,7 @@ use super::super::metrics::process_memory;
 use super::super::model::{init_params, param_specs, Grads, Qwen2};
 use super::super::ops;
 use super::super::optim::{AdamW, AdamWConfig};
+use super::super::plan::{CeChunk, CE_CHUNK_DEFAULT};
 use super::collective::{Collective, Solo};
 use super::launch::{Launch, Launcher};
 use super::{connect, DataParallel, DistConfig, DistMode};
@@ -94,8 +95,11 @@ fn rank_run(b: &BenchConfig, arch: &Qwen2Config, mode: DistMode, launch: &Launch
     let mut opt = AdamW::new(&ocfg, &specs, &masters)?;
     let mut model = Qwen2::new(arch, b.dtype.dtype(), &masters, &device)?;
     drop(masters);
-    model.recompute = b.recompute;
-    model.ce_chunk = b.ce_chunk;
+    model.recompute_layers = b.recompute.layers(arch.num_hidden_layers).unwrap_or(0);
+    model.ce_chunk = match b.ce_chunk {
+        CeChunk::Tokens(c) => c,
+        CeChunk::Auto => CE_CHUNK_DEFAULT,
+    };
     let mut dp = DataParallel::new(comm, &dcfg, &specs, &mut opt, &mut model.params, &device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(b.seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let n = b.batch * b.seq_len;
@@ -183,6 +187,9 @@ pub fn bench_train_dist(b: &BenchConfig, world: usize, mode: DistMode, port: u16
     if mode == DistMode::None {
         return Err(TrainError::config("bench", "--dist-mode must be ddp, zero1 or zero2"));
     }
+    if b.micro_batches != 1 {
+        return Err(TrainError::config("bench", "--accum must be 1 with --world-size > 1 (one micro-batch a step per rank)"));
+    }
     let arch = if b.model.ends_with(".json") {
         Qwen2Config::from_hf_file(std::path::Path::new(&b.model))?
     } else {
@@ -222,6 +229,7 @@ pub fn bench_train_dist(b: &BenchConfig, world: usize, mode: DistMode, port: u16
 mod tests {
     use super::*;
     use crate::train::config::ComputeDtype;
+    use crate::train::plan::Recompute;
 
     #[test]
     fn two_cpu_ranks_report_throughput_and_efficiency() {
@@ -234,8 +242,9 @@ mod tests {
             gpu: 0,
             steps: 2,
             warmup: 1,
-            recompute: false,
-            ce_chunk: 64,
+            micro_batches: 1,
+            recompute: Recompute::None,
+            ce_chunk: CeChunk::Tokens(64),
             peak_flops: None,
             seed: 0,
         };

@@ -552,14 +552,22 @@ impl Ops for CudaOps {
         Ok(grad)
     }
 
-    fn cross_entropy(&self, h: &Tensor, w: &Tensor, t: &CeTargets, grad_scale: Option<f64>, chunk: usize) -> Result<CeOut> {
+    fn cross_entropy(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        t: &CeTargets,
+        grad_scale: Option<f64>,
+        chunk: usize,
+        dw_acc: Option<Tensor>,
+    ) -> Result<CeOut> {
         let _p = self.prof("cross_entropy");
         if self.forced("cross_entropy") {
-            return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk);
+            return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk, dw_acc);
         }
-        let Some((n, hid)) = bf16_rows(h) else { return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk) };
+        let Some((n, hid)) = bf16_rows(h) else { return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk, dw_acc) };
         if w.dtype() != DType::BF16 || w.dim(1)? != hid {
-            return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk);
+            return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk, dw_acc);
         }
         let vocab = w.dim(0)?;
         let chunk = chunk.max(1);
@@ -568,7 +576,8 @@ impl Ops for CudaOps {
             Some(_) => Some(Tensor::zeros((n, hid), DType::BF16, h.device())?),
             None => None,
         };
-        let mut dw: Option<Tensor> = None;
+        // Accumulated in place by cuBLAS (beta = 1): no second (V, H) buffer.
+        let mut dw: Option<Tensor> = dw_acc;
         let (scale, want_grad) = (grad_scale.unwrap_or(0.0) as f32, grad_scale.is_some() as i32);
         let v_i = vocab as i32;
         let mut start = 0;
@@ -592,10 +601,6 @@ impl Ops for CudaOps {
             }
             start += len;
         }
-        let dw = match (grad_scale, dw) {
-            (Some(_), None) => None, // nothing counted
-            (_, dw) => dw,
-        };
         Ok(CeOut { loss_sum, dh, dw })
     }
 

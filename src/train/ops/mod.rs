@@ -121,8 +121,9 @@ pub struct CeOut {
     /// Gradient of `grad_scale · loss_sum` w.r.t. the hidden states, `(N, H)`, compute dtype
     /// (zero rows where nothing counts); `None` for a forward-only call.
     pub dh: Option<Tensor>,
-    /// Gradient w.r.t. the head weight `(V, H)`, accumulation dtype; `None` for a forward-only
-    /// call or when nothing counts.
+    /// Gradient w.r.t. the head weight `(V, H)`, accumulation dtype, added to the accumulator
+    /// handed in; `None` when no accumulator was handed in and nothing counts or no gradient was
+    /// asked for.
     pub dw: Option<Tensor>,
 }
 
@@ -214,8 +215,18 @@ pub trait Ops: Send + Sync {
 
     /// Cross-entropy of the LM head `h · wᵀ` against `t`, over the vocabulary, `chunk` counted
     /// tokens at a time (never all logits at once). With `grad_scale = Some(s)` it also returns
-    /// the gradients of `s · loss_sum`.
-    fn cross_entropy(&self, h: &Tensor, w: &Tensor, t: &CeTargets, grad_scale: Option<f64>, chunk: usize) -> Result<CeOut>;
+    /// the gradients of `s · loss_sum`; the head's is added to `dw_acc` (the gradient
+    /// accumulated so far, accumulation dtype) in place where the backend can, so a second
+    /// micro-batch needs no second `(V, H)` buffer.
+    fn cross_entropy(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        t: &CeTargets,
+        grad_scale: Option<f64>,
+        chunk: usize,
+        dw_acc: Option<Tensor>,
+    ) -> Result<CeOut>;
 
     /// Weight gradient of a linear layer `y = x · Wᵀ`: returns `acc + dyᵀ · x` in the
     /// accumulation dtype (`acc = None` starts it).

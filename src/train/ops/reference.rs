@@ -169,13 +169,21 @@ impl Ops for ReferenceOps {
         Ok(grad.index_add(ids, &dy.to_dtype(grad.dtype())?, 0)?)
     }
 
-    fn cross_entropy(&self, h: &Tensor, w: &Tensor, t: &CeTargets, grad_scale: Option<f64>, chunk: usize) -> Result<CeOut> {
+    fn cross_entropy(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        t: &CeTargets,
+        grad_scale: Option<f64>,
+        chunk: usize,
+        dw_acc: Option<Tensor>,
+    ) -> Result<CeOut> {
         let cd = h.dtype();
         let acc = acc_dtype(cd);
         let dev = h.device();
         let mut loss_sum = Tensor::zeros((), acc, dev)?;
         let mut dh_rows = Vec::new();
-        let mut dw: Option<Tensor> = None;
+        let mut dw: Option<Tensor> = dw_acc;
         let chunk = chunk.max(1);
         let mut start = 0;
         while start < t.count {

@@ -179,7 +179,7 @@ fn cross_entropy_gradients_match_finite_differences_for_any_chunk() {
         count: rows.len(),
     };
     let scale = 0.37;
-    let l = |xs: &[Tensor]| ops.cross_entropy(&xs[0], &xs[1], &t, None, 3).unwrap().loss_sum.to_scalar::<f64>().unwrap() * scale;
+    let l = |xs: &[Tensor]| ops.cross_entropy(&xs[0], &xs[1], &t, None, 3, None).unwrap().loss_sum.to_scalar::<f64>().unwrap() * scale;
     // The loss is the plain log-softmax definition.
     let logits = h.matmul(&w.t().unwrap()).unwrap();
     let lsm = candle_nn::ops::log_softmax(&logits, 1).unwrap();
@@ -188,7 +188,7 @@ fn cross_entropy_gradients_match_finite_differences_for_any_chunk() {
     let inputs = [h.clone(), w.clone()];
     let mut first = None;
     for chunk in [1, 2, 5, 64] {
-        let out = ops.cross_entropy(&h, &w, &t, Some(scale), chunk).unwrap();
+        let out = ops.cross_entropy(&h, &w, &t, Some(scale), chunk, None).unwrap();
         let loss = out.loss_sum.to_scalar::<f64>().unwrap();
         assert!((loss - expect).abs() < 1e-10, "chunk {chunk}: {loss} vs {expect}");
         let dh = out.dh.unwrap();
@@ -209,10 +209,18 @@ fn cross_entropy_gradients_match_finite_differences_for_any_chunk() {
         targets: Tensor::zeros(0, DType::U32, &Device::Cpu).unwrap(),
         count: 0,
     };
-    let out = ops.cross_entropy(&h, &w, &empty, Some(1.0), 4).unwrap();
+    let out = ops.cross_entropy(&h, &w, &empty, Some(1.0), 4, None).unwrap();
     assert_eq!(out.loss_sum.to_scalar::<f64>().unwrap(), 0.0);
     assert!(out.dw.is_none());
     assert_eq!(out.dh.unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap(), 0.0);
+    // An accumulator handed in comes back with this call's gradient added (and untouched when
+    // nothing counts).
+    let (_, dw1) = first.unwrap();
+    let acc = (&dw1 * 0.5).unwrap();
+    let out = ops.cross_entropy(&h, &w, &t, Some(scale), 5, Some(acc.clone())).unwrap();
+    assert_close("ce dw accumulated", &out.dw.unwrap(), &(&dw1 * 1.5).unwrap(), 1e-12);
+    let out = ops.cross_entropy(&h, &w, &empty, Some(1.0), 4, Some(acc.clone())).unwrap();
+    assert_close("ce dw untouched", &out.dw.unwrap(), &acc, 1e-15);
 }
 
 #[test]
