@@ -7,6 +7,10 @@
 # ".dev/shards/tokens", max_steps = 80) and .dev/shards/tokens (a copy of out/demo/tokens).
 # PARTS picks what runs (default: all), e.g. PARTS="selftest ours05 torch05"; OURS15_BATCHES and
 # TORCH15_BATCHES the 1.5B batches tried, largest first (the first that fits is reported).
+# Parts b7 (Qwen2.5-7B bench: CPT shape at seq 4096 and 2048, SFT shape) and cpt7 (a 7B CPT on
+# fixture shards packed at 2048, then tests/compat/check_transformers.py on its checkpoint) need
+# an H200 (the fixed state alone is 99.3 GiB); cpt7 needs .dev/cpt7b.toml and .dev/shards7b/tokens
+# (pipelines' pack at seq_len 2048, see docs/cuda-notes.md).
 set -u
 OUT=${OUT:-/tmp/ct-out}; mkdir -p "$OUT"
 PARTS=${PARTS:-"selftest ours05 torch05c ours05x ours15 cpt torch05x torch15"}
@@ -24,11 +28,25 @@ step() {
   timeout "$t" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   echo "rc=$rc"
-  grep -E '^(RESULT|selftest:|\{|train losses)|FAIL|rror' "$OUT/$name.log" | cut -c1-1500 | tail -n 30
+  grep -E '^(RESULT|selftest:|\{|train losses|memory plan)|FAIL|rror|ok  ' "$OUT/$name.log" | cut -c1-1500 | tail -n 30
   return $rc
 }
 B="/tmp/ct bench train --device cuda --dtype bf16 --seq 2048 --warmup 3 --steps 10"
 if has selftest; then step selftest 240 /tmp/ct selftest --device cuda; fi
+B7="/tmp/ct bench train --device cuda --dtype bf16 --model qwen2.5-7b --warmup 2 --steps 5"
+if has b7; then
+  # The planner picks recomputation and the CE chunk; a smaller batch if the larger does not fit.
+  step b7_s4096_b2 150 $B7 --seq 4096 --batch 2 || step b7_s4096_b1 150 $B7 --seq 4096 --batch 1
+  step b7_s2048_b4 150 $B7 --seq 2048 --batch 4 || step b7_s2048_b2 150 $B7 --seq 2048 --batch 2
+fi
+if has cpt7; then
+  rm -rf runs/cpt7b
+  step cpt7_train 300 /tmp/ct train .dev/cpt7b.toml
+  cp runs/cpt7b/metrics.jsonl "$OUT/cpt7_metrics.jsonl"
+  CK=$(ls -d runs/cpt7b/checkpoints/step-* | tail -1); ls -la "$CK" | tee "$OUT/cpt7_ckpt.txt"
+  step cpt7_transformers 300 $PY tests/compat/check_transformers.py /tmp/ct "$CK" 5e-3
+fi
+if has sft7; then step b7_sft_s4096_b2 150 $B7 --seq 4096 --batch 2 --docs-per-row 4 --prompt-fraction 0.3; fi
 if has ours05; then step ours05_b8 120 $B --model qwen2.5-0.5b --batch 8 --ce-chunk 4096; fi
 if has torch05c; then BATCHES=8 step torch05_bf16c 200 $PY .dev/torch_qwen2_train.py bf16c; fi
 if has ours05x; then
@@ -59,4 +77,5 @@ if has torch05x; then
   for m in bf16 ampc amp; do BATCHES=8 step torch05_$m 200 $PY .dev/torch_qwen2_train.py $m; done
 fi
 if has torch15; then QWEN=1.5b BATCHES="${TORCH15_BATCHES:-8 6 4}" step torch15_bf16c 420 $PY .dev/torch_qwen2_shape.py bf16c; fi
+$PY scripts/cuda-bench-summary.py "$OUT" | tee "$OUT/summary.txt"
 echo "== done"

@@ -480,6 +480,12 @@ enum BenchCmd {
         /// Micro-batches per optimizer step (gradient accumulation).
         #[arg(long, default_value_t = 1)]
         accum: usize,
+        /// Documents packed into each row (1: CPT shape; more: SFT shape, ragged attention).
+        #[arg(long, default_value_t = 1)]
+        docs_per_row: usize,
+        /// Leading fraction of each document not counted in the loss (SFT prompts).
+        #[arg(long, default_value_t = 0.0)]
+        prompt_fraction: f64,
         /// Layers that recompute activations in backward: auto (from free device memory), none,
         /// all, or the first N (a bare --recompute means all).
         #[arg(long, default_value = "auto", default_missing_value = "all", num_args = 0..=1)]
@@ -603,6 +609,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     steps,
                     warmup,
                     accum,
+                    docs_per_row,
+                    prompt_fraction,
                     recompute,
                     ce_chunk,
                     peak_flops,
@@ -620,6 +628,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         steps,
                         warmup,
                         micro_batches: accum,
+                        docs_per_row,
+                        prompt_fraction,
                         recompute: recompute.parse()?,
                         ce_chunk: ce_chunk.parse()?,
                         peak_flops,

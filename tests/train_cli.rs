@@ -100,7 +100,7 @@ fn bench_train_prints_json() {
     // Gradient accumulation and an explicit plan: one of the two layers recomputed, 16-token chunks.
     let out = Command::new(BIN)
         .args(["bench", "train", "--model", "test", "--batch", "2", "--seq", "32", "--steps", "2", "--warmup", "1"])
-        .args(["--accum", "2", "--recompute", "1", "--ce-chunk", "16"])
+        .args(["--accum", "2", "--recompute", "1", "--ce-chunk", "16", "--docs-per-row", "3", "--prompt-fraction", "0.5"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -109,6 +109,9 @@ fn bench_train_prints_json() {
         (v["micro_batches"].as_u64(), v["plan"]["recompute_layers"].as_u64(), v["plan"]["ce_chunk"].as_u64()),
         (Some(2), Some(1), Some(16))
     );
+    // Three packed documents a row, half of each a prompt: about half of the 62 predictions count.
+    let t = v["targets"].as_u64().unwrap();
+    assert!((24..=40).contains(&t), "{t} counted predictions");
     assert!(v["loss_last"].as_f64().unwrap() < v["loss_first"].as_f64().unwrap(), "{v}");
     let out = Command::new(BIN).args(["bench", "train", "--model", "test", "--recompute", "some"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("recompute"));

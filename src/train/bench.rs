@@ -39,6 +39,10 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Micro-batches per optimizer step (gradient accumulation; tokens/s counts them all).
     pub micro_batches: usize,
+    /// Documents packed into each row (1: the CPT shape; more: the SFT shape, ragged attention).
+    pub docs_per_row: usize,
+    /// Leading part of each document not counted in the loss (the SFT prompt).
+    pub prompt_fraction: f64,
     /// Recomputed layers (`auto`: from free device memory, `train::plan`).
     pub recompute: Recompute,
     /// Cross-entropy chunk (tokens, or `auto`).
@@ -70,6 +74,10 @@ pub struct BenchResult {
     pub seq_len: usize,
     /// Micro-batches per optimizer step.
     pub micro_batches: usize,
+    /// Documents packed into each row.
+    pub docs_per_row: usize,
+    /// Counted predictions per micro-batch.
+    pub targets: usize,
     /// What the memory planner chose (recomputed layers, cross-entropy chunk, estimated peak).
     pub plan: Plan,
     /// Timed steps.
@@ -154,15 +162,7 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
     model.ce_chunk = plan.ce_chunk;
     let mut rng = ChaCha8Rng::seed_from_u64(b.seed);
     let n = b.batch * b.seq_len;
-    let batch = Batch {
-        batch: b.batch,
-        seq_len: b.seq_len,
-        input_ids: (0..n).map(|_| rng.random_range(0..arch.vocab_size as u32)).collect(),
-        position_ids: (0..n).map(|i| (i % b.seq_len) as u32).collect(),
-        segment_ids: vec![0; n],
-        loss_mask: vec![1; n],
-        stage: None,
-    };
+    let batch = bench_batch(&mut rng, arch.vocab_size, b.batch, b.seq_len, b.docs_per_row, b.prompt_fraction);
     let inputs = model.inputs(&batch)?;
     let scale = 1.0 / (inputs.targets.count * b.micro_batches) as f64;
     let sync = || -> Result<()> { Ok(model_device_sync(&device)?) };
@@ -246,6 +246,8 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
         batch: b.batch,
         seq_len: b.seq_len,
         micro_batches: b.micro_batches,
+        docs_per_row: b.docs_per_row,
+        targets: inputs.targets.count,
         plan,
         steps: b.steps,
         step_s_mean: mean(&steps),
@@ -271,6 +273,33 @@ pub fn bench_train(b: &BenchConfig) -> Result<BenchResult> {
         peak_reserved_bytes: mem.map(|m| m.1),
         device_used_bytes: mem.map(|m| m.2),
     })
+}
+
+/// Random tokens; each row one document (the CPT shape) or `docs` packed documents of seeded
+/// lengths (at least a quarter of the even share each), whose first `prompt_fraction` of tokens
+/// are not counted (the SFT shape: packed conversations, loss on the answers).
+fn bench_batch(rng: &mut ChaCha8Rng, vocab: usize, batch: usize, seq_len: usize, docs: usize, prompt_fraction: f64) -> Batch {
+    let n = batch * seq_len;
+    let mut b = Batch {
+        batch,
+        seq_len,
+        input_ids: (0..n).map(|_| rng.random_range(0..vocab as u32)).collect(),
+        loss_mask: Vec::with_capacity(n),
+        ..Default::default()
+    };
+    let docs = docs.clamp(1, seq_len);
+    for _ in 0..batch {
+        let share = seq_len / docs;
+        let mut lens: Vec<u32> = (0..docs).map(|_| rng.random_range(share.div_ceil(4).max(1)..=share.max(1)) as u32).collect();
+        let used: u32 = lens.iter().sum();
+        *lens.last_mut().expect("docs >= 1") += seq_len as u32 - used;
+        Batch::row_layout(&lens, seq_len, &mut b.position_ids, &mut b.segment_ids);
+        for &len in &lens {
+            let prompt = (len as f64 * prompt_fraction) as u32;
+            b.loss_mask.extend((0..len).map(|p| u8::from(p >= prompt)));
+        }
+    }
+    b
 }
 
 fn model_device_sync(device: &candle_core::Device) -> candle_core::Result<()> {

@@ -243,6 +243,8 @@ mod tests {
             steps: 2,
             warmup: 1,
             micro_batches: 1,
+            docs_per_row: 1,
+            prompt_fraction: 0.0,
             recompute: Recompute::None,
             ce_chunk: CeChunk::Tokens(64),
             peak_flops: None,
