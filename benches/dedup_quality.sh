@@ -15,6 +15,8 @@
 #    one source and no dates, as the fixture mix repeated as JSONL (the corpus).
 #    Near-copy recall: copies removed / copies whose exact Jaccard with their original reaches
 #    the threshold; families with no survivor; precision of removals against the families.
+#    Then datatrove's MinHash on the same corpora (benches/dedup_families_datatrove.py), when
+#    .dev/venv holds it.
 #
 # BIN overrides the binary (default: the release build); OUT the work folder.
 set -euo pipefail
@@ -46,3 +48,9 @@ for rate in 0.5 2 5; do
   echo "== copy families, $rate % character edits"
   "$BIN" dedup-bench families-score "$dir" "$dir/dedup.toml"
 done
+
+# The reference on the same copy-family corpora, where datatrove is installed (see
+# benches/dedup_vs_datatrove.sh for the venv): scored on the same removable copies.
+if [ -x .dev/venv/bin/python ]; then
+  .dev/venv/bin/python benches/dedup_families_datatrove.py "$OUT/families"
+fi

@@ -13,7 +13,8 @@
 # and datatrove in .dev/venv (python3 -m venv .dev/venv && .dev/venv/bin/pip install
 # "datatrove[processing]" spacy pyarrow: its MinHash stage needs the spacy word tokenizer, its
 # ParquetReader pyarrow, which datatrove[processing] does not pull). BIN overrides the binary.
-# Both sides are pinned to core 0 (taskset). Peak RSS and CPU time come from /usr/bin/time -v;
+# Both sides are pinned to core CORE (default 0; taskset). BENCH_DIR (default out/bench-dedup) holds
+# inputs, outputs and logs: give concurrent runs their own. Peak RSS and CPU time come from /usr/bin/time -v;
 # on a shared machine compare the CPU-time ratio (user + sys), which contention does not inflate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,11 +25,12 @@ OUT=${BENCH_DIR:-out/bench-dedup}
 mkdir -p "$OUT"
 [ -x "$BIN" ] || cargo build --release
 NEAR_COPIES=${NEAR_COPIES:-0.2}
+CORE=${CORE:-0}  # the core both sides are pinned to
 # The default keeps the input directory names of earlier runs.
 SUFFIX=$([ "$NEAR_COPIES" = 0.2 ] || echo "-copies$NEAR_COPIES")
 gen() { [ -f "$2/manifest.json" ] || "$BIN" dedup-bench scale "$2" --bytes "$1" --seed 7 --near-copies "$NEAR_COPIES" >/dev/null; }
 gen "$BYTES" "$OUT/in-$BYTES$SUFFIX"
-[ "$DT_BYTES" = "$BYTES" ] || gen "$DT_BYTES" "$OUT/in-$DT_BYTES$SUFFIX"
+[ "$DT_BYTES" = "$BYTES" ] || [ "$DT_BYTES" = 0 ] || gen "$DT_BYTES" "$OUT/in-$DT_BYTES$SUFFIX"
 mb() { python3 -c "import sys; print(round(int(sys.argv[1]) / 1e6, 1))" "$1"; }
 
 cat > "$OUT/ours.toml" <<TOML
@@ -37,8 +39,11 @@ stages = ["dedup"]
 input = "$OUT/in-$BYTES$SUFFIX"
 output = "$OUT/ours-$BYTES$SUFFIX"
 TOML
+# WORK_DIR puts our work files (signatures, shingle hashes, bucket runs: the bulk of the disk
+# use) elsewhere, e.g. on /dev/shm when the disk is short (tmpfs pages are not counted in RSS).
+[ -z "${WORK_DIR:-}" ] || echo "work_dir = \"$WORK_DIR\"" >> "$OUT/ours.toml"
 rm -rf "$OUT/ours-$BYTES$SUFFIX"
-RAYON_NUM_THREADS=1 taskset -c 0 /usr/bin/time -v "$BIN" dedup "$OUT/ours.toml" > "$OUT/ours.log" 2> "$OUT/ours.time"
+RAYON_NUM_THREADS=1 taskset -c "$CORE" /usr/bin/time -v "$BIN" dedup "$OUT/ours.toml" > "$OUT/ours.log" 2> "$OUT/ours.time"
 ours_s=$(grep "Elapsed (wall" "$OUT/ours.time" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 ours_rss=$(grep "Maximum resident" "$OUT/ours.time" | awk '{print $NF}')
 cpu() { awk -F: '/User time|System time/ {s += $2} END {print s}' "$1"; }
@@ -50,7 +55,7 @@ if [ "$DT_BYTES" = 0 ]; then  # our side only (the memory runs)
   exit 0
 fi
 rm -rf "$OUT/dt-$DT_BYTES$SUFFIX"
-taskset -c 0 /usr/bin/time -v .dev/venv/bin/python benches/dedup_datatrove.py "$OUT/in-$DT_BYTES$SUFFIX" "$OUT/dt-$DT_BYTES$SUFFIX" > "$OUT/dt.log" 2> "$OUT/dt.time"
+taskset -c "$CORE" /usr/bin/time -v .dev/venv/bin/python benches/dedup_datatrove.py "$OUT/in-$DT_BYTES$SUFFIX" "$OUT/dt-$DT_BYTES$SUFFIX" > "$OUT/dt.log" 2> "$OUT/dt.time"
 dt_s=$(grep "Elapsed (wall" "$OUT/dt.time" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 dt_rss=$(grep "Maximum resident" "$OUT/dt.time" | awk '{print $NF}')
 dt_cpu=$(cpu "$OUT/dt.time")
