@@ -64,6 +64,7 @@ fn eval_runs_end_to_end_and_its_report_is_reproducible() {
                 assert!(e.ipc.is_none());
                 assert!(t.reference.len() >= 3, "{:?}", t.reference);
             }
+            other => panic!("the split holds IPC and tech examples only, not {other}"),
         }
         assert!(e.generated_tokens <= 12);
     }

@@ -441,7 +441,9 @@ fn empty_cut_off_and_repeated_answers_are_filtered_by_config() {
     let rec = |q: &str, a: &str| serde_json::json!({"instruction": q, "input": "", "output": a}).to_string();
     let lines = [rec("空回答的问题？", "  "), rec("被截断的回答？", "智能芯片是一种芯片，主要用于"), rec("完整的问题？", "完整的回答。")];
     std::fs::write(&odd, lines.join("\n")).unwrap();
-    let extra = format!("[sft.validate]\nduplicate_questions = \"drop\"\n[[sft.inputs]]\npath = {odd:?}\n");
+    // `truncated_answer` is `keep` (a warning) by default since complete Chinese list answers may
+    // end without punctuation; dropping is asked for here.
+    let extra = format!("[sft.validate]\nduplicate_questions = \"drop\"\ntruncated_answer = \"drop\"\n[[sft.inputs]]\npath = {odd:?}\n");
     let r = run_pipeline(&config(&out, None, &extra), false, Mode::Grade).unwrap();
     let s = &r.run.sources["odd"];
     assert_eq!((s.read, s.kept, s.filtered.get("empty-answer"), s.filtered.get("truncated-answer")), (3, 1, Some(&1), Some(&1)));
@@ -496,4 +498,33 @@ fn every_parquet_file_of_a_demo_like_build_has_unique_column_names() {
     let r = ParquetRecordBatchReaderBuilder::try_new(File::open(out.join("examples.parquet")).unwrap()).unwrap();
     let schema = r.schema();
     assert!(schema.field_with_name("feat_ipc_codes").is_ok() && schema.field_with_name("ipc_codes").is_ok());
+}
+
+#[test]
+fn general_chat_is_trained_on_but_never_in_the_eval_set() {
+    // The FlagAI sample (100 general conversations) without a `task`, once as a bare sharegpt
+    // file and once through a LLaMA-Factory dataset_info.json: every example is inferred as chat
+    // (it used to be `tech`), kept for training, and test-eval.jsonl stays empty.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let flagai = root().join("fixtures/data/sft/flagai_aquila_convo_samples.sharegpt.jsonl");
+    std::fs::copy(&flagai, data.join("convo.jsonl")).unwrap();
+    std::fs::write(data.join("dataset_info.json"), r#"{"convo": {"file_name": "convo.jsonl", "formatting": "sharegpt"}}"#).unwrap();
+    let out = tmp.path().join("sft");
+    let t = format!(
+        "stages = [\"sft\"]\n[sft]\noutput = {out:?}\ntokenizer = {:?}\n[[sft.inputs]]\npath = {flagai:?}\n[[sft.inputs]]\npath = {data:?}\n",
+        root().join("fixtures/tokenizers/qwen2.5/tokenizer.json.zst")
+    );
+    let r = run_pipeline(&PipelineConfig::parse(&t, "chat.toml").unwrap(), false, Mode::Grade).unwrap();
+    assert_eq!(r.tasks.keys().collect::<Vec<_>>(), ["chat"]);
+    let chat = &r.tasks["chat"];
+    assert_eq!((chat.inferred, chat.given, chat.config), (200, 0, 0));
+    assert!(chat.train > 0 && chat.test > 0, "{chat:?}");
+    assert_eq!(std::fs::read(out.join("test-eval.jsonl")).unwrap(), b"");
+    assert_eq!(r.eval_set.written, 0);
+    let ex = &r.eval_set.excluded["chat"];
+    assert_eq!((ex.count, ex.ids.len() as u64), (chat.test, chat.test));
+    // Every kept example is in the graded table under `chat`.
+    assert!(graded(&out).values().all(|v| v.1 == "chat"));
 }

@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use coretech::ipc::extract::extract_codes;
 use coretech::ipc::{IpcConfig, IpcScheme};
 use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
 use coretech::sft::read::{read_input, Outcome, ReadContext, ReadResult};
 use coretech::sft::task::TaskResolver;
-use coretech::sft::validate::{check_codes, extract_codes, looks_truncated, IpcLookup};
+use coretech::sft::validate::{check_codes, looks_truncated, IpcLookup};
 use coretech::sft::{Example, Split};
 
 fn examples(file: &str) -> Vec<Example> {
@@ -138,4 +139,36 @@ fn no_fixture_answer_looks_truncated() {
             }
         }
     }
+}
+
+#[test]
+fn validation_and_scoring_read_the_same_codes() {
+    // One extractor (coretech::ipc::extract) behind SFT validation, task inference and eval
+    // scoring: on every fixture answer, the codes scoring takes at subclass depth or deeper are
+    // exactly the codes validation finds written in full, in the same order.
+    let mut n = 0;
+    for file in [
+        "GovPatent-SFT_QA_IPC.jsonl",
+        "GovPatent-SFT_QA_Tech.jsonl",
+        "GovPatent-SFT_raw_data.csv",
+        "Paper-SFT_QA_IPC.jsonl",
+        "Paper-SFT_QA_Tech.jsonl",
+        "flagai_aquila_convo_samples.sharegpt.jsonl",
+    ] {
+        for ex in examples(file) {
+            let a = ex.answer();
+            let scored: Vec<String> =
+                coretech::infer::score::extract_ipc_codes(&a).iter().filter(|s| s.level() >= 3).map(|s| s.to_string()).collect();
+            let mut validated: Vec<String> = Vec::new();
+            for m in check_codes(&a, None).mentions.iter().filter(|m| m.is_complete()) {
+                let s = m.normalized.clone().unwrap();
+                if !validated.contains(&s) {
+                    validated.push(s);
+                }
+            }
+            assert_eq!(scored, validated, "{}", ex.id);
+            n += scored.len();
+        }
+    }
+    assert!(n > 1500, "{n}");
 }

@@ -1,32 +1,41 @@
 //! `coretech eval`: answers the questions of an SFT test split with a checkpoint and scores
 //! them against the reference answers ([`super::score`] defines the measures).
 //!
-//! The split is alpaca JSONL or a JSON array of alpaca records: `instruction`, `input`
-//! (optional), `output`, and optionally `system`, `history` (`[[question, answer], …]`) and
-//! `task_type`. The question is `instruction`, followed by a newline and `input` when `input`
-//! is not empty (as LLaMA-Factory builds it); the reference is `output`. The prompt is the
-//! ChatML rendering of system (the `--system` override, else the record's, else the template
-//! default), history and question.
+//! The split is read by the SFT readers ([`crate::sft::read`]): alpaca JSONL or a JSON array of
+//! alpaca records (`instruction`, `input` (optional), `output`, and optionally `system`,
+//! `history` (`[[question, answer], …]`) and `task_type`), or sharegpt conversations. The
+//! question is the last user turn (alpaca: `instruction`, followed by a newline and `input`
+//! when `input` is not empty, as LLaMA-Factory builds it); the reference is the answer to it;
+//! earlier turns are the history. The prompt is the ChatML rendering (the crate's one renderer,
+//! [`crate::sft::template::render_chat`]) of system (the `--system` override, else the
+//! record's, else the template default), history and question: the SFT build's training text
+//! up to the answer. Any bad record fails the run, naming its file and line.
 //!
-//! Task: `task_type` `IPC`/`IPC_TASK` → IPC, `tech`/`key_tech`/`TECH_TASK` → key technologies
-//! (case-insensitive); any other value is an error. Without `task_type` the task is inferred:
-//! IPC when the reference answer contains an IPC code (as [`super::score::extract_ipc_codes`]
-//! finds them) or the question mentions `IPC` or `分类号`, else key technologies.
+//! Task ([`crate::ipc::task`], shared with the SFT build): `task_type` (or `task`) names it
+//! (`IPC`, `IPC_TASK`, `tech`, `key_tech`, `TECH_TASK`, `joint`; case-insensitive); without one
+//! it is inferred by the shared classifier. `ipc` examples are scored on their codes, `tech` on
+//! their technologies, `joint` on both; a `chat` example, or an unknown task name, is an error
+//! (eval sets hold patent questions).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::generate::{generate, GenerationConfig, StopReason};
 use super::model::Checkpoint;
 use super::score::{self, IpcScore, LevelSummary, TechScore, TechSummary};
 use super::{tokenizer, InferError, Result};
 use crate::error::{Position, ReadError, ReadErrorKind};
+pub use crate::ipc::task::Task;
+use crate::ipc::task::{Classifier, TaskRules};
+use crate::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
+use crate::sft::read::{read_input, Outcome, ReadContext, ReadResult};
+use crate::sft::task::TaskResolver;
 use crate::sft::template::{render_chat, DEFAULT_SYSTEM_PROMPT};
-use crate::sft::{Message, Role};
+use crate::sft::{Example, Message, Role, Split};
 
 /// Evaluation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -60,16 +69,6 @@ impl EvalConfig {
         }
         Ok(())
     }
-}
-
-/// Which answer format an example asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// A list of IPC codes.
-    Ipc,
-    /// A list of key technologies.
-    Tech,
 }
 
 /// One question of a test split.
@@ -109,117 +108,80 @@ impl EvalExample {
     }
 }
 
-fn task_named(name: &str) -> Option<Task> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "ipc" | "ipc_task" => Some(Task::Ipc),
-        "tech" | "key_tech" | "tech_task" | "keytech" => Some(Task::Tech),
-        _ => None,
-    }
-}
-
-/// The task of an example without `task_type` (rule in the module doc).
+/// The task of an example without `task_type`: the shared classifier with its default rules
+/// ([`crate::ipc::task`]).
 pub fn infer_task(question: &str, reference: &str) -> Task {
-    let q = question.to_ascii_uppercase();
-    if !score::extract_ipc_codes(reference).is_empty() || q.contains("IPC") || question.contains("分类号") {
-        Task::Ipc
-    } else {
-        Task::Tech
-    }
+    Classifier::default_rules().classify(question, reference)
 }
 
-fn string_field(obj: &serde_json::Map<String, Value>, key: &str, required: bool) -> std::result::Result<Option<String>, String> {
-    match obj.get(key) {
-        None | Some(Value::Null) if !required => Ok(None),
-        None | Some(Value::Null) => Err(format!("missing \"{key}\"")),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("\"{key}\" is {}, not a string", kind_of(other))),
+/// One example read by the SFT reader → an eval example (`index`: its number among the
+/// examples of the file); `None` for a chat example (not scored).
+fn eval_example(ex: &Example, index: usize) -> std::result::Result<Option<EvalExample>, ReadError> {
+    let bad = |m: String| ReadError::new(ex.position.clone(), ReadErrorKind::Shape, m);
+    let task = Task::from_name(&ex.task)
+        .ok_or_else(|| bad(format!("unknown task_type {:?} (expected IPC, tech, key_tech, joint or chat)", ex.task)))?;
+    if !task.is_patent_task() {
+        return Ok(None);
     }
+    let (answer, asked) = ex.messages.split_last().filter(|(a, _)| a.role == Role::Assistant).ok_or_else(|| bad("no answer".into()))?;
+    let (question, earlier) = asked.split_last().filter(|(q, _)| q.role == Role::User).ok_or_else(|| bad("no question".into()))?;
+    let history = earlier.chunks(2).map(|p| (p[0].content.clone(), p.get(1).map(|m| m.content.clone()).unwrap_or_default())).collect();
+    Ok(Some(EvalExample {
+        index,
+        line: ex.position.line,
+        task,
+        task_inferred: ex.task_from == "inferred",
+        system: ex.system.clone(),
+        history,
+        question: question.content.clone(),
+        reference: answer.content.clone(),
+    }))
 }
 
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+/// A test split as read: the examples to score, and how many were left out per task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalSplit {
+    /// The ipc, tech and joint examples, in file order.
+    pub examples: Vec<EvalExample>,
+    /// Examples not scored, per task (`chat`: general conversation, given or inferred).
+    pub excluded: BTreeMap<String, u64>,
 }
 
-/// One alpaca record → an example.
-fn example(v: &Value, index: usize, line: Option<u64>) -> std::result::Result<EvalExample, String> {
-    let obj = v.as_object().ok_or_else(|| format!("record is {}, not an object", kind_of(v)))?;
-    let instruction = string_field(obj, "instruction", true)?.unwrap_or_default();
-    let input = string_field(obj, "input", false)?.unwrap_or_default();
-    let reference = string_field(obj, "output", true)?.unwrap_or_default();
-    let system = string_field(obj, "system", false)?;
-    let mut history = Vec::new();
-    match obj.get("history") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(turns)) => {
-            for (i, t) in turns.iter().enumerate() {
-                match t.as_array().map(|a| a.as_slice()) {
-                    Some([Value::String(q), Value::String(a)]) => history.push((q.clone(), a.clone())),
-                    _ => return Err(format!("history[{i}] is not a [question, answer] pair of strings")),
-                }
-            }
-        }
-        Some(other) => return Err(format!("\"history\" is {}, not an array", kind_of(other))),
-    }
-    let question = if input.is_empty() { instruction } else { format!("{instruction}\n{input}") };
-    let (task, task_inferred) = match string_field(obj, "task_type", false)? {
-        Some(t) => (task_named(&t).ok_or_else(|| format!("unknown task_type {t:?} (expected IPC, tech or key_tech)"))?, false),
-        None => (infer_task(&question, &reference), true),
-    };
-    Ok(EvalExample { index, line, task, task_inferred, system, history, question, reference })
-}
-
-/// Reads a test split (alpaca JSONL or a JSON array, told apart by the first character).
+/// The examples of a test split that `coretech eval` scores (see [`read_split`]; chat examples
+/// are left out).
 pub fn read_examples(path: &Path) -> Result<Vec<EvalExample>> {
-    let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| InferError::io(path, e))?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        ReadError::new(Position::new(&file, Some(e.valid_up_to() as u64), None), ReadErrorKind::Encoding, "not valid UTF-8")
+    read_split(path).map(|s| s.examples)
+}
+
+/// Reads a test split with the SFT readers (JSONL, a JSON array or sharegpt, told apart by
+/// content): the first bad or untrainable record is an error naming its file and line; chat
+/// examples are counted in [`EvalSplit::excluded`].
+pub fn read_split(path: &Path) -> Result<EvalSplit> {
+    let tasks =
+        TaskResolver::new(&TaskConfig { keys: vec!["task_type".into(), "task".into()], infer: TaskRules::default(), ..Default::default() })
+            .map_err(|e| InferError::config("tasks", e.to_string()))?;
+    let cx = ReadContext { tasks: &tasks, trailing_user_turn: TrailingUserTurn::Trim, base: Path::new(".") };
+    let input =
+        SftInput { path: path.to_path_buf(), name: None, format: InputFormat::Auto, datasets: vec![], task: None, split: Split::Test };
+    let mut read = ReadResult::default();
+    read_input(&input, &cx, &mut read).map_err(|e| match e {
+        crate::error::Error::Io { path, source } => InferError::io(path, source),
+        other => InferError::config("sft_test", other.to_string()),
     })?;
-    let start = text.len() - text.trim_start().len();
-    match text[start..].chars().next() {
-        None => Ok(Vec::new()),
-        Some('[') => {
-            let values: Vec<Value> = serde_json::from_str(text)
-                .map_err(|e| ReadError::new(Position::new(&file, None, Some(e.line() as u64)), ReadErrorKind::Json, format!("{e}")))?;
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    example(v, i, None).map_err(|m| {
-                        ReadError::new(Position::new(&file, None, None), ReadErrorKind::Shape, format!("record {i}: {m}")).into()
-                    })
-                })
-                .collect()
-        }
-        Some('{') => {
-            let mut out = Vec::new();
-            let mut offset = 0u64;
-            for (n, raw) in text.split_inclusive('\n').enumerate() {
-                let pos = Position::new(&file, Some(offset), Some(n as u64 + 1));
-                offset += raw.len() as u64;
-                let line = raw.trim();
-                if line.is_empty() {
-                    continue;
-                }
-                let v: Value = serde_json::from_str(line).map_err(|e| ReadError::new(pos.clone(), ReadErrorKind::Json, e.to_string()))?;
-                out.push(example(&v, out.len(), pos.line).map_err(|m| ReadError::new(pos, ReadErrorKind::Shape, m))?);
+    let mut out = EvalSplit::default();
+    for o in read.outcomes {
+        match o {
+            Outcome::Example(ex) => match eval_example(&ex, out.examples.len())? {
+                Some(e) => out.examples.push(e),
+                None => *out.excluded.entry(ex.task.clone()).or_default() += 1,
+            },
+            Outcome::Error { err, .. } => return Err(err.into()),
+            Outcome::Filtered { reason, position, .. } => {
+                return Err(ReadError::new(position, ReadErrorKind::Shape, format!("record has nothing to answer ({reason})")).into())
             }
-            Ok(out)
         }
-        Some(c) => Err(ReadError::new(
-            Position::new(&file, Some(start as u64), None),
-            ReadErrorKind::Json,
-            format!("starts with {c:?}, expected a JSON array or JSON lines"),
-        )
-        .into()),
     }
+    Ok(out)
 }
 
 /// One evaluated example.
@@ -251,12 +213,11 @@ pub struct ExampleResult {
     pub tech: Option<TechScore>,
 }
 
-/// Scores `generated` for `ex`'s task.
+/// Scores `generated` for `ex`'s task (a joint example on its codes and its technologies).
 pub fn score_answer(ex: &EvalExample, generated: &str, tech_match_threshold: f64) -> (Option<IpcScore>, Option<TechScore>) {
-    match ex.task {
-        Task::Ipc => (Some(score::score_ipc(generated, &ex.reference)), None),
-        Task::Tech => (None, Some(score::score_tech(generated, &ex.reference, tech_match_threshold))),
-    }
+    let ipc = matches!(ex.task, Task::Ipc | Task::Joint).then(|| score::score_ipc(generated, &ex.reference));
+    let tech = matches!(ex.task, Task::Tech | Task::Joint).then(|| score::score_tech(generated, &ex.reference, tech_match_threshold));
+    (ipc, tech)
 }
 
 /// Generates and scores each example in turn; `progress` sees each result as it is done.
@@ -341,8 +302,11 @@ pub struct EvalReport {
     pub dtype: String,
     /// The settings.
     pub config: EvalConfig,
-    /// Examples in the file.
+    /// Examples in the file that eval scores (ipc, tech, joint).
     pub examples_in_file: usize,
+    /// Examples in the file left out of the scores, per task (`chat`).
+    #[serde(default)]
+    pub excluded: BTreeMap<String, u64>,
     /// Scores over all evaluated examples.
     pub aggregate: Aggregate,
     /// Per-example results.
@@ -379,6 +343,9 @@ impl EvalReport {
             a.generated_tokens,
             a.truncated_answers
         );
+        for (task, n) in &self.excluded {
+            let _ = writeln!(s, "  {n} {task} examples of the file are not scored (not a patent task)");
+        }
         if !a.ipc.is_empty() {
             let _ = writeln!(s, "{:<22}{:>8}{:>8}{:>8}{:>10}{:>8}{:>6}", "IPC (micro)", "P", "R", "F1", "macro-F1", "exact", "n");
             for l in &a.ipc {
@@ -455,7 +422,7 @@ pub fn run_stage(cfg: &EvalStageConfig) -> Result<EvalReport> {
 /// Reads the split, evaluates up to `cfg.limit` examples and builds the report.
 pub fn run(ckpt: &mut Checkpoint, sft_test: &Path, cfg: &EvalConfig, progress: impl FnMut(&ExampleResult)) -> Result<EvalReport> {
     cfg.validate()?;
-    let examples = read_examples(sft_test)?;
+    let EvalSplit { examples, excluded } = read_split(sft_test)?;
     if examples.is_empty() {
         return Err(ReadError::new(Position::new(sft_test.display().to_string(), None, None), ReadErrorKind::Shape, "no examples").into());
     }
@@ -468,6 +435,7 @@ pub fn run(ckpt: &mut Checkpoint, sft_test: &Path, cfg: &EvalConfig, progress: i
         dtype: format!("{:?}", ckpt.dtype).to_lowercase(),
         config: cfg.clone(),
         examples_in_file: examples.len(),
+        excluded,
         aggregate: aggregate(&results),
         examples: results,
     })
@@ -529,16 +497,37 @@ mod tests {
     }
 
     #[test]
+    fn joint_examples_are_scored_on_both_parts_and_chat_is_counted_out() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/sft");
+        // The GovPatent table asks for key technologies and their codes: joint, both parts scored.
+        let split = read_split(&root.join("GovPatent-SFT_raw_data.csv")).unwrap();
+        assert_eq!((split.examples.len(), split.excluded.len()), (8, 0));
+        for ex in &split.examples {
+            assert_eq!((ex.task, ex.task_inferred), (Task::Joint, true));
+            let (ipc, tech) = score_answer(ex, &ex.reference, 0.5);
+            let (ipc, tech) = (ipc.unwrap(), tech.unwrap());
+            assert!(!ipc.reference_codes.is_empty() && !tech.reference.is_empty());
+            assert_eq!((ipc.levels[2].prf.f1, tech.exact.f1), (Some(1.0), Some(1.0)));
+        }
+        // General conversations are chat: none is scored, all are counted.
+        let split = read_split(&root.join("flagai_aquila_convo_samples.sharegpt.jsonl")).unwrap();
+        assert!(split.examples.is_empty());
+        assert_eq!(split.excluded, BTreeMap::from([("chat".to_string(), 100)]));
+    }
+
+    #[test]
     fn bad_records_name_file_and_line() {
         for (content, want) in [
-            ("{\"instruction\":\"q\",\"output\":\"a\"}\n{\"instruction\":\"q\"}\n", ":2 (byte 33): shape: missing \"output\""),
+            // The SFT readers' messages and kinds (one reader for training and eval data).
+            ("{\"instruction\":\"q\",\"output\":\"a\"}\n{\"instruction\":\"q\"}\n", ":2 (byte 33): missing-field: missing \"output\""),
             ("{\"instruction\":\"q\",\"output\":\"a\"}\n{\"instruction\":\"q\",\"output\":\n", ":2 (byte 33): json:"),
-            ("{\"instruction\":1,\"output\":\"a\"}", ":1 (byte 0): shape: \"instruction\" is a number"),
-            ("{\"instruction\":\"q\",\"output\":\"a\",\"task_type\":\"chat\"}", "unknown task_type \"chat\""),
-            ("{\"instruction\":\"q\",\"output\":\"a\",\"history\":[[\"q\"]]}", "history[0] is not a [question, answer] pair"),
-            ("[{\"instruction\":\"q\",\"output\":\"a\"}, 3]", "shape: record 1: record is a number"),
+            ("{\"instruction\":1,\"output\":\"a\"}", ":1 (byte 0): shape: \"instruction\" must be a string, found a number"),
+            // `chat` is a task now (left out of the scores and counted); an unknown name is an error.
+            ("{\"instruction\":\"q\",\"output\":\"a\",\"task_type\":\"poetry\"}", "unknown task_type \"poetry\""),
+            ("{\"instruction\":\"q\",\"output\":\"a\",\"history\":[[\"q\"]]}", "\"history\"[0] must be a [question, answer] pair"),
+            ("[{\"instruction\":\"q\",\"output\":\"a\"}, 3]", "shape: expected a JSON object per record, found a number"),
             ("[{\"instruction\":\"q\",", "json:"),
-            ("instruction,output\n", "(byte 0): json: starts with 'i'"),
+            ("instruction,output\n", "(byte 0): shape: not JSON (array or JSONL) and not a .csv file"),
         ] {
             let (_d, p) = write(content);
             let err = read_examples(&p).unwrap_err().to_string();
@@ -547,7 +536,7 @@ mod tests {
         let (_d, p) = write("");
         std::fs::write(&p, b"{\"instruction\":\"\xff\"}").unwrap();
         let err = read_examples(&p).unwrap_err().to_string();
-        assert!(err.contains("test.jsonl (byte 16): encoding"), "{err}");
+        assert!(err.contains("test.jsonl:1 (byte 16): encoding"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Scoring of generated answers against reference answers. Pure functions, no model.
 //!
 //! ## IPC codes
-//! [`extract_ipc_codes`] finds IPC symbols in free text: after folding full-width characters,
-//! a section letter `A`–`H`, two digits, optionally a subclass letter and then optionally a
-//! `group/subgroup` (spaces allowed around the parts: `H04L`, `A61B 34/00`, `G06F16/00`,
-//! `C08`), not preceded or followed by an ASCII letter or digit (so `H100`, `A4` or `B2B` are
-//! not codes). Each is normalized with [`IpcSymbol`]; duplicates are dropped, first
-//! occurrence kept. Section-only letters and lower-case spellings are not taken: in running
-//! text they are far more often something else.
+//! [`extract_ipc_codes`] takes the IPC symbols of free text from the crate's one extractor
+//! ([`crate::ipc::extract`], the same one SFT validation and task inference use): classes,
+//! subclasses, groups with their subgroup (`C08`, `H04L`, `A61B 34/00`, `G06F16/00`,
+//! full-width spellings), not glued to a letter or digit (so `H100`, `A4`, `B2B` or `G06FX` are
+//! not codes); a group written without its `/subgroup` (`H04L29`) and malformed spellings are
+//! not scored. Each is normalized with [`IpcSymbol`]; duplicates are dropped, first occurrence
+//! kept. Section-only letters and lower-case spellings are not taken: in running text they are
+//! far more often something else.
 //!
 //! Each code is truncated to each level — section `H`, class `H04`, subclass `H04L`, main
 //! group `H04L 29/00` — if it reaches that level (`C08` counts at section and class level
@@ -18,7 +19,8 @@
 //! codes at that level.
 //!
 //! ## Key technologies
-//! [`extract_technologies`] reads the list structure of an answer: lines starting (after
+//! [`extract_technologies`] reads the list structure of an answer ([`crate::ipc::task::list_item`],
+//! shared with task inference): lines starting (after
 //! indentation and optional `#` heading marks) with a number marker (`1.`, `1、`, `1)`, `(1)`,
 //! `（1）`, also inside a leading `**`) or a bullet (`-`, `*`, `•`, `+` followed by a space).
 //! The technologies are the numbered items at the shallowest indentation among numbered items;
@@ -37,11 +39,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::ipc::symbol::{fold_width, IpcSymbol};
+use crate::ipc::extract::distinct_symbols;
+use crate::ipc::symbol::IpcSymbol;
+use crate::ipc::task::{item_name, top_level_items};
 
 /// A depth of the IPC hierarchy at which codes are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -89,29 +92,10 @@ impl Level {
     }
 }
 
-fn ipc_regex() -> &'static Regex {
-    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"[A-H][0-9]{2}(?:[A-Z](?:[ \t]*[0-9]{1,4}[ \t]*/[ \t]*[0-9]{1,6})?)?").expect("valid regex"))
-}
-
 /// The IPC codes in `text` (see the module doc), normalized, in order of first appearance.
 pub fn extract_ipc_codes(text: &str) -> Vec<IpcSymbol> {
-    let folded = fold_width(text);
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for m in ipc_regex().find_iter(&folded) {
-        let before = folded[..m.start()].chars().next_back();
-        let after = folded[m.end()..].chars().next();
-        if before.is_some_and(|c| c.is_ascii_alphanumeric()) || after.is_some_and(|c| c.is_ascii_alphanumeric()) {
-            continue;
-        }
-        if let Ok(sym) = IpcSymbol::parse(m.as_str()) {
-            if seen.insert(sym.clone()) {
-                out.push(sym);
-            }
-        }
-    }
-    out
+    // Classes and deeper, written in full (a group needs its `/subgroup`).
+    distinct_symbols(text, |m| m.is_complete() && m.level >= 2)
 }
 
 /// Counts of one comparison of a generated set against a reference set.
@@ -265,78 +249,13 @@ pub fn summarize_ipc<'a>(scores: impl IntoIterator<Item = &'a IpcScore>) -> Vec<
         .collect()
 }
 
-fn numbered_marker() -> &'static Regex {
-    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^(?:[0-9]{1,3}[.、)）]|[(（][0-9]{1,3}[)）])").expect("valid regex"))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Marker {
-    Numbered,
-    Bullet,
-}
-
-/// Splits a line into (indentation, marker, item text) when it is a list item.
-fn list_item(line: &str) -> Option<(usize, Marker, String)> {
-    let indent: usize = line.chars().take_while(|c| c.is_whitespace()).map(|c| if c == '\t' { 4 } else { 1 }).sum();
-    let mut rest = line.trim_start();
-    let heading = rest.starts_with('#');
-    if heading {
-        rest = rest.trim_start_matches('#').trim_start();
-    }
-    // `**1. Name**`: the number inside the bold span.
-    let bold_number = rest.strip_prefix("**").filter(|r| r.starts_with(|c: char| c.is_ascii_digit()));
-    let probe = bold_number.unwrap_or(rest);
-    if let Some(m) = numbered_marker().find(probe) {
-        let after = &probe[m.end()..];
-        // `1.5 GHz` is a number, not a marker.
-        if !after.starts_with(|c: char| c.is_ascii_digit()) {
-            // Keep the opening `**` so the bold span is still the name.
-            let text = if bold_number.is_some() { format!("**{after}") } else { after.to_string() };
-            return Some((indent, Marker::Numbered, text));
-        }
-    }
-    if !heading {
-        for b in ['-', '*', '•', '+'] {
-            if let Some(after) = rest.strip_prefix(b) {
-                if after.starts_with(char::is_whitespace) {
-                    return Some((indent, Marker::Bullet, after.to_string()));
-                }
-            }
-        }
-    }
-    None
-}
-
-/// The name of a list item: its first bold span, else its text up to a separator.
-fn item_name(text: &str) -> String {
-    if let Some(start) = text.find("**") {
-        let inner = &text[start + 2..];
-        if let Some(end) = inner.find("**") {
-            let name = inner[..end].trim();
-            if !name.is_empty() {
-                return name.to_string();
-            }
-        }
-    }
-    let plain = text.replace("**", "");
-    let cut = ["：", ":", "—", "–", " - ", "，", "。", "；"].iter().filter_map(|s| plain.find(s)).min().unwrap_or(plain.len());
-    plain[..cut].trim().to_string()
-}
-
 /// The key technologies an answer lists (see the module doc), as written, duplicates (after
 /// normalization) and empty names dropped.
 pub fn extract_technologies(text: &str) -> Vec<String> {
-    let items: Vec<(usize, Marker, String)> = text.lines().filter_map(list_item).collect();
-    let kind = if items.iter().any(|i| i.1 == Marker::Numbered) { Marker::Numbered } else { Marker::Bullet };
-    let Some(depth) = items.iter().filter(|i| i.1 == kind).map(|i| i.0).min() else {
-        return Vec::new();
-    };
     let mut seen = BTreeSet::new();
-    items
+    top_level_items(text)
         .iter()
-        .filter(|i| i.1 == kind && i.0 == depth)
-        .map(|i| item_name(&i.2))
+        .map(|i| item_name(&i.text))
         .filter(|n| {
             let key = normalize_technology(n);
             !key.is_empty() && seen.insert(key)

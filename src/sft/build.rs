@@ -19,7 +19,7 @@ use super::example::{Example, Split};
 use super::grade::{self, list_items, Features};
 use super::pack::{pack_rows, write_shards, PackItem, Row};
 use super::read::{read_input, Outcome, ReadContext, ReadResult};
-use super::report::{ExampleCodes, GradingReport, PackingReport, SftReport};
+use super::report::{EvalSetReport, ExampleCodes, GradingReport, PackingReport, SftReport};
 use super::stats::{self, GradedExample};
 use super::task::TaskResolver;
 use super::template::{render, tokenize, truncate, Tokenized};
@@ -28,6 +28,7 @@ use super::tokenizer::SftTokenizer;
 use super::validate::{check_codes, looks_truncated, CodeCheck, IpcLookup};
 use crate::core::{Fingerprint, RunOptions, RunReport};
 use crate::error::{Error, Result};
+use crate::ipc::task::Task;
 use crate::shard::{verified_shards, Manifest, ShardInfo};
 use crate::stage::{Stage, StageSpec};
 
@@ -414,7 +415,11 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
 
     let out = &cfg.output;
     stats::write_examples(&out.join(EXAMPLES_FILE), &graded, &cfg.writer)?;
-    write_test_alpaca(&out.join(EVAL_FILE), kept.iter().filter(|k| k.ex.split == Split::Test).map(|k| &k.ex))?;
+    report.eval_set = write_test_alpaca(
+        &out.join(EVAL_FILE),
+        kept.iter().filter(|k| k.ex.split == Split::Test).map(|k| &k.ex),
+        &cfg.template.default_system,
+    )?;
 
     if mode == Mode::Build {
         let pad = tok.token_id("<|endoftext|>").ok_or_else(|| Error::Other("tokenizer has no <|endoftext|> token for padding".into()))?;
@@ -497,13 +502,22 @@ pub const EXAMPLES_FILE: &str = "examples.parquet";
 /// The IPC / key-technology test examples in the form `coretech eval` reads.
 pub const EVAL_FILE: &str = "test-eval.jsonl";
 
-/// The test examples of the tasks `coretech eval` scores (IPC codes, key technologies) as alpaca
-/// JSON lines (`instruction`, `output`, earlier turns as `history`, `system`, `task_type`, `id`):
-/// the file `coretech eval --sft-test` reads.
-fn write_test_alpaca<'a>(path: &Path, examples: impl Iterator<Item = &'a Example>) -> Result<()> {
+/// The test examples of CoreTech's eval tasks (IPC codes, key technologies) as alpaca JSON lines
+/// (`instruction`, `output`, earlier turns as `history`, `system`, `task_type`, `id`): the file
+/// `coretech eval --sft-test` reads. Each record carries the system prompt its example was
+/// trained with (its own, else `default_system`), so eval renders the training prompt. Test
+/// examples of other tasks (chat, joint) are left out and listed in the returned report.
+fn write_test_alpaca<'a>(path: &Path, examples: impl Iterator<Item = &'a Example>, default_system: &str) -> Result<EvalSetReport> {
     use super::example::Role;
     let mut out = Vec::new();
-    for ex in examples.filter(|e| matches!(e.task.as_str(), "ipc" | "tech" | "key_tech")) {
+    let mut rep = EvalSetReport::default();
+    for ex in examples {
+        if !matches!(Task::from_name(&ex.task), Some(Task::Ipc | Task::Tech)) {
+            let e = rep.excluded.entry(ex.task.clone()).or_default();
+            e.count += 1;
+            e.ids.push(ex.id.clone());
+            continue;
+        }
         let turns: Vec<(&str, &str)> = ex
             .messages
             .chunks(2)
@@ -517,13 +531,16 @@ fn write_test_alpaca<'a>(path: &Path, examples: impl Iterator<Item = &'a Example
         if !history.is_empty() {
             rec["history"] = serde_json::json!(history.iter().map(|(q, a)| [q, a]).collect::<Vec<_>>());
         }
-        if let Some(sys) = &ex.system {
-            rec["system"] = sys.clone().into();
+        let system = ex.system.as_deref().unwrap_or(default_system);
+        if !system.is_empty() {
+            rec["system"] = system.into();
         }
         serde_json::to_writer(&mut out, &rec).expect("json serializes");
         out.push(b'\n');
+        rep.written += 1;
     }
-    crate::core::fsio::write_atomic(path, &out)
+    crate::core::fsio::write_atomic(path, &out)?;
+    Ok(rep)
 }
 
 fn duplicate(run: &mut RunReport, dataset: &str, kind: &str) {

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::example::Split;
+use crate::ipc::task::TaskRules;
 use crate::shard::WriterConfig;
 use crate::tokenize::Engine;
 
@@ -136,27 +137,18 @@ fn default_split() -> Split {
 pub struct TaskConfig {
     /// Record keys that carry the task, tried in order.
     pub keys: Vec<String>,
-    /// Task values → canonical task names (values not listed are lower-cased and kept).
+    /// Task values → canonical task names, besides the built-in names (`IPC`, `ipc_task` → ipc;
+    /// `key_tech`, `tech_task` → tech; `joint`; `general` → chat; case-insensitive). Other
+    /// values are lower-cased and kept.
     pub aliases: BTreeMap<String, String>,
-    /// Inference for records without a task key: a question matching this regex is `ipc`.
-    pub ipc_question_pattern: String,
-    /// Inference: an answer with at least this many well-formed IPC codes is `ipc`.
-    pub ipc_min_codes: usize,
-    /// Inference: the task of everything else (CoreTech's other task; set an input's `task`
-    /// for data that is neither, e.g. general chat).
-    pub fallback: String,
+    /// Inference for records without a task key (and no `task` on their input): `ipc`, `tech`,
+    /// `joint`, else `chat` (see `crate::ipc::task`).
+    pub infer: TaskRules,
 }
 
 impl Default for TaskConfig {
     fn default() -> Self {
-        let aliases = [("IPC", "ipc"), ("ipc", "ipc"), ("tech", "tech"), ("key_tech", "tech"), ("TECH", "tech")];
-        Self {
-            keys: vec!["task_type".into(), "task".into()],
-            aliases: aliases.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ipc_question_pattern: r"(?i)IPC|分类号|分类编号|classification".into(),
-            ipc_min_codes: 2,
-            fallback: "tech".into(),
-        }
+        Self { keys: vec!["task_type".into(), "task".into()], aliases: BTreeMap::new(), infer: TaskRules::default() }
     }
 }
 
@@ -185,7 +177,9 @@ pub enum TrailingUserTurn {
 #[serde(deny_unknown_fields, default)]
 pub struct ValidateConfig {
     /// Answers that look cut off (odd `**` or code-fence count, ending on a comma or an open
-    /// bracket, a CJK answer ending on an ideograph).
+    /// bracket, a CJK prose paragraph ending on an ideograph). `keep` (the default) lists them
+    /// in `report.json` (`validation.truncated_answers`) as a warning: the check is a
+    /// heuristic, and a complete Chinese answer may end without punctuation.
     pub truncated_answer: Policy,
     /// Examples whose question and answer both repeat an earlier example (after whitespace
     /// normalization): drop keeps the first.
@@ -203,7 +197,7 @@ pub struct ValidateConfig {
 impl Default for ValidateConfig {
     fn default() -> Self {
         Self {
-            truncated_answer: Policy::Drop,
+            truncated_answer: Policy::Keep,
             duplicate_pairs: Policy::Drop,
             duplicate_questions: Policy::Keep,
             unknown_codes: Policy::Keep,
@@ -376,7 +370,7 @@ impl Default for GradeConfig {
             stages: 3,
             normalization: Normalization::Rank,
             weights: FeatureWeights::default(),
-            task_weights: [("general", 0.0), ("tech", 0.5), ("ipc", 1.0)].iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            task_weights: [("chat", 0.0), ("tech", 0.5), ("ipc", 1.0), ("joint", 1.0)].iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         }
     }
 }

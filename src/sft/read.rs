@@ -555,6 +555,12 @@ fn frame_jsonl(bytes: &[u8], file: &str) -> Vec<Raw> {
             continue;
         }
         let position = Position::new(file, Some(start as u64), Some(i as u64 + 1));
+        // A byte that is not UTF-8 is named where it is, not as a JSON syntax error.
+        if let Err(e) = std::str::from_utf8(line) {
+            let at = Position::new(file, Some((start + e.valid_up_to()) as u64), Some(i as u64 + 1));
+            out.push(Raw { position, value: Err(ReadError::new(at, ReadErrorKind::Encoding, "not valid UTF-8")) });
+            continue;
+        }
         let value = serde_json::from_slice::<Value>(line)
             .map_err(|e| ReadError::new(position.clone(), ReadErrorKind::Json, format!("bad JSON at column {}: {e}", e.column())));
         out.push(Raw { position, value });

@@ -133,6 +133,28 @@ pub struct PackingReport {
     pub pad_tokens: u64,
 }
 
+/// Test examples left out of `test-eval.jsonl`, of one task.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExcludedExamples {
+    /// How many.
+    pub count: u64,
+    /// Their ids.
+    pub ids: Vec<String>,
+}
+
+/// `test-eval.jsonl`: the test examples of CoreTech's eval tasks (ipc, tech), and the test
+/// examples of other tasks left out of it, listed (nothing is dropped silently).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvalSetReport {
+    /// Examples written (ipc and tech test examples).
+    pub written: u64,
+    /// Test examples not written, per task: `chat` (general conversation, never a patent eval
+    /// example) and `joint` (the GovPatent table's key-technology-and-code rows: `coretech eval`
+    /// scores such a file's joint examples on both parts, but CoreTech's eval sets are the
+    /// separate ipc and tech tasks).
+    pub excluded: BTreeMap<String, ExcludedExamples>,
+}
+
 /// Everything an SFT run reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SftReport {
@@ -154,6 +176,9 @@ pub struct SftReport {
     pub grading: GradingReport,
     /// Packing (absent for `sft grade`).
     pub packing: Option<PackingReport>,
+    /// What `test-eval.jsonl` holds and leaves out.
+    #[serde(default)]
+    pub eval_set: EvalSetReport,
 }
 
 impl SftReport {
@@ -221,6 +246,13 @@ impl SftReport {
             t.tokens, t.loss_tokens, t.cutoff_len, t.truncated, t.prompt_tokens_cut, t.answer_tokens_cut, t.turns_dropped, t.dropped
         );
         let _ = writeln!(out, "grading ({}): stage sizes {:?}", self.grading.method, self.grading.stage_sizes);
+        let excluded: Vec<String> = self.eval_set.excluded.iter().map(|(t, e)| format!("{} {t}", e.count)).collect();
+        let _ = writeln!(
+            out,
+            "test-eval.jsonl: {} ipc/tech test examples{}",
+            self.eval_set.written,
+            if excluded.is_empty() { String::new() } else { format!(" ({} test examples of other tasks left out)", excluded.join(", ")) }
+        );
         if let Some(p) = &self.packing {
             let fill = p.tokens as f64 / (p.tokens + p.pad_tokens).max(1) as f64;
             let _ = writeln!(

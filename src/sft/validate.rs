@@ -1,80 +1,13 @@
-//! Answer validation: IPC codes mentioned in answers (found by a pattern, parsed and normalized
-//! by [`IpcSymbol`], checked against the scheme), and answers that are empty or look cut off.
+//! Answer validation: IPC codes mentioned in answers (found by the crate's one extractor,
+//! [`crate::ipc::extract`], subclasses and deeper plus malformed spellings; checked against the
+//! scheme), and answers that look cut off.
 
-use std::sync::OnceLock;
-
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::text::is_cjk;
+use crate::ipc::extract::SUBCLASS_LEVEL;
+use crate::ipc::extract::{extract_codes, CodeMention};
 use crate::ipc::{IpcScheme, IpcSymbol};
-
-/// One IPC-looking code in a text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CodeMention {
-    /// The spelling in the text (`G05B19/00`, `Ｈ０４Ｌ　２９／０６`).
-    pub raw: String,
-    /// Byte offset of `raw` in the text.
-    pub offset: usize,
-    /// The normalized symbol (`G05B 19/00`); `None` when it does not parse.
-    pub normalized: Option<String>,
-    /// Depth of the symbol (3 subclass, 4 main group, 5 subgroup); 0 when malformed.
-    pub level: u8,
-    /// Why it does not parse.
-    pub error: Option<String>,
-    /// The spelling used full-width characters.
-    pub fullwidth: bool,
-}
-
-/// Candidates: a capital letter (any, so a wrong section letter is caught), two digits, a
-/// capital letter, then optionally a group and a `/subgroup` — ASCII or full-width, with the
-/// spaces the spellings use. A slash without digits before it is kept so a missing group is
-/// reported rather than silently read as a subclass. Candidates outside sections A–H count
-/// only with a `/` (see [`extract_codes`]).
-fn candidate_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"[A-ZＡ-Ｚ][0-9０-９]{2}[A-ZＡ-Ｚ](?:[ \u{3000}]{0,2}[0-9０-９]{1,4})?(?:[ \u{3000}]{0,2}[/／][ \u{3000}]{0,2}[0-9０-９]{0,6})?").expect("valid regex")
-    })
-}
-
-/// Letters and digits (ASCII or full-width) glue a candidate to a longer token, which then is
-/// not a code (`COVID19A`, `H04LX`). CJK characters around a code are fine (`分类号H04L`).
-fn is_word_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || ('０'..='９').contains(&c) || ('Ａ'..='Ｚ').contains(&c) || ('ａ'..='ｚ').contains(&c)
-}
-
-/// Every IPC-looking code in `text`, in order.
-pub fn extract_codes(text: &str) -> Vec<CodeMention> {
-    let mut out = Vec::new();
-    for m in candidate_re().find_iter(text) {
-        if text[..m.start()].chars().next_back().is_some_and(is_word_char) {
-            continue;
-        }
-        // Prefer the whole match; if a letter/digit follows it, fall back to the bare subclass
-        // (`H04L 5G` is the subclass H04L followed by a word, not the group H04L 5).
-        let subclass_end = m.start() + text[m.start()..].char_indices().nth(4).map(|(i, _)| i).unwrap_or(m.len());
-        let end = [m.end(), subclass_end].into_iter().find(|&e| !text[e..].chars().next().is_some_and(is_word_char));
-        let Some(end) = end else { continue };
-        let raw = text[m.start()..end].trim_end_matches([' ', '\u{3000}']);
-        // A letter outside A–H is only a (wrong) section when a group follows: a bare
-        // `N79S` is a model number, `Z04L 29/06` a misspelt code.
-        let folded = crate::ipc::symbol::fold_width(raw);
-        if !folded.starts_with(|c: char| ('A'..='H').contains(&c)) && !folded.contains('/') {
-            continue;
-        }
-        let fullwidth = raw.chars().any(|c| ('\u{FF01}'..='\u{FF5E}').contains(&c) || c == '\u{3000}');
-        let (normalized, level, error) = match IpcSymbol::parse(raw) {
-            Ok(sym) => {
-                let level = sym.level();
-                (Some(sym.to_string()), level, None)
-            }
-            Err(e) => (None, 0, Some(e.to_string())),
-        };
-        out.push(CodeMention { raw: raw.to_string(), offset: m.start(), normalized, level, error, fullwidth });
-    }
-    out
-}
 
 /// What validation needs from the IPC scheme.
 pub trait IpcLookup {
@@ -121,10 +54,12 @@ impl CodeCheck {
     }
 }
 
-/// Finds and checks the codes of an answer. `scheme` is `None` when no scheme is configured
-/// (nothing can be called unknown then).
+/// Finds and checks the codes of an answer: mentions of subclass depth or more, and malformed
+/// ones (a bare class such as `A15` is not taken). `scheme` is `None` when no scheme is
+/// configured (nothing can be called unknown then).
 pub fn check_codes(answer: &str, scheme: Option<&dyn IpcLookup>) -> CodeCheck {
-    let mentions = extract_codes(answer);
+    let mentions: Vec<CodeMention> =
+        extract_codes(answer).into_iter().filter(|m| m.normalized.is_none() || m.level >= SUBCLASS_LEVEL).collect();
     let mut distinct: Vec<String> = Vec::new();
     let mut malformed = Vec::new();
     for m in &mentions {
@@ -143,7 +78,9 @@ pub fn check_codes(answer: &str, scheme: Option<&dyn IpcLookup>) -> CodeCheck {
 
 /// Why an answer looks cut off, if it does: an odd number of `**` or code fences, a last
 /// character that cannot end a sentence (comma, colon, open bracket), or a mostly-CJK answer
-/// that ends on an ideograph (Chinese sentences end with punctuation).
+/// whose last line is a prose paragraph ending on an ideograph (Chinese sentences end with
+/// punctuation; list items, headings, table rows and `label：value` lines often do not, so a
+/// complete list ending `- 涉及专利分析专用系统` is not flagged).
 pub fn looks_truncated(answer: &str) -> Option<&'static str> {
     let t = answer.trim_end();
     if t.matches("```").count() % 2 == 1 {
@@ -157,10 +94,24 @@ pub fn looks_truncated(answer: &str) -> Option<&'static str> {
         return Some("ends on a comma, colon or open bracket");
     }
     let (cjk, letters) = t.chars().fold((0usize, 0usize), |(c, l), ch| (c + is_cjk(ch) as usize, l + ch.is_alphanumeric() as usize));
-    if is_cjk(last) && cjk * 2 > letters {
+    if is_cjk(last) && cjk * 2 > letters && !is_structured_line(t.lines().next_back().unwrap_or_default()) {
         return Some("a Chinese answer ending without punctuation");
     }
     None
+}
+
+/// A list item (`-`, `*`, `•`, `+`, `1.`, `1、`, `(1)`), heading, table row or `label：value` line.
+fn is_structured_line(line: &str) -> bool {
+    let l = line.trim_start();
+    let numbered = {
+        let digits = l.chars().take_while(|c| c.is_ascii_digit() || ('０'..='９').contains(c)).count();
+        digits > 0 && l.chars().nth(digits).is_some_and(|c| ".、．)）".contains(c))
+    };
+    numbered
+        || l.starts_with(['#', '|', '(', '（'])
+        || ["- ", "* ", "• ", "+ ", "**"].iter().any(|p| l.starts_with(p))
+        || l.split_once(['：', ':'])
+            .is_some_and(|(label, value)| !label.is_empty() && label.chars().count() <= 12 && !value.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -232,5 +183,16 @@ mod tests {
         assert!(looks_truncated("1. **H01L** — 半导体\n2. **G06F").is_some());
         assert!(looks_truncated("Here are the steps:").is_some());
         assert!(looks_truncated("```rust\nfn main() {}").is_some());
+        // Complete Chinese lists whose last item has no final punctuation.
+        for a in [
+            "专利分析平台包括：\n1. **专利检索**\n   - 涉及专利分析专用系统",
+            "主要方向：\n- 专利检索\n- 涉及专利分析专用系统",
+            "1.人工智能硬件平台\n技术方向：FPGA、AI芯片、类脑芯片",
+            "### 三、专利分析专用系统",
+        ] {
+            assert_eq!(looks_truncated(a), None, "{a}");
+        }
+        // A prose paragraph cut in mid-sentence after a list is still flagged.
+        assert!(looks_truncated("1. **检索**\n\n智能芯片是一种芯片，主要用于").is_some());
     }
 }
