@@ -16,7 +16,11 @@ loaded before the clock starts), --runs times; the best run counts (the machine 
 Every process starts cold, so each run sees the texts for the first time. Ids are compared by
 digest (sha256 of each text's u32-LE count and ids). Start-up is measured apart: the CPU time
 and peak RSS of a whole `coretech bench tokenize` process on a one-line input (for HF and
-bpe-qwen: the CPU time of constructing the tokenizer in Python).
+bpe-qwen: the CPU time of constructing the tokenizer in Python). Each row also gives tokens per
+CPU-second (every thread of the process, during encoding): on a shared machine the wall-time
+figures move with the load, the CPU-time ones much less. The thread scaling is given both as the
+wall-time ratio (meaningful on idle cores only) and as the share of the one-thread tokens per
+CPU-second kept with more threads.
 
 Usage (release build first: cargo build --release):
     .venv/bin/python benches/tokenize_pack_compare.py [--mb 40] [--threads 1 2] [--runs 3]
@@ -107,15 +111,17 @@ B = 1000
 h = hashlib.sha256()
 tokens = 0
 secs = 0.0
+cpu = 0.0
 for i in range(0, len(texts), B):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ids = encode(texts[i:i + B])
     secs += time.perf_counter() - t0
+    cpu += time.process_time() - c0
     for v in ids:
         tokens += len(v)
         h.update(struct.pack("<I", len(v)))
         h.update(array("I", v).tobytes())
-print(json.dumps({"tokens": tokens, "bytes": nbytes, "seconds": secs, "load_cpu_seconds": load_cpu, "ids_sha256": h.hexdigest()}))
+print(json.dumps({"tokens": tokens, "bytes": nbytes, "seconds": secs, "cpu_seconds": cpu, "load_cpu_seconds": load_cpu, "ids_sha256": h.hexdigest()}))
 '''
 
 # LLaMA-Factory's preprocess_pretrain_dataset with packing: text + eos, tokenize a batch of 1000,
@@ -242,6 +248,9 @@ def main():
         def add(what, data, th, r, extra=None):
             row = {"text": data, "threads": th, "what": what, "tokens": r["tokens"], "seconds": round(r["seconds"], 4),
                    "tokens_per_s": round(r["tokens"] / r["seconds"]), "mb_per_s": round(r["bytes"] / 1e6 / r["seconds"], 2)}
+            if r.get("cpu_seconds"):
+                row["cpu_seconds"] = round(r["cpu_seconds"], 4)
+                row["tokens_per_cpu_s"] = round(r["tokens"] / r["cpu_seconds"])
             row.update(extra or {})
             results.append(row)
             return row
@@ -264,12 +273,20 @@ def main():
                                            {"ids_identical": hf["ids_sha256"] == ref_ids, "load_cpu_seconds": round(hf["load_cpu_seconds"], 3)})))
                 for name, row in refs:
                     loads.setdefault(name, row["load_cpu_seconds"])
-                    results.append({"text": data, "threads": th, "what": f"ratio fast / {name}", "ratio": round(f_row["tokens_per_s"] / row["tokens_per_s"], 2)})
+                    ratio = {"text": data, "threads": th, "what": f"ratio fast / {name}", "ratio": round(f_row["tokens_per_s"] / row["tokens_per_s"], 2)}
+                    if "tokens_per_cpu_s" in f_row and "tokens_per_cpu_s" in row:
+                        ratio["ratio_per_cpu_s"] = round(f_row["tokens_per_cpu_s"] / row["tokens_per_cpu_s"], 2)
+                    results.append(ratio)
             if len(args.threads) > 1:
                 rows = {r["threads"]: r for r in results if r.get("what") == "coretech fast engine" and r["text"] == data}
                 lo, hi = min(args.threads), max(args.threads)
-                results.append({"text": data, "threads": hi, "what": f"scaling fast engine {lo} -> {hi} threads",
-                                "ratio": round(rows[hi]["tokens_per_s"] / rows[lo]["tokens_per_s"], 2)})
+                scaling = {"text": data, "threads": hi, "what": f"scaling fast engine {lo} -> {hi} threads",
+                           "ratio": round(rows[hi]["tokens_per_s"] / rows[lo]["tokens_per_s"], 2)}
+                if "tokens_per_cpu_s" in rows[hi] and "tokens_per_cpu_s" in rows[lo]:
+                    # Tokens per CPU-second kept at hi threads: the scaling the cores would give
+                    # if they were free (the wall-time ratio needs an idle machine).
+                    scaling["cpu_efficiency"] = round(rows[hi]["tokens_per_cpu_s"] / rows[lo]["tokens_per_cpu_s"], 2)
+                results.append(scaling)
 
         tiny = os.path.join(tmp, "tiny.jsonl")
         with open(tiny, "w", encoding="utf-8") as f:
@@ -292,13 +309,16 @@ def main():
                 results.append({"text": "repetitive", "threads": th, "what": "ratio pack stage / encode_batch + group_texts", "ratio": round(b["tokens_per_s"] / a["tokens_per_s"], 2)})
 
     print(f"load average at start: {load}")
-    print(f"{'text':<10} {'threads':>7}  {'what':<46} {'tokens/s':>12} {'MB/s':>8}  ids")
+    print(f"{'text':<10} {'threads':>7}  {'what':<46} {'tokens/s':>12} {'tok/CPU-s':>12} {'MB/s':>8}  ids")
     for r in results:
         if "ratio" in r:
-            print(f"{r['text']:<10} {r['threads']:>7}  {r['what']:<46} {'x' + str(r['ratio']):>12}")
+            extra = r.get("ratio_per_cpu_s", r.get("cpu_efficiency"))
+            extra = "" if extra is None else "x" + str(extra)
+            print(f"{r['text']:<10} {r['threads']:>7}  {r['what']:<46} {'x' + str(r['ratio']):>12} {extra:>12}")
         else:
             same = {True: "identical", False: "DIFFER", None: ""}[r.get("ids_identical")]
-            print(f"{r['text']:<10} {r['threads']:>7}  {r['what']:<46} {r['tokens_per_s']:>12,} {r['mb_per_s']:>8}  {same}")
+            cpu = f"{r['tokens_per_cpu_s']:,}" if "tokens_per_cpu_s" in r else ""
+            print(f"{r['text']:<10} {r['threads']:>7}  {r['what']:<46} {r['tokens_per_s']:>12,} {cpu:>12} {r['mb_per_s']:>8}  {same}")
     for s in starts:
         rss = f", peak RSS {s['peak_rss_mib']} MiB" if "peak_rss_mib" in s else ""
         print(f"{s['what']}: {s['cpu_seconds']} s CPU{rss}")

@@ -39,6 +39,10 @@ pub struct BenchResult {
     pub tokens_per_s_per_thread: f64,
     /// Megabytes (10^6) of text per second.
     pub mb_per_s: f64,
+    /// CPU time of all threads during the measured part (tokenize only; Linux): on a shared
+    /// machine, tokens per CPU-second is the figure wall time cannot give.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
     /// Wall time of loading the tokenizer (tokenize only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_seconds: Option<f64>,
@@ -61,6 +65,7 @@ impl BenchResult {
             tokens_per_s: tokens as f64 / s,
             tokens_per_s_per_thread: tokens as f64 / s / threads.max(1) as f64,
             mb_per_s: bytes as f64 / 1e6 / s,
+            cpu_seconds: None,
             load_seconds: None,
             ids_sha256: None,
         }
@@ -112,6 +117,7 @@ pub fn tokenize(input: &Path, tokenizer: &TokenizerConfig, threads: usize, batch
     let t_load = Instant::now();
     let tok = Tokenizer::load(tokenizer)?;
     let load_seconds = t_load.elapsed().as_secs_f64();
+    let cpu0 = process_cpu_ns();
     let t0 = Instant::now();
     let ids = pool.install(|| -> Result<Vec<Vec<u32>>> {
         let mut all = Vec::with_capacity(texts.len());
@@ -121,6 +127,7 @@ pub fn tokenize(input: &Path, tokenizer: &TokenizerConfig, threads: usize, batch
         Ok(all)
     })?;
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu0.zip(process_cpu_ns()).map(|(a, z)| z.saturating_sub(a) as f64 * 1e-9);
     let mut h = Sha256::new();
     for v in &ids {
         h.update((v.len() as u32).to_le_bytes());
@@ -130,9 +137,21 @@ pub fn tokenize(input: &Path, tokenizer: &TokenizerConfig, threads: usize, batch
     }
     let tokens = ids.iter().map(|v| v.len() as u64).sum();
     let mut r = BenchResult::new("tokenize", format!("engine {}", tok.engine()), threads, tokens, bytes, secs);
+    r.cpu_seconds = cpu;
     r.load_seconds = Some(load_seconds);
     r.ids_sha256 = Some(crate::core::fsio::hex(&h.finalize()));
     Ok(r)
+}
+
+/// CPU time of every thread of this process so far, in nanoseconds (the first field of
+/// `/proc/self/task/*/schedstat`; `None` where that does not exist).
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for e in std::fs::read_dir("/proc/self/task").ok()? {
+        let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
+        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// The whole pack stage (read document shards, tokenize, pack, shuffle, write token shards)
