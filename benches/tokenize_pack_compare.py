@@ -15,8 +15,8 @@ Each tool runs in its own process, timed in-process around the encoding only (th
 loaded before the clock starts), --runs times; the best run counts (the machine may be shared).
 Every process starts cold, so each run sees the texts for the first time. Ids are compared by
 digest (sha256 of each text's u32-LE count and ids). Start-up is measured apart: the CPU time
-and peak RSS of a whole `coretech bench tokenize` process on a one-line input (for HF and
-bpe-qwen: the CPU time of constructing the tokenizer in Python). Each row also gives tokens per
+of a whole `coretech bench tokenize` process on a one-line input, of its tokenizer load alone,
+and its peak RSS (for HF and bpe-qwen: the CPU time of constructing the tokenizer in Python). Each row also gives tokens per
 CPU-second (every thread of the process, during encoding): on a shared machine the wall-time
 figures move with the load, the CPU-time ones much less. The thread scaling is given both as the
 wall-time ratio (meaningful on idle cores only) and as the share of the one-thread tokens per
@@ -198,16 +198,20 @@ def python_tool(tool, path, threads, bq_dir):
 
 
 def startup(binary, tiny, runs, engine):
-    """CPU seconds and peak RSS (MiB) of a whole `bench tokenize` process on one short text."""
+    """Best of `runs` whole `bench tokenize` processes on one short text: the process's CPU
+    seconds (from wait4), the tokenizer load's CPU seconds and the peak RSS in MiB (both as the
+    process reports them: a child's ru_maxrss would include the forking Python's memory)."""
     best = None
     for _ in range(runs):
-        p = subprocess.Popen([binary, "bench", "tokenize", tiny, "--threads", "1", "--engine", engine], stdout=subprocess.DEVNULL)
+        p = subprocess.Popen([binary, "bench", "tokenize", tiny, "--threads", "1", "--engine", engine], stdout=subprocess.PIPE, text=True)
+        out = p.stdout.read()
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
             sys.exit(f"{binary} bench tokenize failed ({p.returncode})")
-        cpu, rss = ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
-        best = (cpu, rss) if best is None or cpu < best[0] else best
+        r = json.loads(out.strip().splitlines()[-1])
+        row = (ru.ru_utime + ru.ru_stime, r.get("load_cpu_seconds"), (r.get("peak_rss_bytes") or 0) / 2**20)
+        best = row if best is None or row[0] < best[0] else best
     return best
 
 
@@ -293,8 +297,9 @@ def main():
             f.write(json.dumps({"text": "一种基于深度学习的专利分类方法 H04L 29/06 hello world"}, ensure_ascii=False) + "\n")
         starts = []
         for engine in ["auto", "hf"]:
-            cpu, rss = startup(args.binary, tiny, args.runs, engine)
-            starts.append({"what": f"start-up, coretech bench tokenize process on one text, engine {engine}", "cpu_seconds": round(cpu, 3), "peak_rss_mib": round(rss)})
+            cpu, load_cpu, rss = startup(args.binary, tiny, args.runs, engine)
+            starts.append({"what": f"start-up, coretech bench tokenize process on one text, engine {engine}", "cpu_seconds": round(cpu, 3),
+                           "load_cpu_seconds": None if load_cpu is None else round(load_cpu, 3), "peak_rss_mib": round(rss)})
         for name, cpu in loads.items():
             starts.append({"what": f"start-up, {name}: constructing the tokenizer in Python (in-process)", "cpu_seconds": cpu})
         if args.pack and have_hf:
@@ -320,8 +325,8 @@ def main():
             cpu = f"{r['tokens_per_cpu_s']:,}" if "tokens_per_cpu_s" in r else ""
             print(f"{r['text']:<10} {r['threads']:>7}  {r['what']:<46} {r['tokens_per_s']:>12,} {cpu:>12} {r['mb_per_s']:>8}  {same}")
     for s in starts:
-        rss = f", peak RSS {s['peak_rss_mib']} MiB" if "peak_rss_mib" in s else ""
-        print(f"{s['what']}: {s['cpu_seconds']} s CPU{rss}")
+        extra = f" (loading the tokenizer: {s['load_cpu_seconds']} s), peak RSS {s['peak_rss_mib']} MiB" if "peak_rss_mib" in s else ""
+        print(f"{s['what']}: {s['cpu_seconds']} s CPU{extra}")
     for r in results + starts:
         print(json.dumps(r, ensure_ascii=False))
     if any(r.get("ids_identical") is False for r in results):

@@ -46,6 +46,12 @@ pub struct BenchResult {
     /// Wall time of loading the tokenizer (tokenize only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_seconds: Option<f64>,
+    /// CPU time of loading the tokenizer (tokenize only; Linux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_cpu_seconds: Option<f64>,
+    /// Peak resident memory of the process, bytes (tokenize only; Linux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
     /// sha256 of the ids, each text as u32-LE count then u32-LE ids, in input order (tokenize
     /// only): the comparison scripts check other tools' ids against it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,6 +73,8 @@ impl BenchResult {
             mb_per_s: bytes as f64 / 1e6 / s,
             cpu_seconds: None,
             load_seconds: None,
+            load_cpu_seconds: None,
+            peak_rss_bytes: None,
             ids_sha256: None,
         }
     }
@@ -114,9 +122,10 @@ pub fn tokenize(input: &Path, tokenizer: &TokenizerConfig, threads: usize, batch
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
     let pool = pool(threads)?;
-    let t_load = Instant::now();
+    let (t_load, cpu_load) = (Instant::now(), process_cpu_ns());
     let tok = Tokenizer::load(tokenizer)?;
     let load_seconds = t_load.elapsed().as_secs_f64();
+    let load_cpu = cpu_load.zip(process_cpu_ns()).map(|(a, z)| z.saturating_sub(a) as f64 * 1e-9);
     let cpu0 = process_cpu_ns();
     let t0 = Instant::now();
     let ids = pool.install(|| -> Result<Vec<Vec<u32>>> {
@@ -139,6 +148,8 @@ pub fn tokenize(input: &Path, tokenizer: &TokenizerConfig, threads: usize, batch
     let mut r = BenchResult::new("tokenize", format!("engine {}", tok.engine()), threads, tokens, bytes, secs);
     r.cpu_seconds = cpu;
     r.load_seconds = Some(load_seconds);
+    r.load_cpu_seconds = load_cpu;
+    r.peak_rss_bytes = peak_rss();
     r.ids_sha256 = Some(crate::core::fsio::hex(&h.finalize()));
     Ok(r)
 }
@@ -152,6 +163,13 @@ fn process_cpu_ns() -> Option<u64> {
         total += s.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(total)
+}
+
+/// Peak resident set size of this process (`VmHWM` in `/proc/self/status`), bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(kb * 1024)
 }
 
 /// The whole pack stage (read document shards, tokenize, pack, shuffle, write token shards)

@@ -278,7 +278,7 @@ impl Trie {
     /// Builds the trie over the bytes of `ids` (each non-empty, all distinct).
     fn build<'a>(ids: &[u32], bytes: impl Fn(u32) -> &'a [u8]) -> Trie {
         // Sorted by their first eight bytes as one integer, then in full: far fewer calls to
-        // memcmp than sorting the byte strings directly (a third of the start-up time).
+        // memcmp than sorting the byte strings directly.
         let prefix = |k: &[u8]| {
             let mut w = [0u8; 8];
             let n = k.len().min(8);
@@ -339,6 +339,9 @@ impl Trie {
                 free_from += 1;
             }
         }
+        // Qwen2: 333k states, 99.9 % of the slots in use.
+        t.units.shrink_to_fit();
+        t.value.shrink_to_fit();
         t
     }
 
