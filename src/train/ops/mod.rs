@@ -3,8 +3,9 @@
 //! nothing stays alive by accident and a layer can be recomputed).
 //!
 //! [`Ops`] is the backend interface. [`ReferenceOps`] implements it with composed candle ops (on
-//! any device; on CPU it is the reference every fused kernel is tested against). The CUDA
-//! backend adds a second implementation; the model in `model.rs` calls only this trait and
+//! any device; on CPU it is the reference every fused kernel is tested against). [`CpuOps`] (the
+//! CPU default) replaces the units that dominate a small model's step with loops over raw
+//! buffers; the CUDA backend adds fused kernels; the model in `model.rs` calls only this trait and
 //! candle matmuls, so swapping kernels never touches it.
 //!
 //! Layouts (N = batch·seq tokens, row-major over the batch):
@@ -13,12 +14,14 @@
 //! * statistics saved for backward (`rstd`, `lse`) and weight gradients are in the accumulation
 //!   dtype: f64 for f64 compute (finite-difference tests), f32 otherwise.
 
+mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod reference;
 
 use candle_core::{DType, Device, Tensor};
 
+pub use cpu::CpuOps;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaOps;
 pub use reference::ReferenceOps;
@@ -276,6 +279,7 @@ pub fn for_device(device: &Device) -> Box<dyn Ops> {
     match device {
         #[cfg(feature = "cuda")]
         Device::Cuda(d) => Box::new(CudaOps::new(d)),
+        Device::Cpu => Box::new(CpuOps::new()),
         _ => Box::new(ReferenceOps),
     }
 }
