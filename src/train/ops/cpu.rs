@@ -438,9 +438,17 @@ impl Ops for CpuOps {
         Ok(grad)
     }
 
-    fn cross_entropy(&self, h: &Tensor, w: &Tensor, t: &CeTargets, grad_scale: Option<f64>, chunk: usize) -> Result<CeOut> {
+    fn cross_entropy(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        t: &CeTargets,
+        grad_scale: Option<f64>,
+        chunk: usize,
+        dw_acc: Option<Tensor>,
+    ) -> Result<CeOut> {
         if h.dtype() != DType::F32 || w.dtype() != DType::F32 || !h.device().is_cpu() || !w.is_contiguous() {
-            return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk);
+            return ReferenceOps.cross_entropy(h, w, t, grad_scale, chunk, dw_acc);
         }
         let (n, hd) = h.dims2()?;
         let (v, hd2) = w.dims2()?;
@@ -517,7 +525,11 @@ impl Ops for CpuOps {
         Ok(CeOut {
             loss_sum: Tensor::new(loss as f32, dev)?,
             dh: dh.map(|d| Tensor::from_vec(d, (n, hd), dev)).transpose()?,
-            dw: dw.map(|d| Tensor::from_vec(d, (v, hd), dev)).transpose()?,
+            dw: match (dw_acc, dw) {
+                (acc, None) => acc,
+                (None, Some(d)) => Some(Tensor::from_vec(d, (v, hd), dev)?),
+                (Some(a), Some(d)) => Some((a + Tensor::from_vec(d, (v, hd), dev)?)?),
+            },
         })
     }
 
@@ -616,18 +628,18 @@ mod tests {
         };
         let ops = CpuOps::new();
         for chunk in [3, 8, 100] {
-            let r = ReferenceOps.cross_entropy(&h, &w, &t, Some(0.25), chunk).unwrap();
-            let c = ops.cross_entropy(&h, &w, &t, Some(0.25), chunk).unwrap();
+            let r = ReferenceOps.cross_entropy(&h, &w, &t, Some(0.25), chunk, None).unwrap();
+            let c = ops.cross_entropy(&h, &w, &t, Some(0.25), chunk, None).unwrap();
             let (lr, lc) = (r.loss_sum.to_scalar::<f32>().unwrap(), c.loss_sum.to_scalar::<f32>().unwrap());
             assert!((lr - lc).abs() / lr < 1e-5, "chunk {chunk}: loss {lc} vs {lr}");
             assert!(max_rel(c.dh.as_ref().unwrap(), r.dh.as_ref().unwrap()) < 1e-5, "chunk {chunk}: dh");
             assert!(max_rel(c.dw.as_ref().unwrap(), r.dw.as_ref().unwrap()) < 1e-5, "chunk {chunk}: dw");
-            let f = ops.cross_entropy(&h, &w, &t, None, chunk).unwrap();
+            let f = ops.cross_entropy(&h, &w, &t, None, chunk, None).unwrap();
             assert_eq!(f.loss_sum.to_scalar::<f32>().unwrap(), lc, "forward-only loss");
             assert!(f.dh.is_none() && f.dw.is_none());
         }
         let none = CeTargets { rows: t.rows.narrow(0, 0, 0).unwrap(), targets: t.targets.narrow(0, 0, 0).unwrap(), count: 0 };
-        let c = ops.cross_entropy(&h, &w, &none, Some(1.0), 4).unwrap();
+        let c = ops.cross_entropy(&h, &w, &none, Some(1.0), 4, None).unwrap();
         assert_eq!(c.loss_sum.to_scalar::<f32>().unwrap(), 0.0);
         assert!(c.dw.is_none());
         assert_eq!(c.dh.unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
