@@ -11,6 +11,16 @@ use coretech::sft::task::TaskResolver;
 use coretech::sft::validate::{check_codes, looks_truncated, IpcLookup};
 use coretech::sft::{Example, Split};
 
+/// Every SFT fixture file; the tests that scan all answers read each of them.
+const SFT_FIXTURES: [&str; 6] = [
+    "GovPatent-SFT_QA_IPC.jsonl",
+    "GovPatent-SFT_QA_Tech.jsonl",
+    "GovPatent-SFT_raw_data.csv",
+    "Paper-SFT_QA_IPC.jsonl",
+    "Paper-SFT_QA_Tech.jsonl",
+    "flagai_aquila_convo_samples.sharegpt.jsonl",
+];
+
 fn examples(file: &str) -> Vec<Example> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data/sft").join(file);
     let tasks = TaskResolver::new(&TaskConfig::default()).unwrap();
@@ -82,14 +92,7 @@ fn no_ipc_shaped_token_in_any_answer_is_missed() {
     // Every section-letter (A–H), digit, digit, capital-letter token — the shape every IPC code
     // starts with — is either covered by a mention or glued to a longer word.
     let mut mentions = 0;
-    for file in [
-        "GovPatent-SFT_QA_IPC.jsonl",
-        "GovPatent-SFT_QA_Tech.jsonl",
-        "GovPatent-SFT_raw_data.csv",
-        "Paper-SFT_QA_IPC.jsonl",
-        "Paper-SFT_QA_Tech.jsonl",
-        "flagai_aquila_convo_samples.sharegpt.jsonl",
-    ] {
+    for file in SFT_FIXTURES {
         for ex in examples(file) {
             let a = ex.answer();
             let found = extract_codes(&a);
@@ -119,14 +122,7 @@ fn no_ipc_shaped_token_in_any_answer_is_missed() {
 
 #[test]
 fn no_fixture_answer_looks_truncated() {
-    for file in [
-        "GovPatent-SFT_QA_IPC.jsonl",
-        "GovPatent-SFT_QA_Tech.jsonl",
-        "GovPatent-SFT_raw_data.csv",
-        "Paper-SFT_QA_IPC.jsonl",
-        "Paper-SFT_QA_Tech.jsonl",
-        "flagai_aquila_convo_samples.sharegpt.jsonl",
-    ] {
+    for file in SFT_FIXTURES {
         for ex in examples(file) {
             for m in ex.messages.iter().filter(|m| m.role == coretech::sft::Role::Assistant) {
                 assert_eq!(
@@ -147,14 +143,7 @@ fn validation_and_scoring_read_the_same_codes() {
     // scoring: on every fixture answer, the codes scoring takes at subclass depth or deeper are
     // exactly the codes validation finds written in full, in the same order.
     let mut n = 0;
-    for file in [
-        "GovPatent-SFT_QA_IPC.jsonl",
-        "GovPatent-SFT_QA_Tech.jsonl",
-        "GovPatent-SFT_raw_data.csv",
-        "Paper-SFT_QA_IPC.jsonl",
-        "Paper-SFT_QA_Tech.jsonl",
-        "flagai_aquila_convo_samples.sharegpt.jsonl",
-    ] {
+    for file in SFT_FIXTURES {
         for ex in examples(file) {
             let a = ex.answer();
             let scored: Vec<String> =
