@@ -9,14 +9,18 @@
 //! are compared with a relative tolerance of 1e-5 (the measured differences are far below; see
 //! the assertions' messages).
 
+mod c10d_store;
+
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use candle_core::Device;
 use coretech::train::checkpoint::{self, CheckpointConfig, SaveDtype};
 use coretech::train::config::{ModelConfig, TrainConfig};
 use coretech::train::data::{DataConfig, StageConfig, StageKind, SyntheticConfig};
-use coretech::train::dist::{self, DistConfig, DistMode, Launch, Launcher, RankSplit};
+use coretech::train::dist::store::StoreClient;
+use coretech::train::dist::{self, DistConfig, DistMode, Launch, RankSplit};
 use coretech::train::metrics::{read_metrics, MetricsConfig};
 use coretech::train::model::param_specs;
 use coretech::train::optim::AdamWConfig;
@@ -75,14 +79,7 @@ fn run_ranks(cfg: &TrainConfig, world: usize, max_steps: Option<u64>) -> Vec<Ran
         .map(|rank| {
             let cfg = cfg.clone();
             std::thread::spawn(move || {
-                let launch = Launch {
-                    rank,
-                    world_size: world,
-                    local_rank: rank,
-                    master_addr: "127.0.0.1".into(),
-                    master_port: port,
-                    launcher: Launcher::Torchrun,
-                };
+                let launch = Launch::local(rank, world, port);
                 let comm = dist::connect(&cfg.distributed, &launch, &Device::Cpu).unwrap();
                 let vocab = cfg.model.arch().unwrap().vocab_size;
                 let src = RankSplit::new(open_source(&cfg, vocab).unwrap(), rank, world).unwrap();
@@ -219,14 +216,7 @@ fn zero_checkpoints_are_consolidated_load_anywhere_and_resume_exactly() {
             .map(|rank| {
                 let c = c.clone();
                 s.spawn(move || {
-                    let launch = Launch {
-                        rank,
-                        world_size: 3,
-                        local_rank: rank,
-                        master_addr: "127.0.0.1".into(),
-                        master_port: port,
-                        launcher: Launcher::Torchrun,
-                    };
+                    let launch = Launch::local(rank, 3, port);
                     let comm = dist::connect(&c.distributed, &launch, &Device::Cpu).unwrap();
                     let src = RankSplit::new(open_source(&c, 128).unwrap(), rank, 3).unwrap();
                     Trainer::new_distributed(&c, Box::new(src), comm).err().map(|e| e.to_string())
@@ -270,11 +260,10 @@ dtype = "f32"
 progress = false
 [train.t.data.synthetic]
 rows = 24
-[train.t.distributed]
-mode = "{mode}"
-timeout_s = 60
-"#,
-        out = dir.join("run").display()
+{dist}"#,
+        out = dir.join("run").display(),
+        // "auto" stands for no distributed section at all.
+        dist = if mode == "auto" { String::new() } else { format!("[train.t.distributed]\nmode = \"{mode}\"\ntimeout_s = 60\n") }
     );
     let p = dir.join(format!("train-{mode}.toml"));
     std::fs::write(&p, text).unwrap();
@@ -355,4 +344,134 @@ fn bad_launcher_values_fail_before_training() {
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("rank 1: connect to rank 0 at 127.0.0.1:"), "{e}");
+}
+
+/// `coretech train` processes with torchrun's variables, for ranks `0..world`.
+fn spawn_ranks(config: &Path, world: usize, vars: &[(&str, String)]) -> Vec<std::process::Child> {
+    (0..world)
+        .map(|r| {
+            let mut c = Command::new(BIN);
+            c.arg("train").arg(config).env_remove("SLURM_PROCID");
+            c.envs([
+                ("RANK", r.to_string()),
+                ("WORLD_SIZE", world.to_string()),
+                ("LOCAL_RANK", r.to_string()),
+                ("LOCAL_WORLD_SIZE", world.to_string()),
+                ("MASTER_ADDR", "127.0.0.1".to_string()),
+            ]);
+            c.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+            c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect()
+}
+
+/// The 1-process, batch-4 reference losses of `write_toml` (the rows 2 ranks of batch 2 read).
+fn reference_losses(dir: &Path) -> Vec<f64> {
+    let p = write_toml(dir, "none");
+    let text = std::fs::read_to_string(&p).unwrap().replace("batch_size = 2", "batch_size = 4");
+    std::fs::write(&p, text).unwrap();
+    let o = Command::new(BIN).arg("train").arg(&p).env_remove("RANK").env_remove("WORLD_SIZE").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    losses(&dir.join("run"))
+}
+
+#[test]
+fn a_torchrun_launch_whose_agent_holds_master_port_trains_one_data_parallel_run() {
+    let one = tempfile::tempdir().unwrap();
+    let reference = reference_losses(one.path());
+    assert_eq!(reference.len(), 6);
+
+    // The stand-in agent holds MASTER_PORT with its store, as torchrun's does; the config has no
+    // distributed section, so the two ranks train one data-parallel (ddp) run.
+    let store = c10d_store::StoreServer::start();
+    let two = tempfile::tempdir().unwrap();
+    let p = write_toml(two.path(), "auto");
+    let vars = [
+        ("MASTER_PORT", store.port.to_string()),
+        ("TORCHELASTIC_USE_AGENT_STORE", "True".to_string()),
+        ("TORCHELASTIC_RESTART_COUNT", "0".to_string()),
+        ("TORCHELASTIC_RUN_ID", "test".to_string()),
+    ];
+    for k in spawn_ranks(&p, 2, &vars) {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["steps"], 6);
+    }
+    // Rank 0 published a port of its own, not the agent's.
+    let addr = String::from_utf8(store.get("/coretech/attempt_0/rank0_addr").expect("rank 0 published its address")).unwrap();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(addr.starts_with("127.0.0.1:") && port != store.port, "{addr}");
+    assert_eq!(*store.shared.rejected.lock().unwrap(), 0, "every connection validated first");
+    // One run: 6 steps logged once (not every step twice), losses of the 1-process run.
+    let l = losses(&two.path().join("run"));
+    assert_eq!(l.len(), 6);
+    let d = max_rel(&l, &reference);
+    eprintln!("torchrun-style (agent store) 2 processes vs 1 process: max rel loss diff {d:.2e}");
+    assert!(d < REL_TOL, "{l:?} vs {reference:?}");
+}
+
+#[test]
+fn mode_none_under_a_launch_of_several_ranks_fails_instead_of_training_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_toml(dir.path(), "none");
+    let port = free_port().to_string();
+    for k in spawn_ranks(&p, 2, &[("MASTER_PORT", port)]) {
+        let o = k.wait_with_output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains("distributed.mode") && e.contains("started 2 ranks"), "{e}");
+    }
+    assert!(!dir.path().join("run/metrics.jsonl").exists(), "nothing trained");
+}
+
+#[test]
+fn the_store_client_speaks_the_c10d_protocol() {
+    let store = c10d_store::StoreServer::start();
+    let t = Duration::from_secs(5);
+    let mut a = StoreClient::connect("127.0.0.1", store.port, t).unwrap();
+    let mut b = StoreClient::connect("127.0.0.1", store.port, t).unwrap();
+    // b waits for a key a sets later.
+    let h = std::thread::spawn(move || b.get("k/1", Duration::from_secs(5)).unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    a.set("k/1", b"10.0.0.1:4242").unwrap();
+    assert_eq!(h.join().unwrap(), b"10.0.0.1:4242");
+    // A key that never comes: the wait is cancelled and the timeout named; the connection stays usable.
+    let e = a.get("never", Duration::from_millis(300)).unwrap_err().to_string();
+    assert!(e.contains("wait for never") && e.contains("did not appear within 0.3 s"), "{e}");
+    a.set("k/2", b"x").unwrap();
+    assert_eq!(a.get("k/2", t).unwrap(), b"x");
+    assert_eq!(*store.shared.rejected.lock().unwrap(), 0);
+}
+
+/// torchrun itself, where it is installed (tests/compat/check_torchrun.py; SKIPPED otherwise).
+#[test]
+fn real_torchrun_when_installed() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/check_torchrun.py");
+    let mut pys: Vec<std::path::PathBuf> = std::env::var_os("CORETECH_PYTHON").map(Into::into).into_iter().collect();
+    pys.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    pys.push("python3".into());
+    let Some(py) =
+        pys.into_iter().find(|p| Command::new(p).args(["-c", "import torch.distributed.run"]).output().is_ok_and(|o| o.status.success()))
+    else {
+        eprintln!("SKIPPED tests/compat/check_torchrun.py: no python3 with torch (torchrun); set CORETECH_PYTHON");
+        return;
+    };
+    let o = Command::new(py).arg(&script).arg(BIN).output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "check_torchrun.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn the_distributed_example_config_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = coretech::config::PipelineConfig::load(&root.join("pipelines/train-dist.toml")).unwrap();
+    assert_eq!(c.train["cpt"].distributed.mode, DistMode::Zero2);
+    // The sbatch script names it.
+    let sbatch = std::fs::read_to_string(root.join("scripts/train-dist.sbatch")).unwrap();
+    assert!(sbatch.contains("pipelines/train-dist.toml"));
 }

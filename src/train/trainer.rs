@@ -80,7 +80,7 @@ impl Trainer {
     /// `none`): `source` yields this rank's share of the batches (see `dist::RankSplit`), and every
     /// rank's `cfg.output` is the same directory, which only rank 0 writes.
     pub fn new_distributed(cfg: &TrainConfig, source: Box<dyn BatchSource>, comm: Box<dyn Collective>) -> Result<Trainer> {
-        if cfg.distributed.mode == DistMode::None {
+        if !cfg.distributed.mode.is_parallel() {
             return Err(TrainError::config("distributed.mode", "a data-parallel trainer needs ddp, zero1 or zero2"));
         }
         Trainer::build(cfg, source, Some(comm))

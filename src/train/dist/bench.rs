@@ -164,14 +164,7 @@ fn run_world(b: &BenchConfig, arch: &Qwen2Config, mode: DistMode, world: usize, 
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..world)
             .map(|rank| {
-                let launch = Launch {
-                    rank,
-                    world_size: world,
-                    local_rank: rank,
-                    master_addr: "127.0.0.1".into(),
-                    master_port: port,
-                    launcher: Launcher::Single,
-                };
+                let launch = Launch { launcher: Launcher::Single, ..Launch::local(rank, world, port) };
                 s.spawn(move || rank_run(b, arch, mode, &launch))
             })
             .collect();
@@ -184,7 +177,7 @@ pub fn bench_train_dist(b: &BenchConfig, world: usize, mode: DistMode, port: u16
     if b.steps == 0 || b.batch == 0 || b.seq_len < 2 || world == 0 {
         return Err(TrainError::config("bench", "steps, batch and world size must be >= 1, seq >= 2"));
     }
-    if mode == DistMode::None {
+    if !mode.is_parallel() {
         return Err(TrainError::config("bench", "--dist-mode must be ddp, zero1 or zero2"));
     }
     if b.micro_batches != 1 {

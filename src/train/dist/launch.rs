@@ -9,6 +9,12 @@
 //!
 //! torchrun's variables win when both sets are present (`srun torchrun …` sets both, and then
 //! `SLURM_PROCID` is the node's index, not the process's). Neither set: a single process.
+//!
+//! **Rendezvous.** torchrun's agent already listens on `MASTER_PORT` (its c10d TCPStore; it says
+//! so with `TORCHELASTIC_USE_AGENT_STORE=True`), so rank 0 must not: it listens on a free port
+//! and publishes its address in that store ([`Rendezvous::Store`], `store.rs`). Under Slurm, a
+//! manual `RANK`/`WORLD_SIZE` launch or a launcher without an agent store, rank 0 listens on
+//! `MASTER_PORT` itself ([`Rendezvous::Listen`]).
 
 use super::super::error::{Result, TrainError};
 
@@ -27,6 +33,24 @@ pub enum Launcher {
     Slurm,
 }
 
+/// How the ranks find rank 0's collective listener.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rendezvous {
+    /// Rank 0 listens on `MASTER_PORT`; the others connect there.
+    Listen,
+    /// `MASTER_PORT` is torchrun's c10d TCPStore: rank 0 listens on a free port and sets `key`
+    /// to its `host:port` there; the others wait for the key.
+    Store {
+        /// The store key (per torchrun restart attempt, so a restarted group never reads the
+        /// address of the attempt before).
+        key: String,
+        /// Processes on this node (`LOCAL_WORLD_SIZE`): fewer than the world means several
+        /// nodes, and then rank 0 must publish an address the other nodes can reach.
+        local_world_size: usize,
+    },
+}
+
 /// This process's place in the job.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Launch {
@@ -42,6 +66,8 @@ pub struct Launch {
     pub master_port: u16,
     /// Where the values came from.
     pub launcher: Launcher,
+    /// How the ranks meet.
+    pub rendezvous: Rendezvous,
 }
 
 fn bad(var: &str, msg: impl std::fmt::Display) -> TrainError {
@@ -69,6 +95,21 @@ impl Launch {
             master_addr: "127.0.0.1".into(),
             master_port: DEFAULT_PORT,
             launcher: Launcher::Single,
+            rendezvous: Rendezvous::Listen,
+        }
+    }
+
+    /// Rank `rank` of `world` on one host, meeting at `127.0.0.1:port` where rank 0 listens
+    /// (tests and the rank threads of `coretech bench train --world-size`).
+    pub fn local(rank: usize, world: usize, port: u16) -> Launch {
+        Launch {
+            rank,
+            world_size: world,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            launcher: Launcher::Torchrun,
+            rendezvous: Rendezvous::Listen,
         }
     }
 
@@ -94,13 +135,30 @@ impl Launch {
                 ));
             }
             let v = |k: &str| get(k).expect("checked above");
+            let world_size = parse_usize("WORLD_SIZE", &v("WORLD_SIZE"))?;
+            // torch sets it with str(bool): "True" / "False".
+            let rendezvous = match get("TORCHELASTIC_USE_AGENT_STORE").as_deref().map(str::trim) {
+                Some("True") | Some("true") | Some("1") => {
+                    let attempt = match get("TORCHELASTIC_RESTART_COUNT") {
+                        Some(c) => parse_usize("TORCHELASTIC_RESTART_COUNT", &c)?,
+                        None => 0,
+                    };
+                    let local_world_size = match get("LOCAL_WORLD_SIZE") {
+                        Some(n) => parse_usize("LOCAL_WORLD_SIZE", &n)?,
+                        None => world_size,
+                    };
+                    Rendezvous::Store { key: format!("/coretech/attempt_{attempt}/rank0_addr"), local_world_size }
+                }
+                _ => Rendezvous::Listen,
+            };
             Launch {
                 rank: parse_usize("RANK", &v("RANK"))?,
-                world_size: parse_usize("WORLD_SIZE", &v("WORLD_SIZE"))?,
+                world_size,
                 local_rank: parse_usize("LOCAL_RANK", &v("LOCAL_RANK"))?,
                 master_addr: v("MASTER_ADDR").trim().to_string(),
                 master_port: parse_port("MASTER_PORT", &v("MASTER_PORT"))?,
                 launcher: Launcher::Torchrun,
+                rendezvous,
             }
         } else if get("SLURM_PROCID").is_some() {
             let need = |k: &str| get(k).ok_or_else(|| bad(k, "a Slurm launch (SLURM_PROCID is set) needs it; run under srun"));
@@ -123,7 +181,15 @@ impl Launch {
                 Some(p) => parse_port("MASTER_PORT", &p)?,
                 None => DEFAULT_PORT,
             };
-            Launch { rank, world_size: world, local_rank, master_addr, master_port, launcher: Launcher::Slurm }
+            Launch {
+                rank,
+                world_size: world,
+                local_rank,
+                master_addr,
+                master_port,
+                launcher: Launcher::Slurm,
+                rendezvous: Rendezvous::Listen,
+            }
         } else {
             return Ok(Launch::single());
         };
@@ -241,6 +307,24 @@ mod tests {
         v.push(("SLURM_PROCID", "0".into()));
         v.push(("SLURM_NTASKS", "1".into()));
         assert_eq!(with(&v).unwrap().rank, 3);
+    }
+
+    #[test]
+    fn torchruns_agent_store_moves_the_rendezvous_into_the_store() {
+        // Without TORCHELASTIC_USE_AGENT_STORE (a manual launch), rank 0 listens on MASTER_PORT.
+        assert_eq!(with(&torchrun("0", "2")).unwrap().rendezvous, Rendezvous::Listen);
+        let mut v = torchrun("1", "4");
+        v.push(("TORCHELASTIC_USE_AGENT_STORE", "True".into()));
+        v.push(("TORCHELASTIC_RESTART_COUNT", "3".into()));
+        v.push(("LOCAL_WORLD_SIZE", "2".into()));
+        let l = with(&v).unwrap();
+        assert_eq!(l.rendezvous, Rendezvous::Store { key: "/coretech/attempt_3/rank0_addr".into(), local_world_size: 2 });
+        assert_eq!((l.rank, l.master_port), (1, 29511));
+        v[5].1 = "False".into();
+        assert_eq!(with(&v).unwrap().rendezvous, Rendezvous::Listen);
+        v[5].1 = "True".into();
+        v[6].1 = "x".into();
+        assert!(with(&v).unwrap_err().to_string().contains("env TORCHELASTIC_RESTART_COUNT"));
     }
 
     #[test]

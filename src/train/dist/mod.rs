@@ -17,6 +17,7 @@ pub mod launch;
 pub mod nccl;
 pub mod parallel;
 pub mod split;
+pub mod store;
 pub mod tcp;
 
 use std::time::Duration;
@@ -26,7 +27,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use collective::{Collective, Solo};
-pub use launch::{Launch, Launcher};
+pub use launch::{Launch, Launcher, Rendezvous};
 pub use parallel::{DataParallel, StepCounts};
 pub use split::RankSplit;
 pub use tcp::TcpCollective;
@@ -39,8 +40,12 @@ use super::trainer::{open_source, RunSummary, Trainer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DistMode {
-    /// One process, no collectives (launcher variables are ignored).
+    /// The launcher decides: data parallel (`ddp`) when its variables say `WORLD_SIZE > 1`, one
+    /// process otherwise.
     #[default]
+    Auto,
+    /// One process, no collectives; a launch with `WORLD_SIZE > 1` is an error (N processes
+    /// would train N identical copies into one directory).
     None,
     /// Data parallel: gradients all-reduced, every rank holds the full optimizer state.
     Ddp,
@@ -48,6 +53,13 @@ pub enum DistMode {
     Zero1,
     /// ZeRO-2: gradients reduce-scattered, AdamW state sharded across ranks.
     Zero2,
+}
+
+impl DistMode {
+    /// Whether ranks exchange gradients (`ddp`, `zero1`, `zero2`).
+    pub fn is_parallel(self) -> bool {
+        matches!(self, DistMode::Ddp | DistMode::Zero1 | DistMode::Zero2)
+    }
 }
 
 /// Which implementation carries the collectives.
@@ -68,7 +80,8 @@ pub enum DistBackend {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistConfig {
-    /// `none`, `ddp`, `zero1` or `zero2`.
+    /// `auto` (ddp under a launcher with `WORLD_SIZE > 1`, else one process), `none`, `ddp`,
+    /// `zero1` or `zero2`.
     pub mode: DistMode,
     /// Collective backend: `auto` (NCCL on CUDA, TCP on CPU), `tcp` or `nccl`.
     pub backend: DistBackend,
@@ -83,7 +96,7 @@ pub struct DistConfig {
 
 impl Default for DistConfig {
     fn default() -> Self {
-        Self { mode: DistMode::None, backend: DistBackend::Auto, bucket_mb: 25.0, timeout_s: 1800.0 }
+        Self { mode: DistMode::Auto, backend: DistBackend::Auto, bucket_mb: 25.0, timeout_s: 1800.0 }
     }
 }
 
@@ -125,14 +138,28 @@ pub fn connect(cfg: &DistConfig, launch: &Launch, device: &Device) -> Result<Box
     }
 }
 
-/// Runs a training config: single-process when `distributed.mode = "none"`, else as the rank
-/// the launcher's environment names.
+/// Runs a training config as the launcher's environment says: one process without launcher
+/// variables (or `WORLD_SIZE = 1` with `distributed.mode` auto or none), else as rank `RANK` of a
+/// data-parallel run (`auto` means ddp). `none` with `WORLD_SIZE > 1` fails: the ranks would all
+/// train the same one-rank run into one directory.
 pub fn run(cfg: &TrainConfig) -> Result<RunSummary> {
-    if cfg.distributed.mode == DistMode::None {
-        return super::trainer::run(cfg);
-    }
     let launch = Launch::from_env()?;
-    if launch.launcher == Launcher::Single {
+    let mode = cfg.distributed.mode;
+    if !mode.is_parallel() {
+        if launch.world_size > 1 && mode == DistMode::None {
+            return Err(TrainError::config(
+                "distributed.mode",
+                format!(
+                    "\"none\", but the launcher ({:?}) started {} ranks: set mode = \"ddp\", \"zero1\" or \"zero2\" (or leave it out for ddp), or start one process",
+                    launch.launcher, launch.world_size
+                ),
+            ));
+        }
+        if launch.world_size == 1 {
+            return super::trainer::run(cfg);
+        }
+        tracing::info!("{} ranks from {:?} and no distributed.mode: data parallel (ddp)", launch.world_size, launch.launcher);
+    } else if launch.launcher == Launcher::Single {
         tracing::warn!(
             "distributed.mode = {:?} without launcher variables (RANK/WORLD_SIZE or SLURM_*): running as 1 rank",
             cfg.distributed.mode
@@ -142,11 +169,16 @@ pub fn run(cfg: &TrainConfig) -> Result<RunSummary> {
 }
 
 /// Runs a training config as rank `launch.rank` of `launch.world_size` (CUDA: on GPU
-/// `launch.local_rank`). Every rank shares `cfg.output`; rank 0 writes it.
+/// `launch.local_rank`). Every rank shares `cfg.output`; rank 0 writes it. `distributed.mode`
+/// `auto` runs ddp.
 pub fn run_rank(cfg: &TrainConfig, launch: &Launch) -> Result<RunSummary> {
     let mut cfg = cfg.clone();
-    if cfg.distributed.mode == DistMode::None {
-        return Err(TrainError::config("distributed.mode", "a rank of a data-parallel run needs ddp, zero1 or zero2"));
+    match cfg.distributed.mode {
+        DistMode::Auto => cfg.distributed.mode = DistMode::Ddp,
+        DistMode::None => {
+            return Err(TrainError::config("distributed.mode", "a rank of a data-parallel run needs ddp, zero1 or zero2 (or auto)"))
+        }
+        _ => {}
     }
     if cfg.device == DeviceKind::Cuda {
         cfg.gpu = launch.local_rank;

@@ -115,7 +115,7 @@ impl DataParallel {
         params: &mut [Tensor],
         device: &Device,
     ) -> Result<DataParallel> {
-        if cfg.mode == DistMode::None {
+        if !cfg.mode.is_parallel() {
             return Err(TrainError::config("distributed.mode", "data parallelism needs ddp, zero1 or zero2"));
         }
         let w = comm.world_size();

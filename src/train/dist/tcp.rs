@@ -2,10 +2,12 @@
 //! this is a star, not a ring, so its traffic through rank 0 grows with the world size — fine for
 //! CPU ranks, which are compute-bound; GPUs use NCCL).
 //!
-//! **Rendezvous.** Rank 0 listens on `MASTER_PORT` (all interfaces); every other rank connects
-//! to `MASTER_ADDR:MASTER_PORT`, retrying until the timeout, and says hello (its rank and world
-//! size). Rank 0 checks that every rank from 1 to W−1 arrived exactly once with the same world
-//! size, then acknowledges.
+//! **Rendezvous.** Rank 0 listens on `MASTER_PORT` (all interfaces) and every other rank
+//! connects to `MASTER_ADDR:MASTER_PORT` — or, under torchrun, whose agent holds that port with
+//! its c10d store, rank 0 listens on a free port and publishes `host:port` in the store, where
+//! the others read it ([`Rendezvous::Store`]). Each rank retries until the timeout and says hello
+//! (its rank and world size). Rank 0 checks that every rank from 1 to W−1 arrived exactly once
+//! with the same world size, then acknowledges.
 //!
 //! **Operations.** Every operation is one frame from each rank to rank 0 (`op`, sequence
 //! number, payload) and one frame back. Rank 0 reads the frames in rank order and sums in rank
@@ -21,7 +23,8 @@ use candle_core::Tensor;
 
 use super::super::error::{Result, TrainError};
 use super::collective::{flat_len, Collective};
-use super::launch::Launch;
+use super::launch::{Launch, Rendezvous};
+use super::store::StoreClient;
 
 const MAGIC: u32 = 0x4354_4443; // "CTDC"
 const HEADER: usize = 24;
@@ -106,8 +109,8 @@ impl TcpCollective {
         let streams = if world == 1 {
             Vec::new()
         } else if rank == 0 {
-            let listener = TcpListener::bind(("0.0.0.0", launch.master_port))
-                .map_err(|e| io_err(0, format!("cannot listen on port {} (MASTER_PORT)", launch.master_port), e))?;
+            let listener = listen(launch, timeout)?;
+            let port = listener.local_addr().map_err(|e| io_err(0, "listener", e))?.port();
             listener.set_nonblocking(true).map_err(|e| io_err(0, "listener", e))?;
             let mut slots: Vec<Option<TcpStream>> = (1..world).map(|_| None).collect();
             let mut have = 0;
@@ -141,10 +144,9 @@ impl TcpCollective {
                             let missing: Vec<String> =
                                 slots.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| (i + 1).to_string()).collect();
                             return Err(TrainError::Dist(format!(
-                                "rank 0: ranks {} did not join within {} s (port {})",
+                                "rank 0: ranks {} did not join within {} s (port {port})",
                                 missing.join(", "),
                                 timeout.as_secs_f64(),
-                                launch.master_port
                             )));
                         }
                         std::thread::sleep(RETRY / 5);
@@ -158,7 +160,16 @@ impl TcpCollective {
             }
             streams
         } else {
-            let addr = format!("{}:{}", launch.master_addr, launch.master_port);
+            let addr = match &launch.rendezvous {
+                Rendezvous::Listen => format!("{}:{}", launch.master_addr, launch.master_port),
+                Rendezvous::Store { key, .. } => {
+                    let mut store = StoreClient::connect(&launch.master_addr, launch.master_port, timeout)?;
+                    let left = deadline.saturating_duration_since(Instant::now()).max(RETRY);
+                    let v =
+                        store.get(key, left).map_err(|e| TrainError::Dist(format!("rank {rank}: waiting for rank 0's address: {e}")))?;
+                    String::from_utf8(v).map_err(|_| TrainError::Dist(format!("rank {rank}: store key {key} is not a host:port")))?
+                }
+            };
             let mut s = loop {
                 let tried = addr.to_socket_addrs().map_err(|e| io_err(rank, format!("MASTER_ADDR {addr}"), e)).and_then(|mut a| {
                     let a = a.next().ok_or_else(|| io_err(rank, format!("MASTER_ADDR {addr}"), "resolves to no address"))?;
@@ -284,6 +295,47 @@ impl TcpCollective {
     }
 }
 
+/// Rank 0's listener: on `MASTER_PORT`, or (torchrun's agent holds that port) on a free port
+/// whose address goes into torchrun's store.
+fn listen(launch: &Launch, timeout: Duration) -> Result<TcpListener> {
+    match &launch.rendezvous {
+        Rendezvous::Listen => TcpListener::bind(("0.0.0.0", launch.master_port))
+            .map_err(|e| io_err(0, format!("cannot listen on port {} (MASTER_PORT)", launch.master_port), e)),
+        Rendezvous::Store { key, local_world_size } => {
+            let mut store = StoreClient::connect(&launch.master_addr, launch.master_port, timeout)?;
+            // The address this host has towards the store is one the other hosts reach, unless it
+            // is a loopback address and other nodes take part: then the host name.
+            let local = store.local_addr()?.ip();
+            let any: std::net::IpAddr =
+                if local.is_ipv6() { std::net::Ipv6Addr::UNSPECIFIED.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() };
+            let listener = TcpListener::bind((any, 0)).map_err(|e| io_err(0, "cannot listen on a free port", e))?;
+            let port = listener.local_addr().map_err(|e| io_err(0, "listener", e))?.port();
+            let addr = if local.is_loopback() && *local_world_size < launch.world_size {
+                format!(
+                    "{}:{port}",
+                    host_name().ok_or_else(|| io_err(
+                        0,
+                        "several nodes, store reached over loopback",
+                        "this host has no name to publish"
+                    ))?
+                )
+            } else {
+                std::net::SocketAddr::new(local, port).to_string()
+            };
+            store.set(key, addr.as_bytes())?;
+            tracing::debug!("rank 0 listens on {addr} (published in torchrun's store as {key})");
+            Ok(listener)
+        }
+    }
+}
+
+/// This host's name (Linux: the kernel's), for other nodes to resolve.
+fn host_name() -> Option<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("HOSTNAME").ok())?;
+    let h = h.trim().to_string();
+    (!h.is_empty()).then_some(h)
+}
+
 fn check(me: usize, peer: usize, op: Op, seq: u64, got: u8, gseq: u64) -> Result<()> {
     if got != op as u8 || gseq != seq {
         let theirs = Op::from_u8(got).map(Op::name).unwrap_or("an unknown operation");
@@ -400,21 +452,13 @@ impl Collective for TcpCollective {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::dist::launch::Launcher;
 
     pub(crate) fn free_port() -> u16 {
         TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
     fn launch(rank: usize, world: usize, port: u16) -> Launch {
-        Launch {
-            rank,
-            world_size: world,
-            local_rank: rank,
-            master_addr: "127.0.0.1".into(),
-            master_port: port,
-            launcher: Launcher::Torchrun,
-        }
+        Launch::local(rank, world, port)
     }
 
     /// Runs `f` on `world` ranks (threads), returns their results in rank order.
