@@ -259,14 +259,14 @@ pub enum Error {
         /// What is wrong, and for enums the allowed values.
         message: String,
     },
-    /// An I/O failure on a named path.
-    #[error("{path}: {source}")]
+    /// An I/O failure on a named path. The I/O error is in the message, not a `source`, so a
+    /// chained report (`{:#}`) does not print it twice.
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The underlying failure.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A Parquet or Arrow failure on a named path.
     #[error("{path}: {message}")]
@@ -284,7 +284,7 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
 }
 

@@ -134,6 +134,42 @@ enum Cmd {
         #[command(flatten)]
         task: TaskArgs,
     },
+    /// Print the batches the training loader yields from token or SFT shard directories, as
+    /// JSON lines (arrays, cu_seqlens, counted targets, the cursor after each batch): the
+    /// reference `python/coretech_loader.py` is checked against.
+    Batches {
+        /// Shard directory of each curriculum stage, in order (one per stage).
+        #[arg(required = true)]
+        stages: Vec<PathBuf>,
+        /// Rows per batch on each rank.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Seed of the order.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Passes over each stage.
+        #[arg(long, default_value_t = 1)]
+        epochs: u32,
+        /// This rank.
+        #[arg(long, default_value_t = 0)]
+        rank: usize,
+        /// Number of ranks.
+        #[arg(long, default_value_t = 1)]
+        world_size: usize,
+        /// Share of later stages' positions given to earlier stages' rows.
+        #[arg(long, default_value_t = 0.0)]
+        replay: f64,
+        /// Skip the last, partial step of each epoch.
+        #[arg(long)]
+        drop_last: bool,
+        /// Print at most N batches.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Continue from a cursor (the JSON `state` of a printed batch, or a checkpoint's
+        /// trainer_state.json `loader.loader`).
+        #[arg(long)]
+        state: Option<String>,
+    },
     /// Combine the manifests of a multi-task build (`DIR/task-*`) into `DIR/manifest.json`.
     Merge {
         /// Output directory holding task-* subdirectories.
@@ -388,7 +424,7 @@ impl GenArgs {
         let ckpt = infer::Checkpoint::load(dir, &opts)?;
         eprintln!(
             "loaded {} ({} layers, hidden {}, {:?}), tokenizer: {}",
-            dir.display(),
+            ckpt.dir.display(),
             ckpt.config.num_hidden_layers,
             ckpt.config.hidden_size,
             ckpt.dtype,
@@ -513,6 +549,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // No colour codes in a log file (a Slurm log, nohup).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -689,6 +727,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("== {} ==", report.stage);
                 print!("{}", report.table());
             }
+        }
+        Cmd::Batches { stages, batch_size, seed, epochs, rank, world_size, replay, drop_last, limit, state } => {
+            let cfg = coretech::shard::LoaderConfig {
+                stages: stages.into_iter().map(|d| vec![d]).collect(),
+                batch_size,
+                seed,
+                epochs,
+                rank,
+                world_size,
+                prefetch: 0,
+                replay,
+                drop_last,
+            };
+            let state: Option<serde_json::Value> = state.map(|s| serde_json::from_str(&s)).transpose().context("--state is not JSON")?;
+            coretech::shard::reader::write_batches(cfg, state.as_ref(), limit, &mut std::io::stdout().lock())?;
         }
         Cmd::Merge { dir } => {
             let m = pipeline::merge::merge(&dir)?;

@@ -165,7 +165,7 @@ pub fn read_split(path: &Path) -> Result<EvalSplit> {
         SftInput { path: path.to_path_buf(), name: None, format: InputFormat::Auto, datasets: vec![], task: None, split: Split::Test };
     let mut read = ReadResult::default();
     read_input(&input, &cx, &mut read).map_err(|e| match e {
-        crate::error::Error::Io { path, source } => InferError::io(path, source),
+        crate::error::Error::Io { path, error } => InferError::io(path, error),
         other => InferError::config("sft_test", other.to_string()),
     })?;
     let mut out = EvalSplit::default();

@@ -61,14 +61,14 @@ pub enum InferError {
     /// A bad record or file of an evaluation set.
     #[error(transparent)]
     Data(#[from] ReadError),
-    /// An I/O failure on a named path (or `<stdout>`/`<stdin>`).
-    #[error("{path}: {source}")]
+    /// An I/O failure on a named path (or `<stdout>`/`<stdin>`). The I/O error is in the message,
+    /// not a `source`, so a chained report (`{:#}`) does not print it twice.
+    #[error("{path}: {error}")]
     Io {
         /// The path.
         path: PathBuf,
         /// The failure.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A tensor operation failed (shapes, dtypes, device).
     #[error("tensor: {0}")]
@@ -78,7 +78,7 @@ pub enum InferError {
 impl InferError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        InferError::Io { path: path.into(), source }
+        InferError::Io { path: path.into(), error: source }
     }
 
     /// A checkpoint problem at `path`.

@@ -165,8 +165,14 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Loads `dir` (see the module doc for the layout).
+    /// Loads `dir` (see the module doc for the layout), or the newest complete checkpoint of
+    /// `dir` when it is a training run directory (as `model.from` and `[eval] checkpoint` take).
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Checkpoint> {
+        let resolved = crate::train::checkpoint::weights_dir(dir).map_err(|e| match e {
+            crate::train::TrainError::File { path, message } => InferError::checkpoint(path, message),
+            other => InferError::checkpoint(dir, other.to_string()),
+        })?;
+        let dir = resolved.as_path();
         let HfConfig { arch: config, torch_dtype, eos_token_ids } = read_config(&dir.join("config.json"))?;
         let stored = torch_dtype.as_deref().and_then(dtype_named);
         let dtype = match opts.dtype {

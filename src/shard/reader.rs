@@ -609,6 +609,42 @@ impl Drop for Loader {
     }
 }
 
+/// Writes the batches a loader over `cfg` yields (from `state` when given, at most `limit`) as
+/// JSON lines: the batch's arrays, its `cu_seqlens` and counted `targets`, and the cursor `state`
+/// after it (what `coretech batches` prints: the reference other readers of our shards, such as
+/// `python/coretech_loader.py`, are checked against). Returns the number of batches.
+pub fn write_batches(
+    cfg: LoaderConfig,
+    state: Option<&serde_json::Value>,
+    limit: Option<u64>,
+    out: &mut impl std::io::Write,
+) -> Result<u64> {
+    let cfg = LoaderConfig { prefetch: 0, ..cfg };
+    let mut loader = match state {
+        Some(st) => Loader::restore(cfg, st)?,
+        None => Loader::new(cfg)?,
+    };
+    let mut n = 0;
+    while limit.is_none_or(|l| n < l) {
+        let Some(b) = loader.next_batch()? else { break };
+        let line = serde_json::json!({
+            "batch": b.batch,
+            "seq_len": b.seq_len,
+            "input_ids": b.input_ids,
+            "position_ids": b.position_ids,
+            "segment_ids": b.segment_ids,
+            "loss_mask": b.loss_mask,
+            "cu_seqlens": b.cu_seqlens(),
+            "targets": b.target_count(),
+            "stage": b.stage,
+            "state": loader.state(),
+        });
+        writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Row counts of a token shard directory's manifest (for tools and tests).
 pub fn rows_in(dir: &Path) -> Result<u64> {
     Ok(Manifest::load(dir)?.rows())

@@ -3,7 +3,10 @@
 //! in the configured dtype, `config.json`, the tokenizer files when configured,
 //! `optimizer.safetensors` (f32 master weights and moments; sharded like the model above
 //! `max_shard_bytes`, left out with `optimizer_state = false`) and `trainer_state.json` (step,
-//! loader cursor, schedule, config hash). Loading reads HF Qwen2.5 weights and our own alike.
+//! loader cursor, schedule, config hash); with a tokenizer also `generation_config.json` and
+//! `tokenizer_config.json` (`hf_files`). Every file gets the process umask's mode (0644 under
+//! umask 022: a team on shared storage can read it). The run directory's `latest` link points at
+//! the newest complete checkpoint. Loading reads HF Qwen2.5 weights and our own alike.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::arch::Qwen2Config;
 use super::error::{Result, TrainError};
+use super::hf_files::{self, GenerationDefaults, ModelKind};
 use super::model::ParamSpec;
 use super::ops::AdamState;
 
@@ -74,7 +78,11 @@ pub struct CheckpointConfig {
     /// Tokenizer to ship in every checkpoint: a `tokenizer.json`, a `tokenizer.json.zst`, or a
     /// directory holding one (its `tokenizer_config.json`, `special_tokens_map.json`,
     /// `chat_template.jinja`, `generation_config.json`, `vocab.json`, `merges.txt` come along).
+    /// With a tokenizer every checkpoint also gets `generation_config.json` and
+    /// `tokenizer_config.json` for transformers and vLLM.
     pub tokenizer: Option<PathBuf>,
+    /// Sampling defaults in a chat (SFT) model's `generation_config.json`.
+    pub generation: GenerationDefaults,
 }
 
 impl Default for CheckpointConfig {
@@ -87,6 +95,7 @@ impl Default for CheckpointConfig {
             max_shard_bytes: 5_000_000_000,
             optimizer_state: true,
             tokenizer: None,
+            generation: GenerationDefaults::default(),
         }
     }
 }
@@ -102,7 +111,7 @@ impl CheckpointConfig {
                 return Err(TrainError::file(t, "checkpoint.tokenizer does not exist"));
             }
         }
-        Ok(())
+        self.generation.validate()
     }
 }
 
@@ -150,10 +159,50 @@ pub fn weights_dir(path: &Path) -> Result<PathBuf> {
     if path.join("config.json").is_file() {
         return Ok(path.to_path_buf());
     }
+    if !path.is_dir() {
+        return Err(TrainError::file(path, "no such directory (a checkpoint or a training run directory)"));
+    }
     match list(&path.join("checkpoints"))?.pop() {
         Some((_, ckpt)) => Ok(ckpt),
         None => Err(TrainError::file(path, "neither a weights directory (no config.json) nor a run directory with a complete checkpoint")),
     }
+}
+
+/// Name of the run directory's link to its newest complete checkpoint.
+pub const LATEST: &str = "latest";
+
+/// Points `run/latest` at checkpoint `ckpt` (a directory under `run/checkpoints`), atomically:
+/// a relative symlink made beside it and renamed over the old one.
+pub fn update_latest(run: &Path, ckpt: &Path) -> Result<()> {
+    let target = ckpt.strip_prefix(run).unwrap_or(ckpt);
+    let link = run.join(LATEST);
+    let tmp = run.join(format!("{LATEST}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(target, &tmp).map_err(|e| TrainError::file(&tmp, e))?;
+        std::fs::rename(&tmp, &link).map_err(|e| TrainError::file(&link, e))?;
+        sync_dir(run)
+    }
+    #[cfg(not(unix))]
+    {
+        // No symlinks to rely on: the pointer is a Unix convenience; runs resolve through `list`.
+        let _ = (target, link);
+        Ok(())
+    }
+}
+
+/// Gives `files` the mode a new file of this process gets (0666 less the umask): the safetensors
+/// writer creates its temp files 0600.
+fn apply_umask(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    let probe = dir.join(".mode-probe");
+    File::create(&probe).map_err(|e| TrainError::file(&probe, e))?;
+    let perms = std::fs::metadata(&probe).map_err(|e| TrainError::file(&probe, e))?.permissions();
+    std::fs::remove_file(&probe).map_err(|e| TrainError::file(&probe, e))?;
+    for f in files {
+        std::fs::set_permissions(f, perms.clone()).map_err(|e| TrainError::file(f, e))?;
+    }
+    Ok(())
 }
 
 /// Complete checkpoints under `root`, oldest first (`.tmp` directories are not checkpoints).
@@ -350,6 +399,8 @@ pub struct CheckpointData<'a> {
     pub states: &'a [AdamState],
     /// `trainer_state.json`.
     pub state: &'a TrainerState,
+    /// Chat (SFT) or base model: what `generation_config.json` says ends a sequence.
+    pub kind: ModelKind,
 }
 
 /// Writes a checkpoint for `data.state.step` under `root` atomically; returns its directory.
@@ -365,6 +416,12 @@ pub fn save(root: &Path, cfg: &CheckpointConfig, data: &CheckpointData) -> Resul
     let mut files = write_model(&tmp, data.arch, data.specs, &masters, cfg.dtype, cfg.max_shard_bytes)?;
     if let Some(t) = &cfg.tokenizer {
         files.extend(write_tokenizer(&tmp, t)?);
+        let src_config = Some(tmp.join("tokenizer_config.json")).filter(|p| p.is_file());
+        for f in hf_files::write(&tmp, data.kind, &cfg.generation, data.arch.max_position_embeddings, src_config.as_deref())? {
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
     }
     if cfg.optimizer_state {
         let mut opt = Vec::with_capacity(3 * data.specs.len());
@@ -379,6 +436,7 @@ pub fn save(root: &Path, cfg: &CheckpointConfig, data: &CheckpointData) -> Resul
     let p = tmp.join("trainer_state.json");
     write_json(&p, data.state)?;
     files.push(p);
+    apply_umask(&tmp, &files)?;
     for f in &files {
         sync_file(f)?;
     }
@@ -388,6 +446,9 @@ pub fn save(root: &Path, cfg: &CheckpointConfig, data: &CheckpointData) -> Resul
     }
     std::fs::rename(&tmp, &fin).map_err(|e| TrainError::file(&fin, e))?;
     sync_dir(root)?;
+    if let Some(run) = root.parent() {
+        update_latest(run, &fin)?;
+    }
     prune(root, cfg.keep_last)?;
     Ok(fin)
 }

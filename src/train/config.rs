@@ -16,6 +16,7 @@ use super::metrics::MetricsConfig;
 use super::optim::AdamWConfig;
 use super::plan::{CeChunk, Recompute};
 use super::schedule::ScheduleConfig;
+use super::validation::ValidationConfig;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -166,6 +167,8 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointConfig,
     /// Metrics and progress display.
     pub metrics: MetricsConfig,
+    /// Validation loss on held-out shard directories.
+    pub validation: ValidationConfig,
     /// Multi-process data parallelism (rank and world size come from the launcher).
     pub distributed: DistConfig,
 }
@@ -190,6 +193,7 @@ impl Default for TrainConfig {
             data: DataConfig::default(),
             checkpoint: CheckpointConfig::default(),
             metrics: MetricsConfig::default(),
+            validation: ValidationConfig::default(),
             distributed: DistConfig::default(),
         }
     }
@@ -212,6 +216,7 @@ impl TrainConfig {
         self.data.validate()?;
         self.checkpoint.validate()?;
         self.distributed.validate()?;
+        self.validation.validate()?;
         Ok(())
     }
 
@@ -224,13 +229,13 @@ impl TrainConfig {
     }
 
     /// sha256 of the settings that change the numbers a run produces (everything except the
-    /// output directory, checkpoint and metrics settings, the device, recomputation and the
-    /// distributed section, which changes only the summation order; the world size is checked
-    /// through the loader cursor). A run only resumes from a checkpoint with the same hash.
+    /// output directory, checkpoint, metrics and validation settings, the device, recomputation
+    /// and the distributed section, which changes only the summation order; the world size is
+    /// checked through the loader cursor). A run only resumes from a checkpoint with the same hash.
     pub fn math_hash(&self) -> String {
         let mut v = serde_json::to_value(self).expect("config serializes");
         if let Some(o) = v.as_object_mut() {
-            for k in ["output", "checkpoint", "metrics", "device", "gpu", "recompute", "distributed"] {
+            for k in ["output", "checkpoint", "metrics", "validation", "device", "gpu", "recompute", "distributed"] {
                 o.remove(k);
             }
         }

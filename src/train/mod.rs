@@ -16,6 +16,7 @@ pub mod cuda;
 pub mod data;
 pub mod dist;
 pub mod error;
+pub mod hf_files;
 pub mod logits;
 pub mod metrics;
 pub mod model;
@@ -24,7 +25,9 @@ pub mod optim;
 pub mod plan;
 pub mod schedule;
 pub mod selftest;
+pub mod tensorboard;
 pub mod trainer;
+pub mod validation;
 
 pub use arch::Qwen2Config;
 pub use config::TrainConfig;

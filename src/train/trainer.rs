@@ -9,14 +9,16 @@ use candle_core::DType;
 
 use super::checkpoint::{self, CheckpointData, TrainerState, STATE_FORMAT};
 use super::config::{DeviceKind, TrainConfig};
-use super::data::{BatchSource, ShardSource, SourceKind, SyntheticSource};
+use super::data::{BatchSource, ShardSource, SourceKind, StageKind, SyntheticSource};
 use super::dist::{self, Collective, DataParallel, DistMode, StepCounts};
 use super::error::{Result, TrainError};
+use super::hf_files::ModelKind;
 use super::metrics::{process_memory, MetricsLog, StepMetrics, H100_BF16_PEAK};
 use super::model::{init_params, param_specs, Grads, Qwen2};
 use super::ops::{self, Ops};
 use super::optim::AdamW;
 use super::plan::{self, StepShape};
+use super::validation;
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -66,6 +68,8 @@ pub struct Trainer {
     last_stage: Option<u32>,
     last_loss: Option<f64>,
     last_saved: Option<(u64, PathBuf)>,
+    /// The step of the last validation (a checkpoint implies the validation due at its step ran).
+    last_eval: Option<u64>,
     peak_flops: Option<f64>,
 }
 
@@ -165,7 +169,8 @@ impl Trainer {
         model.recompute_layers = plan.recompute_layers;
         model.ce_chunk = plan.ce_chunk;
         let step = resumed.as_ref().map(|s| s.step).unwrap_or(0);
-        let metrics = if rank0 { Some(MetricsLog::open(&cfg.output, step, total_steps, &cfg.metrics)?) } else { None };
+        let stage_names: Vec<String> = cfg.data.stages.iter().map(|s| s.name.clone()).collect();
+        let metrics = if rank0 { Some(MetricsLog::open(&cfg.output, step, total_steps, &cfg.metrics, &stage_names)?) } else { None };
         let peak_flops = cfg.metrics.peak_flops.or((cfg.device == DeviceKind::Cuda).then_some(H100_BF16_PEAK));
         Ok(Trainer {
             cfg: cfg.clone(),
@@ -186,6 +191,7 @@ impl Trainer {
             last_stage: resumed.as_ref().and_then(|s| s.stage),
             last_loss: None,
             last_saved: None,
+            last_eval: resumed.as_ref().map(|s| s.step),
             peak_flops,
         })
     }
@@ -219,9 +225,13 @@ impl Trainer {
             }
             (count, tokens, stage) = (g.targets as usize, g.tokens, g.stage);
         }
-        if self.cfg.checkpoint.at_stage_end && self.last_stage.is_some() && stage != self.last_stage && self.step > 0 {
-            // The previous stage ended with the previous step: save that state (cursor before this step's batches).
-            self.save(cursor)?;
+        if self.last_stage.is_some() && stage != self.last_stage && self.step > 0 {
+            // The previous stage ended with the previous step: evaluate and save that state
+            // (cursor before this step's batches).
+            self.validate()?;
+            if self.cfg.checkpoint.at_stage_end {
+                self.save(cursor)?;
+            }
         }
         let lr = self.cfg.schedule.lr(self.cfg.optimizer.lr, self.step, self.total_steps);
         let (loss, grad_norm) = if count == 0 {
@@ -274,6 +284,32 @@ impl Trainer {
         Ok(Some(m))
     }
 
+    /// Evaluates every validation set at the current step (once per step; on every rank alike,
+    /// which each evaluate their share) and logs the losses.
+    pub fn validate(&mut self) -> Result<()> {
+        if !self.cfg.validation.enabled() || self.last_eval == Some(self.step) {
+            return Ok(());
+        }
+        let (rank, world) = self.dist.as_ref().map_or((0, 1), |d| (d.rank(), d.world_size()));
+        let shape = (self.cfg.batch_size, self.cfg.seq_len, self.cfg.seed);
+        let mut sums = Vec::with_capacity(self.cfg.validation.sets.len());
+        for set in &self.cfg.validation.sets {
+            let mut p = validation::evaluate_set(&self.model, self.ops.as_ref(), &self.cfg.validation, set, shape, (rank, world))?;
+            if let Some(d) = self.dist.as_mut() {
+                p.loss_sum = d.sum_f64(p.loss_sum)?;
+                p.targets = d.sum_f64(p.targets as f64)? as u64;
+                p.batches = d.sum_f64(p.batches as f64)? as u64;
+            }
+            sums.push(p);
+        }
+        let recs = validation::records(self.step, self.last_stage, &self.cfg.validation.sets, &sums)?;
+        if let Some(ml) = self.metrics.as_mut() {
+            ml.log_val(&recs)?;
+        }
+        self.last_eval = Some(self.step);
+        Ok(())
+    }
+
     /// Writes a checkpoint of the current state with loader cursor `cursor`.
     fn save(&mut self, cursor: serde_json::Value) -> Result<PathBuf> {
         if let Some((s, dir)) = &self.last_saved {
@@ -304,7 +340,8 @@ impl Trainer {
         let dir = match self.metrics.as_ref() {
             Some(ml) => {
                 let states = gathered.as_deref().unwrap_or(&self.opt.states);
-                let data = CheckpointData { arch: &self.model.cfg, specs: &self.model.specs, states, state: &state };
+                let kind = if self.cfg.data.stages.iter().any(|s| s.kind == StageKind::Sft) { ModelKind::Chat } else { ModelKind::Base };
+                let data = CheckpointData { arch: &self.model.cfg, specs: &self.model.specs, states, state: &state, kind };
                 let dir = checkpoint::save(&root, &self.cfg.checkpoint, &data)?;
                 ml.plot()?;
                 dir
@@ -323,6 +360,10 @@ impl Trainer {
     pub fn run_steps(&mut self, max: u64) -> Result<bool> {
         for _ in 0..max {
             let Some(m) = self.step_once()? else { return Ok(true) };
+            let val_every = self.cfg.validation.every;
+            if val_every > 0 && m.step % val_every == 0 {
+                self.validate()?;
+            }
             let every = self.cfg.checkpoint.every;
             if every > 0 && m.step % every == 0 {
                 let cursor = self.source.state();
@@ -339,6 +380,7 @@ impl Trainer {
         if self.step < self.total_steps {
             tracing::warn!("the data ran out at step {} of {}", self.step, self.total_steps);
         }
+        self.validate()?;
         let cursor = self.source.state();
         let dir = self.save(cursor)?;
         if let Some(ml) = self.metrics.as_ref() {
