@@ -160,7 +160,7 @@ pub fn weights_dir(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if !path.is_dir() {
-        return Err(TrainError::file(path, "no such directory (a checkpoint or a training run directory)"));
+        return Err(TrainError::file(path, "no such directory (a checkpoint with config.json, or a training run directory)"));
     }
     match list(&path.join("checkpoints"))?.pop() {
         Some((_, ckpt)) => Ok(ckpt),
