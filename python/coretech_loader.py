@@ -49,7 +49,7 @@ FEISTEL_ROUNDS = 6
 
 
 def mix64(z):
-    """The SplitMix64 output function (src/pack/rng.rs)."""
+    """The SplitMix64 output function (src/core/rng.rs)."""
     z &= MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
@@ -57,7 +57,7 @@ def mix64(z):
 
 
 def hash_words(seed, words):
-    """A hash of a seed and a list of numbers (src/pack/rng.rs `hash_words`)."""
+    """A hash of a seed and a list of numbers (src/core/rng.rs `hash_words`)."""
     h = mix64(seed ^ GOLDEN)
     for w in words:
         h = mix64(h ^ ((w * GOLDEN) & MASK64))
@@ -65,7 +65,7 @@ def hash_words(seed, words):
 
 
 class Permutation:
-    """A keyed bijection of [0, n): a Feistel network with cycle walking (src/pack/rng.rs)."""
+    """A keyed bijection of [0, n): a Feistel network with cycle walking (src/core/rng.rs)."""
 
     def __init__(self, n, key):
         bits = (n - 1).bit_length() if n > 1 else 0

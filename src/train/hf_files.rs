@@ -15,12 +15,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, TrainError};
-
-/// ChatML's end of a turn (the name `infer::chatml` uses; not imported from there, because
-/// `infer` depends on `train`).
-const END_OF_TURN: &str = "<|im_end|>";
-/// End of a document, and the padding token of the Qwen2.5 tokenizer.
-const END_OF_TEXT: &str = "<|endoftext|>";
+// ChatML's end of a turn, and the end of a document (the Qwen2.5 tokenizer's padding token).
+use crate::sft::template::{END_OF_TEXT, IM_END as END_OF_TURN};
 /// The Qwen2.5 chat template (ChatML, default system prompt, generation prompt) as transformers'
 /// `apply_chat_template` reads it; `fixtures/tokenizers/qwen2.5/PROVENANCE.md` says where it is from.
 pub const QWEN25_CHAT_TEMPLATE: &str = include_str!("../../fixtures/tokenizers/qwen2.5/chat_template.jinja");

@@ -197,7 +197,7 @@ impl MetricsLog {
         let loss = m.loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into());
         self.bar.set_message(format!("loss {loss} lr {:.2e} {:.0} tok/s", m.lr, m.tokens_per_s));
         let every = self.cfg.log_every;
-        let due = every > 0 && (m.step % every == 0 || m.step == self.start_step + 1 || m.step == self.total_steps);
+        let due = every > 0 && (m.step.is_multiple_of(every) || m.step == self.start_step + 1 || m.step == self.total_steps);
         if self.lines && due {
             let elapsed = self.started.elapsed().as_secs_f64();
             let done = m.step.saturating_sub(self.start_step).max(1);
@@ -229,7 +229,7 @@ impl MetricsLog {
             tb.scalars(m.step, &s)?;
             tb.flush()?;
         }
-        if self.cfg.plot_every > 0 && m.step % self.cfg.plot_every == 0 {
+        if self.cfg.plot_every > 0 && m.step.is_multiple_of(self.cfg.plot_every) {
             self.plot()?;
         }
         Ok(())

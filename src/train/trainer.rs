@@ -361,7 +361,7 @@ impl Trainer {
         for _ in 0..max {
             let Some(m) = self.step_once()? else { return Ok(true) };
             let val_every = self.cfg.validation.every;
-            if val_every > 0 && m.step % val_every == 0 {
+            if val_every > 0 && m.step.is_multiple_of(val_every) {
                 self.validate()?;
             }
             let every = self.cfg.checkpoint.every;
