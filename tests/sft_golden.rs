@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
+use coretech::sft::config::{SftInput, TaskConfig, TrailingUserTurn};
 use coretech::sft::read::{read_input, Outcome, ReadContext, ReadResult};
 use coretech::sft::task::TaskResolver;
 use coretech::sft::template::{render, render_chat, tokenize, truncate, DEFAULT_SYSTEM_PROMPT};
 use coretech::sft::tokenizer::SftTokenizer;
-use coretech::sft::{Message, Role, Split};
+use coretech::sft::{Message, Role};
 use coretech::tokenize::Engine;
 use serde::Deserialize;
 
@@ -48,7 +48,7 @@ fn spans(mask: &[u8]) -> Vec<[usize; 2]> {
 }
 
 fn input(path: &Path) -> SftInput {
-    SftInput { path: path.to_path_buf(), name: None, format: InputFormat::Auto, datasets: vec![], task: None, split: Split::Auto }
+    SftInput::new(path.to_path_buf())
 }
 
 #[test]

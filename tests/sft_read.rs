@@ -3,18 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
+use coretech::config::PipelineConfig;
 use coretech::error::Error;
-use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
+use coretech::io::Encoding;
+use coretech::sft::config::{SftInput, TaskConfig, TrailingUserTurn};
 use coretech::sft::read::{read_input, Outcome, ReadContext, ReadResult};
 use coretech::sft::task::TaskResolver;
-use coretech::sft::{Example, Role, Split};
+use coretech::sft::{Example, Role};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn input(path: PathBuf) -> SftInput {
-    SftInput { path, name: None, format: InputFormat::Auto, datasets: vec![], task: None, split: Split::Auto }
+    SftInput::new(path)
 }
 
 fn read_with(inp: &SftInput, trailing: TrailingUserTurn) -> Result<ReadResult, Error> {
@@ -179,17 +181,129 @@ fn sharegpt_turn_errors() {
 }
 
 #[test]
-fn broken_json_array_and_top_level_object_are_file_errors() {
+fn broken_json_array_keeps_the_records_before_the_damage_and_a_top_level_object_is_a_file_error() {
+    // The second element lacks its closing brace. The array is framed as it streams (as the
+    // corpus readers frame it): the record before the damage is kept (the whole file used to be
+    // one error), the damaged element is a `json` error where parsing stopped (line 4), and the
+    // array is left unclosed (`truncated` at the end of the file).
     let r = read(bad("sft-broken-array.json"));
     let e = errors(&r);
-    assert_eq!(e.len(), 1);
-    assert_eq!((e[0].0, e[0].1.as_str()), (4, "json"));
-    assert!(examples(&r).is_empty());
+    assert_eq!(e.iter().map(|(l, k, _)| (*l, k.as_str())).collect::<Vec<_>>(), [(4, "json"), (6, "truncated")]);
+    assert!(e[0].2.contains("expected `,` or `}`"), "{}", e[0].2);
+    let ex = examples(&r);
+    assert_eq!(ex.iter().map(|e| e.position.line).collect::<Vec<_>>(), [Some(2)]);
+    assert_eq!(ex[0].question(), "第一个问题？");
     let r = read(bad("sft-top-level-object.json"));
     let e = errors(&r);
     assert_eq!(e.len(), 1);
     assert_eq!((e[0].0, e[0].1.as_str()), (1, "shape"));
     assert!(e[0].2.contains("expected a JSON array of records or JSONL"), "{}", e[0].2);
+}
+
+/// (question, answer, line) of every example.
+fn qa_lines(r: &ReadResult) -> Vec<(String, String, Option<u64>)> {
+    examples(r).iter().map(|e| (e.question(), e.answer(), e.position.line)).collect()
+}
+
+#[test]
+fn gbk_crlf_csv_reads_every_record_with_its_line() {
+    // The GovPatent table as published upstream: GBK with CRLF line ends, made here from the
+    // UTF-8/LF fixture. Every record is kept with the same text (CRLF inside quoted answers
+    // reads as LF) and the same line; a bad row added at the end is named at its own line.
+    let utf8 = std::fs::read_to_string(sft("GovPatent-SFT_raw_data.csv")).unwrap();
+    let want = qa_lines(&read(sft("GovPatent-SFT_raw_data.csv")));
+    assert_eq!(want.len(), 8);
+    let crlf = utf8.replace('\n', "\r\n") + "一个没有答案的问题\r\n";
+    let (gbk, _, unmappable) = encoding_rs::GBK.encode(&crlf);
+    assert!(!unmappable, "the fixture table is GBK-encodable");
+    assert!(std::str::from_utf8(&gbk).is_err(), "the bytes are not UTF-8");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("govpatent-gbk.csv");
+    std::fs::write(&p, &gbk).unwrap();
+    let last_line = crlf.matches('\n').count() as u64;
+    for enc in [Encoding::Auto, Encoding::Gb18030] {
+        let r = read_with(&SftInput { encoding: enc, ..input(p.clone()) }, TrailingUserTurn::Trim).unwrap();
+        assert_eq!(qa_lines(&r), want, "{enc:?}");
+        let e = errors(&r);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].0, e[0].1.as_str()), (last_line, "csv"));
+        assert!(e[0].2.contains("record has 1 fields, the header has 2"), "{}", e[0].2);
+    }
+    // Forced UTF-8: each record is an `encoding` error at its own line, none is read.
+    let r = read_with(&SftInput { encoding: Encoding::Utf8, ..input(p) }, TrailingUserTurn::Trim).unwrap();
+    assert!(examples(&r).is_empty());
+    let e = errors(&r);
+    assert!(e.iter().all(|(_, k, _)| k == "encoding"), "{e:?}");
+    assert_eq!(e.iter().map(|(l, _, _)| Some(*l)).take(8).collect::<Vec<_>>(), want.iter().map(|w| w.2).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_cut_json_array_keeps_every_record_before_the_cut() {
+    // The Paper IPC fixture as a JSON array (one record per line), cut inside record 101.
+    let lines: Vec<String> = std::fs::read_to_string(sft("Paper-SFT_QA_IPC.jsonl")).unwrap().lines().map(str::to_string).collect();
+    let array = format!("[\n{}\n]\n", lines.join(",\n"));
+    let cut_at = array.match_indices('\n').nth(100).unwrap().0 + 30;
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("paper.json");
+    std::fs::write(&whole, &array).unwrap();
+    let full = qa_lines(&read(whole));
+    assert_eq!(full.len(), 137);
+    let cut = dir.path().join("paper-cut.json");
+    std::fs::write(&cut, &array.as_bytes()[..cut_at]).unwrap();
+    let r = read(cut);
+    assert_eq!(qa_lines(&r), full[..100]);
+    let e = errors(&r);
+    assert_eq!(e.iter().map(|(l, k, _)| (*l, k.as_str())).collect::<Vec<_>>(), [(102, "truncated")]);
+}
+
+#[test]
+fn gzip_and_utf16_inputs_read_like_the_plain_file() {
+    use std::io::Write;
+    let plain = sft("GovPatent-SFT_QA_IPC.jsonl");
+    let bytes = std::fs::read(&plain).unwrap();
+    let want = read(plain);
+    let ids = |r: &ReadResult| examples(r).iter().map(|e| (e.id.clone(), e.task.clone())).collect::<Vec<_>>();
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("GovPatent-SFT_QA_IPC.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&bytes).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let r = read(gz);
+    assert_eq!((qa_lines(&r), ids(&r)), (qa_lines(&want), ids(&want)));
+    assert!(errors(&r).is_empty());
+    // UTF-16 with a byte-order mark, both byte orders (CRLF line ends too).
+    let text = String::from_utf8(bytes).unwrap().replace('\n', "\r\n");
+    for (bom, be) in [([0xff, 0xfe], false), ([0xfe, 0xff], true)] {
+        let mut utf16 = bom.to_vec();
+        utf16.extend(text.encode_utf16().flat_map(|u| if be { u.to_be_bytes() } else { u.to_le_bytes() }));
+        let p = dir.path().join("GovPatent-SFT_QA_IPC.jsonl");
+        std::fs::write(&p, &utf16).unwrap();
+        let r = read(p);
+        assert_eq!((qa_lines(&r), ids(&r)), (qa_lines(&want), ids(&want)), "big-endian: {be}");
+        assert!(errors(&r).is_empty());
+    }
+}
+
+#[test]
+fn nul_in_a_csv_cell_is_a_counted_error_at_its_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.csv");
+    std::fs::write(&p, "question,answer\n问题一,回答一\n问题二,\"回答\n\0二\"\n问题三,回答三\n").unwrap();
+    let r = read(p);
+    assert_eq!(examples(&r).iter().map(|e| e.question()).collect::<Vec<_>>(), ["问题一", "问题三"]);
+    let Some(Outcome::Error { err, .. }) = r.outcomes.iter().find(|o| matches!(o, Outcome::Error { .. })) else { panic!() };
+    assert_eq!((err.kind.to_string().as_str(), err.position.line), ("encoding", Some(4)));
+    assert_eq!(err.position.offset, Some("question,answer\n问题一,回答一\n问题二,\"回答\n".len() as u64));
+    assert!(err.message.contains("NUL"), "{err}");
+}
+
+#[test]
+fn an_input_encoding_is_checked_when_the_config_is_parsed() {
+    let ok = "stages = [\"sft\"]\n[sft]\noutput = \"o\"\n[[sft.inputs]]\npath = \"t.csv\"\nencoding = \"gb18030\"\n";
+    let cfg = PipelineConfig::parse(ok, "p.toml").unwrap();
+    assert_eq!(cfg.sft.unwrap().inputs[0].encoding, Encoding::Gb18030);
+    let e = PipelineConfig::parse(&ok.replace("gb18030", "latin1"), "p.toml").unwrap_err().to_string();
+    assert!(e.contains("p.toml") && e.contains("encoding") && e.contains("gb18030") && e.contains("utf8"), "{e}");
 }
 
 #[test]

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use coretech::ipc::extract::extract_codes;
 use coretech::ipc::{IpcConfig, IpcScheme};
-use coretech::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
+use coretech::sft::config::{SftInput, TaskConfig, TrailingUserTurn};
 use coretech::sft::read::{read_input, Outcome, ReadContext, ReadResult};
 use coretech::sft::task::TaskResolver;
 use coretech::sft::validate::{check_codes, looks_truncated, IpcLookup};
-use coretech::sft::{Example, Split};
+use coretech::sft::Example;
 
 /// Every SFT fixture file; the tests that scan all answers read each of them.
 const SFT_FIXTURES: [&str; 6] = [
@@ -26,8 +26,7 @@ fn examples(file: &str) -> Vec<Example> {
     let tasks = TaskResolver::new(&TaskConfig::default()).unwrap();
     let cx = ReadContext { tasks: &tasks, trailing_user_turn: TrailingUserTurn::Trim, base: Path::new("/") };
     let mut r = ReadResult::default();
-    read_input(&SftInput { path, name: None, format: InputFormat::Auto, datasets: vec![], task: None, split: Split::Auto }, &cx, &mut r)
-        .unwrap();
+    read_input(&SftInput::new(path), &cx, &mut r).unwrap();
     r.outcomes.into_iter().filter_map(|o| if let Outcome::Example(e) = o { Some(*e) } else { None }).collect()
 }
 

@@ -31,8 +31,8 @@ use super::{tokenizer, InferError, Result};
 use crate::error::{Position, ReadError, ReadErrorKind};
 pub use crate::ipc::task::Task;
 use crate::ipc::task::{Classifier, TaskRules};
-use crate::sft::config::{InputFormat, SftInput, TaskConfig, TrailingUserTurn};
-use crate::sft::read::{read_input, Outcome, ReadContext, ReadResult};
+use crate::sft::config::{SftInput, TaskConfig, TrailingUserTurn};
+use crate::sft::read::{read_input_with, Outcome, ReadContext};
 use crate::sft::task::TaskResolver;
 use crate::sft::template::{render_chat, DEFAULT_SYSTEM_PROMPT};
 use crate::sft::{Example, Message, Role, Split};
@@ -161,26 +161,34 @@ pub fn read_split(path: &Path) -> Result<EvalSplit> {
         TaskResolver::new(&TaskConfig { keys: vec!["task_type".into(), "task".into()], infer: TaskRules::default(), ..Default::default() })
             .map_err(|e| InferError::config("tasks", e.to_string()))?;
     let cx = ReadContext { tasks: &tasks, trailing_user_turn: TrailingUserTurn::Trim, base: Path::new(".") };
-    let input =
-        SftInput { path: path.to_path_buf(), name: None, format: InputFormat::Auto, datasets: vec![], task: None, split: Split::Test };
-    let mut read = ReadResult::default();
-    read_input(&input, &cx, &mut read).map_err(|e| match e {
+    let input = SftInput { split: Split::Test, ..SftInput::new(path) };
+    let mut out = EvalSplit::default();
+    // Streamed: the first bad or untrainable record stops the reading.
+    read_input_with(&input, &cx, &mut BTreeMap::new(), &mut |o| {
+        let err = match o {
+            Outcome::Example(ex) => match eval_example(&ex, out.examples.len()) {
+                Ok(Some(e)) => {
+                    out.examples.push(e);
+                    return Ok(());
+                }
+                Ok(None) => {
+                    *out.excluded.entry(ex.task.clone()).or_default() += 1;
+                    return Ok(());
+                }
+                Err(e) => e,
+            },
+            Outcome::Error { err, .. } => err,
+            Outcome::Filtered { reason, position, .. } => {
+                ReadError::new(position, ReadErrorKind::Shape, format!("record has nothing to answer ({reason})"))
+            }
+        };
+        Err(crate::error::Error::Read(err))
+    })
+    .map_err(|e| match e {
         crate::error::Error::Io { path, error } => InferError::io(path, error),
+        crate::error::Error::Read(err) => err.into(),
         other => InferError::config("sft_test", other.to_string()),
     })?;
-    let mut out = EvalSplit::default();
-    for o in read.outcomes {
-        match o {
-            Outcome::Example(ex) => match eval_example(&ex, out.examples.len())? {
-                Some(e) => out.examples.push(e),
-                None => *out.excluded.entry(ex.task.clone()).or_default() += 1,
-            },
-            Outcome::Error { err, .. } => return Err(err.into()),
-            Outcome::Filtered { reason, position, .. } => {
-                return Err(ReadError::new(position, ReadErrorKind::Shape, format!("record has nothing to answer ({reason})")).into())
-            }
-        }
-    }
     Ok(out)
 }
 

@@ -64,6 +64,10 @@ pub enum Framing {
     XmlDocuments,
     /// Consecutive lines grouped into records by a format-specific rule.
     LineGroups(GroupFn),
+    /// CSV records (RFC 4180, comma-separated): a record ends at a line end outside a quoted
+    /// field, so quoted fields may span lines. The first record is the header row. A quoted
+    /// field still open at the end of the stream is a `csv` error at its record.
+    Csv,
     /// The whole stream is one record.
     Whole,
 }
@@ -83,6 +87,7 @@ pub fn frame(framing: Framing, stream: InputStream<'_>, max_record_bytes: usize,
         Framing::LineGroups(f) => frame_lines(&mut src, emit, f, true),
         Framing::Whole => frame_whole(&mut src, emit),
         Framing::JsonArray => frame_json_array(&mut src, emit),
+        Framing::Csv => frame_csv(&mut src, emit),
     };
     if let Err(e) = res {
         emit(Err(e));
@@ -276,6 +281,135 @@ fn flush_group(src: &mut Source<'_>, emit: &mut Emit<'_>, cur: &mut Vec<u8>, off
         return true;
     }
     let rec = src.st.record(off, line, std::mem::take(cur));
+    emit(Ok(rec))
+}
+
+/// Where a CSV scan stands (the csv crate's reading: a quote opens a quoted field only at the
+/// start of a field; elsewhere it is a literal character).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CsvState {
+    /// At the start of a field.
+    FieldStart,
+    /// Inside an unquoted field.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a quote inside a quoted field (its end, or the first of a doubled quote).
+    QuoteInQuoted,
+}
+
+/// CSV framing: a record ends at a line end outside a quoted field. Every byte is scanned, so
+/// an oversized record (skipped as `too-large`) still ends in the right place. Blank lines
+/// between records are skipped.
+fn frame_csv(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), ReadError> {
+    let mut cur: Vec<u8> = Vec::new();
+    let mut overflow = false;
+    let mut state = CsvState::FieldStart;
+    let (mut rec_off, mut rec_line, mut in_record) = (0u64, 1u64, false);
+    let mut first = true;
+    loop {
+        let buf = match src.r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(src.st.io_err(e)),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let len = buf.len();
+        let mut i = 0;
+        if first {
+            first = false;
+            if buf.starts_with(b"\xef\xbb\xbf") {
+                i = 3;
+            }
+        }
+        let mut seg = i; // start of the bytes of `buf` not yet copied into `cur`
+        let mut stopped = false;
+        while i < len {
+            if !in_record {
+                (rec_off, rec_line, in_record, seg) = (src.st.offset + i as u64, src.st.line, true, i);
+            }
+            if state == CsvState::Quoted {
+                match memchr(b'"', &buf[i..]) {
+                    Some(k) => {
+                        count_lines(&buf[i..i + k], &mut src.st.line);
+                        state = CsvState::QuoteInQuoted;
+                        i += k + 1;
+                    }
+                    None => {
+                        count_lines(&buf[i..], &mut src.st.line);
+                        i = len;
+                    }
+                }
+                continue;
+            }
+            let Some(k) = memchr::memchr3(b'"', b',', b'\n', &buf[i..]) else {
+                state = CsvState::Unquoted;
+                i = len;
+                continue;
+            };
+            if k > 0 {
+                state = CsvState::Unquoted;
+            }
+            let j = i + k;
+            i = j + 1;
+            match buf[j] {
+                b'"' => {
+                    if state != CsvState::Unquoted {
+                        state = CsvState::Quoted;
+                    }
+                }
+                b',' => state = CsvState::FieldStart,
+                _ => {
+                    src.st.line += 1;
+                    state = CsvState::FieldStart;
+                    append_limited(&mut cur, &buf[seg..i], src.st.limit, &mut overflow);
+                    in_record = false;
+                    if !finish_csv_record(&mut src.st, emit, &mut cur, &mut overflow, rec_off, rec_line) {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if in_record {
+            append_limited(&mut cur, &buf[seg..i], src.st.limit, &mut overflow);
+        }
+        src.r.consume(i);
+        src.st.offset += i as u64;
+        if stopped {
+            return Ok(());
+        }
+    }
+    if in_record {
+        if state == CsvState::Quoted {
+            src.st.index += 1;
+            emit(Err(ReadError::new(
+                src.st.pos(rec_off, rec_line),
+                ReadErrorKind::Csv,
+                "unclosed quoted field (it runs to the end of the file)",
+            )));
+        } else {
+            finish_csv_record(&mut src.st, emit, &mut cur, &mut overflow, rec_off, rec_line);
+        }
+    }
+    Ok(())
+}
+
+/// Emits the CSV record in `cur` (its line end removed; blank lines are no record).
+fn finish_csv_record(st: &mut StreamState, emit: &mut Emit<'_>, cur: &mut Vec<u8>, overflow: &mut bool, off: u64, line: u64) -> bool {
+    if std::mem::take(overflow) {
+        cur.clear();
+        let e = st.too_large(off, line);
+        return emit(Err(e));
+    }
+    strip_eol(cur);
+    if cur.iter().all(|c| c.is_ascii_whitespace()) {
+        cur.clear();
+        return true;
+    }
+    let rec = st.record(off, line, std::mem::take(cur));
     emit(Ok(rec))
 }
 
@@ -624,6 +758,26 @@ mod tests {
         }
         let v = run(Framing::LineGroups(by_first_field), b"a\t1\na\t2\nb\t3\n", 1000);
         assert_eq!(texts(&v), ["a\t1\na\t2", "b\t3"]);
+    }
+
+    #[test]
+    fn csv_records_span_quoted_line_ends() {
+        let data = b"\xef\xbb\xbfquestion,answer\r\nq1,\"line one\r\nline \"\"two\"\"\"\r\n\r\nq2,a\"b\r\nq3,\"x,\ny\"";
+        let v = run(Framing::Csv, data, 1000);
+        assert_eq!(texts(&v), ["question,answer", "q1,\"line one\r\nline \"\"two\"\"\"", "q2,a\"b", "q3,\"x,\ny\""]);
+        let lines: Vec<(u64, u64)> = v.iter().map(|r| r.as_ref().map(|r| (r.line, r.offset)).unwrap()).collect();
+        assert_eq!(lines, [(1, 3), (2, 20), (5, 51), (6, 59)]);
+    }
+
+    #[test]
+    fn csv_unclosed_quote_and_oversized_record() {
+        let v = run(Framing::Csv, b"h1,h2\nq,\"open\nstill open\n", 1000);
+        assert_eq!(texts(&v), ["h1,h2", "ERR csv Some(6)"]);
+        assert_eq!(v[1].as_ref().unwrap_err().position.line, Some(2));
+        // A record over the limit is skipped whole, quoted line ends included.
+        let v = run(Framing::Csv, b"h1,h2\nq,\"0123456789\n0123456789\"\nq,a\n", 12);
+        assert_eq!(texts(&v), ["h1,h2", "ERR too-large Some(6)", "q,a"]);
+        assert_eq!(v[2].as_ref().unwrap().line, 4);
     }
 
     #[test]

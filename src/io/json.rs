@@ -3,6 +3,9 @@
 
 use serde_json::Value;
 
+use super::RawRecord;
+use crate::error::{ReadError, ReadErrorKind};
+
 /// The byte offset in `text` where serde_json stopped (from its 1-based line and byte column).
 pub fn error_offset(text: &str, e: &serde_json::Error) -> usize {
     let line_start: usize =
@@ -15,6 +18,17 @@ pub fn error_offset(text: &str, e: &serde_json::Error) -> usize {
 pub fn error_message(e: &serde_json::Error) -> String {
     let full = e.to_string();
     full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m).to_string()
+}
+
+/// A `json` error for record `raw` whose decoded text `text` failed to parse, located at the
+/// byte where serde_json stopped. When the record was transcoded (from GB18030) the decoded
+/// text's offsets do not map back to bytes, so the record's own position is given with the
+/// line/column in the decoded text.
+pub fn record_error(raw: &RawRecord, text: &str, transcoded: bool, e: &serde_json::Error) -> ReadError {
+    if transcoded {
+        return raw.error(ReadErrorKind::Json, format!("malformed JSON: {e} (in the GB18030-decoded text)"));
+    }
+    raw.error_at(error_offset(text, e) as u64, ReadErrorKind::Json, format!("malformed JSON: {}", error_message(e)))
 }
 
 /// `a string`, `an array`, … for messages.

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::example::Split;
+use crate::io::Encoding;
 use crate::ipc::task::TaskRules;
 use crate::shard::WriterConfig;
 use crate::tokenize::Engine;
@@ -90,8 +91,9 @@ fn default_tokenizer() -> PathBuf {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InputFormat {
-    /// Decide from the content: `conversations`/`messages` lists → sharegpt, else alpaca; a
-    /// file starting with a `question,answer` header → csv.
+    /// Decide from the content: a file starting with `[` or `{` is JSON (`conversations`/
+    /// `messages` lists → sharegpt, else alpaca); one whose first line is a comma-separated
+    /// header (the GovPatent `question,answer` table) is CSV.
     #[default]
     Auto,
     /// `instruction`, `input`, `output`, `system`, `history`.
@@ -116,6 +118,11 @@ pub struct SftInput {
     /// Record layout (files only; `dataset_info.json` gives its own `formatting`).
     #[serde(default)]
     pub format: InputFormat,
+    /// Text encoding of the records: `auto` (UTF-8, or GB18030/GBK where a record is not
+    /// UTF-8), `utf8`, or `gb18030` (which also reads GBK and GB2312). A UTF-16 file with a
+    /// byte-order mark is decoded whatever this says.
+    #[serde(default)]
+    pub encoding: Encoding,
     /// Which `dataset_info.json` entries to read (empty: all of them).
     #[serde(default)]
     pub datasets: Vec<String>,
@@ -129,6 +136,22 @@ pub struct SftInput {
 
 fn default_split() -> Split {
     Split::Auto
+}
+
+impl SftInput {
+    /// An input with every setting at its default (layout and encoding detected, task from
+    /// the records, seeded split).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            name: None,
+            format: InputFormat::default(),
+            encoding: Encoding::default(),
+            datasets: Vec::new(),
+            task: None,
+            split: default_split(),
+        }
+    }
 }
 
 /// Task names and inference.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::ParseContext;
 use crate::error::{ReadError, ReadErrorKind};
-use crate::io::json::{error_message, error_offset, kind_of};
+use crate::io::json::{kind_of, record_error as json_error};
 use crate::io::text::decode;
 use crate::io::RawRecord;
 
@@ -25,16 +25,6 @@ pub fn parse_object(raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Object, Re
         Ok(other) => Err(raw.error(ReadErrorKind::Shape, format!("expected a JSON object, found {}", kind_of(&other)))),
         Err(e) => Err(json_error(raw, &text, matches!(text, Cow::Owned(_)), &e)),
     }
-}
-
-/// A `json` error located at the byte where serde_json stopped. When the record was decoded
-/// from GB18030 the decoded text's offsets do not map back to bytes, so the record's own
-/// position is given with the line/column in the decoded text.
-fn json_error(raw: &RawRecord, s: &str, transcoded: bool, e: &serde_json::Error) -> ReadError {
-    if transcoded {
-        return raw.error(ReadErrorKind::Json, format!("malformed JSON: {e} (in the GB18030-decoded text)"));
-    }
-    raw.error_at(error_offset(s, e) as u64, ReadErrorKind::Json, format!("malformed JSON: {}", error_message(e)))
 }
 
 /// Removes `key` and returns its string value; `None` when absent or null. Any other type is a
