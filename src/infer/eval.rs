@@ -177,6 +177,8 @@ pub fn read_split(path: &Path) -> Result<EvalSplit> {
                 }
                 Err(e) => e,
             },
+            // A blank file holds no bad record, only none at all: `run` says "no examples".
+            Outcome::Error { err, .. } if err.kind == ReadErrorKind::Empty => return Ok(()),
             Outcome::Error { err, .. } => err,
             Outcome::Filtered { reason, position, .. } => {
                 ReadError::new(position, ReadErrorKind::Shape, format!("record has nothing to answer ({reason})"))
@@ -534,13 +536,20 @@ mod tests {
             ("{\"instruction\":\"q\",\"output\":\"a\",\"task_type\":\"poetry\"}", "unknown task_type \"poetry\""),
             ("{\"instruction\":\"q\",\"output\":\"a\",\"history\":[[\"q\"]]}", "\"history\"[0] must be a [question, answer] pair"),
             ("[{\"instruction\":\"q\",\"output\":\"a\"}, 3]", "shape: expected a JSON object per record, found a number"),
-            ("[{\"instruction\":\"q\",", "json:"),
-            ("instruction,output\n", "(byte 0): shape: not JSON (array or JSONL) and not a .csv file"),
+            // A cut JSON array: the cut element is one `truncated` error at its first byte.
+            ("[{\"instruction\":\"q\",", ":1 (byte 1): truncated: input ends inside a JSON array element"),
+            // The layout is sniffed from the content, never the name: text that is neither JSON
+            // nor a CSV header is a shape error at byte 0.
+            ("just some text\n", ":1 (byte 0): shape: not JSON (an array or JSONL) and not CSV"),
         ] {
             let (_d, p) = write(content);
             let err = read_examples(&p).unwrap_err().to_string();
             assert!(err.contains("test.jsonl") && err.contains(want), "{content:?}: {err}");
         }
+        // ... so a CSV table named .jsonl is read as CSV.
+        let (_d, p) = write("instruction,output,task_type\nq,a,tech\n");
+        let examples = read_examples(&p).unwrap();
+        assert_eq!((examples.len(), examples[0].line), (1, Some(2)));
         let (_d, p) = write("");
         std::fs::write(&p, b"{\"instruction\":\"\xff\"}").unwrap();
         let err = read_examples(&p).unwrap_err().to_string();

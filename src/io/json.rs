@@ -21,12 +21,20 @@ pub fn error_message(e: &serde_json::Error) -> String {
 }
 
 /// A `json` error for record `raw` whose decoded text `text` failed to parse, located at the
-/// byte where serde_json stopped. When the record was transcoded (from GB18030) the decoded
-/// text's offsets do not map back to bytes, so the record's own position is given with the
-/// line/column in the decoded text.
+/// byte where serde_json stopped. A record cut short (serde_json reached its end) is located
+/// at the record's first byte instead: the end says nothing, the user needs to find where the
+/// broken record starts. When the record was transcoded (from GB18030) the decoded text's
+/// offsets do not map back to bytes, so the record's own position is given with the line/column
+/// in the decoded text.
 pub fn record_error(raw: &RawRecord, text: &str, transcoded: bool, e: &serde_json::Error) -> ReadError {
     if transcoded {
         return raw.error(ReadErrorKind::Json, format!("malformed JSON: {e} (in the GB18030-decoded text)"));
+    }
+    if e.is_eof() {
+        return raw.error(
+            ReadErrorKind::Json,
+            format!("malformed JSON: {} (the record starting here is cut off after {} bytes)", error_message(e), raw.bytes.len()),
+        );
     }
     raw.error_at(error_offset(text, e) as u64, ReadErrorKind::Json, format!("malformed JSON: {}", error_message(e)))
 }
@@ -54,5 +62,19 @@ mod tests {
         assert_eq!(error_offset(text, &e), text.find('x').unwrap());
         assert_eq!(error_message(&e), "expected value");
         assert_eq!(kind_of(&Value::from(vec![1])), "an array");
+    }
+
+    #[test]
+    fn a_cut_record_is_located_at_its_start_a_bad_byte_at_itself() {
+        let raw = |t: &str| RawRecord { file: "f.jsonl".into(), index: 1, offset: 33, line: 2, bytes: t.as_bytes().to_vec() };
+        let cut = "{\"instruction\":\"q\",\"output\":";
+        let e = serde_json::from_str::<Value>(cut).unwrap_err();
+        let err = record_error(&raw(cut), cut, false, &e);
+        assert_eq!((err.position.offset, err.position.line), (Some(33), Some(2)), "{err}");
+        assert!(err.message.contains("EOF while parsing") && err.message.contains("cut off after 28 bytes"), "{err}");
+        let bad = "{\"a\": x}";
+        let e = serde_json::from_str::<Value>(bad).unwrap_err();
+        let err = record_error(&raw(bad), bad, false, &e);
+        assert_eq!(err.position.offset, Some(33 + bad.find('x').unwrap() as u64), "{err}");
     }
 }

@@ -236,8 +236,10 @@ mod tests {
         }
         let e = parse_record(&raw(r#"{"id": 3, "content": "x"#), &cx).unwrap_err();
         assert_eq!(e.kind, "json");
-        // serde_json points at the last byte it read: the final `x` (byte 22 of the record).
-        assert_eq!(e.position.offset, Some(50 + 22), "{e}");
+        // A record cut short is located at its first byte (where the user must look), with its
+        // length in the message.
+        assert_eq!((e.position.offset, e.position.line), (Some(50), Some(4)), "{e}");
+        assert!(e.message.contains("cut off after 23 bytes"), "{e}");
         let e = parse_record(&raw("{\"id\": 3,\n  , \"content\": \"x\"}"), &cx).unwrap_err();
         // The stray comma: line 2 of the record, byte 12.
         assert_eq!((e.kind.as_str(), e.position.offset, e.position.line), ("json", Some(50 + 12), Some(5)), "{e}");
