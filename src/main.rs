@@ -80,6 +80,25 @@ enum SftCmd {
 }
 
 #[derive(Subcommand)]
+enum ExportCmd {
+    /// The SFT build's graded curriculum stages (every split) as LLaMA-Factory datasets: one
+    /// JSON file per split and stage plus dataset_info.json (names `PREFIX_SPLIT_stageK`).
+    Llamafactory {
+        /// Pipeline TOML with the [sft] section of the build (its output and default system).
+        config: PathBuf,
+        /// Directory to write (LLaMA-Factory's `dataset_dir`).
+        #[arg(long)]
+        output: PathBuf,
+        /// alpaca or sharegpt.
+        #[arg(long, default_value = "sharegpt")]
+        format: coretech::sft::export::Format,
+        /// Prefix of the dataset names.
+        #[arg(long, default_value = "coretech")]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Build document shards from raw inputs (the `docs` stage of a pipeline).
     Docs {
@@ -133,6 +152,11 @@ enum Cmd {
         config: PathBuf,
         #[command(flatten)]
         task: TaskArgs,
+    },
+    /// Write a build's outputs for another tool: `export llamafactory CFG --output DIR`.
+    Export {
+        #[command(subcommand)]
+        what: ExportCmd,
     },
     /// Print the batches the training loader yields from token or SFT shard directories, as
     /// JSON lines (arrays, cu_seqlens, counted targets, the cursor after each batch): the
@@ -727,6 +751,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("== {} ==", report.stage);
                 print!("{}", report.table());
             }
+        }
+        Cmd::Export { what: ExportCmd::Llamafactory { config, output, format, prefix } } => {
+            let cfg = load(&config)?;
+            let sft = cfg.sft.as_ref().ok_or_else(|| anyhow::anyhow!("{}: no [sft] section", config.display()))?;
+            let files = coretech::sft::export::llamafactory(&sft.output, &sft.template.default_system, &output, format, &prefix)?;
+            for f in &files {
+                println!("{}\t{}\t{} examples", f.name, output.join(&f.file).display(), f.examples);
+            }
+            println!("{}", output.join(coretech::sft::export::DATASET_INFO).display());
         }
         Cmd::Batches { stages, batch_size, seed, epochs, rank, world_size, replay, drop_last, limit, state } => {
             let cfg = coretech::shard::LoaderConfig {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use coretech::core::TaskSplit;
-use coretech::pack::{stage, PackConfig, PackMode, ShuffleConfig};
+use coretech::pack::{holdout, stage, PackConfig, PackMode, ShuffleConfig, ValidationSplit};
 use coretech::shard::tokens::read_rows;
 use coretech::shard::{documents, Loader, LoaderConfig, Manifest, ShardWriter, WriterConfig};
 use coretech::tokenize::{Engine, Tokenizer};
@@ -83,6 +83,7 @@ fn config(input: &Path, output: &Path) -> PackConfig {
         open_bins: 8,
         shuffle: ShuffleConfig { enabled: true, chunk_rows: 50 },
         writer: WriterConfig { row_group_rows: 16, ..Default::default() },
+        validation: None,
     }
 }
 
@@ -249,6 +250,63 @@ fn bad_configs_and_inputs_are_clear_errors() {
             .unwrap_err()
             .to_string();
     assert!(e.contains("pack.seq_len"), "{e}");
+}
+
+#[test]
+fn validation_split_holds_out_seeded_documents_into_their_own_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs_dir = tmp.path().join("documents");
+    let docs = fixture_docs();
+    write_docs(&docs_dir, &docs);
+    let split = ValidationSplit { fraction: 0.2, seed: Some(5), output: None };
+    let cfg = PackConfig { validation: Some(split.clone()), ..config(&docs_dir, &tmp.path().join("tokens")) };
+    let report = run_in_pool(&cfg, 2);
+    let val_dir = tmp.path().join("tokens-validation");
+    let (mt, mv) = (Manifest::load(&cfg.output).unwrap(), Manifest::load(&val_dir).unwrap());
+    let vreport: coretech::core::RunReport = serde_json::from_slice(&std::fs::read(val_dir.join("report.json")).unwrap()).unwrap();
+
+    // The draw, recomputed: documents with text on each side; every read document accounted
+    // for in both parts, the other part's documents as filtered.
+    let with_text: Vec<&Document> = docs.iter().filter(|d| !d.text.is_empty()).collect();
+    let held: Vec<&&Document> = with_text.iter().filter(|d| split.holds_out(cfg.seed, &d.id)).collect();
+    // Binomial(360, 0.2): mean 72, sd 7.6; the draw is seeded, so this is one fixed outcome.
+    assert!((50..95).contains(&held.len()), "{} of {} held out", held.len(), with_text.len());
+    let mix = coretech::pack::mixture::Mixture::new(&cfg.mixture, cfg.seed).unwrap();
+    let tok = Tokenizer::qwen25(Engine::Auto).unwrap();
+    let tokens = |pick: &dyn Fn(&Document) -> bool| -> u64 {
+        with_text
+            .iter()
+            .filter(|d| pick(d))
+            .map(|d| mix.copies(&d.source, &d.id) as u64 * (tok.encode(&d.text).unwrap().len() as u64 + 1))
+            .sum()
+    };
+    assert_eq!(mv.info["tokens"], tokens(&|d| split.holds_out(cfg.seed, &d.id)));
+    assert_eq!(mt.info["tokens"], tokens(&|d| !split.holds_out(cfg.seed, &d.id)));
+    for (r, bucket, n) in [(&report, holdout::HELD_OUT, held.len()), (&vreport, holdout::TRAINING, with_text.len() - held.len())] {
+        let t = r.total();
+        assert_eq!((t.read, t.accounted()), (docs.len() as u64, docs.len() as u64));
+        assert_eq!(t.filtered.get(bucket).copied().unwrap_or(0), n as u64, "{bucket}");
+    }
+    // The manifests record the split.
+    for (m, part) in [(&mt, "train"), (&mv, "validation")] {
+        assert_eq!(m.info["split"], part);
+        assert_eq!(m.info["validation"]["fraction"], 0.2);
+        assert_eq!(m.info["validation"]["seed"], 5);
+        assert_eq!(m.info["validation"]["validation_output"], val_dir.display().to_string());
+    }
+    // The validation directory is a token shard set the trainer's loader reads.
+    let rows: usize = mv.shards.iter().map(|s| read_rows(&val_dir.join(&s.file)).unwrap().len()).sum();
+    assert_eq!(rows as u64, mv.info["rows"].as_u64().unwrap());
+    assert!(rows > 0);
+    // Deterministic: another thread count gives the same bytes on both sides.
+    let again = PackConfig { output: tmp.path().join("again"), ..cfg.clone() };
+    run_in_pool(&again, 1);
+    assert_eq!(shard_hashes(&again.output), shard_hashes(&cfg.output));
+    assert_eq!(shard_hashes(&tmp.path().join("again-validation")), shard_hashes(&val_dir));
+    // A validation directory inside the training one is refused by name.
+    let inside = PackConfig { validation: Some(ValidationSplit { output: Some(cfg.output.join("validation")), ..split }), ..cfg.clone() };
+    let e = stage::run(&inside, TaskSplit::default()).unwrap_err().to_string();
+    assert!(e.contains("pack.validation.output"), "{e}");
 }
 
 #[test]

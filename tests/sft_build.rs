@@ -31,6 +31,11 @@ const FILES: [&str; 6] = [
 
 /// A pipeline over every fixture file, writing to `out`; `extra` is appended to `[sft]`.
 fn config(out: &Path, cpt: Option<&Path>, extra: &str) -> PipelineConfig {
+    PipelineConfig::parse(&config_text(out, cpt, extra), "test.toml").unwrap()
+}
+
+/// The TOML text of [`config`].
+fn config_text(out: &Path, cpt: Option<&Path>, extra: &str) -> String {
     let mut t = String::from("stages = [\"sft\"]\n[sft]\n");
     t += &format!("output = {:?}\ntokenizer = {:?}\n", out, root().join("fixtures/tokenizers/qwen2.5/tokenizer.json.zst"));
     t += extra;
@@ -41,7 +46,7 @@ fn config(out: &Path, cpt: Option<&Path>, extra: &str) -> PipelineConfig {
         t += &format!("[sft.decontam]\ncpt_documents = [{c:?}]\n");
     }
     t += "[sft.pack]\nseq_len = 4096\nrows_per_shard = 50\n";
-    PipelineConfig::parse(&t, "test.toml").unwrap()
+    t
 }
 
 fn batches(path: &Path) -> Vec<RecordBatch> {
@@ -527,4 +532,139 @@ fn general_chat_is_trained_on_but_never_in_the_eval_set() {
     assert_eq!((ex.count, ex.ids.len() as u64), (chat.test, chat.test));
     // Every kept example is in the graded table under `chat`.
     assert!(graded(&out).values().all(|v| v.1 == "chat"));
+}
+
+/// Python with pyarrow and datasets: $CORETECH_PYTHON, ./.venv/bin/python, python3.
+fn python() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("CORETECH_PYTHON").map(PathBuf::from).into_iter().collect();
+    candidates.push(root().join(".venv/bin/python"));
+    candidates.push("python3".into());
+    candidates
+        .into_iter()
+        .find(|p| std::process::Command::new(p).args(["-c", "import pyarrow, datasets"]).output().is_ok_and(|o| o.status.success()))
+}
+
+/// examples.parquet ids by split.
+fn ids_by_split(g: &BTreeMap<String, (String, String, u32, f64, f64)>) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for (id, v) in g {
+        out.entry(v.0.clone()).or_default().insert(id.clone());
+    }
+    out
+}
+
+#[test]
+fn validation_split_is_seeded_per_task_and_leaves_the_test_set_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, with) = (tmp.path().join("plain"), tmp.path().join("with"));
+    run_pipeline(&config(&plain, None, ""), false, Mode::Build).unwrap();
+    let report: SftReport = run_pipeline(&config(&with, None, "[sft.split]\nvalidation_fraction = 0.1\n"), false, Mode::Build).unwrap();
+    let (a, b) = (ids_by_split(&graded(&plain)), ids_by_split(&graded(&with)));
+    // Test untouched (the examples and the eval file); validation drawn from the training side.
+    assert_eq!(a["test"], b["test"]);
+    assert_eq!(std::fs::read(plain.join("test-eval.jsonl")).unwrap(), std::fs::read(with.join("test-eval.jsonl")).unwrap());
+    assert!(report.decontam.train_removed.is_empty(), "{:?}", report.decontam.train_removed);
+    let val = &b["validation"];
+    assert!(val.is_disjoint(&b["train"]));
+    assert_eq!(b["train"].union(val).cloned().collect::<std::collections::BTreeSet<_>>(), a["train"]);
+    // Per task about 10 %, at least one each.
+    for (task, t) in &report.tasks {
+        let n = t.train + t.validation + t.test;
+        assert!(t.validation >= 1 && t.validation * 5 < n, "{task}: {t:?}");
+    }
+    assert_eq!(report.tasks.values().map(|t| t.validation).sum::<u64>(), val.len() as u64);
+    // Packed per curriculum stage like test, with the split in its manifests.
+    let m = Manifest::load(&with.join("validation")).unwrap();
+    assert_eq!((m.kind.as_str(), m.info["split"].as_str()), ("sft", Some("validation")));
+    assert_eq!(m.info["examples"], val.len());
+    for k in 0..3 {
+        let sm = Manifest::load(&with.join(format!("validation/stage-{k}"))).unwrap();
+        assert_eq!((sm.info["split"].as_str(), sm.info["stage"].as_u64()), (Some("validation"), Some(k)));
+    }
+    assert_eq!(report.packing.as_ref().unwrap().validation_rows, m.shards.iter().map(|s| s.rows).sum::<u64>());
+    // Without the key nothing changes: no validation directory.
+    assert!(!plain.join("validation").exists());
+    // A fraction that leaves no room is a config error naming the file and key (at parse time).
+    let bad = config_text(&tmp.path().join("bad"), None, "[sft.split]\ntest_fraction = 0.6\nvalidation_fraction = 0.5\n");
+    let e = PipelineConfig::parse(&bad, "test.toml").unwrap_err().to_string();
+    assert!(e.contains("test.toml") && e.contains("sft.split.validation_fraction"), "{e}");
+}
+
+#[test]
+fn export_llamafactory_writes_every_split_and_stage_as_llamafactory_datasets() {
+    use coretech::sft::export::{self, Format};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sft");
+    let text = config_text(&out, None, "[sft.split]\nvalidation_fraction = 0.1\n");
+    run_pipeline(&PipelineConfig::parse(&text, "test.toml").unwrap(), false, Mode::Build).unwrap();
+    let toml = tmp.path().join("sft.toml");
+    std::fs::write(&toml, &text).unwrap();
+    let lf = tmp.path().join("lf");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_coretech"))
+        .args(["export", "llamafactory"])
+        .arg(&toml)
+        .arg("--output")
+        .arg(&lf)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    // One file per split and stage, each registered with LLaMA-Factory's sharegpt description.
+    let g = graded(&out);
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for (split, _, stage, ..) in g.values() {
+        *want.entry(format!("coretech_{split}_stage{stage}")).or_default() += 1;
+    }
+    assert_eq!(want.len(), 9, "{want:?}");
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(lf.join("dataset_info.json")).unwrap()).unwrap();
+    let info = info.as_object().unwrap();
+    assert_eq!(info.keys().cloned().collect::<std::collections::BTreeSet<_>>(), want.keys().cloned().collect());
+    let system = coretech::sft::template::DEFAULT_SYSTEM_PROMPT;
+    for (name, n) in &want {
+        let d = &info[name];
+        assert_eq!(d["formatting"], "sharegpt");
+        assert_eq!(d["columns"], serde_json::json!({ "messages": "conversations", "system": "system" }));
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(lf.join(d["file_name"].as_str().unwrap())).unwrap()).unwrap();
+        assert_eq!(rows.len() as u64, *n, "{name}");
+        for r in &rows {
+            let conv = r["conversations"].as_array().unwrap();
+            assert!(conv.len() >= 2 && conv.len() % 2 == 0);
+            for (i, m) in conv.iter().enumerate() {
+                assert_eq!(m["from"], if i % 2 == 0 { "human" } else { "gpt" });
+                assert!(!m["value"].as_str().unwrap().is_empty());
+            }
+            // The fixtures carry no system prompts: the build's default is written out.
+            assert_eq!(r["system"], system);
+            assert!(g.contains_key(r["id"].as_str().unwrap()));
+        }
+    }
+    // Alpaca: the last exchange as instruction/output, earlier ones as history.
+    let alpaca = tmp.path().join("alpaca");
+    let files = export::llamafactory(&out, system, &alpaca, Format::Alpaca, "patent").unwrap();
+    assert_eq!(files.iter().map(|f| f.examples).sum::<u64>(), g.len() as u64);
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(alpaca.join("dataset_info.json")).unwrap()).unwrap();
+    assert_eq!(info["patent_train_stage0"]["columns"]["history"], "history");
+    let multi = export::llamafactory(&out, system, &tmp.path().join("again"), Format::Alpaca, "patent").unwrap();
+    assert_eq!(files, multi);
+    for f in &files {
+        assert_eq!(std::fs::read(alpaca.join(&f.file)).unwrap(), std::fs::read(tmp.path().join("again").join(&f.file)).unwrap());
+    }
+
+    // LLaMA-Factory's own reading rules (tests/compat/check_llamafactory.py), both layouts.
+    let Some(py) = python() else {
+        eprintln!("SKIPPED tests/compat/check_llamafactory.py: no python3 with pyarrow and datasets (set CORETECH_PYTHON or create .venv)");
+        return;
+    };
+    for dir in [&lf, &alpaca] {
+        let r = std::process::Command::new(&py)
+            .arg(root().join("tests/compat/check_llamafactory.py"))
+            .arg(dir)
+            .arg(&out)
+            .arg(system)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}\n{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
+        eprintln!("{}", String::from_utf8_lossy(&r.stdout));
+    }
 }

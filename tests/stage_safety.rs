@@ -161,6 +161,7 @@ fn pack_config(input: &Path, output: &Path, tokenizer: Option<&Path>) -> PackCon
         batch_docs: 5,
         open_bins: 8,
         shuffle: ShuffleConfig { enabled: true, chunk_rows: 6 },
+        validation: None,
         writer: WriterConfig { row_group_rows: 4, ..Default::default() },
     }
 }

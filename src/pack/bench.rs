@@ -211,6 +211,7 @@ pub fn pack(
         open_bins: 64,
         shuffle: ShuffleConfig::default(),
         writer: crate::shard::WriterConfig { row_group_rows: 256, ..Default::default() },
+        validation: None,
     };
     let tok = Tokenizer::load(tokenizer)?; // loaded before timing, as the Python side does
     let pool = pool(threads)?;

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bestfit;
 pub mod cpt;
+pub mod holdout;
 pub mod mixture;
 pub mod shuffle;
 pub mod stage;
@@ -19,6 +20,7 @@ use crate::shard::WriterConfig;
 use crate::tokenize::TokenizerConfig;
 pub use bestfit::{BestFit, Example};
 pub use cpt::CptPacker;
+pub use holdout::{Part, ValidationSplit};
 
 /// How documents become rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -102,12 +104,20 @@ pub struct PackConfig {
     /// Parquet settings (row groups are the loader's unit of reading: keep them small).
     #[serde(default = "default_writer")]
     pub writer: WriterConfig,
+    /// A seeded share of the documents set aside as a validation split, packed into its own
+    /// directory (none: every document is packed for training).
+    #[serde(default)]
+    pub validation: Option<holdout::ValidationSplit>,
 }
 
 impl PackConfig {
     /// Checks the section (its ranges live in the schema).
     pub fn validate(&self) -> crate::Result<()> {
-        crate::core::schema::check(self, "pack")
+        crate::core::schema::check(self, "pack")?;
+        match &self.validation {
+            Some(v) => v.check(&self.output),
+            None => Ok(()),
+        }
     }
 }
 

@@ -11,6 +11,11 @@
 //! `docs` tasks (merged) packs to the same bytes. The output folder, the fingerprint (config,
 //! tokenizer content, every input shard's content), up-to-date and resume decisions belong to
 //! [`crate::stage`]; every input shard is checked against its manifest before it is read.
+//!
+//! With `[pack.validation]` the stage runs twice over the same inputs: once for the training
+//! part (`output`), once for the held-out part (its own directory, see [`super::holdout`]); each
+//! part is a complete build with its own manifest, report and resume state, and counts the
+//! other part's documents as filtered (`validation-split` / `train-split`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bestfit::{BestFit, Example};
 use super::cpt::CptPacker;
+use super::holdout::{self, Part};
 use super::mixture::Mixture;
 use super::shuffle::{write_chunk, ChunkInfo, InterleaveState, Interleaver};
 use super::{PackConfig, PackMode};
@@ -103,7 +109,8 @@ fn input_files(cfg: &PackConfig, task: TaskSplit) -> Result<Vec<InputShard>> {
     Ok(all.into_iter().enumerate().filter(|(i, _)| task.owns(*i)).map(|(_, p)| p).collect())
 }
 
-/// Runs the pack stage for one task; returns the report (also written to `report.json`).
+/// Runs the pack stage for one task; returns the report of the training part (each part's is
+/// also written to its `report.json`).
 pub fn run(cfg: &PackConfig, task: TaskSplit) -> Result<RunReport> {
     run_with(cfg, &RunOptions::from(task), None)
 }
@@ -111,13 +118,35 @@ pub fn run(cfg: &PackConfig, task: TaskSplit) -> Result<RunReport> {
 /// [`run`] with options and an already loaded tokenizer (it must be the one `cfg.tokenizer`
 /// names).
 pub fn run_with(cfg: &PackConfig, opts: &RunOptions, tokenizer: Option<&Tokenizer>) -> Result<RunReport> {
+    let Some(split) = &cfg.validation else { return run_part(cfg, opts, tokenizer, Part::Train) };
+    let loaded;
+    let tokenizer = match tokenizer {
+        Some(t) => t,
+        None => {
+            loaded = Tokenizer::load(&cfg.tokenizer)?;
+            &loaded
+        }
+    };
+    let report = run_part(cfg, opts, Some(tokenizer), Part::Train)?;
+    let val = run_part(cfg, opts, Some(tokenizer), Part::Validation)?;
+    tracing::info!("pack: validation split: {} documents packed into {}", val.total().kept, split.output_of(&cfg.output).display());
+    Ok(report)
+}
+
+/// One part of the build: `Part::Train` writes `cfg.output`, `Part::Validation` the validation
+/// directory; without `[pack.validation]` only the training part exists and holds everything.
+fn run_part(cfg: &PackConfig, opts: &RunOptions, tokenizer: Option<&Tokenizer>, part: Part) -> Result<RunReport> {
     let task = opts.task;
     cfg.validate()?;
+    let output = match (part, &cfg.validation) {
+        (Part::Validation, Some(v)) => v.output_of(&cfg.output),
+        _ => cfg.output.clone(),
+    };
     let mut st = Stage::open(StageSpec {
         name: "pack",
         kind: "tokens",
-        dir: task.output_dir(&cfg.output),
-        output: cfg.output.clone(),
+        dir: task.output_dir(&output),
+        output,
         inputs: cfg.inputs.clone(),
         force: opts.force,
     })?;
@@ -139,7 +168,12 @@ pub fn run_with(cfg: &PackConfig, opts: &RunOptions, tokenizer: Option<&Tokenize
     c.tokenizer.engine = Default::default();
     let digests: Vec<_> = files.iter().map(|f| (&f.digest, f.rows)).collect();
     st.set_fingerprint(
-        &Fingerprint::new().with("config", &c).with("tokenizer_sha256", tokenizer.sha256()).with("task", &task).with("inputs", &digests),
+        &Fingerprint::new()
+            .with("config", &c)
+            .with("part", &part)
+            .with("tokenizer_sha256", tokenizer.sha256())
+            .with("task", &task)
+            .with("inputs", &digests),
     );
     if let Some(mut r) = st.up_to_date::<RunReport>() {
         r.elapsed_s = st.elapsed_s();
@@ -196,13 +230,26 @@ pub fn run_with(cfg: &PackConfig, opts: &RunOptions, tokenizer: Option<&Tokenize
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
 
     if p.interleave.is_none() {
-        pack_all(cfg, &files, &tokenizer, &mixture, eos, &tmp, &st, &mut p)?;
+        pack_all(cfg, &files, &tokenizer, &mixture, eos, &tmp, &st, part, &mut p)?;
     }
     interleave_all(cfg, &tmp, &st, &mut p)?;
 
     let Progress { stats, mut report, shards, chunks, .. } = p;
     report.elapsed_s = st.elapsed_s();
-    let manifest = build_manifest(cfg, &tokenizer, eos, &mixture, &files, &stats, &report, shards, chunks.len(), task);
+    let mut manifest = build_manifest(cfg, &tokenizer, eos, &mixture, &files, &stats, &report, shards, chunks.len(), task);
+    if let Some(v) = &cfg.validation {
+        manifest.info.insert("split".into(), part.as_str().into());
+        manifest.info.insert(
+            "validation".into(),
+            serde_json::json!({
+                "fraction": v.fraction,
+                "seed": v.seed_or(cfg.seed),
+                "draw": "document held out when unit(hash(seed, id)) < fraction (src/pack/holdout.rs)",
+                "train_output": cfg.output.display().to_string(),
+                "validation_output": v.output_of(&cfg.output).display().to_string(),
+            }),
+        );
+    }
     st.finish(manifest, &report)?;
     Ok(report)
 }
@@ -226,6 +273,7 @@ fn pack_all(
     eos: u32,
     tmp: &Path,
     st: &Stage,
+    part: Part,
     p: &mut Progress,
 ) -> Result<()> {
     let passes = mixture.passes();
@@ -255,7 +303,7 @@ fn pack_all(
                     }
                     pending.push(Doc { doc, file: fi, row: here });
                     if pending.len() == batch {
-                        pack_batch(cfg, files, tokenizer, mixture, eos, pass, &pending, &mut ids_buf, &mut chunk, p);
+                        pack_batch(cfg, files, tokenizer, mixture, eos, pass, part, &pending, &mut ids_buf, &mut chunk, p);
                         pending.clear();
                         if chunk.len() >= cfg.shuffle.chunk_rows {
                             flush_chunk(cfg, tmp, &mut chunk, p)?;
@@ -267,7 +315,7 @@ fn pack_all(
             }
         }
         if !pending.is_empty() {
-            pack_batch(cfg, files, tokenizer, mixture, eos, pass, &pending, &mut ids_buf, &mut chunk, p);
+            pack_batch(cfg, files, tokenizer, mixture, eos, pass, part, &pending, &mut ids_buf, &mut chunk, p);
             pending.clear();
             if chunk.len() >= cfg.shuffle.chunk_rows {
                 flush_chunk(cfg, tmp, &mut chunk, p)?;
@@ -299,21 +347,26 @@ fn pack_batch(
     mixture: &Mixture,
     eos: u32,
     pass: u32,
+    part: Part,
     docs: &[Doc],
     ids_buf: &mut Vec<Vec<u32>>,
     chunk: &mut Vec<Row>,
     p: &mut Progress,
 ) {
     let mut chosen: Vec<&Doc> = Vec::with_capacity(docs.len());
+    let other_part = cfg.validation.as_ref().map(|v| (v, if part == Part::Train { holdout::HELD_OUT } else { holdout::TRAINING }));
     for d in docs {
         let doc = &d.doc;
-        let copies = if doc.text.is_empty() { 0 } else { mixture.copies(&doc.source, &doc.id) };
+        let elsewhere = other_part.filter(|(v, _)| !v.in_part(cfg.seed, &doc.id, part)).map(|(_, bucket)| bucket);
+        let copies = if doc.text.is_empty() || elsewhere.is_some() { 0 } else { mixture.copies(&doc.source, &doc.id) };
         if pass == 0 {
             p.stats.sources.entry(doc.source.clone()).or_default().documents += 1;
             // Text bytes read: the stage's input volume (the report's MB in and MB/s).
             p.report.source(&doc.source).bytes_in += doc.text.len() as u64;
             if doc.text.is_empty() {
                 p.report.filtered(&doc.source, EMPTY);
+            } else if let Some(bucket) = elsewhere {
+                p.report.filtered(&doc.source, bucket);
             } else if copies == 0 {
                 p.report.filtered(&doc.source, SAMPLED_OUT);
             } else {

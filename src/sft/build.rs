@@ -150,8 +150,11 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
     // SFT sets are small: no resume, every build starts over from what this stage wrote.
     st.clean(|_| false)?;
     let mut owned: Vec<String> = vec![EXAMPLES_FILE.into(), EVAL_FILE.into()];
+    // A validation split exists when drawn or given by an input.
+    let with_validation = cfg.split.validation_fraction > 0.0 || cfg.inputs.iter().any(|i| i.split == Split::Validation);
+    let splits: &[Split] = if with_validation { &[Split::Train, Split::Validation, Split::Test] } else { &[Split::Train, Split::Test] };
     if mode == Mode::Build {
-        owned.extend([format!("{}/", Split::Train.as_str()), format!("{}/", Split::Test.as_str())]);
+        owned.extend(splits.iter().map(|s| format!("{}/", s.as_str())));
     }
     for f in &owned {
         st.claim(f)?;
@@ -275,11 +278,13 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
         exs.push(e);
         code_checks.push(c);
     }
-    super::split::assign(&mut exs, cfg.split.test_fraction, cfg.split.seed);
+    super::split::assign(&mut exs, cfg.split.test_fraction, cfg.split.validation_fraction, cfg.split.seed);
 
-    // Decontaminate: train against test, then test against the CPT corpus.
-    let (train_refs, test_refs): (Vec<&Example>, Vec<&Example>) = exs.iter().partition(|e| e.split == Split::Train);
-    let overlaps = train_test_overlap(&train_refs, &test_refs, &cfg.decontam);
+    // Decontaminate: train against the held-out examples (test and validation), then test
+    // against the CPT corpus.
+    let (train_refs, held_refs): (Vec<&Example>, Vec<&Example>) = exs.iter().partition(|e| e.split == Split::Train);
+    let test_refs: Vec<&Example> = held_refs.iter().copied().filter(|e| e.split == Split::Test).collect();
+    let overlaps = train_test_overlap(&train_refs, &held_refs, &cfg.decontam);
     let removed: HashMap<String, String> = overlaps.iter().flatten().map(|o| (o.train_id.clone(), o.kind.clone())).collect();
     report.decontam.train_removed = overlaps.into_iter().flatten().collect();
     let cpt_flagged: std::collections::HashSet<String> = if cfg.decontam.cpt_documents.is_empty() {
@@ -290,7 +295,7 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
         report.decontam.cpt = Some(c);
         set
     };
-    drop((train_refs, test_refs));
+    drop((train_refs, held_refs, test_refs));
     let mut survivors: Vec<(Example, CodeCheck)> = Vec::with_capacity(exs.len());
     for (ex, codes) in exs.into_iter().zip(code_checks) {
         match removed.get(&ex.id) {
@@ -364,10 +369,10 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
         let bytes = k.ex.messages.iter().map(|m| m.content.len() as u64).sum();
         report.run.kept(&k.ex.dataset, bytes);
         let t = report.tasks.entry(k.ex.task.clone()).or_default();
-        if k.ex.split == Split::Train {
-            t.train += 1;
-        } else {
-            t.test += 1;
+        match k.ex.split {
+            Split::Train => t.train += 1,
+            Split::Validation => t.validation += 1,
+            _ => t.test += 1,
         }
     }
 
@@ -425,7 +430,7 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
         let pad = tok.token_id("<|endoftext|>").ok_or_else(|| Error::Other("tokenizer has no <|endoftext|> token for padding".into()))?;
         let mut packing = PackingReport { seq_len: cfg.pack.seq_len, ..Default::default() };
         let config_hash = st.fingerprint().to_string();
-        for split in [Split::Train, Split::Test] {
+        for &split in splits {
             let idx: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].ex.split == split).collect();
             let rows = pack_split(&kept, &stage, &idx, cfg, pad)?;
             let real: u64 = rows.iter().map(|r| r.seg_lens.iter().map(|&l| l as u64).sum::<u64>()).sum();
@@ -433,6 +438,7 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
             packing.pad_tokens += rows.len() as u64 * cfg.pack.seq_len as u64 - real;
             match split {
                 Split::Train => packing.train_rows = rows.len() as u64,
+                Split::Validation => packing.validation_rows = rows.len() as u64,
                 _ => packing.test_rows = rows.len() as u64,
             }
             // One directory per curriculum stage (`stage-K/`, its own manifest: the trainer reads

@@ -78,6 +78,13 @@ impl SftConfig {
                 ),
             });
         }
+        if self.split.test_fraction + self.split.validation_fraction > 1.0 {
+            return Err(crate::Error::Config {
+                file: String::new(),
+                key: "sft.split.validation_fraction".into(),
+                message: format!("{} + sft.split.test_fraction {} is over 1", self.split.validation_fraction, self.split.test_fraction),
+            });
+        }
         super::task::TaskResolver::new(&self.tasks)?;
         Ok(())
     }
@@ -129,7 +136,7 @@ pub struct SftInput {
     /// Task of every record, overriding the record's own task key and inference.
     #[serde(default)]
     pub task: Option<String>,
-    /// Split of every record: `train`, `test`, or `auto` (the seeded split decides).
+    /// Split of every record: `train`, `validation`, `test`, or `auto` (the seeded split decides).
     #[serde(default = "default_split")]
     pub split: Split,
 }
@@ -237,13 +244,18 @@ pub struct SplitConfig {
     /// Share of each task's `auto` examples that go to test (0 puts all in train).
     #[schemars(range(min = 0.0, max = 1.0))]
     pub test_fraction: f64,
+    /// Share of each task's `auto` examples set aside as a validation split (`validation/stage-K`,
+    /// for the trainer's validation loss; 0: none). Drawn after test, so adding a validation
+    /// split never changes the test set.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub validation_fraction: f64,
     /// Seed of the split hash.
     pub seed: u64,
 }
 
 impl Default for SplitConfig {
     fn default() -> Self {
-        Self { test_fraction: 0.1, seed: 42 }
+        Self { test_fraction: 0.1, validation_fraction: 0.0, seed: 42 }
     }
 }
 

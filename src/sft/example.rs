@@ -45,12 +45,14 @@ impl Message {
     }
 }
 
-/// Train/test membership.
+/// Train/validation/test membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Training set.
     Train,
+    /// Held-out validation set (validation loss while training).
+    Validation,
     /// Held-out test set.
     Test,
     /// Not given by the input: the deterministic split decides.
@@ -62,6 +64,7 @@ impl Split {
     pub fn as_str(self) -> &'static str {
         match self {
             Split::Train => "train",
+            Split::Validation => "validation",
             Split::Test => "test",
             Split::Auto => "auto",
         }
@@ -84,7 +87,7 @@ pub struct Example {
     /// How the task was decided: `given` (a task key in the record), `config` (the input's
     /// `task`), or `inferred`.
     pub task_from: String,
-    /// Train/test membership.
+    /// Train/validation/test membership.
     pub split: Split,
     /// The example's own system prompt, if it has a non-empty one.
     pub system: Option<String>,

@@ -4,12 +4,14 @@
 //! `coretech sft <config>` (or the `sft` stage of `coretech run`, through
 //! `pipeline::run_sft`) runs [`build::run`];
 //! `coretech sft grade <config>` stops after grading; `coretech sft stats <dir>` prints the
-//! statistics of a built directory.
+//! statistics of a built directory; `coretech export llamafactory <config>` writes the graded
+//! stages as LLaMA-Factory datasets ([`export`]).
 
 pub mod build;
 pub mod config;
 pub mod decontam;
 pub mod example;
+pub mod export;
 pub mod grade;
 pub mod pack;
 pub mod read;

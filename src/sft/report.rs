@@ -20,6 +20,9 @@ pub struct TaskCounts {
     pub inferred: u64,
     /// Kept training examples.
     pub train: u64,
+    /// Kept validation examples.
+    #[serde(default)]
+    pub validation: u64,
     /// Kept test examples.
     pub test: u64,
 }
@@ -76,7 +79,7 @@ pub struct DuplicateReport {
 /// Decontamination findings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DecontamReport {
-    /// Training examples removed for overlapping the test set.
+    /// Training examples removed for overlapping a held-out (test or validation) example.
     pub train_removed: Vec<Overlap>,
     /// The CPT-corpus check (absent when no CPT shards are configured).
     pub cpt: Option<CptReport>,
@@ -125,6 +128,9 @@ pub struct PackingReport {
     pub seq_len: usize,
     /// Training rows.
     pub train_rows: u64,
+    /// Validation rows.
+    #[serde(default)]
+    pub validation_rows: u64,
     /// Test rows.
     pub test_rows: u64,
     /// Real (non-padding) tokens in all rows.
@@ -202,8 +208,13 @@ impl SftReport {
         for (task, t) in &self.tasks {
             let _ = writeln!(
                 out,
-                "task {task}: train {} test {} (given {}, config {}, inferred {})",
-                t.train, t.test, t.given, t.config, t.inferred
+                "task {task}: train {}{} test {} (given {}, config {}, inferred {})",
+                t.train,
+                if t.validation > 0 { format!(" validation {}", t.validation) } else { String::new() },
+                t.test,
+                t.given,
+                t.config,
+                t.inferred
             );
         }
         let v = &self.validation;
@@ -227,7 +238,7 @@ impl SftReport {
             self.duplicates.exact_pairs.len(),
             self.duplicates.repeated_questions.len()
         );
-        let _ = writeln!(out, "decontamination: {} training examples overlap the test set", self.decontam.train_removed.len());
+        let _ = writeln!(out, "decontamination: {} training examples overlap the held-out sets", self.decontam.train_removed.len());
         if let Some(c) = &self.decontam.cpt {
             let _ = writeln!(
                 out,
@@ -257,9 +268,10 @@ impl SftReport {
             let fill = p.tokens as f64 / (p.tokens + p.pad_tokens).max(1) as f64;
             let _ = writeln!(
                 out,
-                "packing: seq_len {}, {} train rows, {} test rows, fill {:.1}%",
+                "packing: seq_len {}, {} train rows,{} {} test rows, fill {:.1}%",
                 p.seq_len,
                 p.train_rows,
+                if p.validation_rows > 0 { format!(" {} validation rows,", p.validation_rows) } else { String::new() },
                 p.test_rows,
                 100.0 * fill
             );
