@@ -379,6 +379,14 @@ struct Kept {
 /// (√(0.16/108) ≈ 0.038), so a true near copy is not filtered out.
 const PREFILTER_MARGIN: f64 = 0.2;
 
+/// Whether two documents' MinHash signatures are close enough to be worth the verification
+/// sketch: the one rule both the buckets step (which pairs join a group) and the decisions
+/// (which kept documents a member is checked against) apply, so a pair the buckets step drops
+/// is one the decisions would never have accepted.
+pub(super) fn worth_checking(threshold: f64, a: &[u32], b: &[u32]) -> bool {
+    super::minhash::estimate(a, b) >= threshold - PREFILTER_MARGIN
+}
+
 /// The kept documents of the group being decided, with the indexes that find a member's
 /// candidates among them without looking at each one.
 #[derive(Default)]
@@ -577,9 +585,7 @@ pub fn cluster(
             let mut mset_loaded = false;
             for &i in &cands {
                 let k = &group.kept[i as usize];
-                if !compatible(&m.source, m.identity, &k.m.source, k.m.identity)
-                    || super::minhash::estimate(&sketch.sig, &k.sig) < p.threshold - PREFILTER_MARGIN
-                {
+                if !compatible(&m.source, m.identity, &k.m.source, k.m.identity) || !worth_checking(p.threshold, &sketch.sig, &k.sig) {
                     continue;
                 }
                 stats.checks += 1;

@@ -9,8 +9,10 @@
 //!    and sorted runs of bucket entries per band (`runs/bBB/part-S-R.run`, spilled whenever the
 //!    buffer is full: an external sort).
 //! 2. `buckets` (task i: bands b ≡ i mod N; band `bands` is the exact-text key): k-way merge of
-//!    the band's runs; documents with equal keys are candidates, checked against the signature
-//!    estimate (`near.threshold`), and the accepted pairs are streamed to `edges/bBB.edges`.
+//!    the band's runs; documents with equal keys are candidates. An exact-text bucket pairs
+//!    every member with its first; an LSH bucket pairs a member with the bucket's leaders (its
+//!    first 16 members) whose MinHash estimate passes the pre-check (`near.threshold` less a
+//!    margin), so groups are joined by likely near copies only. Pairs go to `edges/bBB.edges`.
 //! 3. `cluster` (one task): union-find over the pairs, one kept document per cluster by the
 //!    keep policy, `removed/part-S.bin` per shard and `duplicates.parquet`.
 //! 4. `filter` (task i: shards s ≡ i mod N): rewrites each shard without its removed rows.

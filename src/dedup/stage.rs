@@ -19,7 +19,7 @@ use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{DocFacts, KIND_EXACT};
+use super::cluster::{DocFacts, SketchSource, KIND_EXACT};
 use super::extsort::{merge_runs, write_run, Entry};
 use super::minhash::{Scratch, Sketch};
 use super::normalize::exact_key;
@@ -73,6 +73,8 @@ struct Layout {
     prefix: Vec<u64>,
     work: PathBuf,
     work_hash: String,
+    /// Hash of the buckets step's results: `work_hash` and the pairing scheme.
+    edges_hash: String,
     cluster_hash: String,
     /// Signature length (0 when near dedup is off).
     k: usize,
@@ -104,14 +106,17 @@ impl Layout {
         let k = if cfg.near.enabled { cfg.near.bands * cfg.near.rows } else { 0 };
         let m = if cfg.near.enabled { cfg.near.verify_bins } else { 0 };
         let work_hash = crate::core::hash_of(&(&cfg.exact, &cfg.near, &cfg.sources, &listing));
+        // Edges made by an earlier pairing scheme are not reused.
+        let edges_hash = crate::core::hash_of(&(&work_hash, "leaders+estimate", BUCKET_LEADERS));
         // The keep policy only matters from the cluster step on.
-        let cluster_hash = crate::core::hash_of(&(&work_hash, &cfg.keep, cfg.clustering, cfg.max_kept_per_group));
+        let cluster_hash = crate::core::hash_of(&(&edges_hash, &cfg.keep, cfg.clustering, cfg.max_kept_per_group));
         let shingle_files = k > 0 && cfg.near.exact_check_margin > 0.0;
         Ok(Self {
             shards,
             prefix,
             work: cfg.work(),
             work_hash,
+            edges_hash,
             cluster_hash,
             k,
             m,
@@ -623,6 +628,9 @@ impl super::cluster::SketchSource for SigStore<'_> {
 struct EdgesDone {
     hash: String,
     pairs: u64,
+    /// Members of LSH buckets beyond `BUCKET_LEADERS` that passed no leader's estimate.
+    #[serde(default)]
+    unlinked: u64,
 }
 
 fn all_sig_done(lay: &Layout) -> Result<Vec<SigDone>> {
@@ -644,41 +652,112 @@ fn all_sig_done(lay: &Layout) -> Result<Vec<SigDone>> {
 fn buckets(cfg: &DedupConfig, lay: &Layout, task: TaskSplit) -> Result<()> {
     let done = all_sig_done(lay)?;
     let mine: Vec<usize> = (0..lay.slots).filter(|b| b % task.count == task.index).collect();
+    let sigs = SigStore::new(lay);
     mine.par_iter().try_for_each(|&slot| {
-        if read_json::<EdgesDone>(&lay.edges_done(slot)).is_some_and(|d| d.hash == lay.work_hash) {
+        if read_json::<EdgesDone>(&lay.edges_done(slot)).is_some_and(|d| d.hash == lay.edges_hash) {
             return Ok(());
         }
         let runs: Vec<PathBuf> = done.iter().flat_map(|d| d.runs[slot].iter().map(|r| lay.work.join(r))).collect();
-        let pairs = bucket_slot(cfg, lay, slot, &runs)?;
-        write_json(&lay.edges_done(slot), &EdgesDone { hash: lay.work_hash.clone(), pairs })
+        let (pairs, unlinked) = bucket_slot(cfg, lay, slot, &runs, &sigs)?;
+        write_json(&lay.edges_done(slot), &EdgesDone { hash: lay.edges_hash.clone(), pairs, unlinked })
     })
 }
 
-/// Merges a band's runs and pairs every member of a bucket with the bucket's first member
-/// (candidate pairs, unverified: the cluster step checks every removal against the document it
-/// names). Linear in the bucket size, however large the bucket.
-fn bucket_slot(cfg: &DedupConfig, lay: &Layout, slot: usize, runs: &[PathBuf]) -> Result<u64> {
+/// How many members of one LSH bucket the others are compared with (by MinHash estimate) when
+/// the bucket's pairs are made. Buckets up to this size are paired exhaustively; in larger
+/// ones (templated texts sharing a band) each later member is compared with these leaders
+/// only, so the work stays linear in the bucket size.
+const BUCKET_LEADERS: usize = 16;
+
+/// A bucket's leaders: global index, MinHash values, and which bucket-local component (leaders
+/// joined by accepted pairs) each belongs to.
+#[derive(Default)]
+struct Leaders {
+    gidx: Vec<u64>,
+    sig: Vec<Vec<u32>>,
+    comp: Vec<usize>,
+}
+
+/// Merges a band's runs and writes the bucket's candidate pairs. Exact-text buckets (identical
+/// normalized text) pair every member with the bucket's first member. LSH buckets pair a member
+/// only with leaders whose MinHash estimate passes `cluster::worth_checking` (one pair per
+/// bucket-local component), so the cluster step's groups are joined by likely near copies, not
+/// by any shared band: a chance band collision between unrelated documents no longer chains
+/// their families into one giant group (issue 19: at 4 GB such groups outgrew
+/// `max_kept_per_group`). Returns (pairs written, members linked to no leader).
+fn bucket_slot(cfg: &DedupConfig, lay: &Layout, slot: usize, runs: &[PathBuf], sigs: &SigStore) -> Result<(u64, u64)> {
     let mut merge = merge_runs::<Entry>(runs, cfg.merge_fan_in, &lay.work.join("tmp").join(format!("b{slot:02}")))?;
     let out = lay.edges(slot);
     std::fs::create_dir_all(out.parent().unwrap()).map_err(|e| Error::io(&out, e))?;
     let tmp = crate::core::fsio::tmp_path(&out);
     let mut w = BufWriter::with_capacity(1 << 16, File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
-    let mut pairs = 0u64;
+    let near_slot = slot < lay.nb;
+    let (mut pairs, mut unlinked) = (0u64, 0u64);
     let mut key: Option<u128> = None;
     let mut first = 0u64;
+    let mut leaders = Leaders::default();
+    let mut sketch = Sketch::default();
+    let mut hit: Vec<usize> = Vec::with_capacity(BUCKET_LEADERS);
+    let mut put = |w: &mut BufWriter<File>, a: u64, b: u64| -> Result<()> {
+        pairs += 1;
+        w.write_all(&a.to_le_bytes()).and_then(|_| w.write_all(&b.to_le_bytes())).map_err(|e| Error::io(&tmp, e))
+    };
     while let Some(e) = merge.next_entry()? {
-        if key != Some(e.key) {
+        let new_bucket = key != Some(e.key);
+        if new_bucket {
             key = Some(e.key);
             first = e.gidx;
+            leaders.gidx.clear();
+            leaders.comp.clear();
+        }
+        if !near_slot {
+            if !new_bucket {
+                put(&mut w, first, e.gidx)?;
+            }
             continue;
         }
-        pairs += 1;
-        w.write_all(&first.to_le_bytes()).and_then(|_| w.write_all(&e.gidx.to_le_bytes())).map_err(|e| Error::io(&tmp, e))?;
+        sigs.get(e.gidx, &mut sketch)?;
+        // The first leader of each component this member passes; those components merge.
+        hit.clear();
+        for i in 0..leaders.gidx.len() {
+            if !hit.iter().any(|&j| leaders.comp[j] == leaders.comp[i])
+                && super::cluster::worth_checking(cfg.near.threshold, &sketch.sig, &leaders.sig[i])
+            {
+                hit.push(i);
+            }
+        }
+        for &i in &hit {
+            put(&mut w, leaders.gidx[i], e.gidx)?;
+        }
+        let comp = match hit.iter().map(|&i| leaders.comp[i]).min() {
+            Some(c) => {
+                let joined: Vec<usize> = hit.iter().map(|&i| leaders.comp[i]).collect();
+                for x in leaders.comp.iter_mut() {
+                    if joined.contains(x) {
+                        *x = c;
+                    }
+                }
+                c
+            }
+            None => leaders.gidx.len(),
+        };
+        if leaders.gidx.len() < BUCKET_LEADERS {
+            let n = leaders.gidx.len();
+            if leaders.sig.len() == n {
+                leaders.sig.push(Vec::new());
+            }
+            leaders.sig[n].clear();
+            leaders.sig[n].extend_from_slice(&sketch.sig);
+            leaders.gidx.push(e.gidx);
+            leaders.comp.push(comp);
+        } else if hit.is_empty() {
+            unlinked += 1;
+        }
     }
     let f = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
-    Ok(pairs)
+    Ok((pairs, unlinked))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,6 +769,9 @@ pub struct ClusterSummary {
     hash: String,
     /// Clusters of more than one document.
     pub clusters: u64,
+    /// Documents in those clusters (candidate groups of two or more, kept and removed alike).
+    #[serde(default)]
+    pub grouped: u64,
     /// Removed documents by source and kind.
     pub removed: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -795,11 +877,15 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
         }
     }
     all_sig_done(lay)?;
+    let mut unlinked = 0u64;
     for slot in 0..lay.slots {
-        if read_json::<EdgesDone>(&lay.edges_done(slot)).is_none_or(|d| d.hash != lay.work_hash) {
-            return Err(Error::Other(format!(
-                "dedup: the buckets step has not finished band {slot}; run `--step buckets` for every task first"
-            )));
+        match read_json::<EdgesDone>(&lay.edges_done(slot)) {
+            Some(d) if d.hash == lay.edges_hash => unlinked += d.unlinked,
+            _ => {
+                return Err(Error::Other(format!(
+                    "dedup: the buckets step has not finished band {slot}; run `--step buckets` for every task first"
+                )))
+            }
         }
     }
     let spill = lay.work.join("tmp").join("cluster");
@@ -869,7 +955,8 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
     let dup_path = cfg.output.join(DUPLICATES_FILE);
     let mut dw = ShardWriter::create(&dup_path, duplicates_schema(), &cfg.writer)?;
     let mut rows: Vec<DuplicateRow> = Vec::new();
-    let mut summary = ClusterSummary { hash: lay.cluster_hash.clone(), clusters: stats.groups, ..Default::default() };
+    let mut summary =
+        ClusterSummary { hash: lay.cluster_hash.clone(), clusters: stats.groups, grouped: stats.members, ..Default::default() };
     std::fs::create_dir_all(lay.work.join("removed")).map_err(|e| Error::io(lay.work.join("removed"), e))?;
     let mut next = decisions.next_entry()?;
     for s in 0..lay.shards.len() {
@@ -905,7 +992,7 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
     }
     write_json(&lay.cluster_done(), &summary)?;
     tracing::info!(
-        "dedup: {} groups ({} documents), {} removed {:?}, {} similarity checks ({} exact), {} kept unchecked (groups over max_kept_per_group), {} union-find page transfers",
+        "dedup: {} groups ({} documents), {} removed {:?}, {} similarity checks ({} exact), {} kept unchecked (groups over max_kept_per_group), {} bucket entries beyond the leaders matched none, {} union-find page transfers",
         stats.groups,
         stats.members,
         stats.removed,
@@ -913,6 +1000,7 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
         stats.checks,
         stats.exact_checks,
         stats.unchecked,
+        unlinked,
         stats.page_io
     );
     Ok(summary)
@@ -999,6 +1087,7 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit, st: Stage) -> Result
     manifest.info.insert("input_shards".into(), mine.len().into());
     manifest.info.insert("duplicates".into(), DUPLICATES_FILE.into());
     manifest.info.insert("clusters".into(), summary.clusters.into());
+    manifest.info.insert("grouped_documents".into(), summary.grouped.into());
     st.finish(manifest, &report)?;
     Ok(report)
 }
