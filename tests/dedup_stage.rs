@@ -318,8 +318,8 @@ fn demo_build_keeps_every_ipc_code_through_dedup() {
 }
 
 /// Templated documents (a shared boilerplate of 164 words and 100 words of their own: pairwise
-/// Jaccard ≈ 0.45, so about 2.4 % of the 28,680 pairs share an LSH band by chance at 14 × 8,
-/// enough to join all of them through unverified bucket pairs) are not chained into one
+/// Jaccard ≈ 0.45, so about 14 % of the 28,680 pairs share an LSH band by chance at the
+/// default 18 × 6, enough to join most of them through unverified bucket pairs) are not chained into one
 /// candidate group: groups are joined only by pairs whose MinHash estimate passes the
 /// pre-check, so only the genuine near copies and their originals are grouped, and exactly
 /// the copies go.
