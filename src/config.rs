@@ -175,12 +175,32 @@ pub struct DocsConfig {
     /// Patent rendering.
     #[serde(default)]
     pub render: RenderConfig,
-    /// Normalization and quality filters.
+    /// Normalization and quality filters: the base every clean policy starts from.
     #[serde(default)]
     pub clean: CleanConfig,
+    /// Clean policies by name: overrides of `[docs.clean]` (any of its keys), over the built-in
+    /// `web` (none), `patent` (no Gopher quality/repetition rules) and `reference` (only the
+    /// `empty` filter) of that name; see `clean::policy`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, CleanConfig>")]
+    pub policies: BTreeMap<String, serde_json::Value>,
+    /// Policy by source (`uspto`, `epo`, `cnipa` → `patent`; `ipc` → `reference`; others `web`).
+    #[serde(default)]
+    pub policy_by_source: BTreeMap<String, String>,
+    /// Policy by input entry, keyed by the entry as written in `inputs` (before the source's).
+    #[serde(default)]
+    pub policy_by_input: BTreeMap<String, String>,
     /// Parquet settings.
     #[serde(default)]
     pub writer: WriterConfig,
+    /// Write every document the stage drops (filtered, `same-id` duplicates) with its reason
+    /// to `OUTPUT/rejects/` (Parquet + manifest), so a dropped patent can be found.
+    #[serde(default = "default_true")]
+    pub rejects: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_rows_per_shard() -> usize {
@@ -194,7 +214,9 @@ impl DocsConfig {
     /// Checks the section: ranges (from the schema) and the settings that depend on each other.
     pub fn validate(&self) -> Result<()> {
         crate::core::schema::check(self, "docs")?;
-        self.clean.validate().map_err(|e| in_section(e, "docs"))
+        self.clean.validate().map_err(|e| in_section(e, "docs"))?;
+        crate::clean::policy::Policies::new(&self.clean, &self.policies, &self.policy_by_source, &self.policy_by_input, &self.inputs)?;
+        Ok(())
     }
 }
 

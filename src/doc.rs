@@ -7,6 +7,14 @@ use serde::{Deserialize, Serialize};
 /// so the serialized form is deterministic.
 pub type Meta = serde_json::Map<String, serde_json::Value>;
 
+/// The `meta` key of a document's provenance.
+pub const PROVENANCE_KEY: &str = "provenance";
+/// The `meta` key a reader sets to [`ID_FROM_POSITION`] when the native id is only the record's
+/// position in its file (the docs stage then namespaces it by the file).
+pub const ID_FROM_KEY: &str = "id_from";
+/// See [`ID_FROM_KEY`].
+pub const ID_FROM_POSITION: &str = "position";
+
 /// One document of the corpus: the row of a document shard.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Document {
@@ -26,6 +34,21 @@ pub struct Document {
     pub text: String,
     /// What the source had and the text did not keep.
     pub meta: Meta,
+}
+
+/// A document a stage dropped, with why: a row of a `rejects/` shard (see
+/// [`crate::shard::documents::rejects_schema`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reject {
+    /// The document as the stage saw it when it dropped it (a record a reader skipped has its
+    /// id, source and provenance only).
+    pub doc: Document,
+    /// The filter (`min_length`, `biblio-only`, …) or duplicate kind (`exact`, `near`).
+    pub reason: String,
+    /// For a duplicate: the id of the document kept in its place.
+    pub kept_id: Option<String>,
+    /// For a near duplicate: the (estimated) Jaccard similarity to the kept document.
+    pub similarity: Option<f64>,
 }
 
 /// A patent publication as read from any patent format, before rendering (see `render`).

@@ -79,6 +79,9 @@ pub enum ReadErrorKind {
     IpcScheme,
     /// A document the tokenizer failed on.
     Tokenize,
+    /// A document whose id an earlier document of the build already has, with other text
+    /// (the message names both places; the later one is not written).
+    DuplicateId,
 }
 
 impl ReadErrorKind {
@@ -104,6 +107,7 @@ impl ReadErrorKind {
             ReadErrorKind::Unsupported => "unsupported",
             ReadErrorKind::IpcScheme => "ipc-scheme",
             ReadErrorKind::Tokenize => "tokenize",
+            ReadErrorKind::DuplicateId => "duplicate-id",
         }
     }
 }

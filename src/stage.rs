@@ -30,8 +30,9 @@ use serde::{Deserialize, Serialize};
 use crate::core::fsio::{tmp_path, write_atomic, write_json_atomic};
 use crate::core::lock::{OutputLock, LOCK_FILE};
 use crate::core::Fingerprint;
+use crate::doc::Reject;
 use crate::error::{Error, Result};
-use crate::shard::Manifest;
+use crate::shard::{documents, Manifest, ShardInfo, ShardWriter, WriterConfig};
 
 /// The progress file of an interrupted build.
 pub const PROGRESS_FILE: &str = "progress.json";
@@ -236,6 +237,101 @@ impl Stage {
         }
         write_json_atomic(&self.dir.join(REPORT_FILE), &value)?;
         remove(&self.dir.join(PROGRESS_FILE))
+    }
+}
+
+/// The folder of a stage's rejects, inside its output (its own Parquet set with a manifest, out
+/// of the way of `OUTPUT/*.parquet` globs).
+pub const REJECTS_DIR: &str = "rejects";
+
+/// The `rejects/` writer of a stage: every document the stage drops, with the reason, in
+/// Parquet parts (`rejects/part-NNNNN.parquet`, [`documents::rejects_schema`]) and a manifest.
+/// Parts end where the stage saves its progress ([`RejectsWriter::end_part`]), so a resumed
+/// build keeps the parts saved with its progress and writes the rest again: the same bytes as
+/// an uninterrupted build. The docs and dedup stages both write through it.
+pub struct RejectsWriter<'a> {
+    stage: &'a Stage,
+    cfg: WriterConfig,
+    current: Option<ShardWriter>,
+    parts: Vec<ShardInfo>,
+    rows: u64,
+}
+
+impl Stage {
+    /// Opens the stage's `rejects/` folder (claimed as the stage's), keeping the parts of
+    /// `resumed` (from the saved progress) and removing any other file in it.
+    pub fn rejects(&self, cfg: &WriterConfig, resumed: Vec<ShardInfo>) -> Result<RejectsWriter<'_>> {
+        self.claim(&format!("{REJECTS_DIR}/"))?;
+        self.save_owned()?;
+        let dir = self.dir.join(REJECTS_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // The folder is this stage's: what is not a kept part is a leftover of a killed run.
+        for name in entries(&dir)? {
+            if !resumed.iter().any(|p| p.file == format!("{REJECTS_DIR}/{name}")) {
+                remove(&dir.join(&name))?;
+            }
+        }
+        let rows = resumed.iter().map(|p| p.rows).sum();
+        Ok(RejectsWriter { stage: self, cfg: cfg.clone(), current: None, parts: resumed, rows })
+    }
+}
+
+impl RejectsWriter<'_> {
+    /// Writes rejects into the current part (started on first use).
+    pub fn write(&mut self, rejects: &[Reject]) -> Result<()> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let path = self.stage.dir.join(REJECTS_DIR).join(format!("part-{:05}.parquet", self.parts.len()));
+            self.current = Some(ShardWriter::create(&path, documents::rejects_schema(), &self.cfg)?);
+        }
+        self.rows += rejects.len() as u64;
+        self.current.as_mut().expect("opened above").write(&documents::rejects_to_batch(self.stage.name, rejects))
+    }
+
+    /// Finishes the current part (call before the stage saves its progress).
+    pub fn end_part(&mut self) -> Result<()> {
+        if let Some(w) = self.current.take() {
+            let mut info = w.finish()?;
+            info.file = format!("{REJECTS_DIR}/{}", info.file);
+            self.parts.push(info);
+        }
+        Ok(())
+    }
+
+    /// The finished parts (saved with the stage's progress).
+    pub fn parts(&self) -> &[ShardInfo] {
+        &self.parts
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Ends the last part, writes `rejects/manifest.json` (the parts and `accounting`, the
+    /// stage's counts the rows must add up to) and lists the folder in the stage's `manifest`.
+    pub fn finish(mut self, manifest: &mut Manifest, accounting: serde_json::Value) -> Result<()> {
+        self.end_part()?;
+        let shards = self
+            .parts
+            .iter()
+            .map(|p| ShardInfo { file: p.file.trim_start_matches(&format!("{REJECTS_DIR}/")).to_string(), ..p.clone() })
+            .collect();
+        let m = Manifest {
+            kind: "rejects".into(),
+            stage: self.stage.name.into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            config_hash: self.stage.fingerprint.clone(),
+            shards,
+            accounting,
+            ..Default::default()
+        };
+        m.save(&self.stage.dir.join(REJECTS_DIR))?;
+        manifest.files.push(format!("{REJECTS_DIR}/"));
+        manifest.info.insert("rejects".into(), self.rows.into());
+        Ok(())
     }
 }
 

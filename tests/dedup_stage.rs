@@ -231,7 +231,7 @@ fn ipc_entries_keep_every_code_while_copies_of_them_go() {
         .collect();
     let text = format!("stages = [\"docs\"]\n[docs]\ninputs = {inputs:?}\noutput = {:?}\n", dir.path().join("docs").display().to_string());
     let docs_cfg = PipelineConfig::parse(&text, "t.toml").unwrap().docs.unwrap();
-    coretech::pipeline::docs::run(&docs_cfg, &coretech::ipc::IpcScheme::default(), TaskSplit::default(), true).unwrap();
+    coretech::pipeline::docs::run(&docs_cfg, &coretech::ipc::IpcScheme::default(), TaskSplit::default(), false).unwrap(); // not strict: 6 codes given twice with other text are duplicate-id errors
     let mut docs: Vec<Document> = Vec::new();
     for f in documents::shard_files(&dir.path().join("docs")).unwrap() {
         for b in documents::read_shard(&f, 1000).unwrap() {
@@ -292,7 +292,7 @@ fn demo_build_keeps_every_ipc_code_through_dedup() {
     let mut ipc = demo.ipc.clone();
     ipc.scheme = ipc.scheme.iter().map(|p| root.join(p)).collect();
     let scheme = coretech::ipc::IpcScheme::load(&ipc).unwrap();
-    coretech::pipeline::docs::run(&docs_cfg, &scheme, TaskSplit::default(), true).unwrap();
+    coretech::pipeline::docs::run(&docs_cfg, &scheme, TaskSplit::default(), false).unwrap(); // not strict: see above (duplicate-id)
     let mut cfg = demo.dedup.clone().unwrap();
     cfg.input = docs_cfg.output.clone();
     cfg.output = dir.path().join("dedup");

@@ -215,7 +215,9 @@ fn utf16_with_a_bom_reads_like_utf8() {
     assert_eq!((counts(&r16, "wudao"), counts(&r16, "epo")), (counts(&r8, "wudao"), counts(&r8, "epo")));
     assert_eq!(docs16.len(), 11);
     for (a, b) in docs16.iter().zip(&docs8) {
-        assert_eq!((&a.id, &a.title, &a.text), (&b.id, &b.title, &b.text));
+        // WuDao's position ids are namespaced by file name, which differs here: compare the rest.
+        let native = |id: &str| id.rsplit(':').next().unwrap().to_string();
+        assert_eq!((native(&a.id), &a.title, &a.text), (native(&b.id), &b.title, &b.text));
     }
 }
 

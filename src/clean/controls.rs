@@ -1,6 +1,6 @@
 //! Control characters: C0 and C1 controls and DEL are removed (tab and line feed kept), line
-//! ends become `\n` (`\r\n`, lone `\r`, NEL), and invisible junk and bidirectional controls
-//! can be removed too.
+//! ends become `\n` (`\r\n`, lone `\r`, NEL), and invisible junk, bidirectional controls and
+//! private-use code points can be removed too.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,17 +22,30 @@ pub struct ControlsConfig {
     /// override (U+202E) makes text display in an order other than the one a model reads it in
     /// ("Trojan Source"). Each document's count goes to `meta.bidi_controls_removed`.
     pub remove_bidi: bool,
+    /// Also remove private-use code points (U+E000–U+F8FF and planes 15–16). PDF-extracted
+    /// patent text carries them where a font mapped a symbol to its own slot; they mean nothing
+    /// to a tokenizer or a reader. Each document's count goes to `meta.private_use_removed`.
+    pub remove_private_use: bool,
 }
 
 impl Default for ControlsConfig {
     fn default() -> Self {
-        Self { enabled: true, remove_invisible: true, remove_bidi: true }
+        Self { enabled: true, remove_invisible: true, remove_bidi: true, remove_private_use: true }
     }
+}
+
+/// What [`run`] removed that a document's `meta` counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Bidirectional controls.
+    pub bidi: usize,
+    /// Private-use code points.
+    pub private_use: usize,
 }
 
 /// Bytes that may start something to remove: C0 controls other than `\t`/`\n`, DEL, and the
 /// lead bytes of C1 controls / soft hyphen (0xC2), U+061C (0xD8), U+200B/U+2060 and the bidi
-/// controls (0xE2) and U+FEFF (0xEF).
+/// controls (0xE2), U+FEFF and the private-use area (0xEE, 0xEF), planes 15–16 (0xF3, 0xF4).
 const fn interesting() -> [bool; 256] {
     let mut t = [false; 256];
     let mut b = 0;
@@ -44,7 +57,10 @@ const fn interesting() -> [bool; 256] {
     t[0xc2] = true;
     t[0xd8] = true;
     t[0xe2] = true;
+    t[0xee] = true;
     t[0xef] = true;
+    t[0xf3] = true;
+    t[0xf4] = true;
     t
 }
 static INTERESTING: [bool; 256] = interesting();
@@ -58,11 +74,24 @@ fn is_bidi(b: &[u8], i: usize) -> bool {
     }
 }
 
-/// Writes `w.src()` without control characters; returns how many bidi controls it removed.
-pub fn run(cfg: &ControlsConfig, w: &mut Rewriter<'_>) -> usize {
+/// The length of the private-use code point at `b[i..]` (lead byte 0xEE, 0xEF, 0xF3 or 0xF4), if
+/// it is one: U+E000–U+F8FF is EE 80 80–EF A3 BF; plane 15 is F3 B0–BF; plane 16 is F4 80–8F.
+fn private_use_len(b: &[u8], i: usize) -> Option<usize> {
+    match b[i] {
+        0xee => Some(3),
+        0xef if b[i + 1] <= 0xa3 => Some(3),
+        0xf3 if b[i + 1] >= 0xb0 => Some(4),
+        0xf4 if b[i + 1] <= 0x8f => Some(4),
+        _ => None,
+    }
+}
+
+/// Writes `w.src()` without control characters; returns what it removed that is counted.
+pub fn run(cfg: &ControlsConfig, w: &mut Rewriter<'_>) -> Removed {
     let b = w.src().as_bytes();
     let mut i = 0;
     let mut bidi = 0;
+    let mut private_use = 0;
     let mut last = 0; // start of the pending verbatim run
     while i < b.len() {
         if !INTERESTING[b[i] as usize] {
@@ -81,7 +110,11 @@ pub fn run(cfg: &ControlsConfig, w: &mut Rewriter<'_>) -> usize {
                 (if b[i] == 0xd8 { 2 } else { 3 }, "")
             }
             0xef if cfg.remove_invisible && b[i + 1] == 0xbb && b[i + 2] == 0xbf => (3, ""),
-            0xc2 | 0xd8 | 0xe2 | 0xef => {
+            0xee | 0xef | 0xf3 | 0xf4 if cfg.remove_private_use && private_use_len(b, i).is_some() => {
+                private_use += 1;
+                (private_use_len(b, i).unwrap_or(1), "")
+            }
+            0xc2 | 0xd8 | 0xe2 | 0xee | 0xef | 0xf3 | 0xf4 => {
                 i += 1;
                 continue;
             }
@@ -93,7 +126,7 @@ pub fn run(cfg: &ControlsConfig, w: &mut Rewriter<'_>) -> usize {
         last = i;
     }
     w.keep(last, b.len());
-    bidi
+    Removed { bidi, private_use }
 }
 
 #[cfg(test)]
@@ -115,12 +148,29 @@ mod tests {
         let src = "safe\u{202e}txt.exe\u{202c} \u{2066}a\u{2069}\u{2067}b\u{2068}c\u{2069} x\u{200e}y\u{200f}z\u{61c}!";
         let mut t = src.to_string();
         let mut n = 0;
-        run_stage(&mut t, &mut String::new(), |w| n = run(&d, w));
+        run_stage(&mut t, &mut String::new(), |w| n = run(&d, w).bidi);
         assert_eq!((t.as_str(), n), ("safetxt.exe abc xyz!", 10));
         let keep = ControlsConfig { remove_bidi: false, ..d.clone() };
         assert_eq!(clean(src, &keep), src);
         // Arabic and other characters with the same lead bytes stay.
         assert_eq!(clean("\u{61b}\u{61f}\u{2026}\u{2070}\u{202f}", &d), "\u{61b}\u{61f}\u{2026}\u{2070}\u{202f}");
+    }
+
+    #[test]
+    fn removes_private_use_code_points_and_counts_them() {
+        let d = ControlsConfig::default();
+        // Edges of the BMP area and of planes 15 and 16, as PDF extraction leaves them.
+        let src = "a\u{e000}b\u{f8ff}c\u{f0000}d\u{ffffd}e\u{100000}f\u{10fffd}g";
+        let mut t = src.to_string();
+        let mut r = Removed::default();
+        run_stage(&mut t, &mut String::new(), |w| r = run(&d, w));
+        assert_eq!((t.as_str(), r), ("abcdefg", Removed { bidi: 0, private_use: 6 }));
+        // Neighbours that are not private use stay: U+DFFF has no UTF-8 form, so U+D7FF; U+F900
+        // (CJK compatibility), U+FEFF is invisible junk (removed as that, not counted), U+EFFFF.
+        let near = "\u{d7ff}\u{f900}\u{ff0c}\u{effff}\u{e0001}";
+        assert_eq!(clean(near, &d), near);
+        let keep = ControlsConfig { remove_private_use: false, ..d.clone() };
+        assert_eq!(clean(src, &keep), src);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod boilerplate;
 pub mod controls;
 pub mod entities;
 pub mod markup;
+pub mod policy;
 pub mod quality;
 pub mod repetition;
 pub mod rewrite;
@@ -199,9 +200,12 @@ impl Cleaner {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let s = &mut *s;
-            let bidi = self.normalize_with(&mut doc.text, &mut s.buf);
-            if bidi > 0 {
-                doc.meta.insert("bidi_controls_removed".into(), bidi.into());
+            let removed = self.normalize_with(&mut doc.text, &mut s.buf);
+            if removed.bidi > 0 {
+                doc.meta.insert("bidi_controls_removed".into(), removed.bidi.into());
+            }
+            if removed.private_use > 0 {
+                doc.meta.insert("private_use_removed".into(), removed.private_use.into());
             }
             let r = self.filter_with(&doc.lang, &doc.text, s).map_err(str::to_string);
             if doc.text.len() > self.cfg.release_scratch_after_bytes || s.buf.capacity() > self.cfg.release_scratch_after_bytes {
@@ -223,16 +227,16 @@ impl Cleaner {
         SCRATCH.with(|s| self.filter_with(lang, text, &mut s.borrow_mut()).map_err(str::to_string))
     }
 
-    /// Runs the normalizers; returns how many bidi controls were removed.
-    fn normalize_with(&self, text: &mut String, buf: &mut String) -> usize {
+    /// Runs the normalizers; returns the counted removals.
+    fn normalize_with(&self, text: &mut String, buf: &mut String) -> controls::Removed {
         let c = &self.cfg;
+        let mut removed = controls::Removed::default();
         if text.is_empty() {
-            return 0;
+            return removed;
         }
         let form = c.unicode;
-        let mut bidi = 0;
         if c.controls.enabled {
-            run_stage(text, buf, |w| bidi = controls::run(&c.controls, w));
+            run_stage(text, buf, |w| removed = controls::run(&c.controls, w));
         }
         let mut round = 0;
         loop {
@@ -267,7 +271,7 @@ impl Cleaner {
                 break;
             }
         }
-        bidi
+        removed
     }
 
     fn filter_with<'a>(&'a self, lang: &str, text: &str, s: &mut Scratch) -> std::result::Result<(), &'a str> {

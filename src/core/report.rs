@@ -70,6 +70,10 @@ pub struct RunReport {
     /// Wall time of the run (not part of the manifest, which stays deterministic).
     #[serde(default)]
     pub elapsed_s: f64,
+    /// The clean policy each source ran under (`docs`; several joined by `+` when input
+    /// entries gave one source different policies).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, String>,
     /// Summary lines of stages that read no sources (training: steps, tokens, loss, checkpoint).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -106,6 +110,28 @@ impl RunReport {
         *s.filtered.entry(reason.to_string()).or_default() += 1;
     }
 
+    /// Notes that a document of `source` ran under the clean policy `policy`.
+    pub fn policy(&mut self, source: &str, policy: &str) {
+        match self.policies.get_mut(source) {
+            Some(p) if p.split('+').any(|x| x == policy) => {}
+            Some(p) => {
+                let mut v: Vec<&str> = p.split('+').chain([policy]).collect();
+                v.sort_unstable();
+                *p = v.join("+");
+            }
+            None => {
+                self.policies.insert(source.to_string(), policy.to_string());
+            }
+        }
+    }
+
+    /// Counts a duplicate of kind `kind` (`exact`, `near`, `same-id`).
+    pub fn duplicate(&mut self, source: &str, kind: &str) {
+        let s = self.source(source);
+        s.read += 1;
+        *s.duplicates.entry(kind.to_string()).or_default() += 1;
+    }
+
     /// Counts a kept document of `bytes` text bytes.
     pub fn kept(&mut self, source: &str, bytes: u64) {
         let s = self.source(source);
@@ -129,6 +155,11 @@ impl RunReport {
             self.source(k).add(v);
         }
         self.unrecognized.extend(o.unrecognized.iter().cloned());
+        for (source, ps) in &o.policies {
+            for p in ps.split('+') {
+                self.policy(source, p);
+            }
+        }
         for e in &o.error_samples {
             if self.error_samples.len() < ERROR_SAMPLES {
                 self.error_samples.push(e.clone());
@@ -193,6 +224,9 @@ impl RunReport {
         }
         if !reasons.is_empty() {
             let _ = writeln!(out, "by reason: {}", reasons.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
+        }
+        if !self.policies.is_empty() {
+            let _ = writeln!(out, "clean policy: {}", self.policies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
         }
         if !self.unrecognized.is_empty() {
             let _ = writeln!(out, "unrecognized inputs ({}): {}", self.unrecognized.len(), self.unrecognized.join(", "));

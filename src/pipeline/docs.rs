@@ -11,7 +11,16 @@
 //! belong to [`crate::stage`]. With several tasks each takes a contiguous range of the input
 //! files, so the task outputs, merged in task order, hold the documents in the order one task
 //! writes them.
+//!
+//! Every document gets its provenance (`meta.provenance`: input stream, record index, byte
+//! offset). Ids are unique in the output: a source whose native id is only a position in its
+//! file (WuDao's running `id`) is namespaced by the file's path within its input entry
+//! (`wudao:{path}:{n}`), and a document whose id an earlier one already has is a `same-id`
+//! duplicate when its text is the same (an entry listed in two inputs) and a `duplicate-id`
+//! error naming both places when not. Every filtered or duplicate document is written to
+//! `rejects/` (see [`crate::stage::RejectsWriter`]) unless `docs.rejects` is off.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -20,10 +29,10 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::clean::Cleaner;
+use crate::clean::policy::Policies;
 use crate::config::DocsConfig;
 use crate::core::{Fingerprint, RunOptions, RunReport, TaskSplit};
-use crate::doc::{Document, Record};
+use crate::doc::{Document, Meta, Record, Reject, ID_FROM_KEY, ID_FROM_POSITION, PROVENANCE_KEY};
 use crate::error::{Error, Position, ReadError, ReadErrorKind, Result};
 use crate::io::framing::frame;
 use crate::io::input::{expand_inputs, for_each_stream, peek};
@@ -33,7 +42,7 @@ use crate::render::render_patent;
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
 use crate::sources::generic::{frame_parquet, is_parquet, GenericParquet};
 use crate::sources::{sniff, Format, ParseContext};
-use crate::stage::{glob_root, test_hooks, Stage, StageSpec, PROGRESS_FILE};
+use crate::stage::{glob_root, test_hooks, RejectsWriter, Stage, StageSpec, PROGRESS_FILE, REJECTS_DIR};
 
 /// A position in the input sequence: file (index in the task's file list), stream within the
 /// file (zip members), and event number within the stream (0 = the stream itself).
@@ -54,6 +63,9 @@ struct Progress {
     /// The last input position the shards cover (None: nothing read yet).
     pos: Option<Pos>,
     report: RunReport,
+    /// The finished `rejects/` parts (they end where the shards do).
+    #[serde(default)]
+    rejects: Vec<ShardInfo>,
 }
 
 enum Event {
@@ -66,13 +78,14 @@ enum Event {
 enum Outcome {
     Stream { pos: Pos, source: &'static str, bytes: u64 },
     Unrecognized { pos: Pos, name: String },
-    Kept { pos: Pos, doc: Document },
-    Filtered { pos: Pos, source: String, reason: String },
+    Kept { pos: Pos, doc: Document, policy: usize },
+    Filtered { pos: Pos, reject: Box<Reject>, policy: Option<usize> },
     Error { pos: Pos, source: String, err: ReadError },
 }
 
 enum WriterMsg {
     Docs(Vec<Document>),
+    Rejects(Vec<Reject>),
     EndShard { report: Box<RunReport>, pos: Pos },
 }
 
@@ -104,7 +117,9 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
         force: opts.force,
     })?;
     let all = expand_inputs(&cfg.inputs, Path::new("."))?;
-    let files: Vec<PathBuf> = all[task.range(all.len())].to_vec();
+    let range = task.range(all.len());
+    let files: Vec<PathBuf> = all[range.clone()].to_vec();
+    let names: Vec<(String, String)> = input_names(&cfg.inputs, &all)?[range].to_vec();
     let out_dir = st.dir().to_path_buf();
     st.set_fingerprint(
         &Fingerprint::new()
@@ -124,21 +139,31 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
         // Every finished shard must still be there, unchanged in size.
         p.shards.iter().all(|s| std::fs::metadata(out_dir.join(&s.file)).is_ok_and(|m| m.len() == s.bytes))
     });
-    let (mut report, shards, start) = match resumed {
+    let (mut report, shards, start, rejected) = match resumed {
         Some(p) => {
             tracing::info!("{}: resuming after {} finished shards", out_dir.display(), p.shards.len());
-            st.clean(|n| n == PROGRESS_FILE || p.shards.iter().any(|s| s.file == n))?;
-            (p.report, p.shards, p.pos)
+            st.clean(|n| n == PROGRESS_FILE || n == format!("{REJECTS_DIR}/") || p.shards.iter().any(|s| s.file == n))?;
+            (p.report, p.shards, p.pos, p.rejects)
         }
         None => {
             st.clean(|_| false)?;
-            (RunReport::new("docs"), Vec::new(), None)
+            (RunReport::new("docs"), Vec::new(), None, Vec::new())
         }
     };
+    let mut ids = IdIndex::default();
+    for s in &shards {
+        ids.add_shard(&out_dir.join(&s.file))?;
+    }
+    let rejects = if cfg.rejects { Some(st.rejects(&cfg.writer, rejected)?) } else { None };
     st.claim(&shard_name(shards.len()))?;
-    st.save_progress(&Progress { shards: shards.clone(), pos: start, report: report.clone() })?;
+    st.save_progress(&Progress {
+        shards: shards.clone(),
+        pos: start,
+        report: report.clone(),
+        rejects: rejects.as_ref().map(|r| r.parts().to_vec()).unwrap_or_default(),
+    })?;
 
-    let cleaner = Cleaner::new(&cfg.clean)?;
+    let policies = Policies::new(&cfg.clean, &cfg.policies, &cfg.policy_by_source, &cfg.policy_by_input, &cfg.inputs)?;
     let progress = Arc::new(AtomicU64::new(0));
     let total_bytes: u64 = files.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     let bar = super::progress_bar(total_bytes, "docs");
@@ -147,7 +172,7 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
     let (wtx, wrx) = sync_channel::<WriterMsg>(4);
     let cx = ParseContext { cfg: &cfg.sources };
 
-    let result: Result<Vec<ShardInfo>> = std::thread::scope(|s| {
+    let result: Result<(Vec<ShardInfo>, Option<RejectsWriter>)> = std::thread::scope(|s| {
         let framer = {
             let progress = progress.clone();
             let files = &files;
@@ -155,14 +180,17 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
         };
         let writer = {
             let st = &st;
-            s.spawn(move || write_all(wrx, st, cfg, shards))
+            s.spawn(move || write_all(wrx, st, cfg, shards, rejects))
         };
         let mut pending: Vec<Document> = Vec::new();
+        let mut pending_rejects: Vec<Reject> = Vec::new();
+        // Rejects since the last shard end: the last part must end with the build too.
+        let mut rejects_open = false;
         let mut in_shard: usize = 0;
         let mut last_pos = start.unwrap_or_default();
         let mut failure: Option<Error> = None;
         'batches: for batch in rx.iter() {
-            let outcomes: Vec<Outcome> = batch.into_par_iter().map(|ev| process(ev, &cx, cfg, scheme, &cleaner)).collect();
+            let outcomes: Vec<Outcome> = batch.into_par_iter().map(|ev| process(ev, &cx, cfg, scheme, &policies, &names)).collect();
             for o in outcomes {
                 match o {
                     Outcome::Stream { pos, source, bytes } => {
@@ -180,9 +208,16 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
                         tracing::warn!("{name}: no reader recognises this input; skipped");
                         report.unrecognized.push(name);
                     }
-                    Outcome::Filtered { pos, source, reason } => {
-                        report.filtered(&source, &reason);
+                    Outcome::Filtered { pos, reject, policy } => {
+                        report.filtered(&reject.doc.source, &reject.reason);
+                        if let Some(p) = policy {
+                            report.policy(&reject.doc.source, policies.name(p));
+                        }
                         last_pos = pos;
+                        if cfg.rejects {
+                            pending_rejects.push(*reject);
+                            rejects_open = true;
+                        }
                     }
                     Outcome::Error { pos, source, err } => {
                         last_pos = pos;
@@ -192,8 +227,37 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
                         }
                         report.error(&source, &err);
                     }
-                    Outcome::Kept { pos, doc } => {
+                    Outcome::Kept { pos, doc, policy } => {
                         last_pos = pos;
+                        report.policy(&doc.source, policies.name(policy));
+                        match ids.check(&doc) {
+                            IdCheck::New => {}
+                            IdCheck::Same(first) => {
+                                report.duplicate(&doc.source, "same-id");
+                                if cfg.rejects {
+                                    let kept_id = Some(doc.id.clone());
+                                    let similarity = Some(1.0);
+                                    pending_rejects.push(Reject { doc, reason: "same-id".into(), kept_id, similarity });
+                                    rejects_open = true;
+                                }
+                                tracing::debug!("same document as {first}");
+                                continue;
+                            }
+                            IdCheck::Conflict(first) => {
+                                let (file, offset) = provenance_of(&doc.meta);
+                                let err = ReadError::new(
+                                    Position::new(file, offset, None),
+                                    ReadErrorKind::DuplicateId,
+                                    format!("id {:?} is already used by {first} (with other text); this document is not written", doc.id),
+                                );
+                                if strict {
+                                    failure = Some(Error::Read(err));
+                                    break 'batches;
+                                }
+                                report.error(&doc.source, &err);
+                                continue;
+                            }
+                        }
                         report.kept(&doc.source, doc.text.len() as u64);
                         pending.push(doc);
                         in_shard += 1;
@@ -204,17 +268,24 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
                         }
                         if in_shard == cfg.rows_per_shard {
                             in_shard = 0;
-                            if wtx.send(WriterMsg::EndShard { report: Box::new(report.clone()), pos }).is_err() {
+                            rejects_open = false;
+                            if (!pending_rejects.is_empty() && wtx.send(WriterMsg::Rejects(std::mem::take(&mut pending_rejects))).is_err())
+                                || wtx.send(WriterMsg::EndShard { report: Box::new(report.clone()), pos }).is_err()
+                            {
                                 break 'batches;
                             }
                         }
                     }
                 }
             }
+            if pending_rejects.len() >= WRITE_CHUNK && wtx.send(WriterMsg::Rejects(std::mem::take(&mut pending_rejects))).is_err() {
+                break 'batches;
+            }
             bar.set_position(progress.load(Ordering::Relaxed));
         }
-        if failure.is_none() && in_shard > 0 {
+        if failure.is_none() && (in_shard > 0 || rejects_open) {
             let _ = wtx.send(WriterMsg::Docs(std::mem::take(&mut pending)));
+            let _ = wtx.send(WriterMsg::Rejects(std::mem::take(&mut pending_rejects)));
             let _ = wtx.send(WriterMsg::EndShard { report: Box::new(report.clone()), pos: last_pos });
         }
         drop(wtx);
@@ -228,7 +299,7 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
         written
     });
     bar.finish_and_clear();
-    let shards = result?;
+    let (shards, rejects) = result?;
 
     report.elapsed_s = st.elapsed_s();
     let mut manifest =
@@ -236,6 +307,9 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
     manifest.info.insert("task_index".into(), task.index.into());
     manifest.info.insert("task_count".into(), task.count.into());
     manifest.info.insert("inputs".into(), files.len().into());
+    if let Some(r) = rejects {
+        r.finish(&mut manifest, report.accounting())?;
+    }
     st.finish(manifest, &report)?;
     Ok(report)
 }
@@ -245,7 +319,14 @@ pub fn shard_name(n: usize) -> String {
     format!("part-{n:05}.parquet")
 }
 
-fn process(ev: Event, cx: &ParseContext<'_>, cfg: &DocsConfig, scheme: &IpcScheme, cleaner: &Cleaner) -> Outcome {
+fn process(
+    ev: Event,
+    cx: &ParseContext<'_>,
+    cfg: &DocsConfig,
+    scheme: &IpcScheme,
+    policies: &Policies,
+    names: &[(String, String)],
+) -> Outcome {
     match ev {
         Event::Stream { pos, source, bytes } => Outcome::Stream { pos, source, bytes },
         Event::Unrecognized { pos, name } => Outcome::Unrecognized { pos, name },
@@ -259,14 +340,130 @@ fn process(ev: Event, cx: &ParseContext<'_>, cfg: &DocsConfig, scheme: &IpcSchem
             let mut doc = match format.parse(&raw, cx) {
                 Ok(Record::Doc(d)) => d,
                 Ok(Record::Patent(p)) => render_patent(&p, &cfg.render, Some(scheme)),
-                Ok(Record::Skip { reason, .. }) => return Outcome::Filtered { pos, source: source.into(), reason },
+                Ok(Record::Skip { reason, id }) => {
+                    // Nothing but its id to keep: the row in `rejects/` says where it is.
+                    let mut meta = Meta::new();
+                    meta.insert(PROVENANCE_KEY.into(), provenance(&raw));
+                    let doc = Document { id: format!("{source}:{id}"), source: source.into(), meta, ..Default::default() };
+                    return Outcome::Filtered { pos, reject: Box::new(Reject { doc, reason, ..Default::default() }), policy: None };
+                }
                 Err(err) => return Outcome::Error { pos, source: source.into(), err },
             };
-            match cleaner.apply(&mut doc) {
-                Ok(()) => Outcome::Kept { pos, doc },
-                Err(reason) => Outcome::Filtered { pos, source: doc.source, reason },
+            doc.meta.insert(PROVENANCE_KEY.into(), provenance(&raw));
+            let (name, entry) = &names[pos.file as usize];
+            if doc.meta.get(ID_FROM_KEY).and_then(|v| v.as_str()) == Some(ID_FROM_POSITION) {
+                namespace_id(&mut doc, &raw.file, name);
+            }
+            let policy = policies.select(Some(entry), &doc.source);
+            match policies.cleaner(policy).apply(&mut doc) {
+                Ok(()) => Outcome::Kept { pos, doc, policy },
+                Err(reason) => {
+                    Outcome::Filtered { pos, reject: Box::new(Reject { doc, reason, ..Default::default() }), policy: Some(policy) }
+                }
             }
         }
+    }
+}
+
+/// Where a record came from: its input stream (path as expanded from `inputs`; archives
+/// `archive.zip!member`), its index in the stream (from 0) and its byte offset.
+fn provenance(raw: &crate::io::RawRecord) -> serde_json::Value {
+    serde_json::json!({ "input": &*raw.file, "record": raw.index, "offset": raw.offset })
+}
+
+/// The input and byte offset a document's provenance names.
+fn provenance_of(meta: &Meta) -> (String, Option<u64>) {
+    let p = meta.get(PROVENANCE_KEY);
+    let input = p.and_then(|p| p["input"].as_str()).unwrap_or("?").to_string();
+    (input, p.and_then(|p| p["offset"].as_u64()))
+}
+
+/// `wudao:7` read from `data/a.json` under the input entry `data` → `wudao:a.json:7`. `name`
+/// is the file's path within its input entry; an archive member keeps its `!member` suffix.
+fn namespace_id(doc: &mut Document, stream: &str, name: &str) {
+    let prefix = format!("{}:", doc.source);
+    let native = doc.id.strip_prefix(&prefix).unwrap_or(&doc.id);
+    let member = stream.rfind('!').map(|i| &stream[i..]).unwrap_or("");
+    doc.id = format!("{prefix}{name}{member}:{native}");
+}
+
+/// For each file (as [`expand_inputs`] lists them), its path relative to the input entry it
+/// came from (a directory entry → the path inside it; a glob → the path below its literal
+/// root; a file entry → its file name), and that entry. Independent of where the data lies, so
+/// ids made from it are the same in every checkout.
+fn input_names(inputs: &[String], files: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    let mut names: Vec<Option<(String, String)>> = vec![None; files.len()];
+    let index: HashMap<&Path, usize> = files.iter().enumerate().map(|(i, f)| (f.as_path(), i)).collect();
+    for entry in inputs {
+        let root = if entry.contains(['*', '?', '[']) {
+            glob_root(entry)
+        } else if Path::new(entry).is_dir() {
+            PathBuf::from(entry)
+        } else {
+            Path::new(entry).parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        for f in expand_inputs(std::slice::from_ref(entry), Path::new("."))? {
+            if let Some(&i) = index.get(f.as_path()) {
+                if names[i].is_none() {
+                    let rel = f.strip_prefix(&root).unwrap_or(&f);
+                    names[i] = Some((rel.to_string_lossy().into_owned(), entry.clone()));
+                }
+            }
+        }
+    }
+    Ok(names
+        .into_iter()
+        .zip(files)
+        .map(|(n, f)| n.unwrap_or_else(|| (f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), String::new())))
+        .collect())
+}
+
+/// The ids written so far, with a hash of each document's text and where it came from.
+/// Costs about 48 bytes per kept document (10 M documents: ~0.5 GB); a disk-backed check for
+/// larger builds is not there yet.
+#[derive(Default)]
+struct IdIndex {
+    seen: HashMap<u128, (u64, String)>,
+}
+
+enum IdCheck {
+    New,
+    /// Same id and same text as the document at this place.
+    Same(String),
+    /// Same id, other text.
+    Conflict(String),
+}
+
+impl IdIndex {
+    fn place(doc: &Document) -> String {
+        let p = doc.meta.get(PROVENANCE_KEY);
+        match p {
+            Some(p) => format!("{} record {} (byte {})", p["input"].as_str().unwrap_or("?"), p["record"], p["offset"]),
+            None => "an earlier shard".into(),
+        }
+    }
+
+    fn check(&mut self, doc: &Document) -> IdCheck {
+        let key = xxhash_rust::xxh3::xxh3_128(doc.id.as_bytes());
+        let text = xxhash_rust::xxh3::xxh3_64(doc.text.as_bytes());
+        match self.seen.get(&key) {
+            Some((t, place)) if *t == text => IdCheck::Same(place.clone()),
+            Some((_, place)) => IdCheck::Conflict(place.clone()),
+            None => {
+                self.seen.insert(key, (text, Self::place(doc)));
+                IdCheck::New
+            }
+        }
+    }
+
+    /// Adds the documents of a finished shard (a resumed build).
+    fn add_shard(&mut self, path: &Path) -> Result<()> {
+        for docs in documents::read_shard(path, 4096)? {
+            for d in docs? {
+                self.check(&d);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,30 +572,49 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
     Ok(())
 }
 
-/// Receives documents and shard boundaries; writes shards and the progress file.
-fn write_all(rx: Receiver<WriterMsg>, st: &Stage, cfg: &DocsConfig, mut shards: Vec<ShardInfo>) -> Result<Vec<ShardInfo>> {
+/// Receives documents, rejects and shard boundaries; writes shards, `rejects/` parts and the
+/// progress file.
+fn write_all<'a>(
+    rx: Receiver<WriterMsg>,
+    st: &Stage,
+    cfg: &DocsConfig,
+    mut shards: Vec<ShardInfo>,
+    mut rejects: Option<RejectsWriter<'a>>,
+) -> Result<(Vec<ShardInfo>, Option<RejectsWriter<'a>>)> {
     let mut current: Option<ShardWriter> = None;
     let stop_after = test_hooks::stop_after_shards();
     for msg in rx {
         match msg {
             WriterMsg::Docs(docs) => {
+                if docs.is_empty() {
+                    continue;
+                }
                 if current.is_none() {
                     // Claimed (and saved) with the previous progress.
                     current = Some(ShardWriter::create(&st.dir().join(shard_name(shards.len())), documents::schema(), &cfg.writer)?);
                 }
                 current.as_mut().unwrap().write(&documents::to_batch(&docs))?;
             }
+            WriterMsg::Rejects(r) => {
+                if let Some(w) = rejects.as_mut() {
+                    w.write(&r)?;
+                }
+            }
             WriterMsg::EndShard { report, pos } => {
                 if let Some(w) = current.take() {
                     shards.push(w.finish()?);
                 }
+                if let Some(w) = rejects.as_mut() {
+                    w.end_part()?;
+                }
                 st.claim(&shard_name(shards.len()))?;
-                st.save_progress(&Progress { shards: shards.clone(), pos: Some(pos), report: *report })?;
+                let parts = rejects.as_ref().map(|r| r.parts().to_vec()).unwrap_or_default();
+                st.save_progress(&Progress { shards: shards.clone(), pos: Some(pos), report: *report, rejects: parts })?;
                 if stop_after.is_some_and(|n| shards.len() >= n) {
                     return Err(Error::Other(format!("stopped after {} shards ({STOP_AFTER_SHARDS_ENV} is set)", shards.len())));
                 }
             }
         }
     }
-    Ok(shards)
+    Ok((shards, rejects))
 }

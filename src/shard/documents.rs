@@ -4,11 +4,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, ArrayRef, AsArray, ListBuilder, RecordBatch, StringArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::doc::{Document, Meta};
+use crate::doc::{Document, Meta, Reject};
 use crate::error::{Error, Result};
 
 /// The Arrow schema of document shards.
@@ -28,6 +28,33 @@ pub fn schema() -> SchemaRef {
         ]))
     })
     .clone()
+}
+
+/// The Arrow schema of `rejects/` shards: the document columns, then `stage` (`docs`, `dedup`),
+/// `reason` (the filter or duplicate kind), `kept_id` (duplicates: the document kept instead;
+/// null otherwise) and `similarity` (near duplicates: estimated Jaccard; null otherwise).
+pub fn rejects_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("stage", DataType::Utf8, false));
+        fields.push(Field::new("reason", DataType::Utf8, false));
+        fields.push(Field::new("kept_id", DataType::Utf8, true));
+        fields.push(Field::new("similarity", DataType::Float64, true));
+        Arc::new(Schema::new(fields))
+    })
+    .clone()
+}
+
+/// Builds a `rejects/` record batch of rejects dropped by `stage`.
+pub fn rejects_to_batch(stage: &str, rejects: &[Reject]) -> RecordBatch {
+    let docs: Vec<Document> = rejects.iter().map(|r| r.doc.clone()).collect();
+    let mut cols = to_batch(&docs).columns().to_vec();
+    cols.push(Arc::new(rejects.iter().map(|_| Some(stage)).collect::<StringArray>()));
+    cols.push(Arc::new(rejects.iter().map(|r| Some(r.reason.as_str())).collect::<StringArray>()));
+    cols.push(Arc::new(rejects.iter().map(|r| r.kept_id.as_deref()).collect::<StringArray>()));
+    cols.push(Arc::new(rejects.iter().map(|r| r.similarity).collect::<Float64Array>()));
+    RecordBatch::try_new(rejects_schema(), cols).expect("rejects batch matches schema")
 }
 
 /// Builds a record batch from documents.

@@ -242,8 +242,8 @@ mod tests {
 
     #[test]
     fn labels_match_the_renderer() {
-        let r = crate::render::RenderConfig::default();
-        assert_eq!((r.title_label.as_str(), r.abstract_label.as_str(), r.ipc_header.as_str()), (TITLE_LABEL, ABSTRACT_LABEL, IPC_HEADER));
+        let r = crate::render::RenderConfig::default().labels_for("zh");
+        assert_eq!((r.title.as_str(), r.abstract_.as_str(), r.ipc_header.as_str()), (TITLE_LABEL, ABSTRACT_LABEL, IPC_HEADER));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! `content` (and `title`, `dataType`, `id`, `uniqueKey`, `titleUkey`, `url`, `dataCleanTime`).
 //!
 //! Document:
-//! - `id`: `wudao:{id}`; when `id` is absent, null or blank, `wudao:{uniqueKey}`; when both are
+//! - `id`: `wudao:{id}`, where WuDao's `id` is a running number within its file, so the docs
+//!   stage namespaces it by the file (`wudao:{file}:{id}`, `meta.id_from = "position"`); when
+//!   `id` is absent, null or blank, `wudao:{uniqueKey}`; when both are
 //!   missing, `wudao:h{xxh3-64 of content, 16 hex}` and `meta.id_from = "content-xxh3"`, so the
 //!   id stays stable across runs, file names and compression (identical contents share an id,
 //!   which is what they are: duplicates).
@@ -19,7 +21,7 @@
 
 use serde_json::Value;
 
-use crate::doc::{Document, Record};
+use crate::doc::{Document, Record, ID_FROM_KEY, ID_FROM_POSITION};
 use crate::error::ReadError;
 
 use super::json;
@@ -84,7 +86,10 @@ pub fn parse_record(raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Document, 
     let content = json::require_str(&mut m, "content", raw)?;
     let title = json::take_str(&mut m, "title", raw)?.unwrap_or_default();
     let id = match json::take_id(&mut m, "id", raw)? {
-        Some(id) => id,
+        Some(id) => {
+            m.insert(ID_FROM_KEY.into(), Value::String(ID_FROM_POSITION.into()));
+            id
+        }
         None => match m.get("uniqueKey") {
             Some(Value::String(k)) if !k.trim().is_empty() => k.trim().to_string(),
             _ => {

@@ -321,7 +321,11 @@ mod tests {
             sources: Default::default(),
             render: Default::default(),
             clean: Default::default(),
+            policies: Default::default(),
+            policy_by_source: Default::default(),
+            policy_by_input: Default::default(),
             writer: Default::default(),
+            rejects: true,
         };
         let scheme = crate::ipc::IpcScheme::load(&Default::default()).unwrap();
         let report = crate::pipeline::docs::run(&cfg, &scheme, Default::default(), true).unwrap();
@@ -332,8 +336,11 @@ mod tests {
         assert_eq!(epo.filtered, [("biblio-only".to_string(), 1)].into_iter().collect());
         assert!(epo.errors.is_empty());
         let cn = &report.sources["cnipa"];
-        // The demo's 10 records + the hand-made Google-Patents file.
-        assert_eq!((cn.files, cn.read, cn.kept), (2, 11, 11));
+        // The demo's 10 records + the hand-made Google-Patents file, which is the demo's
+        // CN118524411A again with the same text: ids are unique in a build, so it is a `same-id`
+        // duplicate.
+        assert_eq!((cn.files, cn.read, cn.kept), (2, 11, 10));
+        assert_eq!(cn.duplicates, [("same-id".to_string(), 1)].into_iter().collect());
         assert!(cn.errors.is_empty() && cn.filtered.is_empty());
         assert_eq!(report.sources.len(), 2, "{:?}", report.sources.keys());
     }

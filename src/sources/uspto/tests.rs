@@ -344,7 +344,8 @@ fn golden_renders() {
         let want = std::fs::read_to_string(&text_path).unwrap_or_else(|e| panic!("{}: {e}", text_path.display()));
         let want = want.strip_suffix('\n').unwrap_or(&want);
         assert_eq!(with_claims.text, want, "{golden}: render with claims differs from the golden file");
-        let claims_at = want.find("\n\n权利要求: ").unwrap_or_else(|| panic!("{golden}: golden has no claims part"));
+        let claims_label = format!("\n\n{}", RenderConfig::default().labels_for(&p.lang).claims);
+        let claims_at = want.find(&claims_label).unwrap_or_else(|| panic!("{golden}: golden has no claims part"));
         assert_eq!(plain.text, &want[..claims_at], "{golden}: default render is not the golden without claims");
         assert_eq!(meta, std::fs::read_to_string(&meta_path).unwrap(), "{golden}: fields and meta differ");
     }

@@ -1,0 +1,159 @@
+//! The corpus the docs stage builds by default: per-source clean policies keep office patents
+//! that web heuristics drop, ids are unique across input files, and every dropped document is
+//! in `rejects/` with its reason (rows = filtered + duplicates of the manifest).
+
+use std::path::{Path, PathBuf};
+
+use coretech::clean::policy::Policies;
+use coretech::clean::CleanConfig;
+use coretech::config::{DocsConfig, PipelineConfig};
+use coretech::core::{RunReport, TaskSplit};
+use coretech::ipc::IpcScheme;
+use coretech::pipeline::docs;
+use coretech::shard::documents::{read_shard, shard_files};
+use coretech::shard::Manifest;
+use coretech::Document;
+
+fn data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/data").join(rel)
+}
+
+fn config(inputs: &[PathBuf], out: &Path, extra: &str) -> DocsConfig {
+    let inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+    let toml = format!("stages = [\"docs\"]\n[docs]\ninputs = {inputs:?}\noutput = {:?}\n{extra}\n", out.display().to_string());
+    PipelineConfig::parse(&toml, "test.toml").expect("test config is valid").docs.expect("docs section")
+}
+
+fn run(cfg: &DocsConfig) -> (RunReport, Vec<Document>) {
+    let r = docs::run(cfg, &IpcScheme::default(), TaskSplit::default(), false).expect("docs stage");
+    let mut out = Vec::new();
+    for f in shard_files(&cfg.output).unwrap() {
+        for b in read_shard(&f, 1024).unwrap() {
+            out.extend(b.unwrap());
+        }
+    }
+    (r, out)
+}
+
+/// Every rejects row, as (stage, reason, id).
+fn rejects(dir: &Path) -> Vec<(String, String, String)> {
+    use arrow::array::AsArray;
+    let m = Manifest::load(&dir.join("rejects")).expect("rejects/manifest.json");
+    let mut rows = Vec::new();
+    for s in &m.shards {
+        let f = std::fs::File::open(dir.join("rejects").join(&s.file)).unwrap();
+        let rd = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+        for b in rd {
+            let b = b.unwrap();
+            let col = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+            let (st, re, id) = (col("stage"), col("reason"), col("id"));
+            for i in 0..b.num_rows() {
+                rows.push((st.value(i).to_string(), re.value(i).to_string(), id.value(i).to_string()));
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn office_patents_are_kept_under_the_default_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(&[data("uspto"), data("epo")], &tmp.path().join("docs"), "");
+    let (r, docs) = run(&cfg);
+    assert_eq!(r.policies.get("uspto").map(String::as_str), Some("patent"));
+    assert_eq!(r.policies.get("epo").map(String::as_str), Some("patent"));
+    // The design patent of the weekly grant file is there.
+    assert!(docs.iter().any(|d| d.id == "uspto:USD680087S1"), "{:?}", docs.iter().map(|d| &d.id).collect::<Vec<_>>());
+    // Only the readers' own skips are filtered: no text filter drops an office patent.
+    for (src, s) in &r.sources {
+        for reason in s.filtered.keys() {
+            assert!(reason == "biblio-only" || reason.starts_with("not-a-patent"), "{src}: {reason}");
+        }
+    }
+    // And each such skip is in rejects/ with its reason and its place.
+    let rows = rejects(&cfg.output);
+    let filtered: u64 = r.sources.values().map(|s| s.filtered.values().sum::<u64>()).sum();
+    assert_eq!(rows.len() as u64, filtered);
+    assert!(rows.iter().any(|(st, re, id)| st == "docs" && re == "biblio-only" && id.starts_with("epo:EP4090146")), "{rows:?}");
+}
+
+/// A chemistry-style claim set (formula symbols, ranges, substituent lists): fewer than 80 %
+/// of its words hold a letter, so Gopher's `min_alpha_ratio = 0.8` drops it; the patent policy
+/// keeps it.
+#[test]
+fn a_chemistry_patent_below_alpha_ratio_0_8_is_kept_by_the_patent_policy() {
+    let text = "Title: Substituted pyrazolo[1,5-a]pyrimidines\n\nAbstract: Compounds of formula (I) are provided.\n\n\
+                Claims: 1. A compound of formula (I), wherein R1 is H, C1-C6 alkyl, —CF3, —OCH3 or —N(CH3)2; \
+                R2 is —(CH2)n—COOH with n = 1, 2, 3 or 4; R3 is 2-F, 3-Cl, 4-Br, 2,4-F2 or 3,5-(CF3)2; \
+                X is —O—, —S—, —NH— or —CH2—; and m is 0, 1 or 2. 2. The compound of claim 1, wherein \
+                R1 is C1-C3 alkyl, R2 is —CH2COOH and R3 is 4-F; IC50 ≤ 10 nM; pKa 4.2–4.8; 0.5–2.0 mg/kg; \
+                1H NMR (400 MHz, DMSO-d6) δ 8.21 (s, 1H), 7.45 (d, J = 8.4 Hz, 2H), 7.12 (d, J = 8.4 Hz, 2H), \
+                4.05 (q, J = 7.1 Hz, 2H), 2.31 (s, 3H), 1.24 (t, J = 7.1 Hz, 3H).";
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let alpha = words.iter().filter(|w| w.chars().any(char::is_alphabetic)).count() as f64 / words.len() as f64;
+    assert!(alpha < 0.8, "alpha ratio {alpha}");
+    let (given, by_name) = (Default::default(), Default::default());
+    let p = Policies::new(&CleanConfig::default(), &given, &by_name, &by_name, &[]).unwrap();
+    let doc = |source: &str| Document {
+        id: "uspto:US1".into(),
+        source: source.into(),
+        lang: "en".into(),
+        text: text.into(),
+        ..Default::default()
+    };
+    let patent = p.select(None, "uspto");
+    assert_eq!(p.name(patent), "patent");
+    assert_eq!(p.cleaner(patent).apply(&mut doc("uspto")), Ok(()));
+    let web = p.select(None, "text");
+    assert_eq!(p.name(web), "web");
+    assert_eq!(p.cleaner(web).apply(&mut doc("text")), Err("alpha_ratio".to_string()));
+}
+
+#[test]
+fn two_wudao_files_with_equal_positions_get_unique_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(input.join(d)).unwrap();
+        std::fs::copy(data("wudao/coretech_wudao_demo.jsonl"), input.join(d).join("x.jsonl")).unwrap();
+    }
+    let cfg = config(std::slice::from_ref(&input), &tmp.path().join("docs"), "");
+    let (r, docs) = run(&cfg);
+    assert_eq!(docs.len(), 20, "{:?}", r.sources);
+    let ids: std::collections::BTreeSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), 20);
+    assert!(ids.contains("wudao:a/x.jsonl:505950") && ids.contains("wudao:b/x.jsonl:505950"), "{ids:?}");
+    // Provenance names the file and the record.
+    let d = docs.iter().find(|d| d.id == "wudao:b/x.jsonl:505950").unwrap();
+    assert!(d.meta["provenance"]["input"].as_str().unwrap().ends_with("b/x.jsonl"), "{:?}", d.meta);
+    assert_eq!(d.meta["provenance"]["record"], 0);
+}
+
+#[test]
+fn a_record_read_twice_is_a_same_id_duplicate_in_rejects() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The demo IPC file repeats entries of the big one, and the big one re-keys some entries onto
+    // codes it also lists: same code and same text 4 times, same code and other text 6 times.
+    let cfg = config(
+        &[data("ipc/coretech_ipcDes_demo.jsonl"), data("ipc/coretech_ipc_description_expand.hier+G06+H04.jsonl")],
+        &tmp.path().join("docs"),
+        "",
+    );
+    let (r, docs) = run(&cfg);
+    let ipc = &r.sources["ipc"];
+    assert_eq!(r.policies["ipc"], "reference");
+    let ids: std::collections::BTreeSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), docs.len(), "ids are unique");
+    assert!(ipc.filtered.is_empty(), "no quality filter for IPC entries: {:?}", ipc.filtered);
+    let dups: u64 = ipc.duplicates.values().sum();
+    assert_eq!(ipc.duplicates.get("same-id"), Some(&4), "{ipc:?}");
+    assert_eq!(ipc.errors.get("duplicate-id"), Some(&6), "{ipc:?}");
+    let rows = rejects(&cfg.output);
+    assert_eq!(rows.len() as u64, dups);
+    assert!(rows.iter().all(|(st, re, _)| st == "docs" && re == "same-id"));
+    // Two different texts under one code: a counted error naming both places, nothing silent.
+    assert_eq!(ipc.read, ipc.accounted());
+    for e in r.error_samples.iter().filter(|e| e.kind == "duplicate-id") {
+        assert!(e.message.contains("already used by") && e.message.contains("record"), "{e}");
+    }
+}
