@@ -193,10 +193,15 @@ pub struct DocsConfig {
     /// Parquet settings.
     #[serde(default)]
     pub writer: WriterConfig,
-    /// Write every document the stage drops (filtered, `same-id` duplicates) with its reason
-    /// to `OUTPUT/rejects/` (Parquet + manifest), so a dropped patent can be found.
+    /// Write every document the stage drops with its reason to the rejects folder (Parquet +
+    /// manifest), so a dropped patent can be found (`coretech inspect` reads it).
     #[serde(default = "default_true")]
     pub rejects: bool,
+    /// The rejects folder; default `OUTPUT.rejects` beside the output (never inside it: readers
+    /// of the output folder would take rejects for documents). A multi-task build writes
+    /// `task-NNNNN/` folders in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects_dir: Option<PathBuf>,
 }
 
 fn default_true() -> bool {
@@ -216,7 +221,19 @@ impl DocsConfig {
         crate::core::schema::check(self, "docs")?;
         self.clean.validate().map_err(|e| in_section(e, "docs"))?;
         crate::clean::policy::Policies::new(&self.clean, &self.policies, &self.policy_by_source, &self.policy_by_input, &self.inputs)?;
+        if self.rejects && self.rejects_dir().is_none() {
+            return Err(Error::Config {
+                file: String::new(),
+                key: "docs.rejects_dir".into(),
+                message: format!("the output {} has no folder name to put the rejects beside; set `rejects_dir`", self.output.display()),
+            });
+        }
         Ok(())
+    }
+
+    /// The rejects folder (`rejects_dir`, else `OUTPUT.rejects` beside the output).
+    pub fn rejects_dir(&self) -> Option<PathBuf> {
+        self.rejects_dir.clone().or_else(|| crate::stage::default_rejects_dir(&self.output))
     }
 }
 

@@ -240,39 +240,84 @@ impl Stage {
     }
 }
 
-/// The folder of a stage's rejects, inside its output (its own Parquet set with a manifest, out
-/// of the way of `OUTPUT/*.parquet` globs).
-pub const REJECTS_DIR: &str = "rejects";
+/// The suffix of the default rejects folder, beside the output: `OUTPUT.rejects/` (outside
+/// the output, so `datasets.load_dataset("parquet", data_dir=OUTPUT)` and folder scans of the
+/// output see only its shards).
+pub const REJECTS_SUFFIX: &str = ".rejects";
 
-/// The `rejects/` writer of a stage: every document the stage drops, with the reason, in
-/// Parquet parts (`rejects/part-NNNNN.parquet`, [`documents::rejects_schema`]) and a manifest.
-/// Parts end where the stage saves its progress ([`RejectsWriter::end_part`]), so a resumed
-/// build keeps the parts saved with its progress and writes the rest again: the same bytes as
-/// an uninterrupted build. The docs and dedup stages both write through it.
+/// The default rejects folder of `output`: its sibling `OUTPUT.rejects` (for `.`, the name of
+/// the folder it stands for). `None` when the output has no folder name (`/`).
+pub fn default_rejects_dir(output: &Path) -> Option<PathBuf> {
+    let name = output.file_name().map(|n| n.to_os_string()).or_else(|| resolve(output).file_name().map(|n| n.to_os_string()))?;
+    let mut name = name;
+    name.push(REJECTS_SUFFIX);
+    let parent = match output.file_name() {
+        Some(_) => output.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => resolve(output).parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    Some(parent.join(name))
+}
+
+/// The rejects writer of a stage: every document the stage drops, with the reason, in
+/// Parquet parts (`part-NNNNN.parquet`, [`documents::rejects_schema`]) and a manifest, in a
+/// folder of its own beside the output. Parts end where the stage saves its progress
+/// ([`RejectsWriter::end_part`]), so a resumed build keeps the parts saved with its progress
+/// and writes the rest again: the same bytes as an uninterrupted build. The one writer of
+/// rejected documents: the docs and dedup stages both write through it.
 pub struct RejectsWriter<'a> {
     stage: &'a Stage,
+    dir: PathBuf,
     cfg: WriterConfig,
     current: Option<ShardWriter>,
     parts: Vec<ShardInfo>,
     rows: u64,
 }
 
+/// Whether `name` is a file a rejects writer makes (its parts, its manifest, their temp files).
+fn is_rejects_file(name: &str) -> bool {
+    let base = name.strip_suffix(".tmp").unwrap_or(name);
+    base == MANIFEST_FILE
+        || base
+            .strip_prefix("part-")
+            .and_then(|r| r.strip_suffix(".parquet"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 impl Stage {
-    /// Opens the stage's `rejects/` folder (claimed as the stage's), keeping the parts of
-    /// `resumed` (from the saved progress) and removing any other file in it.
-    pub fn rejects(&self, cfg: &WriterConfig, resumed: Vec<ShardInfo>) -> Result<RejectsWriter<'_>> {
-        self.claim(&format!("{REJECTS_DIR}/"))?;
-        self.save_owned()?;
-        let dir = self.dir.join(REJECTS_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        // The folder is this stage's: what is not a kept part is a leftover of a killed run.
-        for name in entries(&dir)? {
-            if !resumed.iter().any(|p| p.file == format!("{REJECTS_DIR}/{name}")) {
+    /// Opens the rejects folder `dir` (created if absent), keeping the parts of `resumed` (from
+    /// the saved progress) and removing the other parts a rejects writer left there. A folder
+    /// holding any other file is refused (nothing in it is touched): it is not a rejects folder.
+    pub fn rejects(&self, dir: &Path, cfg: &WriterConfig, resumed: Vec<ShardInfo>) -> Result<RejectsWriter<'_>> {
+        let (out, rej) = (resolve(&self.dir), resolve(dir));
+        if rej == out || rej.starts_with(&out) || out.starts_with(&rej) {
+            return Err(Error::Other(format!(
+                "rejects folder {} overlaps the output {}: it goes beside the output (readers of the output folder would take \
+                 the rejects for documents); choose another `rejects_dir`",
+                dir.display(),
+                self.dir.display()
+            )));
+        }
+        if dir.is_dir() {
+            let foreign: Vec<String> = entries(dir)?.into_iter().filter(|n| !is_rejects_file(n)).collect();
+            if !foreign.is_empty() {
+                return Err(Error::Other(format!(
+                    "{}: the rejects folder holds files no rejects writer made ({}); choose an empty or new `rejects_dir` \
+                     (they are never deleted or overwritten)",
+                    dir.display(),
+                    foreign.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // The parts not saved with the progress are leftovers of a killed run (or of an older
+        // build): the folder is rewritten from here.
+        for name in entries(dir)? {
+            if !resumed.iter().any(|p| p.file == name) {
                 remove(&dir.join(&name))?;
             }
         }
         let rows = resumed.iter().map(|p| p.rows).sum();
-        Ok(RejectsWriter { stage: self, cfg: cfg.clone(), current: None, parts: resumed, rows })
+        Ok(RejectsWriter { stage: self, dir: dir.to_path_buf(), cfg: cfg.clone(), current: None, parts: resumed, rows })
     }
 }
 
@@ -283,7 +328,7 @@ impl RejectsWriter<'_> {
             return Ok(());
         }
         if self.current.is_none() {
-            let path = self.stage.dir.join(REJECTS_DIR).join(format!("part-{:05}.parquet", self.parts.len()));
+            let path = self.dir.join(format!("part-{:05}.parquet", self.parts.len()));
             self.current = Some(ShardWriter::create(&path, documents::rejects_schema(), &self.cfg)?);
         }
         self.rows += rejects.len() as u64;
@@ -293,9 +338,7 @@ impl RejectsWriter<'_> {
     /// Finishes the current part (call before the stage saves its progress).
     pub fn end_part(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
-            let mut info = w.finish()?;
-            info.file = format!("{REJECTS_DIR}/{}", info.file);
-            self.parts.push(info);
+            self.parts.push(w.finish()?);
         }
         Ok(())
     }
@@ -310,29 +353,40 @@ impl RejectsWriter<'_> {
         self.rows
     }
 
-    /// Ends the last part, writes `rejects/manifest.json` (the parts and `accounting`, the
-    /// stage's counts the rows must add up to) and lists the folder in the stage's `manifest`.
+    /// Ends the last part, writes the folder's `manifest.json` (the parts and `accounting`, the
+    /// stage's counts the rows must add up to) and names the folder (`rejects_dir`, as given)
+    /// and its row count (`rejects`) in the stage's `manifest`.
     pub fn finish(mut self, manifest: &mut Manifest, accounting: serde_json::Value) -> Result<()> {
         self.end_part()?;
-        let shards = self
-            .parts
-            .iter()
-            .map(|p| ShardInfo { file: p.file.trim_start_matches(&format!("{REJECTS_DIR}/")).to_string(), ..p.clone() })
-            .collect();
         let m = Manifest {
-            kind: "rejects".into(),
+            kind: REJECTS_KIND.into(),
             stage: self.stage.name.into(),
             tool_version: env!("CARGO_PKG_VERSION").into(),
             config_hash: self.stage.fingerprint.clone(),
-            shards,
+            shards: self.parts.clone(),
             accounting,
             ..Default::default()
         };
-        m.save(&self.stage.dir.join(REJECTS_DIR))?;
-        manifest.files.push(format!("{REJECTS_DIR}/"));
+        m.save(&self.dir)?;
+        manifest.info.insert(REJECTS_DIR_KEY.into(), self.dir.display().to_string().into());
         manifest.info.insert("rejects".into(), self.rows.into());
         Ok(())
     }
+}
+
+/// The manifest kind of a rejects folder.
+pub const REJECTS_KIND: &str = "rejects";
+/// The stage manifest's `info` key naming its rejects folder.
+pub const REJECTS_DIR_KEY: &str = "rejects_dir";
+
+/// Whether the rejects folder `dir` holds the finished rejects of the build with `fingerprint`
+/// (every part present at its size).
+pub fn rejects_up_to_date(dir: &Path, fingerprint: &str) -> bool {
+    Manifest::load(dir).is_ok_and(|m| {
+        m.kind == REJECTS_KIND
+            && m.config_hash == fingerprint
+            && m.shards.iter().all(|s| std::fs::metadata(dir.join(&s.file)).is_ok_and(|md| md.len() == s.bytes))
+    })
 }
 
 /// Refuses a non-empty folder this stage owns nothing in, unless forced.

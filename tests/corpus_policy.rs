@@ -1,6 +1,7 @@
 //! The corpus the docs stage builds by default: per-source clean policies keep office patents
-//! that web heuristics drop, ids are unique across input files, and every dropped document is
-//! in `rejects/` with its reason (rows = filtered + duplicates of the manifest).
+//! that web heuristics drop, ids are unique across input files (a remaining collision is
+//! counted and named), and every dropped document is in the rejects folder beside the output
+//! with its reason (rows = filtered of the manifest).
 
 use std::path::{Path, PathBuf};
 
@@ -35,13 +36,14 @@ fn run(cfg: &DocsConfig) -> (RunReport, Vec<Document>) {
     (r, out)
 }
 
-/// Every rejects row, as (stage, reason, id).
+/// Every row of the rejects folder of output `dir` (`DIR.rejects`), as (stage, reason, id).
 fn rejects(dir: &Path) -> Vec<(String, String, String)> {
     use arrow::array::AsArray;
-    let m = Manifest::load(&dir.join("rejects")).expect("rejects/manifest.json");
+    let rej = dir.with_extension("rejects");
+    let m = Manifest::load(&rej).expect("rejects manifest.json");
     let mut rows = Vec::new();
     for s in &m.shards {
-        let f = std::fs::File::open(dir.join("rejects").join(&s.file)).unwrap();
+        let f = std::fs::File::open(rej.join(&s.file)).unwrap();
         let rd = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
         for b in rd {
             let b = b.unwrap();
@@ -130,7 +132,7 @@ fn two_wudao_files_with_equal_positions_get_unique_ids() {
 }
 
 #[test]
-fn a_record_read_twice_is_a_same_id_duplicate_in_rejects() {
+fn an_id_given_twice_is_a_counted_collision_naming_both_places() {
     let tmp = tempfile::tempdir().unwrap();
     // The demo IPC file repeats entries of the big one, and the big one re-keys some entries onto
     // codes it also lists: same code and same text 4 times, same code and other text 6 times.
@@ -142,18 +144,69 @@ fn a_record_read_twice_is_a_same_id_duplicate_in_rejects() {
     let (r, docs) = run(&cfg);
     let ipc = &r.sources["ipc"];
     assert_eq!(r.policies["ipc"], "reference");
-    let ids: std::collections::BTreeSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(ids.len(), docs.len(), "ids are unique");
     assert!(ipc.filtered.is_empty(), "no quality filter for IPC entries: {:?}", ipc.filtered);
-    let dups: u64 = ipc.duplicates.values().sum();
-    assert_eq!(ipc.duplicates.get("same-id"), Some(&4), "{ipc:?}");
-    assert_eq!(ipc.errors.get("duplicate-id"), Some(&6), "{ipc:?}");
-    let rows = rejects(&cfg.output);
-    assert_eq!(rows.len() as u64, dups);
-    assert!(rows.iter().all(|(st, re, _)| st == "docs" && re == "same-id"));
-    // Two different texts under one code: a counted error naming both places, nothing silent.
-    assert_eq!(ipc.read, ipc.accounted());
-    for e in r.error_samples.iter().filter(|e| e.kind == "duplicate-id") {
-        assert!(e.message.contains("already used by") && e.message.contains("record"), "{e}");
+    assert_eq!(ipc.id_collisions.get("same-text"), Some(&4), "{ipc:?}");
+    assert_eq!(ipc.id_collisions.get("other-text"), Some(&6), "{ipc:?}");
+    // Nothing is lost: every record is kept and accounted for; the collisions are within `kept`.
+    assert_eq!((ipc.read, ipc.kept, ipc.accounted()), (2866, 2866, 2866));
+    let ids: std::collections::BTreeSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(docs.len() - ids.len(), 10);
+    // Two different texts under one code: named with both places.
+    let named: Vec<_> = r.error_samples.iter().filter(|e| e.kind == "duplicate-id").collect();
+    assert_eq!(named.len(), 6);
+    for e in named {
+        assert!(e.message.contains("is already used by") && e.message.matches(" record ").count() == 2, "{e}");
+        assert!(e.position.offset.is_some(), "{e}");
     }
+    assert!(r.table().contains("id-collision:other-text=6"), "{}", r.table());
+    assert!(rejects(&cfg.output).is_empty());
+}
+
+#[test]
+fn the_rejects_folder_is_beside_the_output_and_configurable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = [data("wudao/wudaosailing_corpus_test.json")];
+    // Default: `OUTPUT.rejects`, nothing of it inside the output.
+    let cfg = config(&inputs, &tmp.path().join("docs"), "");
+    let (r, _) = run(&cfg);
+    assert_eq!(r.sources["wudao"].filtered.values().sum::<u64>(), 1);
+    assert_eq!(rejects(&cfg.output).len(), 1);
+    let m = Manifest::load(&cfg.output).unwrap();
+    assert_eq!(m.info["rejects"], 1);
+    assert!(m.shards.iter().all(|s| !s.file.contains('/')), "{m:?}");
+    assert!(std::fs::read_dir(&cfg.output).unwrap().all(|e| !e.unwrap().path().is_dir()), "no folder inside the output");
+    // An unchanged rerun is up to date; one whose rejects folder went missing rebuilds it.
+    std::fs::remove_dir_all(tmp.path().join("docs.rejects")).unwrap();
+    run(&cfg);
+    assert_eq!(rejects(&cfg.output).len(), 1);
+
+    // `rejects_dir` puts it elsewhere.
+    let elsewhere = tmp.path().join("audit/dropped");
+    let cfg = config(&inputs, &tmp.path().join("docs2"), &format!("rejects_dir = {:?}", elsewhere.display().to_string()));
+    run(&cfg);
+    assert_eq!(Manifest::load(&elsewhere).unwrap().shards.iter().map(|s| s.rows).sum::<u64>(), 1);
+    assert!(!tmp.path().join("docs2.rejects").exists());
+
+    // Off: no folder at all.
+    let cfg = config(&inputs, &tmp.path().join("docs3"), "rejects = false");
+    run(&cfg);
+    assert!(!tmp.path().join("docs3.rejects").exists());
+}
+
+#[test]
+fn a_rejects_folder_inside_the_output_or_holding_other_files_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = [data("wudao/coretech_wudao_demo.jsonl")];
+    let out = tmp.path().join("docs");
+    let inside = config(&inputs, &out, &format!("rejects_dir = {:?}", out.join("rejects").display().to_string()));
+    let err = docs::run(&inside, &IpcScheme::default(), TaskSplit::default(), false).unwrap_err().to_string();
+    assert!(err.contains("overlaps the output") && err.contains("rejects_dir"), "{err}");
+
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("notes.txt"), "mine").unwrap();
+    let cfg = config(&inputs, &tmp.path().join("docs2"), &format!("rejects_dir = {:?}", theirs.display().to_string()));
+    let err = docs::run(&cfg, &IpcScheme::default(), TaskSplit::default(), false).unwrap_err().to_string();
+    assert!(err.contains("holds files no rejects writer made") && err.contains("notes.txt"), "{err}");
+    assert_eq!(std::fs::read_to_string(theirs.join("notes.txt")).unwrap(), "mine", "never touched");
 }

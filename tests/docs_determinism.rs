@@ -38,8 +38,8 @@ fn config_text(inputs: &[&str], out: &Path) -> String {
 #[test]
 fn json_family_fixtures_read_with_their_documented_counts_and_no_errors() {
     // The expanded IPC file gives 6 codes twice with different texts (entries re-keyed onto a
-    // code it also lists): ids are unique in a build, so those are `duplicate-id` errors (which
-    // fail a strict run); every other file reads strict with no error.
+    // code it also lists): `other-text` id collisions, counted (a strict run fails on them, see
+    // below); every file reads with no error.
     for (file, source, n, dup_ids) in
         [(WUDAO_JSON, "wudao", 478, 0), (WUDAO_JSONL, "wudao", 10, 0), (IPC_DEMO, "ipc", 10, 0), (IPC_EXPAND, "ipc", 2856, 6)]
     {
@@ -49,11 +49,22 @@ fn json_family_fixtures_read_with_their_documented_counts_and_no_errors() {
         assert_eq!(r.sources.keys().collect::<Vec<_>>(), [source], "{file}");
         let s = &r.sources[source];
         assert_eq!((s.files, s.read), (1, n), "{file}");
-        assert_eq!(s.errors.values().sum::<u64>(), dup_ids, "{file}: {:?}", r.error_samples);
-        assert_eq!(s.errors.get("duplicate-id").copied().unwrap_or(0), dup_ids, "{file}");
+        assert_eq!(s.errors.values().sum::<u64>(), 0, "{file}: {:?}", r.error_samples);
+        assert_eq!(s.id_collisions.get("other-text").copied().unwrap_or(0), dup_ids, "{file}");
+        assert_eq!(r.error_samples.iter().filter(|e| e.kind == "duplicate-id").count() as u64, dup_ids, "{file}");
         assert_eq!(s.read, s.accounted(), "{file}");
         assert!(r.unrecognized.is_empty());
     }
+}
+
+/// A strict build stops at the first id used twice with other text, naming both places.
+#[test]
+fn a_strict_build_fails_on_an_id_given_twice_with_other_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = PipelineConfig::parse(&config_text(&[IPC_EXPAND], &dir.path().join("docs")), "t.toml").unwrap().docs.unwrap();
+    let err = docs::run(&cfg, &IpcScheme::default(), TaskSplit::default(), true).unwrap_err().to_string();
+    assert!(err.contains("duplicate-id") && err.contains("is already used by") && err.matches(" record ").count() == 2, "{err}");
+    assert!(err.contains("coretech_ipc_description_expand"), "{err}");
 }
 
 /// Runs `coretech docs` on a config written next to `out`; returns (success, stderr).
@@ -69,7 +80,7 @@ fn run_bin(inputs: &[&str], out: &Path, env: &[(&str, &str)]) -> (bool, String) 
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
-/// Every file of an output directory (and of its `rejects/`) except the timing-bearing
+/// Every file of an output directory (and of its sub-folders) except the timing-bearing
 /// `report.json`, by name.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -100,24 +111,30 @@ fn one_and_four_threads_write_identical_bytes() {
     let (ok, log) = run_bin(&ALL, &out, &[("RAYON_NUM_THREADS", "1")]);
     assert!(ok, "{log}");
     let one = files(&out);
+    let rejects = tmp.path().join("docs.rejects");
+    let one_rejects = files(&rejects);
     std::fs::rename(&out, tmp.path().join("docs-1")).unwrap();
     let (ok, log) = run_bin(&ALL, &out, &[("RAYON_NUM_THREADS", "4")]);
     assert!(ok, "{log}");
     let four = files(&out);
     let mut want: Vec<String> = vec!["manifest.json".into()];
     want.extend(shard_names(12));
-    assert_eq!(one.keys().filter(|k| !k.starts_with("rejects/")).cloned().collect::<Vec<_>>(), want);
+    assert_eq!(one.keys().cloned().collect::<Vec<_>>(), want, "the rejects are beside the output, not in it");
     assert_eq!(four.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
     for (name, bytes) in &one {
         assert!(four[name] == *bytes, "{name} differs between 1 and 4 threads");
     }
+    let four_rejects = files(&rejects);
+    assert_eq!(one_rejects.keys().cloned().collect::<Vec<_>>(), ["manifest.json", "part-00000.parquet"]);
+    assert!(one_rejects == four_rejects, "rejects differ between 1 and 4 threads");
     let m: serde_json::Value = serde_json::from_slice(&one["manifest.json"]).unwrap();
     let rows: u64 = m["shards"].as_array().unwrap().iter().map(|s| s["rows"].as_u64().unwrap()).sum();
-    // 3,354 JSON-family records; the default cleaner drops one (WuDao 272, a sentence repeated
-    // 15 times: `repeated_10_grams`); ids are unique in a build, so 10 IPC entries given twice
-    // are not written (4 with the same text: `same-id` duplicates; 6 with other text:
-    // `duplicate-id` errors).
-    assert_eq!(rows, 3343);
+    // 3,354 JSON-family records; the web policy drops one (WuDao 272, a sentence repeated
+    // 15 times: `repeated_10_grams`), and it is the one rejects row. 10 IPC entries given
+    // twice stay (4 with the same text, 6 with other text: counted id collisions).
+    assert_eq!(rows, 3353);
+    assert_eq!(m["info"]["rejects"], 1);
+    assert_eq!(m["accounting"]["sources"]["ipc"]["id_collisions"], serde_json::json!({"same-text": 4, "other-text": 6}));
 }
 
 #[test]
@@ -127,12 +144,14 @@ fn interrupted_build_resumes_to_identical_bytes() {
     let (ok, log) = run_bin(&ALL, &out, &[]);
     assert!(ok, "{log}");
     let reference = files(&out);
+    let rejects = tmp.path().join("docs.rejects");
+    let reference_rejects = files(&rejects);
     std::fs::remove_dir_all(&out).unwrap();
 
     // Stopped right after the 5th shard and its progress record, as a kill at that point would.
     let (ok, log) = run_bin(&ALL, &out, &[(STOP_AFTER_SHARDS_ENV, "5"), ("RAYON_NUM_THREADS", "2")]);
     assert!(!ok && log.contains("stopped after 5 shards"), "{log}");
-    let mut left: Vec<String> = files(&out).into_keys().filter(|k| !k.starts_with("rejects/")).collect();
+    let mut left: Vec<String> = files(&out).into_keys().collect();
     left.sort();
     let mut want = shard_names(5);
     want.push("progress.json".into());
@@ -150,6 +169,7 @@ fn interrupted_build_resumes_to_identical_bytes() {
     for (name, bytes) in &reference {
         assert!(resumed[name] == *bytes, "{name} differs after resuming");
     }
+    assert!(files(&rejects) == reference_rejects, "the rejects differ after resuming");
     // The report's accounting covers the whole input, not just the resumed part.
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["sources"]["wudao"]["read"], 488);

@@ -406,8 +406,8 @@ fn a_second_process_on_a_locked_output_fails_at_once_naming_the_holder() {
 }
 
 /// Docs over four JSON-family fixture files (3,354 records) with `count` tasks, merged.
-fn docs_in_tasks(tmp: &Path, count: usize) -> PathBuf {
-    let inputs: Vec<PathBuf> = [
+fn inputs_of_docs_in_tasks() -> Vec<PathBuf> {
+    [
         "wudao/wudaosailing_corpus_test.json",
         "wudao/coretech_wudao_demo.jsonl",
         "ipc/coretech_ipcDes_demo.jsonl",
@@ -415,11 +415,17 @@ fn docs_in_tasks(tmp: &Path, count: usize) -> PathBuf {
     ]
     .iter()
     .map(|f| data(f))
-    .collect();
+    .collect()
+}
+
+fn docs_in_tasks(tmp: &Path, count: usize) -> PathBuf {
+    let inputs = inputs_of_docs_in_tasks();
     let out = tmp.join(format!("docs-{count}"));
     let cfg = docs_pipeline(&inputs, &out, 300, "");
     for i in 0..count {
-        let o = RunOptions { task: TaskSplit::new(i, count).unwrap(), strict: true, force: false };
+        // Not strict: the expand file gives 6 IPC codes twice with other text (counted id
+        // collisions; a strict build fails on them, whatever the task count: see below).
+        let o = RunOptions { task: TaskSplit::new(i, count).unwrap(), strict: false, force: false };
         pipeline::run_stage(&cfg, &coretech::config::Stage::Docs, &o).unwrap();
     }
     if count > 1 {
@@ -439,6 +445,43 @@ fn one_and_three_docs_tasks_give_the_same_documents_and_the_same_token_shards() 
     let (ma, mb) = (Manifest::load(&one).unwrap(), Manifest::load(&three).unwrap());
     assert_eq!(ma.accounting["sources"], mb.accounting["sources"]);
     assert!(mb.shards.len() > ma.shards.len(), "the tasks cut their own shards");
+    // The ids are checked across the tasks at the merge (the same counts as one task), and the
+    // merged rejects folder lists every task's parts.
+    assert_eq!(ma.accounting["sources"]["ipc"]["id_collisions"]["same-text"], 4);
+    let rejects = |out: &Path| Manifest::load(&out.with_extension("rejects")).unwrap().shards.iter().map(|s| s.rows).sum::<u64>();
+    assert_eq!((rejects(&one), rejects(&three)), (1, 1));
+    assert_eq!(mb.info["rejects"], 1);
+    assert_eq!(ma.accounting["sources"]["ipc"]["id_collisions"]["other-text"], 6);
+    for m in [&ma, &mb] {
+        let errors: u64 = m.accounting["sources"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|s| s["errors"].as_object().unwrap().values())
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(errors, 0, "every record reads");
+    }
+
+    // Strict, the collisions fail the build whatever the task count: one task at its end, three
+    // at the merge (where the ids of all tasks meet), naming both places.
+    for count in [1, 3] {
+        let out = tmp.path().join(format!("strict-{count}"));
+        let cfg = docs_pipeline(&inputs_of_docs_in_tasks(), &out, 300, "");
+        let mut failed = None;
+        for i in 0..count {
+            let o = RunOptions { task: TaskSplit::new(i, count).unwrap(), strict: true, force: false };
+            if let Err(e) = pipeline::run_stage(&cfg, &coretech::config::Stage::Docs, &o) {
+                failed = Some(e.to_string());
+            }
+        }
+        if count > 1 {
+            assert!(failed.is_none(), "{failed:?}");
+            failed = pipeline::merge::merge(&out).err().map(|e| e.to_string());
+        }
+        let err = failed.expect("a strict build fails on an id given twice with other text");
+        assert!(err.contains("duplicate-id") && err.contains("ipc:G06Q 50/00") && err.matches(" record ").count() == 2, "{count}: {err}");
+    }
 
     // Packed: byte-identical token shards (documents batched across shard boundaries).
     let mut pa = pack_config(&one, &tmp.path().join("tokens-1"), None);

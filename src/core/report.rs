@@ -30,6 +30,11 @@ pub struct SourceStats {
     pub bytes_in: u64,
     /// Bytes of kept text.
     pub bytes_out: u64,
+    /// Kept documents whose id an earlier document of the build already has, by kind
+    /// (`same-text`, `other-text`; see `pipeline::ids`). They are among `kept`, not a bucket of
+    /// the accounting.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub id_collisions: BTreeMap<String, u64>,
 }
 
 impl SourceStats {
@@ -52,6 +57,9 @@ impl SourceStats {
         }
         for (k, v) in &o.errors {
             *self.errors.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.id_collisions {
+            *self.id_collisions.entry(k.clone()).or_default() += v;
         }
     }
 }
@@ -98,6 +106,11 @@ impl RunReport {
         let s = self.source(source);
         s.read += 1;
         *s.errors.entry(e.kind.to_string()).or_default() += 1;
+        self.sample(e);
+    }
+
+    /// Keeps `e` among the error samples (while there is room) without counting it.
+    pub fn sample(&mut self, e: &ReadError) {
         if self.error_samples.len() < ERROR_SAMPLES {
             self.error_samples.push(e.clone());
         }
@@ -161,9 +174,7 @@ impl RunReport {
             }
         }
         for e in &o.error_samples {
-            if self.error_samples.len() < ERROR_SAMPLES {
-                self.error_samples.push(e.clone());
-            }
+            self.sample(e);
         }
     }
 
@@ -218,6 +229,7 @@ impl RunReport {
                 .map(|(k, v)| (format!("filtered:{k}"), v))
                 .chain(s.errors.iter().map(|(k, v)| (format!("error:{k}"), v)))
                 .chain(s.duplicates.iter().map(|(k, v)| (format!("duplicate:{k}"), v)))
+                .chain(s.id_collisions.iter().map(|(k, v)| (format!("id-collision:{k}"), v)))
             {
                 *reasons.entry(k).or_default() += v;
             }

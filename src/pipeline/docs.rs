@@ -13,12 +13,11 @@
 //! writes them.
 //!
 //! Every document gets its provenance (`meta.provenance`: input stream, record index, byte
-//! offset). Ids are unique in the output: a source whose native id is only a position in its
-//! file (WuDao's running `id`) is namespaced by the file's path within its input entry
-//! (`wudao:{path}:{n}`), and a document whose id an earlier one already has is a `same-id`
-//! duplicate when its text is the same (an entry listed in two inputs) and a `duplicate-id`
-//! error naming both places when not. Every filtered or duplicate document is written to
-//! `rejects/` (see [`crate::stage::RejectsWriter`]) unless `docs.rejects` is off.
+//! offset). A source whose native id is only a position in its file (WuDao's running `id`) is
+//! namespaced by the file's path within its input entry (`wudao:{path}:{n}`); the remaining
+//! collisions are found over the whole build by [`super::ids`] (here for a one-task build, at
+//! `coretech merge` for several tasks). Every filtered document is written to the rejects
+//! folder (see [`crate::stage::RejectsWriter`]) unless `docs.rejects` is off.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +41,7 @@ use crate::render::render_patent;
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
 use crate::sources::generic::{frame_parquet, is_parquet, GenericParquet};
 use crate::sources::{sniff, Format, ParseContext};
-use crate::stage::{glob_root, test_hooks, RejectsWriter, Stage, StageSpec, PROGRESS_FILE, REJECTS_DIR};
+use crate::stage::{glob_root, rejects_up_to_date, test_hooks, RejectsWriter, Stage, StageSpec, PROGRESS_FILE};
 
 /// A position in the input sequence: file (index in the task's file list), stream within the
 /// file (zip members), and event number within the stream (0 = the stream itself).
@@ -63,7 +62,7 @@ struct Progress {
     /// The last input position the shards cover (None: nothing read yet).
     pos: Option<Pos>,
     report: RunReport,
-    /// The finished `rejects/` parts (they end where the shards do).
+    /// The finished rejects parts (they end where the shards do).
     #[serde(default)]
     rejects: Vec<ShardInfo>,
 }
@@ -130,10 +129,24 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
             .with_files("inputs", &files)?,
     );
 
-    // Up to date, resumable, or fresh.
+    // This task's rejects folder (a multi-task build: one per task inside the configured one).
+    let rejects_dir = if cfg.rejects {
+        let base =
+            cfg.rejects_dir().ok_or_else(|| Error::Other(format!("{}: no rejects folder (set `rejects_dir`)", cfg.output.display())))?;
+        let dir = task.output_dir(&base);
+        crate::stage::check_overlap(&dir, &cfg.inputs.iter().map(|i| glob_root(i)).collect::<Vec<_>>())?;
+        Some(dir)
+    } else {
+        None
+    };
+
+    // Up to date (with its rejects folder), resumable, or fresh.
     if let Some(mut r) = st.up_to_date::<RunReport>() {
-        r.elapsed_s = st.elapsed_s();
-        return Ok(r);
+        if rejects_dir.as_ref().is_none_or(|d| rejects_up_to_date(d, st.fingerprint())) {
+            r.elapsed_s = st.elapsed_s();
+            return Ok(r);
+        }
+        tracing::warn!("{}: the rejects folder is missing or changed; rebuilding", out_dir.display());
     }
     let resumed = st.resume::<Progress>().filter(|p| {
         // Every finished shard must still be there, unchanged in size.
@@ -142,7 +155,7 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
     let (mut report, shards, start, rejected) = match resumed {
         Some(p) => {
             tracing::info!("{}: resuming after {} finished shards", out_dir.display(), p.shards.len());
-            st.clean(|n| n == PROGRESS_FILE || n == format!("{REJECTS_DIR}/") || p.shards.iter().any(|s| s.file == n))?;
+            st.clean(|n| n == PROGRESS_FILE || p.shards.iter().any(|s| s.file == n))?;
             (p.report, p.shards, p.pos, p.rejects)
         }
         None => {
@@ -150,11 +163,12 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
             (RunReport::new("docs"), Vec::new(), None, Vec::new())
         }
     };
-    let mut ids = IdIndex::default();
-    for s in &shards {
-        ids.add_shard(&out_dir.join(&s.file))?;
-    }
-    let rejects = if cfg.rejects { Some(st.rejects(&cfg.writer, rejected)?) } else { None };
+    // The id check's sort spills here (one-task builds; removed when the check ends).
+    st.claim(IDS_WORK_DIR)?;
+    let rejects = match &rejects_dir {
+        Some(dir) => Some(st.rejects(dir, &cfg.writer, rejected)?),
+        None => None,
+    };
     st.claim(&shard_name(shards.len()))?;
     st.save_progress(&Progress {
         shards: shards.clone(),
@@ -230,34 +244,6 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
                     Outcome::Kept { pos, doc, policy } => {
                         last_pos = pos;
                         report.policy(&doc.source, policies.name(policy));
-                        match ids.check(&doc) {
-                            IdCheck::New => {}
-                            IdCheck::Same(first) => {
-                                report.duplicate(&doc.source, "same-id");
-                                if cfg.rejects {
-                                    let kept_id = Some(doc.id.clone());
-                                    let similarity = Some(1.0);
-                                    pending_rejects.push(Reject { doc, reason: "same-id".into(), kept_id, similarity });
-                                    rejects_open = true;
-                                }
-                                tracing::debug!("same document as {first}");
-                                continue;
-                            }
-                            IdCheck::Conflict(first) => {
-                                let (file, offset) = provenance_of(&doc.meta);
-                                let err = ReadError::new(
-                                    Position::new(file, offset, None),
-                                    ReadErrorKind::DuplicateId,
-                                    format!("id {:?} is already used by {first} (with other text); this document is not written", doc.id),
-                                );
-                                if strict {
-                                    failure = Some(Error::Read(err));
-                                    break 'batches;
-                                }
-                                report.error(&doc.source, &err);
-                                continue;
-                            }
-                        }
                         report.kept(&doc.source, doc.text.len() as u64);
                         pending.push(doc);
                         in_shard += 1;
@@ -300,6 +286,10 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
     });
     bar.finish_and_clear();
     let (shards, rejects) = result?;
+    if task.count == 1 {
+        let paths: Vec<PathBuf> = shards.iter().map(|s| out_dir.join(&s.file)).collect();
+        super::ids::check(&paths, &out_dir.join(IDS_WORK_DIR), strict, &mut report)?;
+    }
 
     report.elapsed_s = st.elapsed_s();
     let mut manifest =
@@ -307,12 +297,20 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
     manifest.info.insert("task_index".into(), task.index.into());
     manifest.info.insert("task_count".into(), task.count.into());
     manifest.info.insert("inputs".into(), files.len().into());
+    // `merge` checks the ids across tasks as strictly as the tasks ran.
+    manifest.info.insert(STRICT_KEY.into(), strict.into());
     if let Some(r) = rejects {
         r.finish(&mut manifest, report.accounting())?;
     }
     st.finish(manifest, &report)?;
     Ok(report)
 }
+
+/// The manifest `info` key recording whether the build ran strict.
+pub const STRICT_KEY: &str = "strict";
+
+/// The id check's work folder inside a one-task output (see [`super::ids`]).
+const IDS_WORK_DIR: &str = ".ids-work/";
 
 /// Shard file name of shard `n`.
 pub fn shard_name(n: usize) -> String {
@@ -341,7 +339,7 @@ fn process(
                 Ok(Record::Doc(d)) => d,
                 Ok(Record::Patent(p)) => render_patent(&p, &cfg.render, Some(scheme)),
                 Ok(Record::Skip { reason, id }) => {
-                    // Nothing but its id to keep: the row in `rejects/` says where it is.
+                    // Nothing but its id to keep: its rejects row says where it is.
                     let mut meta = Meta::new();
                     meta.insert(PROVENANCE_KEY.into(), provenance(&raw));
                     let doc = Document { id: format!("{source}:{id}"), source: source.into(), meta, ..Default::default() };
@@ -369,13 +367,6 @@ fn process(
 /// `archive.zip!member`), its index in the stream (from 0) and its byte offset.
 fn provenance(raw: &crate::io::RawRecord) -> serde_json::Value {
     serde_json::json!({ "input": &*raw.file, "record": raw.index, "offset": raw.offset })
-}
-
-/// The input and byte offset a document's provenance names.
-fn provenance_of(meta: &Meta) -> (String, Option<u64>) {
-    let p = meta.get(PROVENANCE_KEY);
-    let input = p.and_then(|p| p["input"].as_str()).unwrap_or("?").to_string();
-    (input, p.and_then(|p| p["offset"].as_u64()))
 }
 
 /// `wudao:7` read from `data/a.json` under the input entry `data` → `wudao:a.json:7`. `name`
@@ -416,55 +407,6 @@ fn input_names(inputs: &[String], files: &[PathBuf]) -> Result<Vec<(String, Stri
         .zip(files)
         .map(|(n, f)| n.unwrap_or_else(|| (f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), String::new())))
         .collect())
-}
-
-/// The ids written so far, with a hash of each document's text and where it came from.
-/// Costs about 48 bytes per kept document (10 M documents: ~0.5 GB); a disk-backed check for
-/// larger builds is not there yet.
-#[derive(Default)]
-struct IdIndex {
-    seen: HashMap<u128, (u64, String)>,
-}
-
-enum IdCheck {
-    New,
-    /// Same id and same text as the document at this place.
-    Same(String),
-    /// Same id, other text.
-    Conflict(String),
-}
-
-impl IdIndex {
-    fn place(doc: &Document) -> String {
-        let p = doc.meta.get(PROVENANCE_KEY);
-        match p {
-            Some(p) => format!("{} record {} (byte {})", p["input"].as_str().unwrap_or("?"), p["record"], p["offset"]),
-            None => "an earlier shard".into(),
-        }
-    }
-
-    fn check(&mut self, doc: &Document) -> IdCheck {
-        let key = xxhash_rust::xxh3::xxh3_128(doc.id.as_bytes());
-        let text = xxhash_rust::xxh3::xxh3_64(doc.text.as_bytes());
-        match self.seen.get(&key) {
-            Some((t, place)) if *t == text => IdCheck::Same(place.clone()),
-            Some((_, place)) => IdCheck::Conflict(place.clone()),
-            None => {
-                self.seen.insert(key, (text, Self::place(doc)));
-                IdCheck::New
-            }
-        }
-    }
-
-    /// Adds the documents of a finished shard (a resumed build).
-    fn add_shard(&mut self, path: &Path) -> Result<()> {
-        for docs in documents::read_shard(path, 4096)? {
-            for d in docs? {
-                self.check(&d);
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Frames every file in order into batches of events, skipping everything up to `start`.
@@ -572,7 +514,7 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
     Ok(())
 }
 
-/// Receives documents, rejects and shard boundaries; writes shards, `rejects/` parts and the
+/// Receives documents, rejects and shard boundaries; writes shards, rejects parts and the
 /// progress file.
 fn write_all<'a>(
     rx: Receiver<WriterMsg>,

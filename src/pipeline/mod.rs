@@ -2,6 +2,7 @@
 //! stage reads and writes files only, so a build can stop and resume between stages.
 
 pub mod docs;
+pub mod ids;
 pub mod merge;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

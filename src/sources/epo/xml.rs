@@ -326,6 +326,7 @@ mod tests {
             policy_by_input: Default::default(),
             writer: Default::default(),
             rejects: true,
+            rejects_dir: None,
         };
         let scheme = crate::ipc::IpcScheme::load(&Default::default()).unwrap();
         let report = crate::pipeline::docs::run(&cfg, &scheme, Default::default(), true).unwrap();
@@ -337,11 +338,11 @@ mod tests {
         assert!(epo.errors.is_empty());
         let cn = &report.sources["cnipa"];
         // The demo's 10 records + the hand-made Google-Patents file, which is the demo's
-        // CN118524411A again with the same text: ids are unique in a build, so it is a `same-id`
-        // duplicate.
-        assert_eq!((cn.files, cn.read, cn.kept), (2, 11, 10));
-        assert_eq!(cn.duplicates, [("same-id".to_string(), 1)].into_iter().collect());
-        assert!(cn.errors.is_empty() && cn.filtered.is_empty());
+        // CN118524411A again with the same text: a `same-text` id collision, counted (dedup's
+        // exact step removes the copy).
+        assert_eq!((cn.files, cn.read, cn.kept), (2, 11, 11));
+        assert_eq!(cn.id_collisions, [("same-text".to_string(), 1)].into_iter().collect());
+        assert!(cn.errors.is_empty() && cn.filtered.is_empty() && cn.duplicates.is_empty());
         assert_eq!(report.sources.len(), 2, "{:?}", report.sources.keys());
     }
 
