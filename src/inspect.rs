@@ -1,5 +1,7 @@
 //! `coretech inspect`: what a shard file or directory holds — schema, row counts, sample rows
-//! and per-source statistics (computed with polars).
+//! and per-source statistics (computed with polars). A rejects folder (`OUTPUT.rejects`) is
+//! shown by reason: counts per reason and per source and reason, and, with a reason given, the
+//! first rows of that reason with where each document came from.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -39,9 +41,25 @@ fn files(path: &Path) -> Result<Vec<PathBuf>> {
 
 /// Renders the inspection report of `path` as text.
 pub fn inspect(path: &Path, sample_rows: usize) -> Result<String> {
+    inspect_with(path, sample_rows, None)
+}
+
+/// [`inspect`], and for a rejects folder with `reason`: only the rows dropped for that reason
+/// (up to `sample_rows` of them shown). A reason on shards that are not rejects, or one no row
+/// has, is an error naming the reasons there are.
+pub fn inspect_with(path: &Path, sample_rows: usize, reason: Option<&str>) -> Result<String> {
     let files = files(path)?;
     if files.is_empty() {
         return Err(Error::Other(format!("{}: no parquet shards", path.display())));
+    }
+    if has_column(&files[0], REASON_COLUMN)? {
+        return inspect_rejects(path, &files, sample_rows, reason);
+    }
+    if let Some(r) = reason {
+        return Err(Error::Other(format!(
+            "{}: --reason {r:?} needs a rejects folder (shards with a `{REASON_COLUMN}` column, e.g. OUTPUT.rejects); these shards have none",
+            path.display()
+        )));
     }
     if is_token_shard(&files[0])? {
         return inspect_tokens(path, &files, sample_rows);
@@ -132,10 +150,95 @@ fn preview(col: &dyn Array, row: usize) -> String {
 }
 
 fn is_token_shard(f: &Path) -> Result<bool> {
+    has_column(f, "input_ids")
+}
+
+fn has_column(f: &Path, name: &str) -> Result<bool> {
     let file = File::open(f).map_err(|e| Error::io(f, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.to_path_buf(), message: e.to_string() })?;
-    Ok(builder.schema().column_with_name("input_ids").is_some())
+    Ok(builder.schema().column_with_name(name).is_some())
+}
+
+/// The column that makes a shard a rejects shard (see `shard::documents::rejects_schema`).
+const REASON_COLUMN: &str = "reason";
+/// Rows read at a time.
+const READ_BATCH_ROWS: usize = 4096;
+
+/// A rejects folder: rows per reason and per source and reason (counted while streaming: memory
+/// bounded by the number of distinct reasons and sources), then sample rows — of `reason` only
+/// when given — with id, source, stage, reason, kept id, similarity, provenance and text.
+fn inspect_rejects(path: &Path, files: &[PathBuf], sample_rows: usize, reason: Option<&str>) -> Result<String> {
+    use std::collections::BTreeMap;
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_source: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut samples = String::new();
+    let mut shown = 0usize;
+    let mut total = 0u64;
+    for f in files {
+        let shard_err = |e: &dyn std::fmt::Display| Error::Shard { path: f.clone(), message: e.to_string() };
+        let file = File::open(f).map_err(|e| Error::io(f, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
+            .map_err(|e| shard_err(&e))?;
+        let mut row0 = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(|e| shard_err(&e))?;
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_string_opt::<i32>().cloned())
+                    .ok_or_else(|| shard_err(&format!("no string column `{name}`: not a rejects shard")))
+            };
+            let (reasons, sources) = (col(REASON_COLUMN)?, col("source")?);
+            for i in 0..batch.num_rows() {
+                let (r, src) = (reasons.value(i), sources.value(i));
+                total += 1;
+                *by_reason.entry(r.to_string()).or_default() += 1;
+                *by_source.entry((src.to_string(), r.to_string())).or_default() += 1;
+                if shown < sample_rows && reason.is_none_or(|want| want == r) {
+                    let _ = writeln!(samples, "--- {} row {}", f.display(), row0 + i);
+                    for (c, field) in batch.schema().fields().iter().enumerate() {
+                        if !batch.column(c).is_null(i) {
+                            let _ = writeln!(samples, "  {}: {}", field.name(), preview(batch.column(c).as_ref(), i));
+                        }
+                    }
+                    shown += 1;
+                }
+            }
+            row0 += batch.num_rows();
+        }
+    }
+    let known = || by_reason.keys().cloned().collect::<Vec<_>>().join(", ");
+    if let Some(want) = reason {
+        if !by_reason.contains_key(want) {
+            return Err(Error::Other(format!(
+                "{}: no rejected document has reason {want:?}; the reasons here: {}",
+                path.display(),
+                known()
+            )));
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "rejects: {} shards, {total} rows", files.len());
+    let _ = writeln!(out, "by reason:");
+    for (r, n) in &by_reason {
+        let _ = writeln!(out, "  {r:<24} {n:>9}");
+    }
+    let _ = writeln!(out, "by source and reason:");
+    for ((src, r), n) in &by_source {
+        let _ = writeln!(out, "  {src:<12} {r:<24} {n:>9}");
+    }
+    match reason {
+        Some(r) => {
+            let _ = writeln!(out, "first {shown} of {} rows with reason {r:?}:", by_reason[r]);
+        }
+        None => {
+            let _ = writeln!(out, "first {shown} rows (--reason R shows one reason):");
+        }
+    }
+    out.push_str(&samples);
+    Ok(out)
 }
 
 /// The tokenizer a token shard directory was built with, when it can be loaded here (the

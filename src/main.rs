@@ -308,13 +308,17 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Show a shard file or directory: schema, row counts, sample rows, per-source stats.
+    /// Show a shard file or directory: schema, row counts, sample rows, per-source stats (a
+    /// rejects folder: rows per reason and per source, samples of one reason with `--reason`).
     Inspect {
         /// A `.parquet` shard or a shard directory.
         path: PathBuf,
         /// Sample rows to print.
         #[arg(long, default_value_t = 3)]
         rows: usize,
+        /// A rejects folder: show only the rows dropped for this reason (`min_length`, `exact`, …).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -879,8 +883,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("selftest: {} of {} checks failed", r.failed, r.passed + r.failed);
             }
         }
-        Cmd::Inspect { path, rows } => {
-            print!("{}", coretech::inspect::inspect(&path, rows)?);
+        Cmd::Inspect { path, rows, reason } => {
+            print!("{}", coretech::inspect::inspect_with(&path, rows, reason.as_deref())?);
         }
     }
     Ok(())

@@ -210,3 +210,37 @@ fn a_rejects_folder_inside_the_output_or_holding_other_files_is_refused() {
     assert!(err.contains("holds files no rejects writer made") && err.contains("notes.txt"), "{err}");
     assert_eq!(std::fs::read_to_string(theirs.join("notes.txt")).unwrap(), "mine", "never touched");
 }
+
+#[test]
+fn inspect_shows_the_rejects_by_reason_and_lists_one_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One WuDao record fails the web policy (`repeated_10_grams`), one EPO record is `biblio-only`.
+    let cfg = config(&[data("wudao/wudaosailing_corpus_test.json"), data("epo")], &tmp.path().join("docs"), "");
+    run(&cfg);
+    let rej = tmp.path().join("docs.rejects");
+    let all = coretech::inspect::inspect(&rej, 5).unwrap();
+    assert!(all.contains("rejects: 1 shards, 2 rows"), "{all}");
+    for line in ["biblio-only", "repeated_10_grams", "epo          biblio-only", "wudao        repeated_10_grams"] {
+        assert!(all.lines().any(|l| l.trim_start().starts_with(line.trim_start()) && l.trim_end().ends_with(" 1")), "{line}: {all}");
+    }
+    // One reason: only its rows, with where the document came from.
+    let one = coretech::inspect::inspect_with(&rej, 5, Some("biblio-only")).unwrap();
+    assert!(one.contains("first 1 of 1 rows with reason \"biblio-only\""), "{one}");
+    assert!(one.contains("id: epo:EP4090146") && one.contains("provenance") && !one.contains("id: wudao:"), "{one}");
+
+    // A reason no row has: the error names the reasons there are.
+    let err = coretech::inspect::inspect_with(&rej, 5, Some("min_lenght")).unwrap_err().to_string();
+    assert!(err.contains("no rejected document has reason \"min_lenght\"") && err.contains("biblio-only, repeated_10_grams"), "{err}");
+    // A reason asked of document shards: not a rejects folder.
+    let err = coretech::inspect::inspect_with(&cfg.output, 5, Some("biblio-only")).unwrap_err().to_string();
+    assert!(err.contains("needs a rejects folder"), "{err}");
+
+    // The command line passes `--reason` through.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_coretech"))
+        .args(["inspect", "--rows", "1", "--reason", "repeated_10_grams"])
+        .arg(&rej)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && stdout.contains("reason: repeated_10_grams") && !stdout.contains("reason: biblio-only"), "{stdout}");
+}
