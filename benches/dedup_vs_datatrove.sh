@@ -28,7 +28,7 @@ NEAR_COPIES=${NEAR_COPIES:-0.2}
 CORE=${CORE:-0}  # the core both sides are pinned to
 # The default keeps the input directory names of earlier runs.
 SUFFIX=$([ "$NEAR_COPIES" = 0.2 ] || echo "-copies$NEAR_COPIES")
-gen() { [ -f "$2/manifest.json" ] || "$BIN" dedup-bench scale "$2" --bytes "$1" --seed 7 --near-copies "$NEAR_COPIES" >/dev/null; }
+gen() { [ -f "$2/.manifest.json" ] || "$BIN" dedup-bench scale "$2" --bytes "$1" --seed 7 --near-copies "$NEAR_COPIES" >/dev/null; }
 gen "$BYTES" "$OUT/in-$BYTES$SUFFIX"
 [ "$DT_BYTES" = "$BYTES" ] || [ "$DT_BYTES" = 0 ] || gen "$DT_BYTES" "$OUT/in-$DT_BYTES$SUFFIX"
 mb() { python3 -c "import sys; print(round(int(sys.argv[1]) / 1e6, 1))" "$1"; }

@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 [ -x "$BIN" ] || cargo build --release
 
 # Fixture documents: the docs stage of pipelines/cpt.toml on the bundled fixtures.
-if [ ! -f "$OUT/fixture-docs/manifest.json" ]; then
+if [ ! -f "$OUT/fixture-docs/.manifest.json" ]; then
   sed -e 's|^stages = .*|stages = ["docs"]|' -e "s|^output = \"out/cpt/documents\"|output = \"$OUT/fixture-docs\"|" \
     -e '/^\[dedup\]/,$d' pipelines/cpt.toml > "$OUT/fixture.toml"
   "$BIN" docs "$OUT/fixture.toml" > "$OUT/fixture.log"

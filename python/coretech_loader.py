@@ -41,6 +41,9 @@ import pyarrow.parquet as pq
 __all__ = ["ShardLoader", "Permutation", "hash_words", "mix64"]
 
 MASK64 = (1 << 64) - 1
+# A shard folder's manifest (src/shard/manifest.rs MANIFEST_FILE; dot-prefixed so that
+# datasets/pyarrow/polars globs see only the shards). tests/loader_compat.rs checks they agree.
+MANIFEST_FILE = ".manifest.json"
 GOLDEN = 0x9E3779B97F4A7C15
 PPM = 1_000_000
 STATE_VERSION = 1
@@ -165,7 +168,7 @@ class ShardLoader:
         for dirs in self.stage_dirs:
             st = _Stage()
             for d in dirs:
-                with open(os.path.join(d, "manifest.json"), encoding="utf-8") as f:
+                with open(os.path.join(d, MANIFEST_FILE), encoding="utf-8") as f:
                     m = json.load(f)
                 if m.get("kind") not in ("tokens", "sft"):
                     raise ValueError(f"{d}: manifest kind {m.get('kind')!r} is not a token shard set")

@@ -155,7 +155,7 @@ pub struct DocsConfig {
     /// Files, directories (walked recursively) and globs; formats are sniffed from content.
     #[schemars(length(min = 1), inner(length(min = 1)))]
     pub inputs: Vec<String>,
-    /// Output directory of the shards and `manifest.json`.
+    /// Output directory of the shards and `.manifest.json`.
     #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// Documents per shard.

@@ -20,7 +20,7 @@ fn files(path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    if path.join("manifest.json").exists() {
+    if crate::shard::Manifest::present(path) {
         return crate::shard::documents::shard_files(path);
     }
     let mut out = Vec::new();

@@ -194,7 +194,7 @@ enum Cmd {
         #[arg(long)]
         state: Option<String>,
     },
-    /// Combine the manifests of a multi-task build (`DIR/task-*`) into `DIR/manifest.json`.
+    /// Combine the manifests of a multi-task build (`DIR/task-*`) into `DIR/.manifest.json`.
     Merge {
         /// Output directory holding task-* subdirectories.
         dir: PathBuf,

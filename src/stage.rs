@@ -3,7 +3,7 @@
 //!
 //! [`Stage::open`] refuses an output that is, holds or sits inside one of the stage's inputs,
 //! takes the folder's lock ([`crate::core::lock`]) and works out which files in it this stage
-//! wrote — from its `progress.json` (an interrupted build) or its `manifest.json` (a finished
+//! wrote — from its `.progress.json` (an interrupted build) or its `.manifest.json` (a finished
 //! one). A non-empty folder holding neither is refused unless `force` is set, and even then its
 //! files are never deleted or overwritten. Then the stage's [`Fingerprint`] decides:
 //! [`Stage::up_to_date`] (the finished output matches: skip), [`Stage::resume`] (an interrupted
@@ -15,7 +15,7 @@
 //! always covers every file that may exist, including one a kill interrupted; `NAME.tmp`
 //! belongs with `NAME`, and a name ending in `/` covers a whole folder the stage made. Claiming
 //! a name that exists and is not ours fails. [`Stage::finish`] writes the manifest (which lists
-//! what the finished build owns), `report.json`, removes leftovers it owned, and drops the
+//! what the finished build owns), `.report.json`, removes leftovers it owned, and drops the
 //! progress file. The modelled shape is datatrove's `PipelineStep` and torchtitan's components:
 //! one object per run that holds the plumbing, the stage keeps only its own work.
 
@@ -34,12 +34,17 @@ use crate::doc::Reject;
 use crate::error::{Error, Result};
 use crate::shard::{documents, Manifest, ShardInfo, ShardWriter, WriterConfig};
 
-/// The progress file of an interrupted build.
-pub const PROGRESS_FILE: &str = "progress.json";
-/// The manifest of a finished build.
-pub const MANIFEST_FILE: &str = "manifest.json";
+/// The progress file of an interrupted build (dot-prefixed like every side file of an output
+/// folder, so loaders see only the shards: see [`crate::shard::manifest`]).
+pub const PROGRESS_FILE: &str = ".progress.json";
+/// The manifest of a finished build (its home is [`crate::shard::manifest`]).
+pub use crate::shard::manifest::MANIFEST_FILE;
 /// The run report of a finished build.
-pub const REPORT_FILE: &str = "report.json";
+pub const REPORT_FILE: &str = ".report.json";
+/// The side files' names before they were dot-prefixed: a folder a stage wrote under those
+/// names is still recognised as that stage's, and its next run removes them.
+const LEGACY_SIDE_FILES: [(&str, &str); 3] =
+    [(PROGRESS_FILE, "progress.json"), (MANIFEST_FILE, crate::shard::manifest::LEGACY_MANIFEST_FILE), (REPORT_FILE, "report.json")];
 
 /// What a stage declares before it starts.
 #[derive(Debug, Clone)]
@@ -58,7 +63,7 @@ pub struct StageSpec {
     pub force: bool,
 }
 
-/// `progress.json`: the stage's saved state and the names it owns.
+/// `.progress.json`: the stage's saved state and the names it owns.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope<P> {
     stage: String,
@@ -217,7 +222,7 @@ impl Stage {
     }
 
     /// Ends a build: writes `manifest` (stamped with the stage name and fingerprint) and
-    /// `report.json`, removes owned files the manifest does not list, drops the progress file.
+    /// `.report.json`, removes owned files the manifest does not list, drops the progress file.
     pub fn finish<R: Serialize>(self, mut manifest: Manifest, report: &R) -> Result<()> {
         manifest.stage = self.name.to_string();
         manifest.kind = self.kind.to_string();
@@ -415,15 +420,30 @@ fn manifest_owned(m: &Manifest) -> BTreeSet<String> {
     s
 }
 
-/// The key of `report.json` that repeats the files a finished build owns.
+/// The key of `.report.json` that repeats the files a finished build owns.
 pub const REPORT_OWNED_KEY: &str = "output_files";
 
 /// The names this stage owns in `dir`: from its progress file, else its manifest, else (a
 /// manifest lost) its report; a manifest written before manifests named their stage counts
 /// when its kind and shape are this stage's.
 fn owned_files(dir: &Path, name: &str, kind: &str) -> BTreeSet<String> {
+    let mut owned = owned_files_named(dir, name, kind, |f| f);
+    if owned.is_empty() {
+        // A folder of the old layout: owned through its old side files, which are owned too
+        // (so the next build removes them).
+        let legacy = |f: &'static str| LEGACY_SIDE_FILES.iter().find(|(new, _)| *new == f).map_or(f, |(_, old)| *old);
+        owned = owned_files_named(dir, name, kind, legacy);
+        if !owned.is_empty() {
+            owned.extend(LEGACY_SIDE_FILES.iter().map(|(_, old)| old.to_string()).filter(|old| dir.join(old).exists()));
+        }
+    }
+    owned
+}
+
+/// [`owned_files`] with the side files named by `side` (the current names, or the old ones).
+fn owned_files_named(dir: &Path, name: &str, kind: &str, side: impl Fn(&'static str) -> &'static str) -> BTreeSet<String> {
     if let Some(env) =
-        std::fs::read(dir.join(PROGRESS_FILE)).ok().and_then(|b| serde_json::from_slice::<Envelope<serde_json::Value>>(&b).ok())
+        std::fs::read(dir.join(side(PROGRESS_FILE))).ok().and_then(|b| serde_json::from_slice::<Envelope<serde_json::Value>>(&b).ok())
     {
         if env.stage == name {
             let mut o = env.owned;
@@ -432,14 +452,15 @@ fn owned_files(dir: &Path, name: &str, kind: &str) -> BTreeSet<String> {
         }
         return BTreeSet::new();
     }
-    if let Ok(m) = Manifest::load(dir) {
+    let manifest = dir.join(side(MANIFEST_FILE));
+    if let Some(m) = std::fs::read(&manifest).ok().and_then(|b| Manifest::parse(&b, &manifest).ok()) {
         return if m.stage == name || (m.stage.is_empty() && m.kind == kind && legacy_stage(&m) == name) {
             manifest_owned(&m)
         } else {
             BTreeSet::new()
         };
     }
-    let report = std::fs::read(dir.join(REPORT_FILE)).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let report = std::fs::read(dir.join(side(REPORT_FILE))).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
     match report.as_ref().map(|r| &r[REPORT_OWNED_KEY]) {
         Some(o) if o["stage"] == name => o["files"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(String::from)).collect(),
         _ => BTreeSet::new(),

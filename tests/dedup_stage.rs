@@ -124,7 +124,7 @@ fn near_copies_are_removed_and_outputs_are_deterministic_and_resumable() {
         let mut v: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .flatten()
-            .filter(|e| e.path().is_file() && e.file_name() != "report.json")
+            .filter(|e| e.path().is_file() && e.file_name() != ".report.json")
             .map(|e| (e.file_name().to_string_lossy().to_string(), std::fs::read(e.path()).unwrap()))
             .collect();
         v.sort();
@@ -153,7 +153,7 @@ fn near_copies_are_removed_and_outputs_are_deterministic_and_resumable() {
     keep.keep_work = true;
     run(&keep, TaskSplit::default(), None).unwrap();
     let full = bytes(&keep.output);
-    std::fs::remove_file(keep.output.join("manifest.json")).unwrap();
+    std::fs::remove_file(keep.output.join(".manifest.json")).unwrap();
     std::fs::remove_file(keep.output.join("part-00001.parquet")).unwrap();
     std::fs::remove_file(keep.work().join("edges/b03.done")).unwrap();
     run(&keep, TaskSplit::default(), None).unwrap();
@@ -176,7 +176,7 @@ fn steps_out_of_order_and_bad_input_give_clear_errors() {
     assert!(e.contains("cluster step has not finished"), "{e}");
     // A Parquet file that is not a document shard.
     std::fs::write(dir.path().join("in/part-00009.parquet"), b"not parquet").unwrap();
-    std::fs::remove_file(dir.path().join("in/manifest.json")).unwrap();
+    std::fs::remove_file(dir.path().join("in/.manifest.json")).unwrap();
     let e = run(&cfg, TaskSplit::default(), None).unwrap_err().to_string();
     assert!(e.contains("part-00009.parquet"), "{e}");
     let mut bad = cfg.clone();

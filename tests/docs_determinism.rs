@@ -81,7 +81,7 @@ fn run_bin(inputs: &[&str], out: &Path, env: &[(&str, &str)]) -> (bool, String) 
 }
 
 /// Every file of an output directory (and of its sub-folders) except the timing-bearing
-/// `report.json`, by name.
+/// `.report.json`, by name.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
@@ -90,7 +90,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             for (n, b) in files(&e.path()) {
                 out.insert(format!("{name}/{n}"), b);
             }
-        } else if name != "report.json" {
+        } else if name != ".report.json" {
             out.insert(name, std::fs::read(e.path()).unwrap());
         }
     }
@@ -117,7 +117,7 @@ fn one_and_four_threads_write_identical_bytes() {
     let (ok, log) = run_bin(&ALL, &out, &[("RAYON_NUM_THREADS", "4")]);
     assert!(ok, "{log}");
     let four = files(&out);
-    let mut want: Vec<String> = vec!["manifest.json".into()];
+    let mut want: Vec<String> = vec![".manifest.json".into()];
     want.extend(shard_names(12));
     assert_eq!(one.keys().cloned().collect::<Vec<_>>(), want, "the rejects are beside the output, not in it");
     assert_eq!(four.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
@@ -125,9 +125,9 @@ fn one_and_four_threads_write_identical_bytes() {
         assert!(four[name] == *bytes, "{name} differs between 1 and 4 threads");
     }
     let four_rejects = files(&rejects);
-    assert_eq!(one_rejects.keys().cloned().collect::<Vec<_>>(), ["manifest.json", "part-00000.parquet"]);
+    assert_eq!(one_rejects.keys().cloned().collect::<Vec<_>>(), [".manifest.json", "part-00000.parquet"]);
     assert!(one_rejects == four_rejects, "rejects differ between 1 and 4 threads");
-    let m: serde_json::Value = serde_json::from_slice(&one["manifest.json"]).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&one[".manifest.json"]).unwrap();
     let rows: u64 = m["shards"].as_array().unwrap().iter().map(|s| s["rows"].as_u64().unwrap()).sum();
     // 3,354 JSON-family records; the web policy drops one (WuDao 272, a sentence repeated
     // 15 times: `repeated_10_grams`), and it is the one rejects row. 10 IPC entries given
@@ -154,7 +154,8 @@ fn interrupted_build_resumes_to_identical_bytes() {
     let mut left: Vec<String> = files(&out).into_keys().collect();
     left.sort();
     let mut want = shard_names(5);
-    want.push("progress.json".into());
+    want.push(".progress.json".into());
+    want.sort();
     assert_eq!(left, want);
     // What a kill a moment later could also leave: the next shard renamed into place before
     // progress.json was updated, and a temp file of the one after.
@@ -171,7 +172,7 @@ fn interrupted_build_resumes_to_identical_bytes() {
     }
     assert!(files(&rejects) == reference_rejects, "the rejects differ after resuming");
     // The report's accounting covers the whole input, not just the resumed part.
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(".report.json")).unwrap()).unwrap();
     assert_eq!(report["sources"]["wudao"]["read"], 488);
     assert_eq!(report["sources"]["ipc"]["read"], 2866);
 }

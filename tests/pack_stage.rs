@@ -166,10 +166,10 @@ fn cpt_build_accounts_for_every_token_and_is_deterministic() {
         stage::interrupt_after_saves(n);
         let e = stage::run(&cfg3, TaskSplit::default()).unwrap_err();
         assert!(e.to_string().contains("interrupted"), "{e}");
-        assert!(out.join("progress.json").exists());
+        assert!(out.join(".progress.json").exists());
         stage::run(&cfg3, TaskSplit::default()).unwrap();
         assert_eq!(shard_hashes(&out), shard_hashes(&cfg.output), "interrupted after save {n}");
-        assert!(!out.join("progress.json").exists() && !out.join(stage::TMP_DIR).exists());
+        assert!(!out.join(".progress.json").exists() && !out.join(stage::TMP_DIR).exists());
     }
 
     // Another seed: other rows order.
@@ -263,7 +263,7 @@ fn validation_split_holds_out_seeded_documents_into_their_own_directory() {
     let report = run_in_pool(&cfg, 2);
     let val_dir = tmp.path().join("tokens-validation");
     let (mt, mv) = (Manifest::load(&cfg.output).unwrap(), Manifest::load(&val_dir).unwrap());
-    let vreport: coretech::core::RunReport = serde_json::from_slice(&std::fs::read(val_dir.join("report.json")).unwrap()).unwrap();
+    let vreport: coretech::core::RunReport = serde_json::from_slice(&std::fs::read(val_dir.join(".report.json")).unwrap()).unwrap();
 
     // The draw, recomputed: documents with text on each side; every read document accounted
     // for in both parts, the other part's documents as filtered.

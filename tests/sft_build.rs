@@ -105,7 +105,7 @@ fn files_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().unwrap() != "report.json" {
+            } else if p.file_name().unwrap() != ".report.json" {
                 out.insert(p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap());
             }
         }
@@ -345,7 +345,7 @@ fn grade_mode_writes_the_table_without_shards() {
     let out = tmp.path().join("sft");
     let r = run_pipeline(&config(&out, None, ""), false, Mode::Grade).unwrap();
     assert!(r.packing.is_none() && r.decontam.cpt.is_none());
-    assert!(out.join("examples.parquet").exists() && out.join("report.json").exists());
+    assert!(out.join("examples.parquet").exists() && out.join(".report.json").exists());
     assert!(!out.join("train").exists());
     // Weights on one feature: that feature's stage means increase strictly.
     let cfg = config(&out, None, "[sft.grade.weights]\nanswer_tokens = 0.0\nquestion_tokens = 1.0\nipc_codes = 0.0\nipc_depth = 0.0\nlist_items = 0.0\nturns = 0.0\ntask = 0.0\n");

@@ -44,7 +44,7 @@ fn opts(strict: bool, force: bool) -> RunOptions {
 
 /// When `dir/manifest.json` was last written: a skipped run leaves it as it was.
 fn written_at(dir: &Path) -> SystemTime {
-    std::fs::metadata(dir.join("manifest.json")).unwrap().modified().unwrap()
+    std::fs::metadata(dir.join(".manifest.json")).unwrap().modified().unwrap()
 }
 
 /// Runs `f` and says whether it rewrote `dir` (its manifest) or skipped it.
@@ -134,7 +134,7 @@ fn docs_rebuilds_on_a_changed_input_byte_scheme_or_strict_and_skips_an_unchanged
     assert!(!rebuilt(&out, || run(&without, true)).0);
     let m = Manifest::load(&out).unwrap();
     assert_eq!((m.stage.as_str(), m.kind.as_str(), m.rows()), ("docs", "documents", 10));
-    assert!(!out.join("progress.json").exists() && !out.join(coretech::core::lock::LOCK_FILE).exists());
+    assert!(!out.join(".progress.json").exists() && !out.join(coretech::core::lock::LOCK_FILE).exists());
 }
 
 /// Docs over the WuDao JSONL fixture into `tmp/docs` (3 shards of at most 4 documents).
@@ -334,7 +334,7 @@ fn a_folder_holding_other_files_is_refused_and_force_writes_beside_them_without_
         for (k, v) in &foreign {
             assert_eq!(after.get(k), Some(v), "{stage}: {k} changed");
         }
-        assert!(after.contains_key("manifest.json") && after.contains_key("part-00000.parquet"));
+        assert!(after.contains_key(".manifest.json") && after.contains_key("part-00000.parquet"));
         let (ok, err) = coretech(&[stage, &cfg]);
         assert!(ok && err.contains("up to date"), "{stage}: the folder is the stage's now: {err}");
         let (ok, err) = coretech(&[stage, &cfg, "--strict"]);
@@ -523,7 +523,7 @@ fn a_docs_build_killed_with_sigkill_resumes_to_the_same_bytes() {
     let (ok, err) = coretech(&["docs", &cfg]);
     assert!(ok, "{err}");
     let mut reference = tree(&out);
-    reference.remove("report.json");
+    reference.remove(".report.json");
     std::fs::rename(&out, tmp.path().join("reference")).unwrap();
 
     // Killed (SIGKILL) once its progress lists two finished shards.
@@ -534,7 +534,7 @@ fn a_docs_build_killed_with_sigkill_resumes_to_the_same_bytes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let progress = out.join("progress.json");
+    let progress = out.join(".progress.json");
     let killed_at = loop {
         if let Some(s) = child.try_wait().unwrap() {
             panic!("the build finished ({s}) before it could be killed");
@@ -551,11 +551,11 @@ fn a_docs_build_killed_with_sigkill_resumes_to_the_same_bytes() {
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    assert!(killed_at >= 2 && !out.join("manifest.json").exists(), "killed mid-build");
+    assert!(killed_at >= 2 && !out.join(".manifest.json").exists(), "killed mid-build");
     let (ok, err) = coretech(&["docs", &cfg]);
     assert!(ok && err.contains("resuming after"), "{err}");
     let mut resumed = tree(&out);
-    resumed.remove("report.json");
+    resumed.remove(".report.json");
     assert_eq!(resumed.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
     for (k, v) in &reference {
         assert!(resumed[k] == *v, "{k} differs after a kill -9 and resume");

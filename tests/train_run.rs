@@ -260,7 +260,7 @@ fn config_errors_name_the_key() {
     cfg.data.source = coretech::train::data::SourceKind::Shards;
     cfg.data.stages[0].shards = Some(dir.path().into());
     let e = open_source(&cfg, 128).err().unwrap().to_string();
-    assert!(e.contains("manifest.json") && e.contains(&dir.path().display().to_string()), "an empty shard directory: {e}");
+    assert!(e.contains(".manifest.json") && e.contains(&dir.path().display().to_string()), "an empty shard directory: {e}");
     let mut cfg = base_cfg(dir.path());
     cfg.checkpoint.tokenizer = Some(dir.path().join("missing.json"));
     assert!(cfg.validate().unwrap_err().to_string().contains("missing.json"));

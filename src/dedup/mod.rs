@@ -59,7 +59,7 @@ pub struct DedupConfig {
     /// Input document shard directory (the `docs` stage output; a merged multi-task output works).
     #[schemars(length(min = 1))]
     pub input: PathBuf,
-    /// Output directory: deduplicated shards, `manifest.json`, `report.json`, `duplicates.parquet`.
+    /// Output directory: deduplicated shards, `.manifest.json`, `.report.json`, `duplicates.parquet`.
     #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// Directory of the intermediate files (signatures, bucket runs, pairs); must be shared by

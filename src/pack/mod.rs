@@ -58,10 +58,10 @@ impl Default for ShuffleConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackConfig {
-    /// Document shard directories (each with its `manifest.json`, or `*.parquet` files).
+    /// Document shard directories (each with its `.manifest.json`, or `*.parquet` files).
     #[schemars(length(min = 1), inner(length(min = 1)))]
     pub inputs: Vec<PathBuf>,
-    /// Output directory of the token shards and `manifest.json`.
+    /// Output directory of the token shards and `.manifest.json`.
     #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// Tokens per row.

@@ -4,7 +4,7 @@
 //! pass), tokenizes each batch in parallel (order kept), packs sequentially and collects rows
 //! into shuffle chunks written to `OUTPUT/.pack-tmp/`. Pass 2 interleaves the chunks into the
 //! output shards (see [`super::shuffle`]). After every chunk and every output shard,
-//! `progress.json` records where the build stands (input position, the packer's partial row,
+//! `.progress.json` records where the build stands (input position, the packer's partial row,
 //! counts, chunk list, interleave state); a killed build resumes from there and ends with
 //! byte-identical shards. Nothing depends on the thread count, nor on where the input shards
 //! are cut: documents are batched across shard boundaries, so a corpus built by any number of
@@ -110,7 +110,7 @@ fn input_files(cfg: &PackConfig, task: TaskSplit) -> Result<Vec<InputShard>> {
 }
 
 /// Runs the pack stage for one task; returns the report of the training part (each part's is
-/// also written to its `report.json`).
+/// also written to its `.report.json`).
 pub fn run(cfg: &PackConfig, task: TaskSplit) -> Result<RunReport> {
     run_with(cfg, &RunOptions::from(task), None)
 }

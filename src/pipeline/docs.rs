@@ -2,7 +2,7 @@
 //!
 //! One thread frames the inputs (in file order) into batches of raw records; the batches are
 //! parsed, rendered and cleaned in parallel on rayon (order kept), counted in order, and handed
-//! to a writer thread that cuts shards. After each shard is durably written, `progress.json`
+//! to a writer thread that cuts shards. After each shard is durably written, `.progress.json`
 //! records the input position and the counts so far; a killed build restarts from there and
 //! ends with byte-identical shards.
 //!
@@ -94,11 +94,11 @@ const WRITE_CHUNK: usize = 1024;
 const BATCH_BYTES: usize = 32 << 20;
 
 /// Test hook (only with the `test-hooks` feature): when this environment variable holds N, the
-/// run stops with an error right after its N-th shard and `progress.json` are durably written:
+/// run stops with an error right after its N-th shard and `.progress.json` are durably written:
 /// what a build killed at that point leaves behind (resume tests run the binary with it).
 pub use crate::stage::test_hooks::STOP_AFTER_SHARDS_ENV;
 
-/// Runs the docs stage for one task. Returns the report (also written to `report.json`).
+/// Runs the docs stage for one task. Returns the report (also written to `.report.json`).
 pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) -> Result<RunReport> {
     run_with(cfg, scheme, &RunOptions { task, strict, force: false })
 }

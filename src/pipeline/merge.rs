@@ -1,5 +1,5 @@
-//! Combining the outputs of a multi-task build (`output/task-*/manifest.json`) into one
-//! manifest at `output/manifest.json` that lists every shard and sums the accounting. For a
+//! Combining the outputs of a multi-task build (`output/task-*/.manifest.json`) into one
+//! manifest at `output/.manifest.json` that lists every shard and sums the accounting. For a
 //! docs build, this is where the ids are checked across all tasks ([`super::ids`]), so the
 //! merged accounting is the one a single task would have written.
 

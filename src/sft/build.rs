@@ -37,7 +37,7 @@ use crate::stage::{Stage, StageSpec};
 pub enum Mode {
     /// Everything, including the token shards.
     Build,
-    /// Up to grading: `examples.parquet` and `report.json`, no shards (`coretech sft grade`).
+    /// Up to grading: `examples.parquet` and `.report.json`, no shards (`coretech sft grade`).
     Grade,
 }
 

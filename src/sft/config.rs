@@ -23,7 +23,7 @@ pub struct SftConfig {
     #[schemars(length(min = 1))]
     pub inputs: Vec<SftInput>,
     /// Output directory: `train/` and `test/` token shards with their manifests,
-    /// `examples.parquet` (every kept example, graded) and `report.json`.
+    /// `examples.parquet` (every kept example, graded) and `.report.json`.
     #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// The tokenizer (`tokenizer.json`, optionally zstd-compressed as `.zst`).
@@ -208,7 +208,7 @@ pub enum TrailingUserTurn {
 pub struct ValidateConfig {
     /// Answers that look cut off (odd `**` or code-fence count, ending on a comma or an open
     /// bracket, a CJK prose paragraph ending on an ideograph). `keep` (the default) lists them
-    /// in `report.json` (`validation.truncated_answers`) as a warning: the check is a
+    /// in `.report.json` (`validation.truncated_answers`) as a warning: the check is a
     /// heuristic, and a complete Chinese answer may end without punctuation.
     pub truncated_answer: Policy,
     /// Examples whose question and answer both repeat an earlier example (after whitespace

@@ -1,4 +1,4 @@
-//! The SFT run report (`report.json`): the record accounting plus what each step found.
+//! The SFT run report (`.report.json`): the record accounting plus what each step found.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

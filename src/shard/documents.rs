@@ -138,7 +138,7 @@ pub fn read_shard(path: &Path, batch_rows: usize) -> Result<impl Iterator<Item =
 /// The shard files of a document directory, in manifest order (or sorted `*.parquet` when
 /// there is no manifest).
 pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    if dir.join("manifest.json").exists() {
+    if super::Manifest::present(dir) {
         let m = super::Manifest::load(dir)?;
         return Ok(m.shards.iter().map(|s| dir.join(&s.file)).collect());
     }
@@ -146,6 +146,8 @@ pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        // Dot-prefixed files are side files, skipped as the Python loaders skip them.
+        .filter(|p| p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')))
         .collect();
     v.sort();
     Ok(v)

@@ -1,6 +1,12 @@
-//! `manifest.json` beside every shard set: what was built, from what, and the full accounting.
+//! `.manifest.json` beside every shard set: what was built, from what, and the full accounting.
 //! No timestamps: the same build gives the same manifest bytes. A stage reading shards checks
 //! each against its manifest first ([`verified_shards`]).
+//!
+//! The side files of a shard folder are dot-prefixed ([`MANIFEST_FILE`] here, the report and
+//! progress files in [`crate::stage`]) so that the folder's only visible files are its shards:
+//! `datasets.load_dataset("parquet", data_dir=DIR)` skips names starting with `.` (and only
+//! those), `pyarrow.dataset` skips `.` and `_`, and `pl.scan_parquet("DIR/*.parquet")` matches
+//! only the shards (checked on real outputs by `tests/compat/check_loaders.py`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +17,14 @@ use serde::{Deserialize, Serialize};
 use crate::core::fingerprint::FileDigest;
 use crate::core::fsio::sha256_file;
 use crate::error::{Error, Result};
+
+/// The manifest's file name in a shard folder (dot-prefixed: loaders skip it).
+pub const MANIFEST_FILE: &str = ".manifest.json";
+
+/// The manifest's name in folders written before side files were dot-prefixed. Such a folder is
+/// refused by name (never read as a folder without a manifest, unchecked); the stage that wrote
+/// it recognises it and replaces it on its next run.
+pub const LEGACY_MANIFEST_FILE: &str = "manifest.json";
 
 /// One shard file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,11 +73,33 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads `dir/manifest.json`.
+    /// Reads `dir/.manifest.json` ([`MANIFEST_FILE`]); a folder of the old layout (a
+    /// `manifest.json` only) is an error that says what to do.
     pub fn load(dir: &Path) -> Result<Manifest> {
-        let path = dir.join("manifest.json");
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Other(format!("{}: bad manifest: {e}", path.display())))
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.join(LEGACY_MANIFEST_FILE).is_file() => {
+                return Err(Error::Other(format!(
+                    "{}: written by an older coretech (its manifest is {LEGACY_MANIFEST_FILE}, now {MANIFEST_FILE}); run its stage \
+                     again (it replaces the folder) or rename the side files with a leading dot",
+                    dir.join(LEGACY_MANIFEST_FILE).display()
+                )))
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        Self::parse(&bytes, &path)
+    }
+
+    /// Parses manifest bytes read from `path` (named in the error).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Manifest> {
+        serde_json::from_slice(bytes).map_err(|e| Error::Other(format!("{}: bad manifest: {e}", path.display())))
+    }
+
+    /// Whether `dir` has a manifest, of the current or the old layout (then [`Manifest::load`]
+    /// says what to do rather than the folder being read unchecked).
+    pub fn present(dir: &Path) -> bool {
+        dir.join(MANIFEST_FILE).exists() || dir.join(LEGACY_MANIFEST_FILE).exists()
     }
 
     /// Checks `dir/SHARD` against its entry: present, same size, same row count (Parquet
@@ -72,7 +108,7 @@ impl Manifest {
         let path = dir.join(&s.file);
         let refuse = |what: String| {
             Error::Other(format!(
-                "{}: {what} than {}/manifest.json records; the shard changed after it was written, refusing to read it",
+                "{}: {what} than {}/{MANIFEST_FILE} records; the shard changed after it was written, refusing to read it",
                 path.display(),
                 dir.display()
             ))
@@ -96,11 +132,11 @@ impl Manifest {
         Ok(InputShard { path, rows, digest })
     }
 
-    /// Writes `dir/manifest.json` atomically (pretty JSON, trailing newline).
+    /// Writes `dir/.manifest.json` atomically (pretty JSON, trailing newline).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
         bytes.push(b'\n');
-        crate::core::fsio::write_atomic(&dir.join("manifest.json"), &bytes)
+        crate::core::fsio::write_atomic(&dir.join(MANIFEST_FILE), &bytes)
     }
 
     /// Total rows over all shards.
@@ -133,7 +169,7 @@ pub fn parquet_rows(path: &Path) -> Result<u64> {
 /// A folder without a manifest gives its `*.parquet` files in name order, unchecked (there is
 /// nothing to check them against), with their digests.
 pub fn verified_shards(dir: &Path) -> Result<Vec<InputShard>> {
-    if dir.join("manifest.json").exists() {
+    if Manifest::present(dir) {
         let m = Manifest::load(dir)?;
         return m.shards.par_iter().map(|s| Manifest::verify_shard(dir, s)).collect();
     }

@@ -9,6 +9,6 @@ pub mod tokens;
 pub mod writer;
 
 pub use batch::Batch;
-pub use manifest::{verified_shards, InputShard, Manifest, ShardInfo};
+pub use manifest::{verified_shards, InputShard, Manifest, ShardInfo, MANIFEST_FILE};
 pub use reader::{Loader, LoaderConfig};
 pub use writer::{ShardWriter, WriterConfig};

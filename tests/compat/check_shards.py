@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Opens a coretech token shard directory in pyarrow, polars and HF `datasets` and checks it
-against its manifest.json (rows, sha256, seq_len) and, optionally, an expected first row.
+against its .manifest.json (rows, sha256, seq_len) and, optionally, an expected first row.
 
 Usage: check_shards.py TOKEN_DIR [EXPECTED_FIRST_ROW.json]
 Exit 0 when every check passes; prints what it checked. Run by `cargo test --test pack_stage`
@@ -17,6 +17,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from coretech_loader import MANIFEST_FILE  # noqa: E402  (the one name of the manifest)
+
 
 def fail(msg):
     print(f"FAIL: {msg}", file=sys.stderr)
@@ -28,7 +31,7 @@ def main():
         fail("usage: check_shards.py TOKEN_DIR [EXPECTED_FIRST_ROW.json]")
     root = sys.argv[1]
     expected = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else None
-    manifest = json.load(open(os.path.join(root, "manifest.json")))
+    manifest = json.load(open(os.path.join(root, MANIFEST_FILE)))
     if manifest["kind"] not in ("tokens", "sft"):
         fail(f"manifest kind {manifest['kind']!r}")
     seq_len = manifest["info"]["seq_len"]
