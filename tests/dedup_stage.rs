@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use coretech::core::rng::SplitMix64;
 use coretech::core::TaskSplit;
 use coretech::dedup::bench::{char_edits, load_fixture_texts, write_shards};
-use coretech::dedup::minhash::SplitMix64;
 use coretech::dedup::stage::{read_duplicates, Step, DUPLICATES_FILE};
 use coretech::dedup::{run, DedupConfig};
 use coretech::shard::documents;
@@ -19,7 +19,7 @@ fn fixtures() -> PathBuf {
 /// A small corpus: `n` fixture texts (patents, WuDao, IPC, EP) plus, for each, an edited copy.
 fn corpus(n: usize, seed: u64) -> Vec<Document> {
     let texts = load_fixture_texts(&fixtures()).unwrap();
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut docs = Vec::new();
     for t in texts.iter().step_by(texts.len() / n).take(n) {
         let d = Document {
@@ -205,7 +205,7 @@ proptest! {
         let docs = corpus(24, 11);
         let (kept, dups) = run_on(docs.clone(), 50, 1);
         let mut shuffled = docs;
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         for i in (1..shuffled.len()).rev() {
             let j = rng.below(i as u64 + 1) as usize;
             shuffled.swap(i, j);
@@ -325,7 +325,7 @@ fn demo_build_keeps_every_ipc_code_through_dedup() {
 /// the copies go.
 #[test]
 fn chance_band_collisions_do_not_chain_templated_documents() {
-    let mut rng = SplitMix64(11);
+    let mut rng = SplitMix64::new(11);
     let word = |rng: &mut SplitMix64| -> String {
         let n = 4 + (rng.next_u64() % 6) as usize;
         (0..n).map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char).collect()

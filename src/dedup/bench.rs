@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::minhash::SplitMix64;
 use super::shingle::{is_cjk, Tokens};
 use super::stage::{read_duplicates, DUPLICATES_FILE};
 use super::DedupConfig;
+use crate::core::rng::SplitMix64;
 use crate::doc::Document;
 use crate::error::{Error, Result};
 use crate::shard::{documents, Manifest, ShardWriter, WriterConfig};
@@ -174,13 +174,6 @@ fn paragraphs(text: &str) -> Vec<String> {
     out
 }
 
-fn shuffle<T>(v: &mut [T], rng: &mut SplitMix64) {
-    for i in (1..v.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        v.swap(i, j);
-    }
-}
-
 fn truncate_chars(text: &str, keep: f64) -> String {
     let n = text.chars().count();
     text.chars().take(((n as f64) * keep).round() as usize).collect()
@@ -285,9 +278,9 @@ pub struct LabelledSummary {
 /// Generates the labelled set; `dedup` gives the shingling of the ground truth.
 pub fn gen_labelled(cfg: &LabelledConfig, dedup: &DedupConfig) -> Result<LabelledSummary> {
     let mut texts = load_fixture_texts(&cfg.fixtures)?;
-    let mut rng = SplitMix64(cfg.seed);
+    let mut rng = SplitMix64::new(cfg.seed);
     if cfg.max_originals > 0 && texts.len() > cfg.max_originals {
-        shuffle(&mut texts, &mut rng);
+        rng.shuffle(&mut texts);
         texts.truncate(cfg.max_originals);
     }
     let english: Vec<usize> = (0..texts.len()).filter(|&i| texts[i].lang == "en" && texts[i].text.len() > 500).collect();
@@ -330,7 +323,7 @@ pub fn gen_labelled(cfg: &LabelledConfig, dedup: &DedupConfig) -> Result<Labelle
         }
         let mut paras = paragraphs(&orig.text);
         if paras.len() >= 3 {
-            shuffle(&mut paras, rng);
+            rng.shuffle(&mut paras);
             let sep = if orig.text.contains('\n') { "\n" } else { "" };
             variant("shuffle", &orig.source, paras.join(sep), docs);
         }
@@ -357,7 +350,7 @@ pub fn gen_labelled(cfg: &LabelledConfig, dedup: &DedupConfig) -> Result<Labelle
         }
     }
     // Input order is shuffled: the stage must not rely on originals coming first.
-    shuffle(&mut docs, &mut rng);
+    rng.shuffle(&mut docs);
 
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let labels_path = cfg.out.join("labels.jsonl");
@@ -676,7 +669,7 @@ pub fn gen_families(cfg: &FamiliesConfig, dedup: &DedupConfig) -> Result<Familie
     }
     let mut summary = FamiliesSummary { texts: texts.len(), originals: base.len(), corpora: Vec::new() };
     for (ri, &rate) in cfg.rates.iter().enumerate() {
-        let mut rng = SplitMix64(cfg.seed.wrapping_add(ri as u64 * 0x9E37_79B9));
+        let mut rng = SplitMix64::new(cfg.seed.wrapping_add(ri as u64 * 0x9E37_79B9));
         let mut docs: Vec<(Document, String, u32)> = Vec::new();
         for (f, &ti) in base.iter().enumerate() {
             let o = &texts[ti];
@@ -694,7 +687,7 @@ pub fn gen_families(cfg: &FamiliesConfig, dedup: &DedupConfig) -> Result<Familie
             for c in 0..cfg.copies {
                 let (variant, text) = if c + 2 == cfg.copies && paras.len() >= 3 {
                     let mut p = paras.clone();
-                    shuffle(&mut p, &mut rng);
+                    rng.shuffle(&mut p);
                     let sep = if o.text.contains('\n') { "\n" } else { "" };
                     ("shuffle", p.join(sep))
                 } else if c + 1 == cfg.copies {
@@ -707,7 +700,7 @@ pub fn gen_families(cfg: &FamiliesConfig, dedup: &DedupConfig) -> Result<Familie
                 docs.push((d, variant.into(), f as u32));
             }
         }
-        shuffle(&mut docs, &mut rng);
+        rng.shuffle(&mut docs);
         let labels: Vec<FamilyDoc> = docs
             .par_iter()
             .map_init(Tokens::default, |t, (d, variant, f)| {
@@ -869,7 +862,7 @@ pub fn gen_scale(fixtures: &Path, out: &Path, bytes: u64, seed: u64, rows_per_sh
             chunks.push((ti, cur));
         }
     }
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut total = 0u64;
     let mut n = 0u64;
     let mut recent: Vec<Document> = Vec::new();
@@ -915,7 +908,7 @@ mod tests {
 
     #[test]
     fn edits_change_the_requested_share() {
-        let mut rng = SplitMix64(1);
+        let mut rng = SplitMix64::new(1);
         let text: String = "边缘推断应用干扰感知".repeat(100);
         let e = char_edits(&text, 0.01, &mut rng);
         let diff = text.chars().zip(e.chars()).filter(|(a, b)| a != b).count();

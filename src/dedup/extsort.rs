@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn multi_pass_merge_is_sorted_and_complete() {
         let dir = tempfile::tempdir().unwrap();
-        let mut rng = crate::dedup::minhash::SplitMix64(9);
+        let mut rng = crate::core::rng::SplitMix64::new(9);
         let mut all = Vec::new();
         let mut paths = Vec::new();
         for r in 0..7 {
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn sorter_spills_and_merges_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut rng = crate::dedup::minhash::SplitMix64(4);
+        let mut rng = crate::core::rng::SplitMix64::new(4);
         let all: Vec<Entry> = (0..5000).map(|i| Entry { key: rng.below(300) as u128, gidx: i }).collect();
         for budget in [1 << 30, 4096] {
             let mut s = Sorter::new(&dir.path().join("s"), budget, 4);

@@ -9,6 +9,7 @@
 //! vectorizes; an AVX2 build of it is picked at run time where the CPU has it.
 
 use super::shingle::Tokens;
+use crate::core::rng::SplitMix64;
 
 /// Lanes per block of hash functions (two AVX2 registers of u32).
 const LANES: usize = 16;
@@ -29,29 +30,6 @@ pub struct MinHasher {
     // Padded to a multiple of LANES.
     a: Vec<u32>,
     b: Vec<u32>,
-}
-
-/// SplitMix64: the seeded stream the hash family (and the bench generator) draw from.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Reusable per-worker buffers.
@@ -79,7 +57,7 @@ impl MinHasher {
     pub fn new(bands: usize, rows: usize, bins: usize, seed: u64, word_n: usize, cjk_n: usize, case_fold: bool) -> Self {
         let k = bands * rows;
         let padded = k.div_ceil(LANES) * LANES;
-        let mut rng = SplitMix64(seed ^ 0x6d69_6e68_6173_6821);
+        let mut rng = SplitMix64::new(seed ^ 0x6d69_6e68_6173_6821);
         let mut a = Vec::with_capacity(padded);
         let mut b = Vec::with_capacity(padded);
         for _ in 0..padded {
@@ -257,7 +235,7 @@ mod tests {
     #[test]
     fn estimates_match_exact_jaccard() {
         let h = MinHasher::new(14, 8, 0, 42, 5, 5, true);
-        let mut rng = SplitMix64(3);
+        let mut rng = SplitMix64::new(3);
         let mut sig_a = vec![0u32; h.k];
         let mut sig_b = vec![0u32; h.k];
         for &target in &[0.3f64, 0.5, 0.8, 0.95] {

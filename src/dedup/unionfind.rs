@@ -210,7 +210,7 @@ impl UnionFind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedup::minhash::SplitMix64;
+    use crate::core::rng::SplitMix64;
 
     #[test]
     fn joins_transitively_with_the_smallest_member_as_root() {
@@ -233,7 +233,7 @@ mod tests {
     fn paged_sets_equal_in_memory_sets_in_any_union_order() {
         let dir = tempfile::tempdir().unwrap();
         let n = 40 * PAGE;
-        let mut rng = SplitMix64(5);
+        let mut rng = SplitMix64::new(5);
         let mut pairs: Vec<(u32, u32)> = (0..30_000).map(|_| (rng.below(n as u64) as u32, rng.below(n as u64) as u32)).collect();
         let mut big = UnionFind::new(n, usize::MAX / 2, &dir.path().join("a")).unwrap();
         for &(a, b) in &pairs {

@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use super::minhash::SplitMix64;
 use super::shingle::{jaccard, shingle_set};
 use super::stage::{read_duplicates, DuplicateRow, DUPLICATES_FILE};
 use super::DedupConfig;
+use crate::core::rng::SplitMix64;
 use crate::error::{Error, Result};
 use crate::shard::documents;
 
@@ -114,7 +114,7 @@ pub fn verify_sample(cfg: &DedupConfig, n: usize, seed: u64) -> Result<VerifyRep
     let near: Vec<DuplicateRow> = read_duplicates(&path)?.into_iter().filter(|r| r.kind == "near").collect();
     // Seeded partial Fisher-Yates: a reproducible sample without replacement.
     let mut idx: Vec<usize> = (0..near.len()).collect();
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let take = n.min(idx.len());
     for i in 0..take {
         let j = i + rng.below((idx.len() - i) as u64) as usize;
