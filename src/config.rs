@@ -239,7 +239,7 @@ impl DocsConfig {
 
 /// The schema generated from the types (compared with the committed file in tests).
 pub fn generated_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(PipelineConfig)).expect("schema serializes")
+    crate::core::schema::schema_of::<PipelineConfig>()
 }
 
 /// Puts `prefix` in front of the key of a config error that names a key inside a section.

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod clean;
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod dedup;

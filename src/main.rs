@@ -9,8 +9,13 @@ use clap::{Args, Parser, Subcommand};
 
 use coretech::config::{PipelineConfig, Stage};
 use coretech::core::{RunOptions, TaskSplit};
+use coretech::dedup::Step;
 use coretech::infer;
+use coretech::infer::model::DTypeChoice;
 use coretech::pipeline;
+use coretech::tokenize::Engine;
+use coretech::train::config::{ComputeDtype, DeviceKind};
+use coretech::train::dist::DistMode;
 
 #[derive(Parser)]
 #[command(name = "coretech", version, about = "Patent-domain LLM toolkit: corpus build and Qwen2 training")]
@@ -117,9 +122,9 @@ enum Cmd {
         config: PathBuf,
         #[command(flatten)]
         task: TaskArgs,
-        /// Run one step only: signatures, buckets, cluster or filter.
-        #[arg(long)]
-        step: Option<String>,
+        /// Run one step only.
+        #[arg(long, value_enum)]
+        step: Option<Step>,
         /// After the run, check N random near-duplicate pairs: exact Jaccard vs the estimate.
         #[arg(long)]
         verify_sample: Option<usize>,
@@ -233,7 +238,7 @@ enum Cmd {
         #[arg(long)]
         system: Option<String>,
         /// Least character-bigram Dice similarity of a fuzzy key-technology match.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = infer::eval::EvalConfig::default().tech_match_threshold)]
         tech_threshold: f64,
         #[command(flatten)]
         gen: GenArgs,
@@ -245,9 +250,9 @@ enum Cmd {
         /// Which [train.<name>] section.
         #[arg(long)]
         name: Option<String>,
-        /// Override the section's device (cpu|cuda).
-        #[arg(long)]
-        device: Option<String>,
+        /// Override the section's device.
+        #[arg(long, value_enum)]
+        device: Option<DeviceKind>,
     },
     /// Write the logits of a weights directory (a checkpoint or HF Qwen2 weights) for one token
     /// sequence under the training forward (f32, CPU) as raw little-endian f32 (tokens × vocab);
@@ -298,9 +303,9 @@ enum Cmd {
     /// Check the device's fused training units against the CPU reference (random inputs, forward
     /// and backward, stated tolerances) and a few training steps; prints a table and JSON.
     Selftest {
-        /// Device (cpu|cuda).
-        #[arg(long, default_value = "cuda")]
-        device: String,
+        /// Device.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cuda)]
+        device: DeviceKind,
         /// CUDA ordinal.
         #[arg(long, default_value_t = 0)]
         gpu: usize,
@@ -407,30 +412,30 @@ fn dedup_config(config: &Path) -> anyhow::Result<coretech::dedup::DedupConfig> {
 #[derive(Args, Clone)]
 struct GenArgs {
     /// Most new tokens per answer.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = infer::GenerationConfig::default().max_new_tokens)]
     max_new_tokens: usize,
     /// Sampling temperature; 0 = greedy. Qwen2.5-Instruct's own defaults are 0.7 with
     /// --top-p 0.8 --top-k 20 --repetition-penalty 1.05.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = infer::GenerationConfig::default().temperature)]
     temperature: f64,
     /// Nucleus sampling mass (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = infer::GenerationConfig::default().top_p)]
     top_p: f64,
     /// Sample among the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = infer::GenerationConfig::default().top_k)]
     top_k: usize,
-    /// Penalty on tokens among the last 64 of the context (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    /// Penalty on tokens among the last `repeat_last_n` (64) of the context (1 = off).
+    #[arg(long, default_value_t = infer::GenerationConfig::default().repetition_penalty)]
     repetition_penalty: f32,
     /// Sampling seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = infer::GenerationConfig::default().seed)]
     seed: u64,
     /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// auto (the checkpoint's dtype on CUDA, f32 on CPU), f32, bf16 or f16.
-    #[arg(long, default_value = "auto")]
-    dtype: String,
+    /// auto: the checkpoint's dtype on CUDA, f32 on CPU.
+    #[arg(long, value_enum, default_value_t = DTypeChoice::default())]
+    dtype: DTypeChoice,
 }
 
 impl GenArgs {
@@ -448,7 +453,7 @@ impl GenArgs {
 
     fn load(&self, dir: &std::path::Path) -> anyhow::Result<infer::Checkpoint> {
         self.generation().validate()?;
-        let opts = infer::LoadOptions { device: infer::model::parse_device(&self.device)?, dtype: self.dtype.parse()? };
+        let opts = infer::LoadOptions { device: infer::model::parse_device(&self.device)?, dtype: self.dtype };
         let ckpt = infer::Checkpoint::load(dir, &opts)?;
         eprintln!(
             "loaded {} ({} layers, hidden {}, {:?}), tokenizer: {}",
@@ -468,9 +473,9 @@ enum BenchCmd {
     Tokenize {
         /// Document shard directory or JSONL file.
         input: PathBuf,
-        /// Encoder: auto, hf, fast.
-        #[arg(long, default_value = "auto")]
-        engine: String,
+        /// Encoder.
+        #[arg(long, value_enum, default_value_t = Engine::default())]
+        engine: Engine,
         /// A tokenizer.json (default: the bundled Qwen2.5).
         #[arg(long)]
         tokenizer: Option<PathBuf>,
@@ -485,9 +490,9 @@ enum BenchCmd {
     Pack {
         /// Document shard directory or JSONL file.
         input: PathBuf,
-        /// Encoder: auto, hf, fast.
-        #[arg(long, default_value = "auto")]
-        engine: String,
+        /// Encoder.
+        #[arg(long, value_enum, default_value_t = Engine::default())]
+        engine: Engine,
         /// Worker threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
@@ -526,12 +531,12 @@ enum BenchCmd {
         /// Tokens per row.
         #[arg(long, default_value_t = 256)]
         seq: usize,
-        /// Compute dtype (f32|bf16).
-        #[arg(long, default_value = "f32")]
-        dtype: String,
-        /// Device (cpu|cuda).
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        /// Compute dtype.
+        #[arg(long, value_enum, default_value_t = ComputeDtype::default())]
+        dtype: ComputeDtype,
+        /// Device.
+        #[arg(long, value_enum, default_value_t = DeviceKind::default())]
+        device: DeviceKind,
         /// CUDA ordinal.
         #[arg(long, default_value_t = 0)]
         gpu: usize,
@@ -564,9 +569,9 @@ enum BenchCmd {
         /// the report gives tokens/s per rank and the scaling efficiency against 1 rank.
         #[arg(long, default_value_t = 1)]
         world_size: usize,
-        /// Data-parallel mode with --world-size > 1 (ddp|zero1|zero2).
-        #[arg(long, default_value = "ddp")]
-        dist_mode: String,
+        /// Data-parallel mode with --world-size > 1.
+        #[arg(long, value_enum, default_value_t = DistMode::Ddp)]
+        dist_mode: DistMode,
         /// Localhost rendezvous port of the ranks (--world-size > 1).
         #[arg(long, default_value_t = 29500)]
         port: u16,
@@ -608,7 +613,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Dedup { config, task, step, verify_sample, seed } => {
             let cfg = dedup_config(&config)?;
-            let step = step.map(|s| s.parse()).transpose()?;
             let report = coretech::dedup::stage::run_with(&cfg, &task.options()?, step).map_err(named(&config))?;
             print!("{}", report.table());
             if let Some(n) = verify_sample {
@@ -688,8 +692,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         model,
                         batch,
                         seq_len: seq,
-                        dtype: dtype.parse()?,
-                        device: device.parse()?,
+                        dtype,
+                        device,
                         gpu,
                         steps,
                         warmup,
@@ -702,11 +706,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         seed: 0,
                     };
                     if world_size > 1 {
-                        let mode: coretech::train::dist::DistMode = serde_json::from_value(serde_json::Value::String(dist_mode.clone()))
-                            .map_err(|_| anyhow::anyhow!("--dist-mode {dist_mode:?} is not ddp, zero1 or zero2"))?;
                         println!(
                             "{}",
-                            serde_json::to_string(&coretech::train::dist::bench::bench_train_dist(&b, world_size, mode, port)?)?
+                            serde_json::to_string(&coretech::train::dist::bench::bench_train_dist(&b, world_size, dist_mode, port)?)?
                         );
                         return Ok(());
                     }
@@ -714,18 +716,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 BenchCmd::Tokenize { input, engine, tokenizer, threads, batch } => {
-                    bench::tokenize(&input, &TokenizerConfig { path: tokenizer, engine: bench::engine(&engine)? }, threads, batch)?
+                    bench::tokenize(&input, &TokenizerConfig { path: tokenizer, engine }, threads, batch)?
                 }
                 BenchCmd::Pack { input, engine, threads, seq_len, whole, output } => {
                     let mode = if whole { coretech::pack::PackMode::Whole } else { coretech::pack::PackMode::Cpt };
-                    bench::pack(
-                        &input,
-                        &TokenizerConfig { path: None, engine: bench::engine(&engine)? },
-                        threads,
-                        seq_len,
-                        mode,
-                        output.as_deref(),
-                    )?
+                    bench::pack(&input, &TokenizerConfig { path: None, engine }, threads, seq_len, mode, output.as_deref())?
                 }
                 BenchCmd::Load { dir, batch, epochs, prefetch } => bench::load(&dir, batch, epochs, prefetch)?,
             };
@@ -832,7 +827,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut tc = cfg.train.get(&name).cloned().with_context(|| format!("{} has no [train.{name}] section", config.display()))?;
             if let Some(d) = device {
-                tc.device = d.parse()?;
+                tc.device = d;
             }
             // distributed.mode != none: rank and world size from torchrun/Slurm variables.
             let summary = coretech::train::dist::run(&tc)
@@ -859,7 +854,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{p}");
         }
         Cmd::Selftest { device, gpu, seed } => {
-            let tc = coretech::train::TrainConfig { device: device.parse()?, gpu, ..Default::default() };
+            let tc = coretech::train::TrainConfig { device, gpu, ..Default::default() };
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
             });

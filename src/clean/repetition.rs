@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NgramLimit {
-    /// N-gram length in units (at least 1).
-    #[schemars(range(min = 1))]
+    /// N-gram length in units (1 to 1000; Gopher's longest is 10 words).
+    #[schemars(range(min = 1, max = 1000))]
     pub n: usize,
     /// The document is dropped when the measured fraction of its characters exceeds this.
     #[schemars(range(min = 0.0, max = 1.0))]
@@ -259,9 +259,12 @@ impl RepetitionFilter {
         (best as usize, best_chars, covered)
     }
 
-    /// The most characters any `n` consecutive units hold.
+    /// The most characters any `n` consecutive units hold (0 when there are fewer than `n`).
     fn widest_window(units: &Units, n: usize) -> usize {
-        (0..=units.len().saturating_sub(n)).map(|i| units.ngram_chars(i, n)).max().unwrap_or(0)
+        if units.len() < n {
+            return 0; // found by tests/config_extremes.rs: n above a document's length indexed past its end
+        }
+        (0..=units.len() - n).map(|i| units.ngram_chars(i, n)).max().unwrap_or(0)
     }
 
     /// Characters in n-grams seen before, scanning left to right and skipping past each

@@ -14,8 +14,9 @@ pub struct WhitespaceConfig {
     /// spaces, tabs, no-break and ideographic spaces) to one space — or one tab if the run holds
     /// a tab — and trim the text.
     pub enabled: bool,
-    /// Most consecutive line breaks kept (2 = paragraphs separated by one blank line); at least 1.
-    #[schemars(range(min = 1))]
+    /// Most consecutive line breaks kept (2 = paragraphs separated by one blank line); 1 to
+    /// 1000 (the normalizer holds a run of this many line breaks).
+    #[schemars(range(min = 1, max = 1000))]
     pub max_newlines: usize,
 }
 

@@ -30,13 +30,50 @@ pub fn problems(schema: &Value, validator: &jsonschema::Validator, instance: &Va
 /// schema. `prefix` is the section's dotted key (`dedup`, `train.cpt`); the error's file is
 /// left empty for the caller to fill.
 pub fn check<T: JsonSchema + Serialize>(section: &T, prefix: &str) -> Result<()> {
-    let schema = serde_json::to_value(schemars::schema_for!(T)).expect("schema serializes");
+    let schema = schema_of::<T>();
     let validator = jsonschema::validator_for(&schema).expect("generated schema is valid");
     // NaN and infinities serialize as null, which the schema refuses as "not a number".
     let instance = serde_json::to_value(section).map_err(|e| config_error(prefix, e.to_string()))?;
     match problems(&schema, &validator, &instance).into_iter().next() {
         None => Ok(()),
         Some(p) => Err(config_error(&join_key(prefix, &p.key), p.message)),
+    }
+}
+
+/// The JSON Schema of a config type, with the bounds its integer and float widths imply.
+pub fn schema_of<T: JsonSchema>() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(T)).expect("schema serializes");
+    bound_formats(&mut schema);
+    schema
+}
+
+/// Adds the range of a field's Rust type where the schema states none: schemars writes
+/// `"format": "uint32"` but no maximum, so a `u32` key set to 2^40 passed the schema and failed
+/// later, in serde, without naming the key. Widths of 64 bits need nothing (TOML integers are
+/// `i64`, and the minimum of an unsigned type is already there).
+fn bound_formats(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let range: Option<(f64, f64)> = match map.get("format").and_then(Value::as_str) {
+                Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+                Some("uint8") => Some((0.0, u8::MAX.into())),
+                Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+                Some("uint16") => Some((0.0, u16::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                Some("uint32") => Some((0.0, u32::MAX.into())),
+                Some("float") => Some((f32::MIN.into(), f32::MAX.into())),
+                _ => None,
+            };
+            if let Some((lo, hi)) = range {
+                let integer = map.get("format").and_then(Value::as_str) != Some("float");
+                let num = |x: f64| if integer { Value::from(x as i64) } else { Value::from(x) };
+                map.entry("minimum").or_insert_with(|| num(lo));
+                map.entry("maximum").or_insert_with(|| num(hi));
+            }
+            map.values_mut().for_each(bound_formats);
+        }
+        Value::Array(a) => a.iter_mut().for_each(bound_formats),
+        _ => {}
     }
 }
 
@@ -222,6 +259,24 @@ mod tests {
         let bad = Outer { list: vec![Inner { n: 3, mode: Mode::Fast }, Inner { n: 0, mode: Mode::Slow }] };
         let e = check(&bad, "sec").unwrap_err().to_string();
         assert!(e.contains("sec.list[1].n") && e.contains("minimum of 1"), "{e}");
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    struct Widths {
+        epochs: u32,
+        penalty: f32,
+    }
+
+    #[test]
+    fn a_value_beyond_the_rust_type_is_a_schema_error_naming_the_key() {
+        let schema = schema_of::<Widths>();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let p = problems(&schema, &v, &serde_json::json!({"epochs": 1u64 << 40, "penalty": 1.0}));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "epochs");
+        assert!(p[0].message.contains("maximum of 4294967295"), "{}", p[0].message);
+        let p = problems(&schema, &v, &serde_json::json!({"epochs": 1, "penalty": 1e300}));
+        assert_eq!(p[0].key, "penalty");
     }
 
     #[test]

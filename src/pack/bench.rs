@@ -16,7 +16,7 @@ use super::{PackConfig, PackMode, ShuffleConfig};
 use crate::doc::Document;
 use crate::error::{Error, Result};
 use crate::shard::{documents, Loader, LoaderConfig, ShardWriter};
-use crate::tokenize::{Engine, Tokenizer, TokenizerConfig};
+use crate::tokenize::{Tokenizer, TokenizerConfig};
 
 /// One benchmark's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -250,14 +250,4 @@ fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("coretech-bench-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     Ok(dir)
-}
-
-/// The engine names the CLI accepts.
-pub fn engine(name: &str) -> Result<Engine> {
-    match name {
-        "auto" => Ok(Engine::Auto),
-        "hf" => Ok(Engine::Hf),
-        "fast" => Ok(Engine::Fast),
-        other => Err(Error::Other(format!("unknown engine {other:?} (auto, hf, fast)"))),
-    }
 }

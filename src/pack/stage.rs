@@ -439,7 +439,8 @@ fn interleave_all(cfg: &PackConfig, tmp: &Path, st: &Stage, p: &mut Progress) ->
         let mut w = ShardWriter::create(&path, tokens::schema(cols), &cfg.writer)?;
         let mut in_shard = 0usize;
         let mut real = 0u64;
-        let mut buf: Vec<Row> = Vec::with_capacity(group);
+        // Grows with the rows read, not with the configured group size (which may be huge).
+        let mut buf: Vec<Row> = Vec::new();
         while in_shard < cfg.rows_per_shard {
             let Some(row) = il.next_row()? else { break };
             real += row.real_tokens() as u64;

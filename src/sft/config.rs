@@ -264,8 +264,8 @@ impl Default for SplitConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DecontamConfig {
     /// n of the n-grams compared between train and test questions (units: one CJK character,
-    /// or one lower-cased ASCII word/number).
-    #[schemars(range(min = 1))]
+    /// or one lower-cased ASCII word/number); at most 1000.
+    #[schemars(range(min = 1, max = 1000))]
     pub question_ngram: usize,
     /// A train question whose n-gram Jaccard similarity with some test question reaches this
     /// value is removed (exact matches after normalization are always removed).
@@ -274,8 +274,8 @@ pub struct DecontamConfig {
     /// Document shard directories of the CPT corpus; test questions whose n-grams occur there
     /// are flagged. Empty: no CPT check.
     pub cpt_documents: Vec<PathBuf>,
-    /// n of the CPT n-gram check.
-    #[schemars(range(min = 1))]
+    /// n of the CPT n-gram check (at most 1000).
+    #[schemars(range(min = 1, max = 1000))]
     pub cpt_ngram: usize,
     /// Check test answers against the CPT corpus too.
     pub cpt_check_answers: bool,
