@@ -46,6 +46,23 @@ pub fn decode<'a>(raw: &RawRecord, bytes: &'a [u8], base: usize, enc: Encoding) 
     }
 }
 
+/// The byte offset in the record of byte `at` of `text`, the record's bytes as [`decode`] gave
+/// them: the same offset for UTF-8 (borrowed), and the length of the re-encoded prefix for
+/// GB18030 text (decoded into a new string, where a 2-byte character became 3 bytes).
+/// Found by the fuzz harness: an XML error in GBK text pointed past the end of its record.
+pub fn record_offset(text: &Cow<'_, str>, at: u64) -> u64 {
+    match text {
+        Cow::Borrowed(_) => at,
+        Cow::Owned(s) => {
+            let mut k = (at as usize).min(s.len());
+            while !s.is_char_boundary(k) {
+                k -= 1;
+            }
+            encoding_rs::GB18030.encode(&s[..k]).0.len() as u64
+        }
+    }
+}
+
 fn decode_gb18030(bytes: &[u8]) -> Option<Cow<'_, str>> {
     encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(bytes)
 }

@@ -36,7 +36,14 @@ impl XmlError {
         Self { offset, message: message.into(), too_deep: false }
     }
 
-    /// The error as a read error of `raw` (`xml`, or `xml-too-deep`), at its byte in the record.
+    /// The error in `text`, the decoded bytes of `raw`, as a read error at its byte in the record.
+    pub fn in_decoded(mut self, raw: &RawRecord, text: &std::borrow::Cow<'_, str>) -> ReadError {
+        self.offset = super::text::record_offset(text, self.offset);
+        self.in_record(raw)
+    }
+
+    /// The error as a read error of `raw` (`xml`, or `xml-too-deep`), at its byte in the record
+    /// (its offset is one in the record's bytes already).
     pub fn in_record(self, raw: &RawRecord) -> ReadError {
         let kind = if self.too_deep { ReadErrorKind::XmlTooDeep } else { ReadErrorKind::Xml };
         raw.error_at(self.offset, kind, self.message)

@@ -31,7 +31,7 @@ impl Format for EpoXml {
     }
     fn parse(&self, raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError> {
         let text = decode(raw, &raw.bytes, 0, cx.cfg.encoding)?;
-        let doc = XmlDoc::parse_with(&text, cx.cfg.xml_limits()).map_err(|e| e.in_record(raw))?;
+        let doc = XmlDoc::parse_with(&text, cx.cfg.xml_limits()).map_err(|e| e.in_decoded(raw, &text))?;
         let root = doc.root();
         if root.name() != ROOT {
             return Err(raw.error(ReadErrorKind::Shape, format!("root element is <{}>, expected <{ROOT}>", root.name())));

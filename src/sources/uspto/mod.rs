@@ -54,7 +54,7 @@ pub(crate) fn decode_utf8<'a>(raw: &'a RawRecord, cx: &ParseContext<'_>) -> Resu
 /// Parses one USPTO XML record and dispatches on its root element.
 pub(crate) fn parse_xml_record(raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError> {
     let text = decode_utf8(raw, cx)?;
-    let doc = XmlDoc::parse_with(&text, cx.cfg.xml_limits()).map_err(|e| e.in_record(raw))?;
+    let doc = XmlDoc::parse_with(&text, cx.cfg.xml_limits()).map_err(|e| e.in_decoded(raw, &text))?;
     let root = doc.root();
     match root.name() {
         "us-patent-grant" | "us-patent-application" => ice::ice_patent(raw, root),
