@@ -285,7 +285,9 @@ fn pack_all(
         let skip = if pass == start.pass { start.doc } else { 0 };
         // Batches are cut every `batch_docs` documents of the pass, across input shards, so
         // where the shards end changes nothing.
-        let mut pending: Vec<Doc> = Vec::with_capacity(batch);
+        // Grows with the documents read, not with the configured batch size (which may be huge:
+        // tests/config_extremes.rs, batch_docs = 2^63-1 panicked with a capacity overflow).
+        let mut pending: Vec<Doc> = Vec::new();
         let mut done: u64 = 0;
         for (fi, f) in files.iter().enumerate() {
             if done + f.rows <= skip {
