@@ -451,12 +451,15 @@ enum JState {
     Between,
     /// Inside an element.
     Element,
-    /// After the array closed.
+    /// After the array closed (and, for an array inside a top-level object, after the rest of
+    /// that object while `depth` > 0).
     Done,
 }
 
 /// Streams the elements of a top-level JSON array (or of the first array inside a top-level
-/// object). Strings and nesting are tracked; everything else is left to the parser.
+/// object). Strings and nesting are tracked; everything else is left to the parser. Bytes after
+/// the end of the top-level value are counted and reported as one `json` error at the first of
+/// them (the records before are kept).
 fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), ReadError> {
     let mut state = JState::Start;
     let mut in_string = false;
@@ -467,6 +470,9 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
     let mut elem_line = 1u64;
     let mut elem_overflow = false;
     let mut first = true;
+    let mut wrapped = false; // the array is a value inside a top-level object
+    let mut trailing = 0u64; // non-blank bytes after the top-level value
+    let mut trailing_at = (0u64, 0u64); // offset and line of the first
     loop {
         let avail = match src.r.fill_buf() {
             Ok(a) => a,
@@ -539,7 +545,10 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
                 JState::SeekArray => {
                     match c {
                         b'"' => in_string = true,
-                        b'[' if depth == 1 => state = JState::Between,
+                        b'[' if depth == 1 => {
+                            state = JState::Between;
+                            wrapped = true;
+                        }
                         b'{' | b'[' => depth += 1,
                         b'}' | b']' => {
                             depth -= 1;
@@ -562,7 +571,11 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
                 }
                 JState::Between => {
                     match c {
-                        b']' => state = JState::Done,
+                        b']' => {
+                            state = JState::Done;
+                            // Still inside the wrapper object: its other keys are not records.
+                            depth = u32::from(wrapped);
+                        }
                         b',' => {}
                         b'\n' => src.st.line += 1,
                         c if c.is_ascii_whitespace() => {}
@@ -586,8 +599,11 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
                         b'{' | b'[' => depth += 1,
                         b'}' | b']' => {
                             if depth == 0 {
-                                // `]` closing the array right after a scalar element.
-                                end = true;
+                                // `]` closing the array right after a scalar element. A stray
+                                // `}` stays in the element for its parser to report: ending
+                                // the element there re-read the `}` for ever, emitting empty
+                                // elements (a hang found by the fuzz harness: `[}`).
+                                end = c == b']';
                             } else {
                                 depth -= 1;
                                 if depth == 0 {
@@ -621,8 +637,18 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
                     }
                 }
                 JState::Done => {
-                    if c == b'\n' {
-                        src.st.line += 1;
+                    match c {
+                        b'\n' => src.st.line += 1,
+                        b'"' if depth > 0 => in_string = true,
+                        b'{' | b'[' if depth > 0 => depth += 1,
+                        b'}' | b']' if depth > 0 => depth -= 1,
+                        _ if depth > 0 || c.is_ascii_whitespace() => {}
+                        _ => {
+                            if trailing == 0 {
+                                trailing_at = (src.st.offset + i as u64, src.st.line);
+                            }
+                            trailing += 1;
+                        }
                     }
                     i += 1;
                 }
@@ -639,6 +665,16 @@ fn frame_json_array(src: &mut Source<'_>, emit: &mut Emit<'_>) -> Result<(), Rea
         }
     }
     match state {
+        JState::Done if depth > 0 => Err(ReadError::new(
+            src.st.pos(src.st.offset, src.st.line),
+            ReadErrorKind::Truncated,
+            "input ends before the object holding the JSON array is closed (truncated file?)",
+        )),
+        JState::Done if trailing > 0 => Err(ReadError::new(
+            src.st.pos(trailing_at.0, trailing_at.1),
+            ReadErrorKind::Json,
+            format!("{trailing} non-blank bytes after the end of the JSON array (ignored)"),
+        )),
         JState::Done => Ok(()),
         JState::Element => Err(ReadError::new(
             src.st.pos(elem_off, elem_line),
@@ -729,6 +765,31 @@ mod tests {
     fn json_truncated_inside_element() {
         let v = run(Framing::JsonArray, br#"[{"a":1},{"a":"#, 1000);
         assert_eq!(texts(&v), [r#"{"a":1}"#, "ERR truncated Some(9)"]);
+    }
+
+    #[test]
+    fn json_stray_close_brace_is_an_element_not_a_hang() {
+        // `[}` looped for ever emitting empty elements (fuzz finding, format_wudao-json).
+        let v = run(Framing::JsonArray, br#"[}, {"a":1}]"#, 1000);
+        assert_eq!(texts(&v), ["}", r#"{"a":1}"#]);
+        let v = run(Framing::JsonArray, b"[}\n {\"a\":{\"a\":1}}", 1000);
+        assert_eq!(texts(&v), ["}\n {\"a\":{\"a\":1}}", "ERR truncated Some(17)"]);
+    }
+
+    #[test]
+    fn json_bytes_after_the_array_are_counted() {
+        let v = run(Framing::JsonArray, b"[{\"a\":1}]\n x yz\n", 1000);
+        assert_eq!(texts(&v), [r#"{"a":1}"#, "ERR json Some(11)"]);
+        let e = v[1].as_ref().unwrap_err();
+        assert_eq!(e.position.line, Some(2));
+        assert!(e.message.starts_with("3 non-blank bytes after the end"), "{e}");
+        // Keys after the array inside a wrapper object are its own, not trailing bytes.
+        let v = run(Framing::JsonArray, br#"{"RECORDS":[{"a":1}], "total": {"n": "]}"}} "#, 1000);
+        assert_eq!(texts(&v), [r#"{"a":1}"#]);
+        let v = run(Framing::JsonArray, br#"{"RECORDS":[{"a":1}]}}"#, 1000);
+        assert_eq!(texts(&v), [r#"{"a":1}"#, "ERR json Some(21)"]);
+        let v = run(Framing::JsonArray, br#"{"RECORDS":[{"a":1}]"#, 1000);
+        assert_eq!(texts(&v), [r#"{"a":1}"#, "ERR truncated Some(20)"]);
     }
 
     #[test]

@@ -46,11 +46,15 @@ pub fn decode<'a>(raw: &RawRecord, bytes: &'a [u8], base: usize, enc: Encoding) 
     }
 }
 
-/// The byte offset in the record of byte `at` of `text`, the record's bytes as [`decode`] gave
-/// them: the same offset for UTF-8 (borrowed), and the length of the re-encoded prefix for
-/// GB18030 text (decoded into a new string, where a 2-byte character became 3 bytes).
-/// Found by the fuzz harness: an XML error in GBK text pointed past the end of its record.
-pub fn record_offset(text: &Cow<'_, str>, at: u64) -> u64 {
+/// The offset in `bytes` of byte `at` of `text`, where `text` is what [`decode`] made of
+/// `bytes`: the same offset for UTF-8 (borrowed), and for GB18030 text (decoded into a new
+/// string, where a 2-byte character became 3 bytes) the number of bytes whose decoding gives
+/// `text[..at]`. Found by the fuzz harness: XML, TSV and JSON errors in GB18030 text pointed
+/// past the end of their record. Re-encoding the prefix is not exact (the lone byte 0x80
+/// decodes to U+20AC, which GB18030 encodes in 2 bytes), so the prefix is decoded again.
+// The Cow is the point: borrowed text is the record's own bytes, owned text was transcoded.
+#[allow(clippy::ptr_arg)]
+pub fn record_offset(bytes: &[u8], text: &Cow<'_, str>, at: u64) -> u64 {
     match text {
         Cow::Borrowed(_) => at,
         Cow::Owned(s) => {
@@ -58,7 +62,18 @@ pub fn record_offset(text: &Cow<'_, str>, at: u64) -> u64 {
             while !s.is_char_boundary(k) {
                 k -= 1;
             }
-            encoding_rs::GB18030.encode(&s[..k]).0.len() as u64
+            // One byte at a time (an error path only): the first count of bytes whose output
+            // reaches `k`. 16 bytes of output room: one input byte completes at most one char.
+            let mut decoder = encoding_rs::GB18030.new_decoder_without_bom_handling();
+            let mut out = [0u8; 16];
+            let mut written = 0;
+            for (i, b) in bytes.iter().enumerate() {
+                if written >= k {
+                    return i as u64;
+                }
+                written += decoder.decode_to_utf8_without_replacement(std::slice::from_ref(b), &mut out, false).2;
+            }
+            bytes.len() as u64
         }
     }
 }
@@ -101,5 +116,19 @@ mod tests {
         let e = decode(&r, &r.bytes, 0, Encoding::Auto).unwrap_err();
         assert_eq!(e.position.offset, Some(103));
         assert!(e.message.contains("invalid UTF-8"));
+    }
+
+    #[test]
+    fn offsets_in_decoded_gb18030_map_back_to_bytes() {
+        // 0x80 decodes to U+20AC (3 bytes of UTF-8, 2 of GB18030 when re-encoded); 中 is D6 D0.
+        let r = rec(b"a\x80b\xd6\xd0c");
+        let text = decode(&r, &r.bytes, 0, Encoding::Auto).unwrap();
+        assert_eq!(text, "a\u{20ac}b\u{4e2d}c");
+        let back: Vec<u64> = text.char_indices().map(|(i, _)| record_offset(&r.bytes, &text, i as u64)).collect();
+        assert_eq!(back, [0, 1, 2, 3, 5]);
+        assert_eq!(record_offset(&r.bytes, &text, text.len() as u64), r.bytes.len() as u64);
+        assert_eq!(record_offset(&r.bytes, &text, 2), 1, "inside a character: the character's start");
+        let utf8 = rec("专利".as_bytes());
+        assert_eq!(record_offset(&utf8.bytes, &decode(&utf8, &utf8.bytes, 0, Encoding::Auto).unwrap(), 3), 3);
     }
 }

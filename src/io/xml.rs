@@ -37,8 +37,9 @@ impl XmlError {
     }
 
     /// The error in `text`, the decoded bytes of `raw`, as a read error at its byte in the record.
+    #[allow(clippy::ptr_arg)] // borrowed or owned says how offsets map back (record_offset)
     pub fn in_decoded(mut self, raw: &RawRecord, text: &std::borrow::Cow<'_, str>) -> ReadError {
-        self.offset = super::text::record_offset(text, self.offset);
+        self.offset = super::text::record_offset(&raw.bytes, text, self.offset);
         self.in_record(raw)
     }
 

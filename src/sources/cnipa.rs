@@ -12,7 +12,7 @@ use crate::ipc::normalize;
 use super::{Format, Framing, ParseContext, RawRecord};
 use crate::io::json::{error_message, error_offset, kind_of};
 use crate::io::sniff;
-use crate::io::text::decode;
+use crate::io::text::{decode, record_offset};
 
 /// CoreTech's labels (the defaults of `RenderConfig`, which reproduce this format).
 const TITLE_LABEL: &str = "标题: ";
@@ -41,7 +41,12 @@ impl Format for CoretechPatents {
     fn parse(&self, raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError> {
         let text = decode(raw, &raw.bytes, 0, cx.cfg.encoding)?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            raw.error_at(error_offset(&text, &e) as u64, ReadErrorKind::Json, format!("malformed JSON: {}", error_message(&e)))
+            // Mapped back to the record's bytes when the text was decoded from GB18030.
+            raw.error_at(
+                record_offset(&raw.bytes, &text, error_offset(&text, &e) as u64),
+                ReadErrorKind::Json,
+                format!("malformed JSON: {}", error_message(&e)),
+            )
         })?;
         let serde_json::Value::Object(mut obj) = value else {
             return Err(raw.error(

@@ -18,7 +18,7 @@ use crate::ipc::normalize;
 use super::cnipa::{detect_lang, office_lang, office_source};
 use super::{Format, Framing, ParseContext, RawRecord};
 use crate::io::sniff;
-use crate::io::text::decode;
+use crate::io::text::{decode, record_offset};
 
 use literal::Py;
 
@@ -41,7 +41,8 @@ impl Format for GooglePatents {
     }
     fn parse(&self, raw: &RawRecord, cx: &ParseContext<'_>) -> Result<Record, ReadError> {
         let text = decode(raw, &raw.bytes, 0, cx.cfg.encoding)?;
-        let value = literal::parse(&text).map_err(|e| raw.error_at(e.offset as u64, ReadErrorKind::Python, e.message))?;
+        let value = literal::parse(&text)
+            .map_err(|e| raw.error_at(record_offset(&raw.bytes, &text, e.offset as u64), ReadErrorKind::Python, e.message))?;
         let Py::Dict(entries) = value else {
             return Err(raw.error(ReadErrorKind::Shape, format!("expected a dict, found {}", value.kind())));
         };

@@ -17,7 +17,7 @@ use crate::error::{ReadError, ReadErrorKind};
 
 use crate::io::framing::GroupFn;
 use crate::io::sniff;
-use crate::io::text::decode;
+use crate::io::text::{decode, record_offset};
 use crate::io::xml::{El, XmlDoc, XmlLimits};
 use crate::io::RawRecord;
 use crate::sources::{Format, Framing, ParseContext};
@@ -65,6 +65,10 @@ impl Format for EpoTsv {
         let mut p = EpParts::default();
         let mut key: Option<(String, String, String)> = None;
         let mut other_parts: Vec<serde_json::Value> = Vec::new();
+        // Offsets below are in `text`; a GB18030-decoded record is longer than its bytes, so
+        // every error position is mapped back to the record's bytes (found by the fuzz harness:
+        // errors pointed past the end of the record).
+        let at = |i: usize| record_offset(&raw.bytes, &text, i as u64);
         let mut off = 0usize;
         for line in text.split_inclusive('\n') {
             let start = off;
@@ -76,20 +80,20 @@ impl Format for EpoTsv {
             let f: Vec<&str> = l.splitn(FIELDS, '\t').collect();
             if f.len() < FIELDS {
                 return Err(raw.error_at(
-                    start as u64,
+                    at(start),
                     ReadErrorKind::Tsv,
                     format!("expected {FIELDS} tab-separated fields (EP, number, kind, date, language, part, text), found {}", f.len()),
                 ));
             }
             if f[0] != "EP" {
-                return Err(raw.error_at(start as u64, ReadErrorKind::Tsv, format!("first field is {:?}, expected \"EP\"", f[0])));
+                return Err(raw.error_at(at(start), ReadErrorKind::Tsv, format!("first field is {:?}, expected \"EP\"", f[0])));
             }
             let this = (f[1].to_string(), f[2].to_string(), f[3].to_string());
             match &key {
                 None => key = Some(this),
                 Some(k) if (&k.0, &k.1) != (&this.0, &this.1) => {
                     return Err(raw.error_at(
-                        start as u64,
+                        at(start),
                         ReadErrorKind::Tsv,
                         format!("line of EP{}{} inside the lines of EP{}{}", this.0, this.1, k.0, k.1),
                     ));
@@ -100,7 +104,7 @@ impl Format for EpoTsv {
             let body = f[6];
             let body_at = start + l.len() - body.len();
             let frag = |what: &str| {
-                parse_fragment(raw, body, body_at, cx).map_err(|mut e| {
+                parse_fragment(raw, &text, body, body_at, cx).map_err(|mut e| {
                     e.message = format!("{what} ({lang}): {}", e.message);
                     e
                 })
@@ -127,9 +131,9 @@ impl Format for EpoTsv {
                 }
                 "AMEND" | "ACSTM" | "SREPT" => other_parts.push(format!("{}:{lang}", f[5]).into()),
                 other => {
-                    let at = start + f[..5].iter().map(|s| s.len() + 1).sum::<usize>();
+                    let part_at = start + f[..5].iter().map(|s| s.len() + 1).sum::<usize>();
                     return Err(raw.error_at(
-                        at as u64,
+                        at(part_at),
                         ReadErrorKind::Tsv,
                         format!("unknown part type {other:?} (expected one of {})", PARTS.join(", ")),
                     ));
@@ -177,15 +181,22 @@ fn is_date(b: &[u8]) -> bool {
     b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
-/// Parses the text field `body` (at byte `at` of the record) as an XML fragment.
-fn parse_fragment(raw: &RawRecord, body: &str, at: usize, cx: &ParseContext<'_>) -> Result<XmlDoc, ReadError> {
+/// Parses the text field `body` (at byte `at` of `text`, the decoded record) as an XML fragment.
+#[allow(clippy::ptr_arg)] // borrowed or owned says how offsets map back (record_offset)
+fn parse_fragment(
+    raw: &RawRecord,
+    text: &std::borrow::Cow<'_, str>,
+    body: &str,
+    at: usize,
+    cx: &ParseContext<'_>,
+) -> Result<XmlDoc, ReadError> {
     const OPEN: &str = "<r>";
     let wrapped = format!("{OPEN}{body}</r>");
     // The wrapper is one more level.
     let limits = XmlLimits { max_depth: cx.cfg.max_xml_depth.saturating_add(1) };
     XmlDoc::parse_with(&wrapped, limits).map_err(|mut e| {
         e.offset = ((e.offset as usize).saturating_sub(OPEN.len()).min(body.len()) + at) as u64;
-        e.in_record(raw)
+        e.in_decoded(raw, text)
     })
 }
 
