@@ -34,7 +34,7 @@ macro_rules! value_enum {
 value_enum!(Step { Signatures => "signatures", Buckets => "buckets", Cluster => "cluster", Filter => "filter" });
 value_enum!(DeviceKind { Cpu => "cpu", Cuda => "cuda" });
 value_enum!(ComputeDtype { F32 => "f32", Bf16 => "bf16" });
-value_enum!(DistMode { None => "none", Ddp => "ddp", Zero1 => "zero1", Zero2 => "zero2" });
+value_enum!(DistMode { Auto => "auto", None => "none", Ddp => "ddp", Zero1 => "zero1", Zero2 => "zero2" });
 value_enum!(Engine { Auto => "auto", Hf => "hf", Fast => "fast" });
 value_enum!(DTypeChoice { Auto => "auto", F32 => "f32" | "float32", Bf16 => "bf16" | "bfloat16", F16 => "f16" | "float16" });
 
