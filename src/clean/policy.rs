@@ -98,7 +98,11 @@ impl Policies {
             }
             let key = format!("docs.policies.{name}");
             let cfg: CleanConfig = serde_json::from_value(v).map_err(|e| bad(key.clone(), format!("not a [docs.clean] setting: {e}")))?;
-            cleaners.push(Cleaner::new(&cfg).map_err(|e| bad(key, e.to_string()))?);
+            // A key the clean checks name from `clean.` is this policy's own key.
+            cleaners.push(Cleaner::new(&cfg).map_err(|e| match e {
+                Error::Config { key: k, message, .. } => bad(format!("{key}.{}", k.strip_prefix("clean.").unwrap_or(&k)), message),
+                other => bad(key, other.to_string()),
+            })?);
         }
         let index = |key: &str, name: &str| -> Result<usize> {
             names.iter().position(|n| n == name).ok_or_else(|| {
