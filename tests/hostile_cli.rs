@@ -86,7 +86,8 @@ fn hostile_inputs_exit_0_with_counted_errors_within_the_memory_cap() {
     let out = capped(&["docs", cfg.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("out/report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("out").join(coretech::stage::REPORT_FILE)).unwrap()).unwrap();
     let src = |s: &str| &report["sources"][s];
     assert_eq!(src("uspto")["kept"], 2, "{report:#}");
     assert_eq!(src("uspto")["errors"]["xml-too-deep"], 1, "{report:#}");
