@@ -520,6 +520,34 @@ enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         prefetch: usize,
     },
+    /// Model grading throughput (examples/s, tokens/s): cond and answer-only losses of every
+    /// example of an `examples.parquet`, as JSON.
+    Grade {
+        /// A built SFT set's `examples.parquet`.
+        #[arg(default_value = "out/demo/sft/examples.parquet")]
+        examples: PathBuf,
+        /// A model preset (seeded init) or a weights / training run directory.
+        #[arg(long, default_value = "tiny")]
+        model: String,
+        /// The tokenizer.
+        #[arg(long, default_value = "fixtures/tokenizers/qwen2.5/tokenizer.json.zst")]
+        tokenizer: PathBuf,
+        /// Rows per forward.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 512)]
+        seq: usize,
+        /// LLaMA-Factory cutoff applied to each example.
+        #[arg(long, default_value_t = 512)]
+        cutoff_len: usize,
+        /// Compute dtype (f32|bf16).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Device (cpu|cuda).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Training throughput (tokens/s, MFU, step-time split, memory) on random tokens, as JSON.
     Train {
         /// A model preset (test, tiny, small, qwen2.5-0.5b, …) or an HF config.json.
@@ -669,6 +697,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use coretech::pack::bench;
             use coretech::tokenize::TokenizerConfig;
             let result = match what {
+                BenchCmd::Grade { examples, model, tokenizer, batch, seq, cutoff_len, dtype, device } => {
+                    let b = coretech::sft::grade_model::BenchConfig {
+                        examples,
+                        tokenizer,
+                        model,
+                        batch_size: batch,
+                        row_len: seq,
+                        cutoff_len,
+                        device: device.parse()?,
+                        dtype: dtype.parse()?,
+                    };
+                    println!("{}", serde_json::to_string(&coretech::sft::grade_model::bench_examples(&b)?)?);
+                    return Ok(());
+                }
                 BenchCmd::Train {
                     model,
                     batch,

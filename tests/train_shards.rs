@@ -62,7 +62,7 @@ fn cfg(out: &Path, cpt: &Path, sft: &Path) -> TrainConfig {
                     shards: Some(sft.to_path_buf()),
                     epochs: 2,
                     replay: 0.25,
-                    max_batches: None,
+                    ..Default::default()
                 },
             ],
             prefetch: 2,
@@ -157,11 +157,6 @@ fn shard_source_errors_name_the_key_or_the_directory() {
     let missing = data.path().join("nope");
     let e = open_source(&cfg(out.path(), &missing, &sft), 128).err().unwrap().to_string();
     assert!(e.contains("nope"), "{e}");
-
-    let mut c = cfg(out.path(), &cpt, &sft);
-    c.data.stages[1].epochs = 3;
-    let e = open_source(&c, 128).err().unwrap().to_string();
-    assert!(e.contains("data.stages[1].epochs"), "{e}");
 
     let mut c = cfg(out.path(), &cpt, &sft);
     c.data.stages[0].max_batches = Some(0);

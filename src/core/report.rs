@@ -246,6 +246,9 @@ impl RunReport {
         for e in self.error_samples.iter().take(10) {
             let _ = writeln!(out, "error: {}", e.with_causes());
         }
+        for n in &self.notes {
+            let _ = writeln!(out, "{n}");
+        }
         out
     }
 }

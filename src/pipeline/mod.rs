@@ -67,7 +67,13 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &Stage, opts: &RunOptions) -> Resu
             ];
             Ok(report)
         }
-        Stage::Sft => Ok(run_sft_with(cfg, opts, crate::sft::Mode::Build)?.run),
+        Stage::Sft => {
+            let rep = run_sft_with(cfg, opts, crate::sft::Mode::Build)?;
+            let mut report = rep.run.clone();
+            // The grading lines: method, stage sizes, model grading, mean IFD per stage.
+            report.notes = rep.table().lines().filter(|l| l.contains("grading") || l.starts_with("mean IFD")).map(str::to_string).collect();
+            Ok(report)
+        }
         Stage::Eval => {
             let ev = cfg.eval.as_ref().ok_or_else(|| missing(stage))?;
             let rep = crate::infer::eval::run_stage(ev).map_err(|e| Error::Other(format!("eval: {e}")))?;

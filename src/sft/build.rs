@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::config::{GradeMethod, Overlength, Policy, SftConfig};
+use super::config::{GradeMethod, IfdAboveOne, ModelScoreKind, Overlength, Policy, SftConfig};
 use super::decontam::{cpt_check, train_test_overlap};
 use super::example::{Example, Split};
 use super::grade::{self, list_items, Features};
+use super::grade_model::{self, GraderSettings, ModelScore, ScoreItem};
 use super::pack::{pack_rows, write_shards, PackItem, Row};
 use super::read::{read_input, Outcome, ReadContext, ReadResult};
-use super::report::{EvalSetReport, ExampleCodes, GradingReport, PackingReport, SftReport};
+use super::report::{EvalSetReport, ExampleCodes, GradingReport, ModelGradingReport, PackingReport, SftReport};
 use super::stats::{self, GradedExample};
 use super::task::TaskResolver;
 use super::template::{render, tokenize, truncate, Tokenized};
@@ -66,9 +67,6 @@ fn check_config(cfg: &SftConfig) -> Result<()> {
                 ),
             ));
         }
-    }
-    if cfg.grade.method == GradeMethod::Model {
-        grade::model_scores(&cfg.grade)?;
     }
     Ok(())
 }
@@ -141,18 +139,23 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
             .with("tokenizer_sha256", &tok.sha256)
             .with("ipc_scheme", &scheme.map(|s| s.digest()))
             .with("cpt_documents", &cpt)
+            .with("grade_model", &grade_model_fingerprint(cfg)?)
             .with_files("inputs", &input_files(cfg)?)?,
     );
     if let Some(mut r) = st.up_to_date::<SftReport>() {
         r.run.elapsed_s = st.elapsed_s();
         return Ok(r);
     }
-    // SFT sets are small: no resume, every build starts over from what this stage wrote.
-    st.clean(|_| false)?;
+    // SFT sets are small: no resume, every build starts over from what this stage wrote, except
+    // the model grading's scores, which resume batch by batch (their own fingerprint decides).
+    st.clean(|f| f == grade_model::SCORES_FILE)?;
     let mut owned: Vec<String> = vec![EXAMPLES_FILE.into(), EVAL_FILE.into()];
     // A validation split exists when drawn or given by an input.
     let with_validation = cfg.split.validation_fraction > 0.0 || cfg.inputs.iter().any(|i| i.split == Split::Validation);
     let splits: &[Split] = if with_validation { &[Split::Train, Split::Validation, Split::Test] } else { &[Split::Train, Split::Test] };
+    if cfg.grade.method != GradeMethod::Heuristic {
+        owned.push(grade_model::SCORES_FILE.into());
+    }
     if mode == Mode::Build {
         owned.extend(splits.iter().map(|s| format!("{}/", s.as_str())));
     }
@@ -348,13 +351,68 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
         kept.push(Kept { ex, codes, tokens: t, truncated, cpt_flagged: cpt });
     }
 
-    // Grade.
+    // Grade: model scores first (IFD > 1 may drop training examples), then the features.
+    let mut model: Option<Vec<ModelScore>> = None;
+    let mut model_report = None;
+    if cfg.grade.method != GradeMethod::Heuristic {
+        let (scores, mut mr) = model_grade(&kept, cfg, &tok)?;
+        let above = |i: usize| kept[i].ex.split == Split::Train && scores[i].ifd() > 1.0;
+        let above_idx: Vec<usize> = (0..kept.len()).filter(|&i| above(i)).collect();
+        mr.ifd_above_one = above_idx.len() as u64;
+        if cfg.grade.ifd_above_one == IfdAboveOne::Drop {
+            let drop: std::collections::HashSet<usize> = above_idx.iter().copied().collect();
+            let mut keep_scores = Vec::with_capacity(kept.len());
+            let mut keep = Vec::with_capacity(kept.len());
+            for (i, (k, sc)) in std::mem::take(&mut kept).into_iter().zip(scores).enumerate() {
+                if drop.contains(&i) {
+                    report.run.filtered(&k.ex.dataset, "ifd-above-1");
+                    report.template.tokens -= k.tokens.input_ids.len() as u64;
+                    report.template.loss_tokens -= k.tokens.loss_mask.iter().map(|&m| m as u64).sum::<u64>();
+                } else {
+                    keep.push(k);
+                    keep_scores.push(sc);
+                }
+            }
+            kept = keep;
+            mr.ifd_above_one_moved = mr.ifd_above_one;
+            model = Some(keep_scores);
+        } else {
+            model = Some(scores);
+        }
+        model_report = Some(mr);
+    }
     let features: Vec<Features> = kept.iter().map(|k| features(k, &cfg.grade.task_weights)).collect();
     let (train_idx, test_idx): (Vec<usize>, Vec<usize>) = (0..kept.len()).partition(|&i| kept[i].ex.split == Split::Train);
     let train_feats: Vec<Features> = train_idx.iter().map(|&i| features[i]).collect();
     let test_feats: Vec<Features> = test_idx.iter().map(|&i| features[i]).collect();
     let train_ids: Vec<String> = train_idx.iter().map(|&i| kept[i].ex.id.clone()).collect();
-    let grades = grade::grade(&train_feats, &train_ids, &test_feats, &cfg.grade)?;
+    let pick = |s: &ModelScore| match cfg.grade.score {
+        ModelScoreKind::Ifd => s.ifd(),
+        ModelScoreKind::AnswerLoss => s.answer_loss,
+        ModelScoreKind::CondLoss => s.cond_loss,
+    };
+    let (m_train, m_test): (Vec<f64>, Vec<f64>) = match &model {
+        Some(m) => (train_idx.iter().map(|&i| pick(&m[i])).collect(), test_idx.iter().map(|&i| pick(&m[i])).collect()),
+        None => Default::default(),
+    };
+    let model_input = model.as_ref().map(|_| grade::ModelInput { train: &m_train, test: &m_test });
+    let mut grades = grade::grade(&train_feats, &train_ids, &test_feats, model_input, &cfg.grade)?;
+    if let (Some(m), IfdAboveOne::LastStage) = (&model, cfg.grade.ifd_above_one) {
+        let last = cfg.grade.stages as u32 - 1;
+        for (j, &i) in train_idx.iter().enumerate() {
+            if m[i].ifd() > 1.0 {
+                grades.train_stages[j] = last;
+                if let Some(r) = model_report.as_mut() {
+                    r.ifd_above_one_moved += 1;
+                }
+            }
+        }
+    }
+    let score_used = match cfg.grade.method {
+        GradeMethod::Heuristic => "heuristic".to_string(),
+        GradeMethod::Model => cfg.grade.score.as_str().to_string(),
+        GradeMethod::Mix => format!("mix({})", cfg.grade.score.as_str()),
+    };
     let mut score = vec![0.0; kept.len()];
     let mut stage = vec![0u32; kept.len()];
     for (j, &i) in train_idx.iter().enumerate() {
@@ -388,6 +446,8 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
             split: k.ex.split.as_str().into(),
             stage: stage[i],
             score: score[i],
+            score_used: score_used.clone(),
+            model: model.as_ref().map(|m| m[i]),
             features: features[i],
             tokens: k.tokens.input_ids.len() as u32,
             truncated: k.truncated,
@@ -405,7 +465,10 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
     let names: Vec<String> = means.columns().iter().map(|c| c.name().to_string()).collect();
     let cols: Vec<Vec<f64>> = names.iter().map(|n| stats::column_f64(&means, n)).collect::<Result<_>>()?;
     for r in 0..means.height() {
-        stage_means.push(names.iter().zip(&cols).map(|(n, c)| (n.clone(), c[r])).collect::<BTreeMap<String, f64>>());
+        // Model columns are null (NaN here) without model grading: left out.
+        stage_means.push(
+            names.iter().zip(&cols).filter(|(_, c)| !c[r].is_nan()).map(|(n, c)| (n.clone(), c[r])).collect::<BTreeMap<String, f64>>(),
+        );
     }
     let mut sizes = vec![0u64; cfg.grade.stages];
     for &s in &grades.train_stages {
@@ -413,6 +476,8 @@ pub fn run_with(cfg: &SftConfig, scheme: Option<&dyn IpcLookup>, opts: &RunOptio
     }
     report.grading = GradingReport {
         method: format!("{:?}", cfg.grade.method).to_lowercase(),
+        score_used,
+        model: model_report,
         stage_sizes: sizes,
         stage_min_scores: grades.stage_min_scores.iter().map(|&s| if s.is_finite() { s } else { f64::NAN }).collect(),
         stage_means,
@@ -547,6 +612,55 @@ fn write_test_alpaca<'a>(path: &Path, examples: impl Iterator<Item = &'a Example
     }
     crate::core::fsio::write_atomic(path, &out)?;
     Ok(rep)
+}
+
+/// The grading checkpoint's weights directory and file digests (`None` for heuristic grading):
+/// a new checkpoint in the run directory makes the stage rebuild.
+fn grade_model_fingerprint(cfg: &SftConfig) -> Result<Option<(String, String)>> {
+    match (&cfg.grade.model, cfg.grade.method) {
+        (Some(p), m) if m != GradeMethod::Heuristic => {
+            let (dir, fp) = grade_model::weights_fingerprint(p).map_err(|e| config_err("grade.model", format!("{}: {e}", p.display())))?;
+            Ok(Some((dir.display().to_string(), fp)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Scores every kept example (training and test) with the grading checkpoint, resuming from
+/// and appending to `model-scores.jsonl` in the output directory.
+fn model_grade(kept: &[Kept], cfg: &SftConfig, tok: &SftTokenizer) -> Result<(Vec<ModelScore>, ModelGradingReport)> {
+    let g = &cfg.grade;
+    let path = g.model.as_ref().ok_or_else(|| config_err("grade.model", "no grading checkpoint set"))?;
+    let grader = grade_model::Grader::load(path, g.device, g.gpu, g.dtype)
+        .map_err(|e| config_err("grade.model", format!("{}: {e}", path.display())))?;
+    // The assistant header exactly as the template writes it before an answer.
+    let header = tok.encode(&format!("{}assistant\n", super::template::IM_START))?.ids;
+    let pad = tok.token_id(super::template::END_OF_TEXT).unwrap_or(0);
+    let longest = kept.iter().map(|k| k.tokens.input_ids.len() + header.len()).max().unwrap_or(0);
+    let settings =
+        GraderSettings { batch_size: g.batch_size, row_len: cfg.pack.seq_len.max(longest), dtype: g.dtype, ce_chunk: g.ce_chunk_tokens };
+    let items: Vec<ScoreItem> = kept.iter().map(|k| ScoreItem { ids: &k.tokens.input_ids, mask: &k.tokens.loss_mask }).collect();
+    std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
+    let progress = cfg.output.join(grade_model::SCORES_FILE);
+    let (scores, run) = grade_model::score_all(&grader, &items, &header, &settings, pad, Some(&progress))?;
+    for (k, s) in kept.iter().zip(&scores) {
+        if !(s.cond_loss.is_finite() && s.answer_loss.is_finite() && s.answer_loss > 0.0) {
+            return Err(Error::Other(format!(
+                "model grading: example {} has losses cond {} / answer {} (not finite or zero)",
+                k.ex.id, s.cond_loss, s.answer_loss
+            )));
+        }
+    }
+    let report = ModelGradingReport {
+        weights: grader.dir.display().to_string(),
+        examples: kept.len() as u64,
+        batches: run.batches as u64,
+        batches_reused: run.batches_reused as u64,
+        ifd_above_one_policy: serde_json::to_value(g.ifd_above_one).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        elapsed_s: run.elapsed_s,
+        ..Default::default()
+    };
+    Ok((scores, report))
 }
 
 fn duplicate(run: &mut RunReport, dataset: &str, kind: &str) {

@@ -12,6 +12,7 @@ use crate::io::Encoding;
 use crate::ipc::task::TaskRules;
 use crate::shard::WriterConfig;
 use crate::tokenize::Engine;
+use crate::train::config::{ComputeDtype, DeviceKind};
 
 /// The SFT stage: instruction files → validated, decontaminated, graded, templated and packed
 /// SFT token shards.
@@ -83,6 +84,16 @@ impl SftConfig {
                 file: String::new(),
                 key: "sft.split.validation_fraction".into(),
                 message: format!("{} + sft.split.test_fraction {} is over 1", self.split.validation_fraction, self.split.test_fraction),
+            });
+        }
+        if self.grade.method != GradeMethod::Heuristic && self.grade.model.is_none() {
+            return Err(crate::Error::Config {
+                file: String::new(),
+                key: "sft.grade.model".into(),
+                message: format!(
+                    "method = \"{}\" needs a checkpoint or training run directory to grade with",
+                    serde_json::to_value(self.grade.method).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                ),
             });
         }
         super::task::TaskResolver::new(&self.tasks)?;
@@ -336,8 +347,67 @@ impl Default for TemplateConfig {
 pub enum GradeMethod {
     /// Features of the text and its tokens; no model.
     Heuristic,
-    /// Answer loss and IFD from a checkpoint (needs the trainer's forward pass).
+    /// The model score (`grade.score`) from the checkpoint `grade.model`.
     Model,
+    /// The model score and the heuristic score, each normalized over the training examples
+    /// (`grade.mix.normalization`) and summed with the weights of `grade.mix`.
+    Mix,
+}
+
+/// Which model score orders the examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelScoreKind {
+    /// Instruction-Following Difficulty: `cond_loss / answer_loss`.
+    Ifd,
+    /// Mean loss of the answer tokens after the assistant header alone.
+    AnswerLoss,
+    /// Mean loss of the answer tokens given the full prompt (the training loss).
+    CondLoss,
+}
+
+impl ModelScoreKind {
+    /// The name used in configs and in `examples.parquet`'s `score_used`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelScoreKind::Ifd => "ifd",
+            ModelScoreKind::AnswerLoss => "answer_loss",
+            ModelScoreKind::CondLoss => "cond_loss",
+        }
+    }
+}
+
+/// What happens to training examples whose IFD exceeds 1 (the prompt does not help the model;
+/// Li et al. filter these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IfdAboveOne {
+    /// Grade them like any other example.
+    Keep,
+    /// Put them in the last curriculum stage.
+    LastStage,
+    /// Drop them (counted as `ifd-above-1`).
+    Drop,
+}
+
+/// Weights of the model and heuristic scores under `method = "mix"`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixConfig {
+    /// Weight of the normalized model score.
+    #[schemars(range(min = 0.0))]
+    pub model: f64,
+    /// Weight of the normalized heuristic score.
+    #[schemars(range(min = 0.0))]
+    pub heuristic: f64,
+    /// How each of the two scores is scaled over the training examples before weighting.
+    pub normalization: Normalization,
+}
+
+impl Default for MixConfig {
+    fn default() -> Self {
+        Self { model: 1.0, heuristic: 1.0, normalization: Normalization::Rank }
+    }
 }
 
 /// How each feature is scaled before weighting.
@@ -382,10 +452,29 @@ impl Default for FeatureWeights {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GradeConfig {
-    /// `heuristic` (default) or `model`.
+    /// `heuristic` (default), `model` or `mix`.
     pub method: GradeMethod,
-    /// Checkpoint for the model-based scores.
-    pub checkpoint: Option<PathBuf>,
+    /// The grading checkpoint (`model`, `mix`): a weights directory (HF layout, e.g. Qwen2.5 or
+    /// a checkpoint of ours) or a training run directory (its newest complete checkpoint).
+    pub model: Option<PathBuf>,
+    /// Where the grading model runs.
+    pub device: DeviceKind,
+    /// CUDA device ordinal.
+    pub gpu: usize,
+    /// Compute dtype of the grading model.
+    pub dtype: ComputeDtype,
+    /// Rows (of `pack.seq_len` tokens, several examples each) per forward pass.
+    #[schemars(range(min = 1))]
+    pub batch_size: usize,
+    /// Answer tokens per LM-head chunk (bounds the logits held at once).
+    #[schemars(range(min = 1))]
+    pub ce_chunk_tokens: usize,
+    /// The model score that orders the examples.
+    pub score: ModelScoreKind,
+    /// Training examples with IFD > 1: `keep`, `last_stage` or `drop` (counted either way).
+    pub ifd_above_one: IfdAboveOne,
+    /// `method = "mix"`: weights and normalization of the two scores.
+    pub mix: MixConfig,
     /// Number of curriculum stages (quantiles of the score over the training examples).
     #[schemars(range(min = 1, max = 1000))]
     pub stages: usize,
@@ -401,7 +490,15 @@ impl Default for GradeConfig {
     fn default() -> Self {
         Self {
             method: GradeMethod::Heuristic,
-            checkpoint: None,
+            model: None,
+            device: DeviceKind::Cpu,
+            gpu: 0,
+            dtype: ComputeDtype::F32,
+            batch_size: 8,
+            ce_chunk_tokens: 1024,
+            score: ModelScoreKind::Ifd,
+            ifd_above_one: IfdAboveOne::Keep,
+            mix: MixConfig::default(),
             stages: 3,
             normalization: Normalization::Rank,
             weights: FeatureWeights::default(),

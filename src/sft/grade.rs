@@ -8,9 +8,11 @@
 //! ranks [k·n/K, (k+1)·n/K), so the assignment is deterministic and monotone in the score.
 //! Test examples get the stage whose lowest training score they reach.
 //!
-//! Model-based grading (answer loss, IFD = loss(answer | question) / loss(answer), Li et al.
-//! "From Quantity to Quality") needs a checkpoint and the trainer's forward pass, which have
-//! not landed: [`model_scores`] says so.
+//! Model-based grading (`method = "model"`): the configured model score of each example
+//! (`cond_loss`, `answer_loss` or IFD = cond_loss / answer_loss, Li et al. "From Quantity to
+//! Quality", NAACL 2024), computed by [`super::grade_model`] from a checkpoint, orders the
+//! examples the same way. `method = "mix"` scales the model score and the heuristic score over
+//! the training examples (`grade.mix.normalization`) and sums them with the `grade.mix` weights.
 
 use std::sync::OnceLock;
 
@@ -135,17 +137,9 @@ pub struct Grades {
     pub stage_min_scores: Vec<f64>,
 }
 
-/// Grades the examples: scalers and stage boundaries come from the training examples only.
-/// `train_ids` breaks score ties.
-pub fn grade(train: &[Features], train_ids: &[String], test: &[Features], cfg: &GradeConfig) -> Result<Grades> {
-    if cfg.method == GradeMethod::Model {
-        // The model path yields scores per example; combining them is the same as below once
-        // they exist.
-        model_scores(cfg)?;
-    }
-    if cfg.stages == 0 {
-        return Err(Error::Config { file: String::new(), key: "sft.grade.stages".into(), message: "must be at least 1".into() });
-    }
+/// The heuristic score of every example: features scaled over the training examples
+/// (`grade.normalization`), summed with `grade.weights`.
+pub fn heuristic_scores(train: &[Features], test: &[Features], cfg: &GradeConfig) -> (Vec<f64>, Vec<f64>) {
     let w = weights(&cfg.weights);
     let scalers: Vec<Scaler> = (0..FEATURES.len())
         .map(|f| {
@@ -156,7 +150,52 @@ pub fn grade(train: &[Features], train_ids: &[String], test: &[Features], cfg: &
     let score = |x: &Features| -> f64 {
         x.values().iter().zip(&scalers).zip(&w).filter(|(_, w)| **w != 0.0).map(|((v, s), w)| w * s.apply(*v)).sum()
     };
-    let train_scores: Vec<f64> = train.iter().map(score).collect();
+    (train.iter().map(score).collect(), test.iter().map(score).collect())
+}
+
+/// Model scores of the training and the test examples (the configured kind).
+#[derive(Debug, Clone, Copy)]
+pub struct ModelInput<'a> {
+    /// One per training example.
+    pub train: &'a [f64],
+    /// One per test example.
+    pub test: &'a [f64],
+}
+
+/// Grades the examples: scalers and stage boundaries come from the training examples only.
+/// `train_ids` breaks score ties. `model` holds the model scores (`method = "model"` or `"mix"`).
+pub fn grade(train: &[Features], train_ids: &[String], test: &[Features], model: Option<ModelInput>, cfg: &GradeConfig) -> Result<Grades> {
+    if cfg.stages == 0 {
+        return Err(Error::Config { file: String::new(), key: "sft.grade.stages".into(), message: "must be at least 1".into() });
+    }
+    let need_model = || {
+        model.filter(|m| m.train.len() == train.len() && m.test.len() == test.len()).ok_or_else(|| Error::Config {
+            file: String::new(),
+            key: "sft.grade.method".into(),
+            message: format!("{:?} grading needs a model score for every example", cfg.method).to_lowercase(),
+        })
+    };
+    let (train_scores, test_scores) = match cfg.method {
+        GradeMethod::Heuristic => heuristic_scores(train, test, cfg),
+        GradeMethod::Model => {
+            let m = need_model()?;
+            (m.train.to_vec(), m.test.to_vec())
+        }
+        GradeMethod::Mix => {
+            let m = need_model()?;
+            let (h_train, h_test) = heuristic_scores(train, test, cfg);
+            let sm = Scaler::fit(m.train, cfg.mix.normalization);
+            let sh = Scaler::fit(&h_train, cfg.mix.normalization);
+            let mix = |m: f64, h: f64| cfg.mix.model * sm.apply(m) + cfg.mix.heuristic * sh.apply(h);
+            (
+                m.train.iter().zip(&h_train).map(|(&m, &h)| mix(m, h)).collect(),
+                m.test.iter().zip(&h_test).map(|(&m, &h)| mix(m, h)).collect(),
+            )
+        }
+    };
+    if let Some(i) = train_scores.iter().position(|s| !s.is_finite()) {
+        return Err(Error::Other(format!("grading: example {} has a non-finite score {}", train_ids[i], train_scores[i])));
+    }
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.sort_by(|&a, &b| train_scores[a].total_cmp(&train_scores[b]).then_with(|| train_ids[a].cmp(&train_ids[b])));
     let k = cfg.stages;
@@ -168,28 +207,11 @@ pub fn grade(train: &[Features], train_ids: &[String], test: &[Features], cfg: &
         train_stages[i] = s as u32;
         stage_min_scores[s] = stage_min_scores[s].min(train_scores[i]);
     }
-    let test_scores: Vec<f64> = test.iter().map(score).collect();
     let test_stages = test_scores
         .iter()
         .map(|&s| (1..k).rev().find(|&st| stage_min_scores[st].is_finite() && s >= stage_min_scores[st]).unwrap_or(0) as u32)
         .collect();
     Ok(Grades { train_scores, train_stages, test_scores, test_stages, stage_min_scores })
-}
-
-/// Model-based scores (per-example answer loss and IFD) from `grade.checkpoint`. Not available
-/// until the trainer's forward pass lands; always an error that says what is missing.
-pub fn model_scores(cfg: &GradeConfig) -> Result<Vec<(f64, f64)>> {
-    let ckpt = match &cfg.checkpoint {
-        Some(p) => format!("checkpoint {}", p.display()),
-        None => "no checkpoint set (sft.grade.checkpoint)".to_string(),
-    };
-    Err(Error::Config {
-        file: String::new(),
-        key: "sft.grade.method".into(),
-        message: format!(
-            "model-based grading (answer loss, IFD) needs a checkpoint and the trainer's forward pass (src/train), which is not available yet ({ckpt}); use method = \"heuristic\""
-        ),
-    })
 }
 
 #[cfg(test)]
@@ -211,7 +233,7 @@ mod tests {
         let train: Vec<Features> = (0..10).map(|i| feat(i as f64 * 10.0, 0.0)).rev().collect();
         let ids: Vec<String> = (0..10).map(|i| format!("x:{i}")).collect();
         let cfg = GradeConfig { stages: 3, ..Default::default() };
-        let g = grade(&train, &ids, &[feat(95.0, 0.0), feat(-1.0, 0.0)], &cfg).unwrap();
+        let g = grade(&train, &ids, &[feat(95.0, 0.0), feat(-1.0, 0.0)], None, &cfg).unwrap();
         // Sizes 4/3/3 by rank: ranks 0–3 → 0, 4–6 → 1, 7–9 → 2.
         let mut sizes = [0; 3];
         for &s in &g.train_stages {
@@ -227,13 +249,28 @@ mod tests {
         }
         assert_eq!(g.test_stages, [2, 0]);
         // Deterministic.
-        assert_eq!(grade(&train, &ids, &[], &cfg).unwrap().train_stages, g.train_stages);
+        assert_eq!(grade(&train, &ids, &[], None, &cfg).unwrap().train_stages, g.train_stages);
     }
 
     #[test]
-    fn model_grading_says_it_needs_the_trainer() {
-        let cfg = GradeConfig { method: GradeMethod::Model, checkpoint: Some("ckpt".into()), ..Default::default() };
-        let e = grade(&[feat(1.0, 1.0)], &["a".into()], &[], &cfg).unwrap_err().to_string();
-        assert!(e.contains("needs a checkpoint and the trainer") && e.contains("ckpt"), "{e}");
+    fn model_and_mix_order_by_their_scores() {
+        let train: Vec<Features> = (0..6).map(|i| feat(i as f64, 0.0)).collect();
+        let ids: Vec<String> = (0..6).map(|i| format!("x:{i}")).collect();
+        // The model score runs against the heuristic (answer length).
+        let m: Vec<f64> = (0..6).map(|i| 10.0 - i as f64).collect();
+        let cfg = GradeConfig { method: GradeMethod::Model, stages: 2, ..Default::default() };
+        let g = grade(&train, &ids, &[], Some(ModelInput { train: &m, test: &[] }), &cfg).unwrap();
+        assert_eq!(g.train_stages, [1, 1, 1, 0, 0, 0]);
+        assert_eq!(g.train_scores, m);
+        // Mix with the heuristic weighted more: the heuristic order wins.
+        let mut mix = GradeConfig { method: GradeMethod::Mix, stages: 2, ..Default::default() };
+        mix.mix.heuristic = 2.0;
+        let g = grade(&train, &ids, &[], Some(ModelInput { train: &m, test: &[] }), &mix).unwrap();
+        assert_eq!(g.train_stages, [0, 0, 0, 1, 1, 1]);
+        // Model methods without model scores say so.
+        let e = grade(&train, &ids, &[], None, &cfg).unwrap_err().to_string();
+        assert!(e.contains("sft.grade.method") && e.contains("model score"), "{e}");
+        let nan = [f64::NAN; 6];
+        assert!(grade(&train, &ids, &[], Some(ModelInput { train: &nan, test: &[] }), &cfg).unwrap_err().to_string().contains("x:0"));
     }
 }

@@ -13,6 +13,7 @@ pub mod decontam;
 pub mod example;
 pub mod export;
 pub mod grade;
+pub mod grade_model;
 pub mod pack;
 pub mod read;
 pub mod report;

@@ -111,14 +111,41 @@ pub struct TemplateReport {
 /// Grading.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GradingReport {
-    /// `heuristic` or `model`.
+    /// `heuristic`, `model` or `mix`.
     pub method: String,
+    /// What orders the examples: `heuristic`, the model score (`ifd`, `answer_loss`,
+    /// `cond_loss`), or `mix(ifd)` and the like.
+    pub score_used: String,
+    /// Model grading: the weights directory, batches and timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelGradingReport>,
     /// Training examples per stage.
     pub stage_sizes: Vec<u64>,
     /// Lowest training score of each stage.
     pub stage_min_scores: Vec<f64>,
     /// Per-stage means of the score and each feature (training examples), as rows.
     pub stage_means: Vec<BTreeMap<String, f64>>,
+}
+
+/// Model grading.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelGradingReport {
+    /// The weights directory graded with.
+    pub weights: String,
+    /// Examples scored (training and test).
+    pub examples: u64,
+    /// Batches in the plan, and those taken from an earlier run's `model-scores.jsonl`.
+    pub batches: u64,
+    /// Batches reused from the progress file.
+    pub batches_reused: u64,
+    /// Training examples with IFD > 1 (the prompt does not help the model).
+    pub ifd_above_one: u64,
+    /// What was done with them: `keep`, `last_stage` or `drop`.
+    pub ifd_above_one_policy: String,
+    /// Training examples moved to the last stage or dropped for IFD > 1.
+    pub ifd_above_one_moved: u64,
+    /// Seconds spent scoring.
+    pub elapsed_s: f64,
 }
 
 /// Packing.
@@ -256,7 +283,20 @@ impl SftReport {
             "template: {} tokens ({} with loss); cutoff {}: {} truncated ({} prompt + {} answer tokens cut, {} turns dropped), {} dropped",
             t.tokens, t.loss_tokens, t.cutoff_len, t.truncated, t.prompt_tokens_cut, t.answer_tokens_cut, t.turns_dropped, t.dropped
         );
-        let _ = writeln!(out, "grading ({}): stage sizes {:?}", self.grading.method, self.grading.stage_sizes);
+        let _ =
+            writeln!(out, "grading ({}, by {}): stage sizes {:?}", self.grading.method, self.grading.score_used, self.grading.stage_sizes);
+        if let Some(m) = &self.grading.model {
+            let _ = writeln!(
+                out,
+                "model grading: {} examples with {} ({} batches, {} reused, {:.1}s); IFD > 1: {} training examples ({})",
+                m.examples, m.weights, m.batches, m.batches_reused, m.elapsed_s, m.ifd_above_one, m.ifd_above_one_policy
+            );
+        }
+        let ifd: Vec<String> =
+            self.grading.stage_means.iter().filter_map(|m| m.get("ifd").filter(|v| v.is_finite()).map(|v| format!("{v:.3}"))).collect();
+        if !ifd.is_empty() {
+            let _ = writeln!(out, "mean IFD per stage (training examples): {}", ifd.join(", "));
+        }
         let excluded: Vec<String> = self.eval_set.excluded.iter().map(|(t, e)| format!("{} {t}", e.count)).collect();
         let _ = writeln!(
             out,

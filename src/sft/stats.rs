@@ -34,8 +34,12 @@ pub struct GradedExample {
     pub split: String,
     /// Curriculum stage.
     pub stage: u32,
-    /// Difficulty score.
+    /// Difficulty score (the one that set the stage).
     pub score: f64,
+    /// What `score` is: `heuristic`, `ifd`, `answer_loss`, `cond_loss`, or `mix(…)`.
+    pub score_used: String,
+    /// Model grading: the example's losses (`cond_loss`, `answer_loss`; IFD is their ratio).
+    pub model: Option<super::grade_model::ModelScore>,
     /// Heuristic features.
     pub features: Features,
     /// Tokens after templating (and truncation).
@@ -75,6 +79,10 @@ fn schema() -> SchemaRef {
         utf8("split"),
         Field::new("stage", DataType::UInt32, false),
         Field::new("score", DataType::Float64, false),
+        utf8("score_used"),
+        Field::new("cond_loss", DataType::Float64, true),
+        Field::new("answer_loss", DataType::Float64, true),
+        Field::new("ifd", DataType::Float64, true),
     ];
     fields.extend(FEATURES.iter().map(|f| Field::new(feature_column(f), DataType::Float64, false)));
     fields.extend([
@@ -111,6 +119,10 @@ pub fn to_batch(rows: &[GradedExample]) -> RecordBatch {
         s(|r| &r.split),
         Arc::new(rows.iter().map(|r| r.stage).collect::<UInt32Array>()),
         Arc::new(rows.iter().map(|r| r.score).collect::<Float64Array>()),
+        s(|r| &r.score_used),
+        Arc::new(rows.iter().map(|r| r.model.map(|m| m.cond_loss)).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| r.model.map(|m| m.answer_loss)).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| r.model.map(|m| m.ifd())).collect::<Float64Array>()),
     ];
     for f in 0..FEATURES.len() {
         cols.push(Arc::new(rows.iter().map(|r| r.features.values()[f]).collect::<Float64Array>()));
@@ -156,8 +168,9 @@ pub fn frame(batches: &[RecordBatch]) -> Result<DataFrame> {
             DataType::UInt32 => {
                 Column::new(name.into(), parts.iter().flat_map(|a| a.as_primitive::<UInt32Type>().values().to_vec()).collect::<Vec<u32>>())
             }
+            // Model losses are null without model grading.
             DataType::Float64 => {
-                Column::new(name.into(), parts.iter().flat_map(|a| a.as_primitive::<Float64Type>().values().to_vec()).collect::<Vec<f64>>())
+                Column::new(name.into(), parts.iter().flat_map(|a| a.as_primitive::<Float64Type>().iter()).collect::<Vec<Option<f64>>>())
             }
             DataType::Boolean => Column::new(
                 name.into(),
@@ -210,9 +223,14 @@ pub fn lengths(df: &DataFrame) -> Result<DataFrame> {
         .map_err(pl_err)
 }
 
-/// Per-stage means of the score and of every feature over the training examples.
+/// Names of the model-loss columns of `examples.parquet` (null without model grading).
+pub const MODEL_COLUMNS: [&str; 3] = ["cond_loss", "answer_loss", "ifd"];
+
+/// Per-stage means of the score, of the model losses and IFD (null without model grading) and
+/// of every feature over the training examples.
 pub fn stage_means(df: &DataFrame) -> Result<DataFrame> {
     let mut aggs = vec![len().alias("n"), col("score").mean().alias("score")];
+    aggs.extend(MODEL_COLUMNS.iter().map(|c| col(*c).mean().alias(*c)));
     // Means keep the plain feature names (report.json `grading.stage_means`).
     aggs.extend(FEATURES.iter().map(|f| col(feature_column(f)).mean().alias(*f)));
     df.clone()
@@ -265,7 +283,7 @@ pub fn stats_text(df: &DataFrame) -> Result<String> {
     let mut out = String::new();
     let _ = writeln!(out, "examples per split, task and stage:\n{}", table(&counts(df)?));
     let _ = writeln!(out, "token lengths per split and task:\n{}", table(&lengths(df)?));
-    let _ = writeln!(out, "training examples: per-stage means of the score and features:\n{}", table(&stage_means(df)?));
+    let _ = writeln!(out, "training examples: per-stage means of the score, model losses and features:\n{}", table(&stage_means(df)?));
     Ok(out)
 }
 

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, TrainError};
+use super::schedule::ScheduleConfig;
 use crate::shard::reader::{Cursor, Loader, LoaderConfig};
 use crate::shard::Batch;
 
@@ -25,6 +26,11 @@ pub trait BatchSource: Send {
     fn restore(&mut self, state: &serde_json::Value) -> Result<()>;
     /// Micro-batches the whole curriculum yields, when known (sizes the LR schedule).
     fn total_batches(&self) -> Option<u64> {
+        None
+    }
+    /// Micro-batches each stage yields over all its epochs, in curriculum order, when known
+    /// (places per-stage learning-rate schedules). Sums to [`BatchSource::total_batches`].
+    fn stage_batches(&self) -> Option<Vec<u64>> {
         None
     }
 }
@@ -60,11 +66,35 @@ pub struct StageConfig {
     /// epoch skipped (a short run that still visits every stage of a long curriculum).
     #[schemars(range(min = 1))]
     pub max_batches: Option<u64>,
+    /// Factor on the learning rate of this stage's steps: on the run's schedule, or on the peak
+    /// of this stage's own `schedule`.
+    #[schemars(range(min = 0.0))]
+    pub lr_multiplier: f64,
+    /// This stage's own learning-rate schedule over its own steps (warmup from its first step,
+    /// decay to its last), peaking at `optimizer.lr × lr_multiplier`. Unset: the run's schedule
+    /// continues through the stage.
+    pub schedule: Option<ScheduleConfig>,
 }
 
 impl Default for StageConfig {
     fn default() -> Self {
-        Self { name: "main".into(), kind: StageKind::Cpt, shards: None, epochs: 1, replay: 0.0, max_batches: None }
+        Self {
+            name: "main".into(),
+            kind: StageKind::Cpt,
+            shards: None,
+            epochs: 1,
+            replay: 0.0,
+            max_batches: None,
+            lr_multiplier: 1.0,
+            schedule: None,
+        }
+    }
+}
+
+impl StageConfig {
+    /// Whether the stage changes the run's learning-rate schedule.
+    pub fn has_own_lr(&self) -> bool {
+        self.lr_multiplier != 1.0 || self.schedule.is_some()
     }
 }
 
@@ -153,13 +183,8 @@ impl DataConfig {
                     "a shard directory is needed with data.source = \"shards\"",
                 ));
             }
-            // The loader takes one epoch count and one replay share for the whole curriculum.
-            if self.source == SourceKind::Shards && s.epochs != self.stages[0].epochs {
-                return Err(TrainError::config(
-                    format!("data.stages[{i}].epochs"),
-                    format!("with data.source = \"shards\" every stage has the same epochs ({} in stage 0)", self.stages[0].epochs),
-                ));
-            }
+            // The loader takes one replay share for the whole curriculum (epochs are per stage:
+            // `ShardSource` skips the epochs a stage does not run).
             if self.source == SourceKind::Shards && i > 1 && s.replay != self.stages[1].replay {
                 return Err(TrainError::config(
                     format!("data.stages[{i}].replay"),
@@ -305,6 +330,22 @@ impl BatchSource for SyntheticSource {
     fn total_batches(&self) -> Option<u64> {
         Some(self.stage_end.last().copied().unwrap_or(0) / self.batch as u64)
     }
+
+    fn stage_batches(&self) -> Option<Vec<u64>> {
+        // A micro-batch belongs to the stage of its last row (as the step's metrics stage does).
+        let b = self.batch as u64;
+        let mut prev = 0;
+        Some(
+            self.stage_end
+                .iter()
+                .map(|&e| {
+                    let n = e / b - prev;
+                    prev = e / b;
+                    n
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Fixed batches, yielded in order `epochs` times (`0`: forever).
@@ -354,6 +395,8 @@ pub struct ShardSource {
     loader: Loader,
     /// `max_batches` per stage.
     caps: Vec<Option<u64>>,
+    /// `epochs` per stage.
+    epochs: Vec<u32>,
 }
 
 impl ShardSource {
@@ -364,7 +407,8 @@ impl ShardSource {
             stages: data.stages.iter().map(|s| s.shards.iter().cloned().collect()).collect(),
             batch_size: batch,
             seed,
-            epochs: data.stages[0].epochs,
+            // The loader runs every stage for the most epochs; `skip_capped` ends a stage after its own.
+            epochs: data.stages.iter().map(|s| s.epochs).max().unwrap_or(1),
             rank: 0,
             world_size: 1,
             prefetch: data.prefetch,
@@ -375,19 +419,33 @@ impl ShardSource {
         if loader.seq_len() != seq_len {
             return Err(TrainError::config("seq_len", format!("{seq_len}, but the shards hold rows of {} tokens", loader.seq_len())));
         }
-        Ok(ShardSource { cfg, loader, caps: data.stages.iter().map(|s| s.max_batches).collect() })
+        Ok(ShardSource {
+            cfg,
+            loader,
+            caps: data.stages.iter().map(|s| s.max_batches).collect(),
+            epochs: data.stages.iter().map(|s| s.epochs).collect(),
+        })
     }
 
-    /// Skips the rest of an epoch whose `max_batches` is reached; false when nothing is left.
+    /// Skips the rest of an epoch whose `max_batches` is reached, and the epochs beyond a
+    /// stage's own `epochs`; false when nothing is left.
     fn skip_capped(&mut self) -> Result<bool> {
         loop {
             let c = self.loader.cursor();
             if c.stage >= self.caps.len() {
                 return Ok(false);
             }
+            if c.epoch >= self.epochs[c.stage] {
+                let next = Cursor { stage: c.stage + 1, epoch: 0, step: 0 };
+                if next.stage >= self.caps.len() {
+                    return Ok(false);
+                }
+                self.loader = self.loader.seek(self.cfg.clone(), next).map_err(|e| TrainError::Data(e.to_string()))?;
+                continue;
+            }
             match self.caps[c.stage] {
                 Some(cap) if c.step >= cap => {
-                    let next = if (c.epoch as u64) + 1 < self.loader.epochs() {
+                    let next = if c.epoch + 1 < self.epochs[c.stage] {
                         Cursor { epoch: c.epoch + 1, step: 0, ..c }
                     } else {
                         Cursor { stage: c.stage + 1, epoch: 0, step: 0 }
@@ -431,8 +489,19 @@ impl BatchSource for ShardSource {
     }
 
     fn total_batches(&self) -> Option<u64> {
-        let per_epoch: u64 = self.loader.stage_batches().iter().zip(&self.caps).map(|(&n, cap)| cap.map_or(n, |c| c.min(n))).sum();
-        Some(per_epoch * self.loader.epochs())
+        self.stage_batches().map(|v| v.iter().sum())
+    }
+
+    fn stage_batches(&self) -> Option<Vec<u64>> {
+        Some(
+            self.loader
+                .stage_batches()
+                .iter()
+                .zip(&self.caps)
+                .zip(&self.epochs)
+                .map(|((&n, cap), &e)| cap.map_or(n, |c| c.min(n)) * e as u64)
+                .collect(),
+        )
     }
 }
 

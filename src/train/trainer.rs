@@ -71,6 +71,40 @@ pub struct Trainer {
     /// The step of the last validation (a checkpoint implies the validation due at its step ran).
     last_eval: Option<u64>,
     peak_flops: Option<f64>,
+    /// First step and step count of each curriculum stage, when stages set their own LR.
+    stage_steps: Option<Vec<(u64, u64)>>,
+}
+
+/// First step and number of steps of each stage: step `k` (micro-batches `k·ga … k·ga + ga − 1`)
+/// belongs to the stage of its last micro-batch, as its metrics stage does.
+pub fn stage_steps(stage_batches: &[u64], grad_accum: u64) -> Vec<(u64, u64)> {
+    let ga = grad_accum.max(1);
+    let mut before = 0u64;
+    let starts: Vec<u64> = stage_batches
+        .iter()
+        .map(|&n| {
+            let start = (before + 1).div_ceil(ga) - 1;
+            before += n;
+            start
+        })
+        .collect();
+    let end = before.div_ceil(ga);
+    starts.iter().enumerate().map(|(i, &s)| (s, starts.get(i + 1).copied().unwrap_or(end).max(s) - s)).collect()
+}
+
+/// Learning rate of 0-based `step` of `total`: the run's schedule, or, inside a stage that sets
+/// its own, that stage's multiplier and schedule (over the stage's own steps). A pure function
+/// of the step, so a resumed run continues the schedule exactly.
+pub fn lr_at(cfg: &TrainConfig, stage_steps: Option<&[(u64, u64)]>, step: u64, total: u64) -> f64 {
+    let run = |peak: f64| cfg.schedule.lr(peak, step, total);
+    let Some(stages) = stage_steps else { return run(cfg.optimizer.lr) };
+    let Some(i) = stages.iter().rposition(|&(start, n)| n > 0 && start <= step) else { return run(cfg.optimizer.lr) };
+    let st = &cfg.data.stages[i];
+    let peak = cfg.optimizer.lr * st.lr_multiplier;
+    match &st.schedule {
+        Some(s) => s.lr(peak, step - stages[i].0, stages[i].1),
+        None => run(peak),
+    }
 }
 
 impl Trainer {
@@ -113,6 +147,19 @@ impl Trainer {
         if total_steps == 0 {
             return Err(TrainError::Data("the curriculum yields no full micro-batch".into()));
         }
+        let stage_steps = if cfg.data.stages.iter().any(|s| s.has_own_lr()) {
+            match source.stage_batches() {
+                Some(b) if b.len() == cfg.data.stages.len() => Some(stage_steps(&b, cfg.grad_accum as u64)),
+                _ => {
+                    return Err(TrainError::config(
+                        "data.stages",
+                        "a stage sets lr_multiplier or schedule, but this batch source does not know its stage sizes",
+                    ))
+                }
+            }
+        } else {
+            None
+        };
         let decay: Vec<bool> = specs.iter().map(|s| cfg.optimizer.decay_norms_and_biases || !s.is_norm_or_bias()).collect();
         let mut resumed = None;
         let latest = checkpoint::list(&root)?.pop();
@@ -193,6 +240,7 @@ impl Trainer {
             last_saved: None,
             last_eval: resumed.as_ref().map(|s| s.step),
             peak_flops,
+            stage_steps,
         })
     }
 
@@ -233,7 +281,7 @@ impl Trainer {
                 self.save(cursor)?;
             }
         }
-        let lr = self.cfg.schedule.lr(self.cfg.optimizer.lr, self.step, self.total_steps);
+        let lr = lr_at(&self.cfg, self.stage_steps.as_deref(), self.step, self.total_steps);
         let (loss, grad_norm) = if count == 0 {
             tracing::warn!("step {}: no counted target in the batch, update skipped", self.step + 1);
             (None, None)

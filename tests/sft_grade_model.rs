@@ -1,0 +1,310 @@
+//! Model-based grading on the fixtures with a tiny random checkpoint: the grader's losses equal
+//! the ones computed independently from `coretech logits` (one sequence, full logits, no
+//! packing); stages are monotone in the configured score; IFD > 1 handling is counted; a killed
+//! run resumes to byte-identical `examples.parquet`; 1 and 2 threads give the same bytes.
+
+#[path = "infer_support/mod.rs"]
+mod support;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, UInt32Type};
+use coretech::config::PipelineConfig;
+use coretech::pipeline::run_sft;
+use coretech::sft::example::{Example, Message, Split};
+use coretech::sft::grade_model::SCORES_FILE;
+use coretech::sft::template::{render, tokenize, DEFAULT_SYSTEM_PROMPT};
+use coretech::sft::tokenizer::SftTokenizer;
+use coretech::sft::Mode;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use support::Tiny;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tokenizer_path() -> PathBuf {
+    root().join("fixtures/tokenizers/qwen2.5/tokenizer.json.zst")
+}
+
+/// A single-turn IPC set and the multi-turn sharegpt set.
+const FILES: [&str; 2] = ["GovPatent-SFT_QA_IPC.jsonl", "flagai_aquila_convo_samples.sharegpt.jsonl"];
+
+fn config_text(out: &Path, model: &Path, grade: &str) -> String {
+    let mut t = String::from("stages = [\"sft\"]\n[sft]\n");
+    t += &format!("output = {:?}\ntokenizer = {:?}\n", out, tokenizer_path());
+    for f in FILES {
+        t += &format!("[[sft.inputs]]\npath = {:?}\n", root().join("fixtures/data/sft").join(f));
+    }
+    t += "[sft.template]\ncutoff_len = 384\n[sft.pack]\nseq_len = 512\n";
+    t += &format!("[sft.grade]\nmodel = {model:?}\nbatch_size = 4\n{grade}\n");
+    t
+}
+
+fn config(out: &Path, model: &Path, grade: &str) -> PipelineConfig {
+    PipelineConfig::parse(&config_text(out, model, grade), "test.toml").unwrap()
+}
+
+fn checkpoint() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    Tiny { max_pos: 1024, ..Default::default() }.write(dir.path(), 11);
+    dir
+}
+
+fn batches(path: &Path) -> Vec<RecordBatch> {
+    let f = File::open(path).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap().map(|b| b.unwrap()).collect()
+}
+
+/// One row of examples.parquet.
+#[derive(Debug, Clone)]
+struct Row {
+    id: String,
+    split: String,
+    stage: u32,
+    score: f64,
+    score_used: String,
+    cond: Option<f64>,
+    answer: Option<f64>,
+    ifd: Option<f64>,
+    truncated: bool,
+    system: String,
+    messages: String,
+    tokens: u32,
+}
+
+fn rows(dir: &Path) -> Vec<Row> {
+    let mut out = Vec::new();
+    for b in batches(&dir.join("examples.parquet")) {
+        let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+        let f = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Float64Type>().clone();
+        let (id, split, used, system, messages) = (s("id"), s("split"), s("score_used"), s("system"), s("messages"));
+        let (score, cond, answer, ifd) = (f("score"), f("cond_loss"), f("answer_loss"), f("ifd"));
+        let stage = b.column_by_name("stage").unwrap().as_primitive::<UInt32Type>().clone();
+        let tokens = b.column_by_name("tokens").unwrap().as_primitive::<UInt32Type>().clone();
+        let truncated = b.column_by_name("truncated").unwrap().as_boolean().clone();
+        let opt = |a: &arrow::array::Float64Array, i: usize| if a.is_null(i) { None } else { Some(a.value(i)) };
+        for i in 0..b.num_rows() {
+            out.push(Row {
+                id: id.value(i).into(),
+                split: split.value(i).into(),
+                stage: stage.value(i),
+                score: score.value(i),
+                score_used: used.value(i).into(),
+                cond: opt(&cond, i),
+                answer: opt(&answer, i),
+                ifd: opt(&ifd, i),
+                truncated: truncated.value(i),
+                system: system.value(i).into(),
+                messages: messages.value(i).into(),
+                tokens: tokens.value(i),
+            });
+        }
+    }
+    out
+}
+
+/// Mean cross-entropy of `targets` (token index → predicted from index − 1) under full logits.
+fn ce_sum(logits: &[f32], vocab: usize, ids: &[u32], targets: impl Iterator<Item = usize>) -> (f64, usize) {
+    let (mut sum, mut n) = (0f64, 0usize);
+    for t in targets {
+        let row = &logits[(t - 1) * vocab..t * vocab];
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+        sum += lse - row[ids[t] as usize] as f64;
+        n += 1;
+    }
+    (sum, n)
+}
+
+/// cond_loss and answer_loss of one example, from `coretech::train::logits::logits` on single
+/// unpacked sequences.
+fn independent(ckpt: &Path, row: &Row, tok: &SftTokenizer) -> (f64, f64) {
+    let messages: Vec<Message> = serde_json::from_str(&row.messages).unwrap();
+    let ex = Example {
+        id: row.id.clone(),
+        dataset: String::new(),
+        position: Default::default(),
+        ordinal: 0,
+        task: String::new(),
+        task_from: String::new(),
+        split: Split::Train,
+        system: (!row.system.is_empty()).then(|| row.system.clone()),
+        messages,
+    };
+    let t = tokenize(&render(&ex, DEFAULT_SYSTEM_PROMPT), tok).unwrap();
+    assert_eq!(t.input_ids.len(), row.tokens as usize, "{}: same tokens as the build", row.id);
+    let vocab = 151_936;
+    let full = coretech::train::logits::logits(ckpt, &t.input_ids).unwrap();
+    let (c_sum, c_n) = ce_sum(&full, vocab, &t.input_ids, (1..t.input_ids.len()).filter(|&i| t.loss_mask[i] == 1));
+    // Each answer (run of mask-1 tokens) after `<|im_start|>assistant\n` alone.
+    let header = tok.encode("<|im_start|>assistant\n").unwrap().ids;
+    assert_eq!(header.len(), 3);
+    let (mut a_sum, mut a_n) = (0f64, 0usize);
+    let mut i = 0;
+    while i < t.input_ids.len() {
+        if t.loss_mask[i] == 1 {
+            let s = i;
+            while i < t.input_ids.len() && t.loss_mask[i] == 1 {
+                i += 1;
+            }
+            let mut seq = header.clone();
+            seq.extend_from_slice(&t.input_ids[s..i]);
+            let lg = coretech::train::logits::logits(ckpt, &seq).unwrap();
+            let (sum, n) = ce_sum(&lg, vocab, &seq, header.len()..seq.len());
+            a_sum += sum;
+            a_n += n;
+        } else {
+            i += 1;
+        }
+    }
+    assert_eq!(c_n, a_n);
+    (c_sum / c_n as f64, a_sum / a_n as f64)
+}
+
+#[test]
+fn grader_losses_match_logits_and_stages_are_monotone() {
+    let ckpt = checkpoint();
+    let out = tempfile::tempdir().unwrap();
+    let rep = run_sft(&config(out.path(), ckpt.path(), "method = \"model\"\nscore = \"ifd\""), false, Mode::Grade).unwrap();
+    let m = rep.grading.model.as_ref().expect("model grading report");
+    assert_eq!(rep.grading.score_used, "ifd");
+    let all = rows(out.path());
+    assert_eq!(m.examples as usize, all.len());
+    for r in &all {
+        let (c, a, i) = (r.cond.unwrap(), r.answer.unwrap(), r.ifd.unwrap());
+        assert!(c.is_finite() && a.is_finite() && a > 0.0 && i.is_finite(), "{r:?}");
+        assert_eq!(i, c / a);
+        assert_eq!(r.score, i);
+        assert_eq!(r.score_used, "ifd");
+    }
+    // Two examples, one single-turn IPC answer and one multi-turn conversation, recomputed from
+    // full logits of unpacked sequences.
+    let tok = SftTokenizer::load(&tokenizer_path()).unwrap();
+    let pick = |prefix: &str, multi: bool| {
+        all.iter()
+            .filter(|r| r.id.starts_with(prefix) && !r.truncated && (r.messages.matches("\"assistant\"").count() > 1) == multi)
+            .min_by_key(|r| r.tokens)
+            .unwrap_or_else(|| panic!("no {prefix} example"))
+            .clone()
+    };
+    for r in [pick("GovPatent-SFT_QA_IPC:", false), pick("flagai", true)] {
+        let (c, a) = independent(ckpt.path(), &r, &tok);
+        assert!((c - r.cond.unwrap()).abs() < 1e-5, "{}: cond {c} vs grader {}", r.id, r.cond.unwrap());
+        assert!((a - r.answer.unwrap()).abs() < 1e-5, "{}: answer {a} vs grader {}", r.id, r.answer.unwrap());
+        assert!((c / a - r.ifd.unwrap()).abs() < 1e-5);
+    }
+    // Stages are quantiles of the score over the training examples: monotone.
+    let train: Vec<&Row> = all.iter().filter(|r| r.split == "train").collect();
+    for x in &train {
+        for y in &train {
+            if x.score < y.score {
+                assert!(x.stage <= y.stage, "{} ({}, stage {}) vs {} ({}, stage {})", x.id, x.score, x.stage, y.id, y.score, y.stage);
+            }
+        }
+    }
+    let means: Vec<f64> = rep.grading.stage_means.iter().map(|m| m["ifd"]).collect();
+    assert_eq!(means.len(), 3);
+    assert!(means.windows(2).all(|w| w[0] < w[1]), "{means:?}");
+    assert!(coretech::sft::stats::stats_of_dir(out.path()).unwrap().contains("ifd"));
+
+    // Scoring by another loss reuses nothing and orders by that loss.
+    let out2 = tempfile::tempdir().unwrap();
+    let rep2 = run_sft(&config(out2.path(), ckpt.path(), "method = \"model\"\nscore = \"answer_loss\""), false, Mode::Grade).unwrap();
+    assert_eq!(rep2.grading.score_used, "answer_loss");
+    for (a, b) in rows(out2.path()).iter().zip(&all) {
+        assert_eq!(a.score, b.answer.unwrap());
+        assert_eq!((a.cond, a.answer), (b.cond, b.answer));
+    }
+}
+
+#[test]
+fn ifd_above_one_is_counted_and_handled_by_config() {
+    let ckpt = checkpoint();
+    let keep_dir = tempfile::tempdir().unwrap();
+    let keep = run_sft(&config(keep_dir.path(), ckpt.path(), "method = \"model\""), false, Mode::Grade).unwrap();
+    let above = keep.grading.model.as_ref().unwrap().ifd_above_one;
+    let train_above = rows(keep_dir.path()).iter().filter(|r| r.split == "train" && r.ifd.unwrap() > 1.0).count() as u64;
+    assert_eq!(above, train_above);
+    assert!(above > 0, "a random model leaves some examples with IFD > 1");
+    let kept_total = rows(keep_dir.path()).len() as u64;
+
+    let last_dir = tempfile::tempdir().unwrap();
+    let last =
+        run_sft(&config(last_dir.path(), ckpt.path(), "method = \"mix\"\nifd_above_one = \"last_stage\""), false, Mode::Grade).unwrap();
+    assert_eq!(last.grading.score_used, "mix(ifd)");
+    let m = last.grading.model.as_ref().unwrap();
+    assert_eq!((m.ifd_above_one, m.ifd_above_one_moved, m.ifd_above_one_policy.as_str()), (above, above, "last_stage"));
+    assert!(rows(last_dir.path()).iter().filter(|r| r.split == "train" && r.ifd.unwrap() > 1.0).all(|r| r.stage == 2));
+
+    let drop_dir = tempfile::tempdir().unwrap();
+    let dropped =
+        run_sft(&config(drop_dir.path(), ckpt.path(), "method = \"model\"\nifd_above_one = \"drop\""), false, Mode::Grade).unwrap();
+    let r = rows(drop_dir.path());
+    assert_eq!(r.len() as u64, kept_total - above);
+    assert!(r.iter().filter(|r| r.split == "train").all(|r| r.ifd.unwrap() <= 1.0));
+    let filtered: u64 = dropped.run.sources.values().map(|s| s.filtered.get("ifd-above-1").copied().unwrap_or(0)).sum();
+    assert_eq!(filtered, above);
+}
+
+#[test]
+fn a_killed_grading_run_resumes_to_the_same_bytes() {
+    let ckpt = checkpoint();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(out.path(), ckpt.path(), "method = \"mix\"");
+    let first = run_sft(&cfg, false, Mode::Grade).unwrap();
+    let batches = first.grading.model.as_ref().unwrap().batches;
+    assert!(batches > 4, "{batches}");
+    let want = std::fs::read(out.path().join("examples.parquet")).unwrap();
+    // A kill while batch 3 was being written: header, batches 0–2, half a line.
+    let scores = out.path().join(SCORES_FILE);
+    let text = std::fs::read_to_string(&scores).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    assert_eq!(lines.len() as u64, batches + 1);
+    let torn = format!("{}{}", lines[..4].concat(), &lines[4][..lines[4].len() / 2]);
+    std::fs::write(&scores, torn).unwrap();
+    // A killed build has written neither the table nor its manifest.
+    std::fs::remove_file(out.path().join("examples.parquet")).unwrap();
+    std::fs::remove_file(out.path().join("manifest.json")).unwrap();
+    let again = run_sft(&cfg, false, Mode::Grade).unwrap();
+    let m = again.grading.model.as_ref().unwrap();
+    assert_eq!((m.batches, m.batches_reused), (batches, 3));
+    assert_eq!(std::fs::read(out.path().join("examples.parquet")).unwrap(), want);
+    assert_eq!(std::fs::read_to_string(&scores).unwrap(), text);
+    // A finished file serves a rebuild whole; another checkpoint is never served from it.
+    std::fs::remove_file(out.path().join("manifest.json")).unwrap();
+    assert_eq!(run_sft(&cfg, false, Mode::Grade).unwrap().grading.model.unwrap().batches_reused, batches);
+    let other = checkpoint_with_seed(12);
+    let cfg2 = config(out.path(), other.path(), "method = \"mix\"");
+    assert_eq!(run_sft(&cfg2, false, Mode::Grade).unwrap().grading.model.unwrap().batches_reused, 0);
+}
+
+fn checkpoint_with_seed(seed: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    Tiny { max_pos: 1024, ..Default::default() }.write(dir.path(), seed);
+    dir
+}
+
+#[test]
+fn one_and_two_threads_give_identical_scores() {
+    let ckpt = checkpoint();
+    let work = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = work.path().join(format!("t{threads}"));
+        let cfg = work.path().join(format!("t{threads}.toml"));
+        std::fs::write(&cfg, config_text(&out, ckpt.path(), "method = \"model\"")).unwrap();
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_coretech"))
+            .args(["sft", "grade"])
+            .arg(&cfg)
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        outputs.push((std::fs::read(out.join("examples.parquet")).unwrap(), std::fs::read(out.join(SCORES_FILE)).unwrap()));
+    }
+    assert!(outputs[0].0 == outputs[1].0, "examples.parquet differs between 1 and 2 threads");
+    assert!(outputs[0].1 == outputs[1].1, "model scores differ between 1 and 2 threads");
+}
