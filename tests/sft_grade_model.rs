@@ -15,7 +15,7 @@ use coretech::config::PipelineConfig;
 use coretech::pipeline::run_sft;
 use coretech::sft::example::{Example, Message, Split};
 use coretech::sft::grade_model::SCORES_FILE;
-use coretech::sft::template::{render, tokenize, DEFAULT_SYSTEM_PROMPT};
+use coretech::sft::template::{render, tokenize, truncate, DEFAULT_SYSTEM_PROMPT};
 use coretech::sft::tokenizer::SftTokenizer;
 use coretech::sft::Mode;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -29,22 +29,38 @@ fn tokenizer_path() -> PathBuf {
     root().join("fixtures/tokenizers/qwen2.5/tokenizer.json.zst")
 }
 
-/// A single-turn IPC set and the multi-turn sharegpt set.
-const FILES: [&str; 2] = ["GovPatent-SFT_QA_IPC.jsonl", "flagai_aquila_convo_samples.sharegpt.jsonl"];
+/// The first records of a single-turn IPC set and of the multi-turn sharegpt set: real fixture
+/// records, few enough that grading stays cheap (every answer token costs a 151,936-way softmax,
+/// twice).
+const FILES: [(&str, usize); 2] = [("GovPatent-SFT_QA_IPC.jsonl", 24), ("flagai_aquila_convo_samples.sharegpt.jsonl", 24)];
 
-fn config_text(out: &Path, model: &Path, grade: &str) -> String {
+/// The template cutoff of the test builds.
+const CUTOFF: usize = 256;
+
+/// Writes the first records of each of [`FILES`] into a fresh directory, under the same names.
+fn inputs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (f, n) in FILES {
+        let text = std::fs::read_to_string(root().join("fixtures/data/sft").join(f)).unwrap();
+        let head: String = text.split_inclusive('\n').take(n).collect();
+        std::fs::write(dir.path().join(f), head).unwrap();
+    }
+    dir
+}
+
+fn config_text(inputs: &Path, out: &Path, model: &Path, grade: &str) -> String {
     let mut t = String::from("stages = [\"sft\"]\n[sft]\n");
     t += &format!("output = {:?}\ntokenizer = {:?}\n", out, tokenizer_path());
-    for f in FILES {
-        t += &format!("[[sft.inputs]]\npath = {:?}\n", root().join("fixtures/data/sft").join(f));
+    for (f, _) in FILES {
+        t += &format!("[[sft.inputs]]\npath = {:?}\n", inputs.join(f));
     }
-    t += "[sft.template]\ncutoff_len = 384\n[sft.pack]\nseq_len = 512\n";
-    t += &format!("[sft.grade]\nmodel = {model:?}\nbatch_size = 4\n{grade}\n");
+    t += &format!("[sft.template]\ncutoff_len = {CUTOFF}\n[sft.pack]\nseq_len = 256\n");
+    t += &format!("[sft.grade]\nmodel = {model:?}\nbatch_size = 2\n{grade}\n");
     t
 }
 
-fn config(out: &Path, model: &Path, grade: &str) -> PipelineConfig {
-    PipelineConfig::parse(&config_text(out, model, grade), "test.toml").unwrap()
+fn config(inputs: &Path, out: &Path, model: &Path, grade: &str) -> PipelineConfig {
+    PipelineConfig::parse(&config_text(inputs, out, model, grade), "test.toml").unwrap()
 }
 
 fn checkpoint() -> tempfile::TempDir {
@@ -69,7 +85,6 @@ struct Row {
     cond: Option<f64>,
     answer: Option<f64>,
     ifd: Option<f64>,
-    truncated: bool,
     system: String,
     messages: String,
     tokens: u32,
@@ -84,7 +99,6 @@ fn rows(dir: &Path) -> Vec<Row> {
         let (score, cond, answer, ifd) = (f("score"), f("cond_loss"), f("answer_loss"), f("ifd"));
         let stage = b.column_by_name("stage").unwrap().as_primitive::<UInt32Type>().clone();
         let tokens = b.column_by_name("tokens").unwrap().as_primitive::<UInt32Type>().clone();
-        let truncated = b.column_by_name("truncated").unwrap().as_boolean().clone();
         let opt = |a: &arrow::array::Float64Array, i: usize| if a.is_null(i) { None } else { Some(a.value(i)) };
         for i in 0..b.num_rows() {
             out.push(Row {
@@ -96,7 +110,6 @@ fn rows(dir: &Path) -> Vec<Row> {
                 cond: opt(&cond, i),
                 answer: opt(&answer, i),
                 ifd: opt(&ifd, i),
-                truncated: truncated.value(i),
                 system: system.value(i).into(),
                 messages: messages.value(i).into(),
                 tokens: tokens.value(i),
@@ -121,7 +134,7 @@ fn ce_sum(logits: &[f32], vocab: usize, ids: &[u32], targets: impl Iterator<Item
 
 /// cond_loss and answer_loss of one example, from `coretech::train::logits::logits` on single
 /// unpacked sequences.
-fn independent(ckpt: &Path, row: &Row, tok: &SftTokenizer) -> (f64, f64) {
+fn independent(ckpt: &Path, row: &Row, tok: &SftTokenizer) -> (f64, f64, usize) {
     let messages: Vec<Message> = serde_json::from_str(&row.messages).unwrap();
     let ex = Example {
         id: row.id.clone(),
@@ -134,7 +147,8 @@ fn independent(ckpt: &Path, row: &Row, tok: &SftTokenizer) -> (f64, f64) {
         system: (!row.system.is_empty()).then(|| row.system.clone()),
         messages,
     };
-    let t = tokenize(&render(&ex, DEFAULT_SYSTEM_PROMPT), tok).unwrap();
+    let mut t = tokenize(&render(&ex, DEFAULT_SYSTEM_PROMPT), tok).unwrap();
+    truncate(&mut t, CUTOFF);
     assert_eq!(t.input_ids.len(), row.tokens as usize, "{}: same tokens as the build", row.id);
     let vocab = 151_936;
     let full = coretech::train::logits::logits(ckpt, &t.input_ids).unwrap();
@@ -142,7 +156,7 @@ fn independent(ckpt: &Path, row: &Row, tok: &SftTokenizer) -> (f64, f64) {
     // Each answer (run of mask-1 tokens) after `<|im_start|>assistant\n` alone.
     let header = tok.encode("<|im_start|>assistant\n").unwrap().ids;
     assert_eq!(header.len(), 3);
-    let (mut a_sum, mut a_n) = (0f64, 0usize);
+    let (mut a_sum, mut a_n, mut answers) = (0f64, 0usize, 0usize);
     let mut i = 0;
     while i < t.input_ids.len() {
         if t.loss_mask[i] == 1 {
@@ -156,19 +170,21 @@ fn independent(ckpt: &Path, row: &Row, tok: &SftTokenizer) -> (f64, f64) {
             let (sum, n) = ce_sum(&lg, vocab, &seq, header.len()..seq.len());
             a_sum += sum;
             a_n += n;
+            answers += 1;
         } else {
             i += 1;
         }
     }
     assert_eq!(c_n, a_n);
-    (c_sum / c_n as f64, a_sum / a_n as f64)
+    (c_sum / c_n as f64, a_sum / a_n as f64, answers)
 }
 
 #[test]
 fn grader_losses_match_logits_and_stages_are_monotone() {
     let ckpt = checkpoint();
+    let inp = inputs();
     let out = tempfile::tempdir().unwrap();
-    let rep = run_sft(&config(out.path(), ckpt.path(), "method = \"model\"\nscore = \"ifd\""), false, Mode::Grade).unwrap();
+    let rep = run_sft(&config(inp.path(), out.path(), ckpt.path(), "method = \"model\"\nscore = \"ifd\""), false, Mode::Grade).unwrap();
     let m = rep.grading.model.as_ref().expect("model grading report");
     assert_eq!(rep.grading.score_used, "ifd");
     let all = rows(out.path());
@@ -180,18 +196,19 @@ fn grader_losses_match_logits_and_stages_are_monotone() {
         assert_eq!(r.score, i);
         assert_eq!(r.score_used, "ifd");
     }
-    // Two examples, one single-turn IPC answer and one multi-turn conversation, recomputed from
-    // full logits of unpacked sequences.
+    // Two examples, one single-turn IPC answer and one conversation with several answers (after
+    // the cutoff), recomputed from full logits of unpacked sequences.
     let tok = SftTokenizer::load(&tokenizer_path()).unwrap();
-    let pick = |prefix: &str, multi: bool| {
+    let shortest = |prefix: &str, multi: bool| {
         all.iter()
-            .filter(|r| r.id.starts_with(prefix) && !r.truncated && (r.messages.matches("\"assistant\"").count() > 1) == multi)
+            .filter(|r| r.id.starts_with(prefix) && (r.messages.matches("\"assistant\"").count() > 1) == multi)
             .min_by_key(|r| r.tokens)
             .unwrap_or_else(|| panic!("no {prefix} example"))
             .clone()
     };
-    for r in [pick("GovPatent-SFT_QA_IPC:", false), pick("flagai", true)] {
-        let (c, a) = independent(ckpt.path(), &r, &tok);
+    for (r, answers) in [(shortest("GovPatent-SFT_QA_IPC:", false), 1), (shortest("flagai", true), 2)] {
+        let (c, a, n) = independent(ckpt.path(), &r, &tok);
+        assert!(n >= answers, "{}: {n} answers", r.id);
         assert!((c - r.cond.unwrap()).abs() < 1e-5, "{}: cond {c} vs grader {}", r.id, r.cond.unwrap());
         assert!((a - r.answer.unwrap()).abs() < 1e-5, "{}: answer {a} vs grader {}", r.id, r.answer.unwrap());
         assert!((c / a - r.ifd.unwrap()).abs() < 1e-5);
@@ -212,7 +229,8 @@ fn grader_losses_match_logits_and_stages_are_monotone() {
 
     // Scoring by another loss reuses nothing and orders by that loss.
     let out2 = tempfile::tempdir().unwrap();
-    let rep2 = run_sft(&config(out2.path(), ckpt.path(), "method = \"model\"\nscore = \"answer_loss\""), false, Mode::Grade).unwrap();
+    let rep2 =
+        run_sft(&config(inp.path(), out2.path(), ckpt.path(), "method = \"model\"\nscore = \"answer_loss\""), false, Mode::Grade).unwrap();
     assert_eq!(rep2.grading.score_used, "answer_loss");
     for (a, b) in rows(out2.path()).iter().zip(&all) {
         assert_eq!(a.score, b.answer.unwrap());
@@ -223,8 +241,9 @@ fn grader_losses_match_logits_and_stages_are_monotone() {
 #[test]
 fn ifd_above_one_is_counted_and_handled_by_config() {
     let ckpt = checkpoint();
+    let inp = inputs();
     let keep_dir = tempfile::tempdir().unwrap();
-    let keep = run_sft(&config(keep_dir.path(), ckpt.path(), "method = \"model\""), false, Mode::Grade).unwrap();
+    let keep = run_sft(&config(inp.path(), keep_dir.path(), ckpt.path(), "method = \"model\""), false, Mode::Grade).unwrap();
     let above = keep.grading.model.as_ref().unwrap().ifd_above_one;
     let train_above = rows(keep_dir.path()).iter().filter(|r| r.split == "train" && r.ifd.unwrap() > 1.0).count() as u64;
     assert_eq!(above, train_above);
@@ -233,7 +252,8 @@ fn ifd_above_one_is_counted_and_handled_by_config() {
 
     let last_dir = tempfile::tempdir().unwrap();
     let last =
-        run_sft(&config(last_dir.path(), ckpt.path(), "method = \"mix\"\nifd_above_one = \"last_stage\""), false, Mode::Grade).unwrap();
+        run_sft(&config(inp.path(), last_dir.path(), ckpt.path(), "method = \"mix\"\nifd_above_one = \"last_stage\""), false, Mode::Grade)
+            .unwrap();
     assert_eq!(last.grading.score_used, "mix(ifd)");
     let m = last.grading.model.as_ref().unwrap();
     assert_eq!((m.ifd_above_one, m.ifd_above_one_moved, m.ifd_above_one_policy.as_str()), (above, above, "last_stage"));
@@ -241,7 +261,8 @@ fn ifd_above_one_is_counted_and_handled_by_config() {
 
     let drop_dir = tempfile::tempdir().unwrap();
     let dropped =
-        run_sft(&config(drop_dir.path(), ckpt.path(), "method = \"model\"\nifd_above_one = \"drop\""), false, Mode::Grade).unwrap();
+        run_sft(&config(inp.path(), drop_dir.path(), ckpt.path(), "method = \"model\"\nifd_above_one = \"drop\""), false, Mode::Grade)
+            .unwrap();
     let r = rows(drop_dir.path());
     assert_eq!(r.len() as u64, kept_total - above);
     assert!(r.iter().filter(|r| r.split == "train").all(|r| r.ifd.unwrap() <= 1.0));
@@ -252,8 +273,9 @@ fn ifd_above_one_is_counted_and_handled_by_config() {
 #[test]
 fn a_killed_grading_run_resumes_to_the_same_bytes() {
     let ckpt = checkpoint();
+    let inp = inputs();
     let out = tempfile::tempdir().unwrap();
-    let cfg = config(out.path(), ckpt.path(), "method = \"mix\"");
+    let cfg = config(inp.path(), out.path(), ckpt.path(), "method = \"mix\"");
     let first = run_sft(&cfg, false, Mode::Grade).unwrap();
     let batches = first.grading.model.as_ref().unwrap().batches;
     assert!(batches > 4, "{batches}");
@@ -277,7 +299,7 @@ fn a_killed_grading_run_resumes_to_the_same_bytes() {
     std::fs::remove_file(out.path().join("manifest.json")).unwrap();
     assert_eq!(run_sft(&cfg, false, Mode::Grade).unwrap().grading.model.unwrap().batches_reused, batches);
     let other = checkpoint_with_seed(12);
-    let cfg2 = config(out.path(), other.path(), "method = \"mix\"");
+    let cfg2 = config(inp.path(), out.path(), other.path(), "method = \"mix\"");
     assert_eq!(run_sft(&cfg2, false, Mode::Grade).unwrap().grading.model.unwrap().batches_reused, 0);
 }
 
@@ -290,12 +312,13 @@ fn checkpoint_with_seed(seed: u64) -> tempfile::TempDir {
 #[test]
 fn one_and_two_threads_give_identical_scores() {
     let ckpt = checkpoint();
+    let inp = inputs();
     let work = tempfile::tempdir().unwrap();
     let mut outputs = Vec::new();
     for threads in ["1", "2"] {
         let out = work.path().join(format!("t{threads}"));
         let cfg = work.path().join(format!("t{threads}.toml"));
-        std::fs::write(&cfg, config_text(&out, ckpt.path(), "method = \"model\"")).unwrap();
+        std::fs::write(&cfg, config_text(inp.path(), &out, ckpt.path(), "method = \"model\"")).unwrap();
         let st = std::process::Command::new(env!("CARGO_BIN_EXE_coretech"))
             .args(["sft", "grade"])
             .arg(&cfg)
@@ -307,4 +330,101 @@ fn one_and_two_threads_give_identical_scores() {
     }
     assert!(outputs[0].0 == outputs[1].0, "examples.parquet differs between 1 and 2 threads");
     assert!(outputs[0].1 == outputs[1].1, "model scores differ between 1 and 2 threads");
+}
+
+/// A model trained (by the trainer, on CPU, in a second) to answer four questions: each
+/// question's answer is predictable from it, but not from the assistant header alone. Graded
+/// with the real grader: a learned pair gets IFD well below 1 (the question helps), a learned
+/// question with another question's answer gets IFD above 1 (the question misleads), and the
+/// curriculum order follows.
+#[test]
+fn a_predictable_answer_gets_a_lower_ifd_than_an_unpredictable_one() {
+    use coretech::sft::grade_model::{score_all, Grader, GraderSettings, ScoreItem};
+    use coretech::shard::Batch;
+    use coretech::train::config::{ComputeDtype, DeviceKind, ModelConfig, TrainConfig};
+    use coretech::train::data::VecSource;
+    use coretech::train::metrics::MetricsConfig;
+    use coretech::train::optim::AdamWConfig;
+    use coretech::train::schedule::{Decay, ScheduleConfig};
+    use coretech::train::trainer::Trainer;
+
+    const SEQ: usize = 64;
+    // The "test" preset's vocabulary is 128 ids: questions 10–59, header 100–102, answers 60–99.
+    let header = [100u32, 101, 102];
+    let question = |i: u32| -> Vec<u32> { (0..6).map(|t| 10 + i * 12 + t * 2).collect() };
+    let answer = |i: u32| -> Vec<u32> { (0..4).map(|t| 60 + i * 10 + t).collect() };
+    let example = |q: u32, a: u32| -> (Vec<u32>, Vec<u8>) {
+        let mut ids = question(q);
+        ids.extend_from_slice(&header);
+        let prompt = ids.len();
+        ids.extend(answer(a));
+        let mask = (0..ids.len()).map(|t| (t >= prompt) as u8).collect();
+        (ids, mask)
+    };
+    // One row: the four learned pairs as segments, then padding.
+    let mut b = Batch { batch: 1, seq_len: SEQ, ..Default::default() };
+    let mut lens = Vec::new();
+    for i in 0..4 {
+        let (ids, mask) = example(i, i);
+        lens.push(ids.len() as u32);
+        b.input_ids.extend(ids);
+        b.loss_mask.extend(mask);
+    }
+    b.input_ids.resize(SEQ, 0);
+    b.loss_mask.resize(SEQ, 0);
+    Batch::row_layout(&lens, SEQ, &mut b.position_ids, &mut b.segment_ids);
+    let run = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        output: run.path().to_path_buf(),
+        model: ModelConfig { preset: Some("test".into()), ..Default::default() },
+        batch_size: 1,
+        seq_len: SEQ,
+        max_steps: Some(150),
+        optimizer: AdamWConfig { lr: 1e-2, weight_decay: 0.0, ..Default::default() },
+        schedule: ScheduleConfig { warmup_steps: 0, decay: Decay::Constant, min_lr_ratio: 1.0 },
+        metrics: MetricsConfig { progress: false, ..Default::default() },
+        ..Default::default()
+    };
+    Trainer::new(&cfg, Box::new(VecSource::new(vec![b], 0))).unwrap().run().unwrap();
+
+    // Graded from the run directory (its newest checkpoint), as `sft.grade.model` allows.
+    let g = Grader::load(run.path(), DeviceKind::Cpu, 0, ComputeDtype::F32).unwrap();
+    let learned = example(0, 0);
+    let swapped = example(0, 1);
+    let items = [ScoreItem { ids: &learned.0, mask: &learned.1 }, ScoreItem { ids: &swapped.0, mask: &swapped.1 }];
+    let s = GraderSettings { batch_size: 2, row_len: SEQ, dtype: ComputeDtype::F32, ce_chunk: 3 };
+    let (scores, _) = score_all(&g, &items, &header, &s, 0, None).unwrap();
+    let (easy, hard) = (scores[0], scores[1]);
+    assert_eq!((easy.tokens, hard.tokens), (4, 4));
+    // The answer after the header alone is a guess among the four learned answers.
+    assert!(easy.cond_loss < easy.answer_loss, "{easy:?}");
+    assert!(easy.ifd() < 0.5, "the question makes its answer predictable: {easy:?}");
+    assert!(hard.ifd() > 1.0, "the question points to another answer: {hard:?}");
+    assert!(easy.ifd() < hard.ifd());
+    // Same answer tokens alone, same answer_loss whatever the question.
+    let (e1, _) = score_all(&g, &[items[1], items[0]], &header, &s, 0, None).unwrap();
+    assert_eq!((e1[0], e1[1]), (hard, easy), "scores do not depend on the batch neighbours");
+}
+
+#[test]
+fn a_missing_or_incompatible_grading_checkpoint_is_a_clear_error() {
+    let inp = inputs();
+    let out = tempfile::tempdir().unwrap();
+    let nowhere = out.path().join("no-such-run");
+    let e = run_sft(&config(inp.path(), out.path(), &nowhere, "method = \"model\""), false, Mode::Grade).unwrap_err().to_string();
+    assert!(e.contains("sft.grade.model") && e.contains("no-such-run"), "{e}");
+    // A checkpoint whose vocabulary is smaller than the tokenizer's ids.
+    let small = tempfile::tempdir().unwrap();
+    Tiny { vocab: 1000, max_pos: 1024, ..Default::default() }.write(small.path(), 3);
+    let e = run_sft(&config(inp.path(), out.path(), small.path(), "method = \"model\""), false, Mode::Grade).unwrap_err().to_string();
+    assert!(e.contains("sft.grade.model") && e.contains("config.json") && e.contains("vocab"), "{e}");
+    // Positions beyond the checkpoint's max_position_embeddings.
+    let short = tempfile::tempdir().unwrap();
+    Tiny { max_pos: 64, ..Default::default() }.write(short.path(), 3);
+    let e = run_sft(&config(inp.path(), out.path(), short.path(), "method = \"model\""), false, Mode::Grade).unwrap_err().to_string();
+    assert!(e.contains("sft.grade.model") && e.contains("max_position_embeddings"), "{e}");
+    // method = "model" without a checkpoint names the key.
+    let text = config_text(inp.path(), out.path(), &nowhere, "method = \"model\"").replace(&format!("model = {nowhere:?}\n"), "");
+    let e = PipelineConfig::parse(&text, "test.toml").and_then(|c| run_sft(&c, false, Mode::Grade)).unwrap_err().to_string();
+    assert!(e.contains("sft.grade.model"), "{e}");
 }

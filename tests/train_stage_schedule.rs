@@ -39,8 +39,8 @@ fn write_set(dir: &Path, rows: usize, sft: bool) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// Three SFT stages: 1 epoch on the run's schedule; 3 epochs at half the LR with 10 % replay;
-/// 2 epochs with their own warmup and linear decay.
+/// Three SFT stages: 1 epoch on the run's schedule; 3 epochs at half the LR;
+/// 2 epochs with their own warmup and linear decay (25 % replay in stages 1 and 2).
 fn cfg(out: &Path, dirs: &[PathBuf]) -> TrainConfig {
     let stage = |i: usize, epochs: u32| StageConfig {
         name: format!("s{i}"),
@@ -63,9 +63,9 @@ fn cfg(out: &Path, dirs: &[PathBuf]) -> TrainConfig {
             source: SourceKind::Shards,
             stages: vec![
                 stage(0, 1),
-                StageConfig { replay: 0.1, lr_multiplier: 0.5, ..stage(1, 3) },
+                StageConfig { replay: 0.25, lr_multiplier: 0.5, ..stage(1, 3) },
                 StageConfig {
-                    replay: 0.1,
+                    replay: 0.25,
                     schedule: Some(ScheduleConfig { warmup_steps: 2, decay: Decay::Linear, min_lr_ratio: 0.0 }),
                     ..stage(2, 2)
                 },
@@ -99,7 +99,7 @@ fn per_stage_epochs_and_schedules_set_every_steps_lr_and_resume_exactly() {
     let full = tempfile::tempdir().unwrap();
     let c = cfg(full.path(), &dirs);
     let src = open_source(&c, 128).unwrap();
-    // Stage 0: 6 rows, 1 epoch = 3 micro-batches. Stage 1: 4 rows + 1 replay slot = 5 positions
+    // Stage 0: 6 rows, 1 epoch = 3 micro-batches. Stage 1: 4 rows + 1 replay slot (p - ⌊p/4⌋ = 4 at p = 5)
     // → 3 micro-batches per epoch × 3. Stage 2: 3 micro-batches × 2.
     assert_eq!(src.stage_batches(), Some(vec![3, 9, 6]));
     let s = Trainer::new(&c, src).unwrap().run().unwrap();

@@ -640,6 +640,7 @@ fn model_grade(kept: &[Kept], cfg: &SftConfig, tok: &SftTokenizer) -> Result<(Ve
     let settings =
         GraderSettings { batch_size: g.batch_size, row_len: cfg.pack.seq_len.max(longest), dtype: g.dtype, ce_chunk: g.ce_chunk_tokens };
     let items: Vec<ScoreItem> = kept.iter().map(|k| ScoreItem { ids: &k.tokens.input_ids, mask: &k.tokens.loss_mask }).collect();
+    grader.check_fits(&items, &header).map_err(|e| config_err("grade.model", e.to_string()))?;
     std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
     let progress = cfg.output.join(grade_model::SCORES_FILE);
     let (scores, run) = grade_model::score_all(&grader, &items, &header, &settings, pad, Some(&progress))?;

@@ -29,14 +29,14 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::shard::Batch;
 use crate::train::config::{ComputeDtype, DeviceKind};
 use crate::train::model::{param_specs, Qwen2};
-use crate::train::ops::{self, Ops};
+use crate::train::ops::{self, CeTargets, Ops};
 use crate::train::{checkpoint, Qwen2Config};
 
 /// The progress and cache file of model grading, in the SFT output directory.
@@ -156,36 +156,79 @@ impl Grader {
         self.model.cfg.vocab_size
     }
 
-    /// Per-token cross-entropy of every counted prediction of `b`, in the order of
-    /// `Inputs::targets` (flattened position ascending), with those positions.
-    fn token_losses(&self, b: &Batch, ce_chunk: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+    /// Checks that the model can score `items` (every id in its vocabulary, every segment within
+    /// its positions) before any work: an error names `config.json` and the limit.
+    pub fn check_fits(&self, items: &[ScoreItem], header: &[u32]) -> Result<()> {
+        let cfg = &self.model.cfg;
+        let config = self.dir.join("config.json");
+        let max_id = items.iter().flat_map(|it| it.ids.iter()).chain(header).copied().max().unwrap_or(0);
+        if max_id as usize >= cfg.vocab_size {
+            return Err(Error::Other(format!(
+                "{}: vocab_size {} is smaller than the tokenizer's ids (up to {max_id}): a checkpoint of another tokenizer",
+                config.display(),
+                cfg.vocab_size
+            )));
+        }
+        let longest = items.iter().map(|it| longest_segment(it, header.len())).max().unwrap_or(0);
+        if longest > cfg.max_position_embeddings {
+            return Err(Error::Other(format!(
+                "{}: max_position_embeddings {} is shorter than the longest example ({longest} tokens)",
+                config.display(),
+                cfg.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sum and count of the cross-entropy of each segment's counted predictions. `spans` are
+    /// the segments' flattened `(start, len)` in `b`, in order. Each segment's hidden rows go
+    /// through the trainer's own LM-head cross-entropy (`Ops::cross_entropy`, forward only:
+    /// fused and chunked on CPU, never all logits at once), so a segment's sum is exactly what
+    /// the trainer would add for it.
+    fn segment_losses(&self, b: &Batch, spans: &[(usize, usize)], ce_chunk: usize) -> Result<Vec<(f64, u32)>> {
+        let tensor_err = |e: candle_core::Error| Error::Other(format!("model grading: tensor: {e}"));
         let inp = self.model.inputs(b).map_err(train_err)?;
         let h = self.model.hidden(self.ops.as_ref(), &inp).map_err(train_err)?;
         let w = &self.model.params[self.head];
         let t = &inp.targets;
-        let mut losses = Vec::with_capacity(t.count);
-        let mut start = 0;
-        // The trainer's cross-entropy (`ReferenceOps::cross_entropy`), kept per token.
-        let ce = |start: usize, len: usize| -> candle_core::Result<Vec<f32>> {
-            let rows = t.rows.narrow(0, start, len)?;
-            let tgt = t.targets.narrow(0, start, len)?.unsqueeze(1)?;
-            let logits = h.index_select(&rows, 0)?.matmul(&w.t()?)?.to_dtype(DType::F32)?;
-            let m = logits.max_keepdim(1)?;
-            let lse = (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + m)?;
-            (lse - logits.gather(&tgt, 1)?)?.flatten_all()?.to_vec1::<f32>()
-        };
-        while start < t.count {
-            let len = ce_chunk.max(1).min(t.count - start);
-            losses.extend(ce(start, len).map_err(|e| Error::Other(format!("model grading: tensor: {e}")))?);
-            start += len;
-        }
-        let rows = if t.count == 0 {
-            Vec::new()
+        let (rows, targets) = if t.count == 0 {
+            (Vec::new(), Vec::new())
         } else {
-            t.rows.to_vec1::<u32>().map_err(|e| Error::Other(format!("model grading: tensor: {e}")))?
+            (t.rows.to_vec1::<u32>().map_err(tensor_err)?, t.targets.to_vec1::<u32>().map_err(tensor_err)?)
         };
-        Ok((rows, losses))
+        let dev = h.device().clone();
+        let mut out = Vec::with_capacity(spans.len());
+        let mut k = 0; // next counted prediction; positions ascend, so do the segments
+        for &(start, len) in spans {
+            // Position p predicts p + 1: both lie in the segment.
+            let first = k;
+            while k < rows.len() && (rows[k] as usize) + 1 < start + len {
+                k += 1;
+            }
+            let n = k - first;
+            if n == 0 {
+                out.push((0.0, 0));
+                continue;
+            }
+            let pos = Tensor::from_slice(&rows[first..k], n, &dev).map_err(tensor_err)?;
+            let hs = h.index_select(&pos, 0).map_err(tensor_err)?;
+            let ct = CeTargets {
+                rows: Tensor::arange(0u32, n as u32, &dev).map_err(tensor_err)?,
+                targets: Tensor::from_slice(&targets[first..k], n, &dev).map_err(tensor_err)?,
+                count: n,
+            };
+            let ce = self.ops.cross_entropy(&hs, w, &ct, None, ce_chunk.max(1), None).map_err(train_err)?;
+            let sum = ce.loss_sum.to_dtype(DType::F64).and_then(|s| s.to_scalar::<f64>()).map_err(tensor_err)?;
+            out.push((sum, n as u32));
+        }
+        Ok(out)
     }
+}
+
+/// Tokens of the longest segment of `item`: the whole example or one answer after the header.
+fn longest_segment(item: &ScoreItem, header: usize) -> usize {
+    let longest_answer = item.mask.split(|&m| m != 1).map(|run| run.len()).max().unwrap_or(0);
+    item.ids.len().max(header + longest_answer)
 }
 
 /// One packed segment: its tokens and mask, the example it belongs to, and whether it is the
@@ -281,31 +324,32 @@ fn run_batch(g: &Grader, pb: &PlannedBatch, s: &GraderSettings, pad: u32) -> Res
     let rows = pb.rows.len();
     let len = s.row_len;
     let mut b = Batch { batch: rows, seq_len: len, ..Default::default() };
-    // Owner of each flattened position: (example, cond) of its segment.
-    let mut owner: Vec<Option<(usize, bool)>> = Vec::with_capacity(rows * len);
-    for row in &pb.rows {
+    // Each segment's flattened span, and its (example, cond).
+    let mut spans = Vec::new();
+    let mut owners = Vec::new();
+    for (r, row) in pb.rows.iter().enumerate() {
         let mut seg_lens = Vec::new();
+        let mut at = r * len;
         for sg in row {
             b.input_ids.extend_from_slice(&sg.ids);
             b.loss_mask.extend_from_slice(&sg.mask);
-            owner.extend(std::iter::repeat_n(Some((sg.example, sg.cond)), sg.ids.len()));
+            spans.push((at, sg.ids.len()));
+            owners.push((sg.example, sg.cond));
+            at += sg.ids.len();
             seg_lens.push(sg.ids.len() as u32);
         }
         let fill = len - seg_lens.iter().sum::<u32>() as usize;
         b.input_ids.extend(std::iter::repeat_n(pad, fill));
         b.loss_mask.extend(std::iter::repeat_n(0u8, fill));
-        owner.extend(std::iter::repeat_n(None, fill));
         Batch::row_layout(&seg_lens, len, &mut b.position_ids, &mut b.segment_ids);
     }
-    let (positions, losses) = g.token_losses(&b, s.ce_chunk)?;
+    let losses = g.segment_losses(&b, &spans, s.ce_chunk)?;
     let n = pb.examples.len();
     let (mut cond, mut ans) = (vec![(0f64, 0u32); n], vec![(0f64, 0u32); n]);
-    for (&p, &l) in positions.iter().zip(&losses) {
-        // Position p predicts token p + 1, which belongs to the same segment.
-        let (ex, is_cond) = owner[p as usize + 1].expect("a counted target lies in a segment");
+    for (&(ex, is_cond), &(sum, count)) in owners.iter().zip(&losses) {
         let acc = if is_cond { &mut cond[ex - pb.examples.start] } else { &mut ans[ex - pb.examples.start] };
-        acc.0 += l as f64;
-        acc.1 += 1;
+        acc.0 += sum;
+        acc.1 += count;
     }
     Ok(cond
         .iter()
@@ -507,7 +551,12 @@ pub fn bench_examples(b: &BenchConfig) -> Result<BenchResult> {
     let header = tok.encode(&format!("{IM_START}assistant\n"))?.ids;
     let pad = tok.token_id(END_OF_TEXT).unwrap_or(0);
     let longest = toks.iter().map(|t| t.input_ids.len() + header.len()).max().unwrap_or(0);
-    let s = GraderSettings { batch_size: b.batch_size, row_len: b.row_len.max(longest), dtype: b.dtype, ce_chunk: 1024 };
+    let s = GraderSettings {
+        batch_size: b.batch_size,
+        row_len: b.row_len.max(longest),
+        dtype: b.dtype,
+        ce_chunk: super::config::GradeConfig::default().ce_chunk_tokens,
+    };
     let items: Vec<ScoreItem> = toks.iter().map(|t| ScoreItem { ids: &t.input_ids, mask: &t.loss_mask }).collect();
     bench(&g, &items, &header, &s, pad)
 }

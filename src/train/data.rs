@@ -435,28 +435,29 @@ impl ShardSource {
             if c.stage >= self.caps.len() {
                 return Ok(false);
             }
-            if c.epoch >= self.epochs[c.stage] {
-                let next = Cursor { stage: c.stage + 1, epoch: 0, step: 0 };
-                if next.stage >= self.caps.len() {
-                    return Ok(false);
-                }
-                self.loader = self.loader.seek(self.cfg.clone(), next).map_err(|e| TrainError::Data(e.to_string()))?;
-                continue;
+            let per_epoch = self.loader.stage_batches()[c.stage];
+            let limit = self.caps[c.stage].map_or(per_epoch, |cap| cap.min(per_epoch));
+            let epochs = self.epochs[c.stage];
+            if c.epoch < epochs && c.step < limit {
+                return Ok(true);
             }
-            match self.caps[c.stage] {
-                Some(cap) if c.step >= cap => {
-                    let next = if c.epoch + 1 < self.epochs[c.stage] {
-                        Cursor { epoch: c.epoch + 1, step: 0, ..c }
-                    } else {
-                        Cursor { stage: c.stage + 1, epoch: 0, step: 0 }
-                    };
-                    if next.stage >= self.caps.len() {
-                        return Ok(false);
-                    }
-                    self.loader = self.loader.seek(self.cfg.clone(), next).map_err(|e| TrainError::Data(e.to_string()))?;
-                }
-                _ => return Ok(true),
+            // This epoch is done (all its batches, or its cap), or the stage's own epochs are.
+            let next = if c.epoch + 1 < epochs {
+                Cursor { epoch: c.epoch + 1, step: 0, ..c }
+            } else {
+                Cursor { stage: c.stage + 1, epoch: 0, step: 0 }
+            };
+            if next.stage >= self.caps.len() {
+                return Ok(false);
             }
+            // After an epoch's last batch the loader's cursor still points past it and the loader
+            // moves on at its next batch: into the next epoch, or into the next stage when this
+            // stage runs all of the loader's epochs. Anywhere else it must be moved.
+            let moves_there = c.epoch < epochs && c.step >= per_epoch && (next.stage == c.stage || epochs as u64 == self.loader.epochs());
+            if moves_there {
+                return Ok(true);
+            }
+            self.loader = self.loader.seek(self.cfg.clone(), next).map_err(|e| TrainError::Data(e.to_string()))?;
         }
     }
 }
