@@ -375,10 +375,16 @@ fn strict_fails_on_the_first_bad_record_and_lenient_counts_it() {
 fn model_grading_and_bad_settings_are_clear_config_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sft");
-    let e = run_pipeline(&config(&out, None, "[sft.grade]\nmethod = \"model\"\ncheckpoint = \"runs/ckpt\"\n"), false, Mode::Build)
+    // Model grading needs a checkpoint that exists (tests/sft_grade_model.rs grades with one).
+    let e = run_pipeline(&config(&out, None, "[sft.grade]\nmethod = \"model\"\nmodel = \"runs/no-such-ckpt\"\n"), false, Mode::Build)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("sft.grade.method") && e.contains("needs a checkpoint and the trainer"), "{e}");
+    assert!(e.contains("sft.grade.model") && e.contains("no-such-ckpt"), "{e}");
+    let e = PipelineConfig::parse(&config_text(&out, None, "[sft.grade]\nmethod = \"mix\"\n"), "t.toml")
+        .and_then(|c| run_pipeline(&c, false, Mode::Build))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sft.grade.model"), "{e}");
     let e = run_pipeline(&config(&out, Some(&tmp.path().join("nope")), ""), false, Mode::Build).unwrap_err().to_string();
     assert!(e.contains("sft.decontam.cpt_documents"), "{e}");
     let mut cfg = config(&out, None, "");
