@@ -289,14 +289,14 @@ fn a_killed_grading_run_resumes_to_the_same_bytes() {
     std::fs::write(&scores, torn).unwrap();
     // A killed build has written neither the table nor its manifest.
     std::fs::remove_file(out.path().join("examples.parquet")).unwrap();
-    std::fs::remove_file(out.path().join("manifest.json")).unwrap();
+    std::fs::remove_file(out.path().join(coretech::shard::manifest::MANIFEST_FILE)).unwrap();
     let again = run_sft(&cfg, false, Mode::Grade).unwrap();
     let m = again.grading.model.as_ref().unwrap();
     assert_eq!((m.batches, m.batches_reused), (batches, 3));
     assert_eq!(std::fs::read(out.path().join("examples.parquet")).unwrap(), want);
     assert_eq!(std::fs::read_to_string(&scores).unwrap(), text);
     // A finished file serves a rebuild whole; another checkpoint is never served from it.
-    std::fs::remove_file(out.path().join("manifest.json")).unwrap();
+    std::fs::remove_file(out.path().join(coretech::shard::manifest::MANIFEST_FILE)).unwrap();
     assert_eq!(run_sft(&cfg, false, Mode::Grade).unwrap().grading.model.unwrap().batches_reused, batches);
     let other = checkpoint_with_seed(12);
     let cfg2 = config(inp.path(), out.path(), other.path(), "method = \"mix\"");
