@@ -267,7 +267,8 @@ fn base(section: &str, out: &Path, inp: &Inputs) -> Value {
             "rows_per_shard": 20,
         }}),
         "dedup" => json!({"dedup": {"input": docs, "output": o("dedup")}}),
-        "pack" => json!({"pack": {"inputs": [docs], "output": o("tokens"), "seq_len": 64}}),
+        // With a validation split, so its keys (`fraction` is required) are set on a valid table.
+        "pack" => json!({"pack": {"inputs": [docs], "output": o("tokens"), "seq_len": 64, "validation": {"fraction": 0.25}}}),
         "sft" => json!({"sft": {
             "output": o("sft"),
             "tokenizer": fixture("fixtures/tokenizers/qwen2.5/tokenizer.json.zst"),

@@ -186,6 +186,17 @@ fn allowed(kind: &jsonschema::error::ValidationErrorKind, values: &mut Vec<Strin
     }
 }
 
+/// The first problem of `found` against the object branch of the schema node at `segs` (with
+/// the root's `$defs`, so its references resolve).
+fn inner_problem(root: &Value, segs: &[String], found: &Value) -> Option<Problem> {
+    let mut branch = node_at(root, segs)?.clone();
+    if let (Some(obj), Some(defs)) = (branch.as_object_mut(), root.get("$defs")) {
+        obj.entry("$defs").or_insert_with(|| defs.clone());
+    }
+    let validator = jsonschema::validator_for(&branch).ok()?;
+    problems(&branch, &validator, found).into_iter().next()
+}
+
 fn problem(root: &Value, instance: &Value, e: &jsonschema::ValidationError<'_>) -> Problem {
     use jsonschema::error::ValidationErrorKind as K;
     let segs = segments(e.instance_path().as_str());
@@ -208,6 +219,12 @@ fn problem(root: &Value, instance: &Value, e: &jsonschema::ValidationError<'_>) 
             segs.push(property.as_str().unwrap_or_default().to_string());
             Problem { key: dotted(instance, &segs), message: "missing: this key is required".into() }
         }
+        // An optional table (`anyOf: [Table, null]`) that is present but wrong: the table's own
+        // problem, so the error names the inner key rather than the whole table.
+        K::AnyOf { .. } if found.is_object() => match inner_problem(root, &segs, found) {
+            Some(p) => Problem { key: join_key(&key, &p.key), message: p.message },
+            None => Problem { key, message: e.to_string() },
+        },
         K::OneOfNotValid { .. } | K::AnyOf { .. } | K::Enum { .. } | K::Constant { .. } => {
             let (mut values, mut patterns) = (Vec::new(), Vec::new());
             allowed(e.kind(), &mut values, &mut patterns);
@@ -259,6 +276,18 @@ mod tests {
         let bad = Outer { list: vec![Inner { n: 3, mode: Mode::Fast }, Inner { n: 0, mode: Mode::Slow }] };
         let e = check(&bad, "sec").unwrap_err().to_string();
         assert!(e.contains("sec.list[1].n") && e.contains("minimum of 1"), "{e}");
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    struct Optional {
+        inner: Option<Inner>,
+    }
+
+    #[test]
+    fn a_present_optional_table_names_its_inner_key() {
+        check(&Optional { inner: None }, "sec").unwrap();
+        let e = check(&Optional { inner: Some(Inner { n: 11, mode: Mode::Fast }) }, "sec").unwrap_err().to_string();
+        assert!(e.contains("sec.inner.n") && e.contains("maximum of 10"), "{e}");
     }
 
     #[derive(Serialize, JsonSchema)]

@@ -67,8 +67,9 @@ pub struct StageConfig {
     #[schemars(range(min = 1))]
     pub max_batches: Option<u64>,
     /// Factor on the learning rate of this stage's steps: on the run's schedule, or on the peak
-    /// of this stage's own `schedule`.
-    #[schemars(range(min = 0.0))]
+    /// of this stage's own `schedule` (at most 100 times the run's peak: beyond it every
+    /// step diverges, and a value that large is a typo).
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub lr_multiplier: f64,
     /// This stage's own learning-rate schedule over its own steps (warmup from its first step,
     /// decay to its last), peaking at `optimizer.lr × lr_multiplier`. Unset: the run's schedule
