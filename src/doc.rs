@@ -14,6 +14,9 @@ pub const PROVENANCE_KEY: &str = "provenance";
 pub const ID_FROM_KEY: &str = "id_from";
 /// See [`ID_FROM_KEY`].
 pub const ID_FROM_POSITION: &str = "position";
+/// The `meta` key holding the id an input gave a document that the docs stage renamed
+/// (another record of the same file had that id with other text).
+pub const ID_GIVEN_KEY: &str = "id_given";
 
 /// One document of the corpus: the row of a document shard.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

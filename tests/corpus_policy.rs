@@ -134,8 +134,9 @@ fn two_wudao_files_with_equal_positions_get_unique_ids() {
 #[test]
 fn an_id_given_twice_is_a_counted_collision_naming_both_places() {
     let tmp = tempfile::tempdir().unwrap();
-    // The demo IPC file repeats entries of the big one, and the big one re-keys some entries onto
-    // codes it also lists: same code and same text 4 times, same code and other text 6 times.
+    // The demo IPC file repeats entries of the big one (same code and same text 4 times: left to
+    // dedup's exact step), and the big one re-keys some entries onto codes it also lists (same
+    // code and other text 6 times, two editions of one entry: the later one is renamed `ID#2`).
     let cfg = config(
         &[data("ipc/coretech_ipcDes_demo.jsonl"), data("ipc/coretech_ipc_description_expand.hier+G06+H04.jsonl")],
         &tmp.path().join("docs"),
@@ -146,11 +147,17 @@ fn an_id_given_twice_is_a_counted_collision_naming_both_places() {
     assert_eq!(r.policies["ipc"], "reference");
     assert!(ipc.filtered.is_empty(), "no quality filter for IPC entries: {:?}", ipc.filtered);
     assert_eq!(ipc.id_collisions.get("same-text"), Some(&4), "{ipc:?}");
-    assert_eq!(ipc.id_collisions.get("other-text"), Some(&6), "{ipc:?}");
+    assert_eq!(ipc.id_collisions.get("renamed"), Some(&6), "{ipc:?}");
+    assert_eq!(ipc.id_collisions.get("other-text"), None, "{ipc:?}");
     // Nothing is lost: every record is kept and accounted for; the collisions are within `kept`.
     assert_eq!((ipc.read, ipc.kept, ipc.accounted()), (2866, 2866, 2866));
     let ids: std::collections::BTreeSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(docs.len() - ids.len(), 10);
+    assert_eq!(docs.len() - ids.len(), 4, "only the same-text copies share an id");
+    // Both editions of G06Q 10/00 are kept: the later one under `#2`, with the id it was given.
+    let g: Vec<&coretech::doc::Document> = docs.iter().filter(|d| d.ipc == ["G06Q 10/00"]).collect();
+    assert_eq!(g.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["ipc:G06Q 10/00", "ipc:G06Q 10/00#2"]);
+    assert_eq!(g[1].meta["id_given"], "ipc:G06Q 10/00");
+    assert_ne!(g[0].text, g[1].text);
     // Two different texts under one code: named with both places.
     let named: Vec<_> = r.error_samples.iter().filter(|e| e.kind == "duplicate-id").collect();
     assert_eq!(named.len(), 6);
@@ -158,8 +165,31 @@ fn an_id_given_twice_is_a_counted_collision_naming_both_places() {
         assert!(e.message.contains("is already used by") && e.message.matches(" record ").count() == 2, "{e}");
         assert!(e.position.offset.is_some(), "{e}");
     }
-    assert!(r.table().contains("id-collision:other-text=6"), "{}", r.table());
+    assert!(r.table().contains("id-collision:renamed=6"), "{}", r.table());
     assert!(rejects(&cfg.output).is_empty());
+}
+
+/// An id given in two files with other text is not renamed (each file's ids are its own): the
+/// whole-build check counts it as `other-text`, naming both files; within one file the later
+/// record is renamed.
+#[test]
+fn an_id_repeated_across_files_is_counted_and_within_a_file_renamed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = |code: &str, des: &str| format!("{{\"ipc\":\"{code}\",\"des\":\"{des}\",\"ori_des\":\"x\"}}\n");
+    let (a, b) = (tmp.path().join("a.jsonl"), tmp.path().join("b.jsonl"));
+    std::fs::write(&a, line("A01B", "第一种说明。") + &line("A01B", "第二种说明。") + &line("A01B", "第一种说明。")).unwrap();
+    std::fs::write(&b, line("A01B", "另一个文件的说明。")).unwrap();
+    let (r, docs) = run(&config(&[a, b], &tmp.path().join("docs"), ""));
+    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    // The third record repeats the first one's text: it keeps that id (dedup's exact step).
+    assert_eq!(ids, ["ipc:A01B", "ipc:A01B#2", "ipc:A01B", "ipc:A01B"]);
+    let ipc = &r.sources["ipc"];
+    let want: std::collections::BTreeMap<String, u64> =
+        [("renamed", 1), ("same-text", 1), ("other-text", 1)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    assert_eq!(ipc.id_collisions, want);
+    let across: Vec<String> = r.error_samples.iter().filter(|e| e.message.contains("b.jsonl")).map(|e| e.message.clone()).collect();
+    assert_eq!(across.len(), 1, "{:?}", r.error_samples);
+    assert!(across[0].contains("a.jsonl record 0") && across[0].contains("b.jsonl record 0"), "{}", across[0]);
 }
 
 #[test]

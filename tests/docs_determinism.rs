@@ -38,8 +38,8 @@ fn config_text(inputs: &[&str], out: &Path) -> String {
 #[test]
 fn json_family_fixtures_read_with_their_documented_counts_and_no_errors() {
     // The expanded IPC file gives 6 codes twice with different texts (entries re-keyed onto a
-    // code it also lists): `other-text` id collisions, counted (a strict run fails on them, see
-    // below); every file reads with no error.
+    // code it also lists): the later record of each is renamed `ID#2` and counted (a strict run
+    // fails on them, see below); every file reads with no error.
     for (file, source, n, dup_ids) in
         [(WUDAO_JSON, "wudao", 478, 0), (WUDAO_JSONL, "wudao", 10, 0), (IPC_DEMO, "ipc", 10, 0), (IPC_EXPAND, "ipc", 2856, 6)]
     {
@@ -50,7 +50,7 @@ fn json_family_fixtures_read_with_their_documented_counts_and_no_errors() {
         let s = &r.sources[source];
         assert_eq!((s.files, s.read), (1, n), "{file}");
         assert_eq!(s.errors.values().sum::<u64>(), 0, "{file}: {:?}", r.error_samples);
-        assert_eq!(s.id_collisions.get("other-text").copied().unwrap_or(0), dup_ids, "{file}");
+        assert_eq!(s.id_collisions.get("renamed").copied().unwrap_or(0), dup_ids, "{file}");
         assert_eq!(r.error_samples.iter().filter(|e| e.kind == "duplicate-id").count() as u64, dup_ids, "{file}");
         assert_eq!(s.read, s.accounted(), "{file}");
         assert!(r.unrecognized.is_empty());
@@ -64,6 +64,7 @@ fn a_strict_build_fails_on_an_id_given_twice_with_other_text() {
     let cfg = PipelineConfig::parse(&config_text(&[IPC_EXPAND], &dir.path().join("docs")), "t.toml").unwrap().docs.unwrap();
     let err = docs::run(&cfg, &IpcScheme::default(), TaskSplit::default(), true).unwrap_err().to_string();
     assert!(err.contains("duplicate-id") && err.contains("is already used by") && err.matches(" record ").count() == 2, "{err}");
+    assert!(err.contains("renamed \"ipc:"), "{err}");
     assert!(err.contains("coretech_ipc_description_expand"), "{err}");
 }
 
@@ -131,10 +132,10 @@ fn one_and_four_threads_write_identical_bytes() {
     let rows: u64 = m["shards"].as_array().unwrap().iter().map(|s| s["rows"].as_u64().unwrap()).sum();
     // 3,354 JSON-family records; the web policy drops one (WuDao 272, a sentence repeated
     // 15 times: `repeated_10_grams`), and it is the one rejects row. 10 IPC entries given
-    // twice stay (4 with the same text, 6 with other text: counted id collisions).
+    // twice stay (4 with the same text, 6 with other text renamed `ID#2`: counted).
     assert_eq!(rows, 3353);
     assert_eq!(m["info"]["rejects"], 1);
-    assert_eq!(m["accounting"]["sources"]["ipc"]["id_collisions"], serde_json::json!({"same-text": 4, "other-text": 6}));
+    assert_eq!(m["accounting"]["sources"]["ipc"]["id_collisions"], serde_json::json!({"same-text": 4, "renamed": 6}));
 }
 
 #[test]
@@ -175,4 +176,42 @@ fn interrupted_build_resumes_to_identical_bytes() {
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(".report.json")).unwrap()).unwrap();
     assert_eq!(report["sources"]["wudao"]["read"], 488);
     assert_eq!(report["sources"]["ipc"]["read"], 2866);
+}
+
+/// A build resumed between two records of one file that share an id (the re-keyed old edition
+/// of G06Q 10/00 is record 1244 of the expand file, the current entry record 1250; a shard of
+/// 1,247 rows ends between them) renames the later one exactly as an uninterrupted build does:
+/// the resumed run reads the file's earlier records again for their ids.
+#[test]
+fn a_resume_between_two_records_sharing_an_id_renames_as_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("docs");
+    let cfg = out.with_extension("toml");
+    std::fs::write(&cfg, config_text(&[IPC_EXPAND], &out).replace(&format!("rows_per_shard = {ROWS_PER_SHARD}"), "rows_per_shard = 1247"))
+        .unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coretech"));
+        cmd.arg("docs").arg(&cfg).env("RUST_LOG", "info").env_remove(STOP_AFTER_SHARDS_ENV);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().expect("coretech binary runs");
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (ok, log) = run(&[]);
+    assert!(ok, "{log}");
+    let reference = files(&out);
+    let m: serde_json::Value = serde_json::from_slice(&reference[".manifest.json"]).unwrap();
+    assert_eq!(m["accounting"]["sources"]["ipc"]["id_collisions"], serde_json::json!({"renamed": 6, "same-text": 1}));
+    std::fs::remove_dir_all(&out).unwrap();
+
+    let (ok, log) = run(&[(STOP_AFTER_SHARDS_ENV, "1")]);
+    assert!(!ok && log.contains("stopped after 1 shards"), "{log}");
+    let (ok, log) = run(&[]);
+    assert!(ok && log.contains("resuming after 1 finished shards"), "{log}");
+    let resumed = files(&out);
+    assert_eq!(resumed.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
+    for (name, bytes) in &reference {
+        assert!(resumed[name] == *bytes, "{name} differs after resuming");
+    }
 }

@@ -31,8 +31,8 @@ pub struct SourceStats {
     /// Bytes of kept text.
     pub bytes_out: u64,
     /// Kept documents whose id an earlier document of the build already has, by kind
-    /// (`same-text`, `other-text`; see `pipeline::ids`). They are among `kept`, not a bucket of
-    /// the accounting.
+    /// (`same-text`, `other-text`, and `renamed` for a repeat within one file; see
+    /// `pipeline::ids`). They are among `kept`, not a bucket of the accounting.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub id_collisions: BTreeMap<String, u64>,
 }

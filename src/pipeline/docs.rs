@@ -203,9 +203,19 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
         let mut in_shard: usize = 0;
         let mut last_pos = start.unwrap_or_default();
         let mut failure: Option<Error> = None;
+        let mut file_ids = super::ids::FileIds::default();
         'batches: for batch in rx.iter() {
             let outcomes: Vec<Outcome> = batch.into_par_iter().map(|ev| process(ev, &cx, cfg, scheme, &policies, &names)).collect();
             for o in outcomes {
+                if let (Some(s), Outcome::Kept { pos, .. } | Outcome::Filtered { pos, .. } | Outcome::Error { pos, .. }) = (start, &o) {
+                    if *pos <= s {
+                        // Read again only for the file's ids (see `frame_all`).
+                        if let Outcome::Kept { pos, mut doc, .. } = o {
+                            file_ids.admit(pos.file, &mut doc);
+                        }
+                        continue;
+                    }
+                }
                 match o {
                     Outcome::Stream { pos, source, bytes } => {
                         let st = report.source(source);
@@ -241,8 +251,16 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
                         }
                         report.error(&source, &err);
                     }
-                    Outcome::Kept { pos, doc, policy } => {
+                    Outcome::Kept { pos, mut doc, policy } => {
                         last_pos = pos;
+                        if let Some(notice) = file_ids.admit(pos.file, &mut doc) {
+                            if strict {
+                                failure = Some(Error::Read(notice));
+                                break 'batches;
+                            }
+                            *report.source(&doc.source).id_collisions.entry(super::ids::RENAMED.into()).or_default() += 1;
+                            report.sample(&notice);
+                        }
                         report.policy(&doc.source, policies.name(policy));
                         report.kept(&doc.source, doc.text.len() as u64);
                         pending.push(doc);
@@ -415,6 +433,9 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
     let mut batch_bytes = 0usize;
     let mut open = true; // false once the consumer hung up
     let after_start = |pos: Pos| start.is_none_or(|s| pos > s);
+    // A resumed build reads the records of its current file before the resume point again
+    // (they are not counted or written): the file's id renaming must see them (`FileIds`).
+    let replayed = |pos: Pos| start.is_some_and(|s| pos.file == s.file && pos <= s);
     for (fi, path) in files.iter().enumerate() {
         if !open {
             break;
@@ -434,7 +455,7 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
             frame_parquet(path, &cfg.sources, &mut |raw| {
                 item += 1;
                 let pos = Pos { file: fi, stream: 0, item };
-                if !after_start(pos) {
+                if !after_start(pos) && !replayed(pos) {
                     return true;
                 }
                 batch_bytes += raw.as_ref().map(|r| r.bytes.len()).unwrap_or(0);
@@ -480,7 +501,7 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
             frame(format.framing(), peeked.into_stream(), cfg.sources.max_record_bytes, &mut |raw| {
                 item += 1;
                 let pos = Pos { file: fi, stream: stream_idx, item };
-                if !after_start(pos) {
+                if !after_start(pos) && !replayed(pos) {
                     return true;
                 }
                 batch_bytes += raw.as_ref().map(|r| r.bytes.len()).unwrap_or(0);

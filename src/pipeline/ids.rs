@@ -13,13 +13,20 @@
 //! would rewrite finished shards); the counts go into the report per source
 //! ([`crate::core::SourceStats::id_collisions`]), the other-text ones into its error samples,
 //! and `--strict` fails on the first other-text collision.
+//!
+//! Before that, while the docs stage reads, [`FileIds`] makes the ids of one input file unique:
+//! a record that repeats an earlier record's id with other text (an IPC file listing two
+//! editions of one code) is renamed `ID#2`, `#3`, … with the given id in
+//! [`crate::doc::ID_GIVEN_KEY`] — both entries are kept, neither is lost. Only collisions
+//! across files are left for the whole-build check above.
 
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use crate::core::RunReport;
 use crate::dedup::extsort::{read_exact_or_end, Record, Sorter};
-use crate::doc::{Document, PROVENANCE_KEY};
+use crate::doc::{Document, ID_GIVEN_KEY, PROVENANCE_KEY};
 use crate::error::{Error, Position, ReadError, ReadErrorKind, Result};
 use crate::shard::documents::read_shard;
 
@@ -33,8 +40,64 @@ const READ_BATCH_ROWS: usize = 4096;
 pub const SAME_TEXT: &str = "same-text";
 /// The collision kind of a document with another document's id and other text.
 pub const OTHER_TEXT: &str = "other-text";
+/// The collision kind of a document renamed because an earlier record of its file had its id
+/// with other text (see [`FileIds`]).
+pub const RENAMED: &str = "renamed";
 
-/// One document's entry: ordered by id hash, then build order.
+/// The ids seen so far in one input file, to rename a record that repeats an earlier record's
+/// id with other text. Cleared at each new file, so memory is bounded by the largest file's
+/// record count (≈ 60 bytes a record), not by the corpus.
+#[derive(Debug, Default)]
+pub struct FileIds {
+    file: Option<u32>,
+    /// Per id hash: each distinct text seen under the id (its hash, and the `#k` suffix it went
+    /// out with; 0 = the id as given), and the first record's place.
+    seen: HashMap<u128, (Vec<(u64, usize)>, String)>,
+}
+
+impl FileIds {
+    /// Admits the kept document `doc` of input file number `file` (documents in read order).
+    /// A repeat of an id with text seen under it goes out as that text's id (an exact copy:
+    /// dedup removes it); with new text it is renamed and the returned notice names both
+    /// records.
+    pub fn admit(&mut self, file: u32, doc: &mut Document) -> Option<ReadError> {
+        if self.file != Some(file) {
+            self.seen.clear();
+            self.file = Some(file);
+        }
+        let key = xxhash_rust::xxh3::xxh3_128(doc.id.as_bytes());
+        let text = xxhash_rust::xxh3::xxh3_64(doc.text.as_bytes());
+        let Some((texts, first)) = self.seen.get(&key) else {
+            self.seen.insert(key, (vec![(text, 0)], place(doc)));
+            return None;
+        };
+        let given = doc.id.clone();
+        if let Some(&(_, k)) = texts.iter().find(|(t, _)| *t == text) {
+            if k > 0 {
+                doc.id = format!("{given}#{k}");
+                doc.meta.insert(ID_GIVEN_KEY.into(), given.into());
+            }
+            return None;
+        }
+        let first = first.clone();
+        // The next free `#k` (a file could list an id that looks like a renamed one).
+        let mut k = texts.iter().map(|&(_, k)| k).max().unwrap_or(0).max(1) + 1;
+        while self.seen.contains_key(&xxhash_rust::xxh3::xxh3_128(format!("{given}#{k}").as_bytes())) {
+            k += 1;
+        }
+        doc.id = format!("{given}#{k}");
+        doc.meta.insert(ID_GIVEN_KEY.into(), given.clone().into());
+        let here = place(doc);
+        self.seen.get_mut(&key).expect("seen above").0.push((text, k));
+        self.seen.insert(xxhash_rust::xxh3::xxh3_128(doc.id.as_bytes()), (vec![(text, 0)], here.clone()));
+        Some(ReadError::new(
+            position_of(&here),
+            ReadErrorKind::DuplicateId,
+            format!("{here}: id {given:?} is already used by {first} (with other text); renamed {:?}", doc.id),
+        ))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct IdRecord {
     key: u128,
