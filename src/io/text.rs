@@ -13,7 +13,8 @@ use crate::error::{ReadError, ReadErrorKind};
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// UTF-8; if a record is not valid UTF-8 but decodes cleanly as GB18030 (a superset of GBK
-    /// and GB2312), it is decoded as GB18030.
+    /// and GB2312), it is decoded as GB18030 — unless it reads as UTF-8 with a few damaged
+    /// bytes (see [`damaged_utf8`]), which is an error at the first bad byte, not mojibake.
     #[default]
     Auto,
     /// UTF-8 only: anything else is an error.
@@ -33,13 +34,18 @@ pub fn decode<'a>(raw: &RawRecord, bytes: &'a [u8], base: usize, enc: Encoding) 
         Encoding::Utf8 | Encoding::Auto => match std::str::from_utf8(bytes) {
             Ok(s) => Ok(Cow::Borrowed(s)),
             Err(e) => {
-                if enc == Encoding::Auto {
+                let damaged = enc == Encoding::Auto && damaged_utf8(bytes);
+                if enc == Encoding::Auto && !damaged {
                     if let Some(s) = decode_gb18030(bytes) {
                         return Ok(s);
                     }
                 }
                 let at = base + e.valid_up_to();
-                let hint = if enc == Encoding::Auto { " (and not GB18030/GBK either)" } else { "" };
+                let hint = match enc {
+                    Encoding::Auto if damaged => " (the rest of the record is UTF-8: a damaged byte, not another encoding)",
+                    Encoding::Auto => " (and not GB18030/GBK either)",
+                    _ => "",
+                };
                 Err(raw.error_at(at as u64, ReadErrorKind::Encoding, format!("invalid UTF-8{hint}")))
             }
         },
@@ -78,6 +84,25 @@ pub fn record_offset(bytes: &[u8], text: &Cow<'_, str>, at: u64) -> u64 {
     }
 }
 
+/// Valid multi-byte UTF-8 characters per invalid sequence above which a record that is not
+/// valid UTF-8 counts as damaged UTF-8 rather than GB18030. GBK text forms a valid UTF-8
+/// character only by chance (a lead byte E0–EF followed by two bytes 80–BF), so in real GBK
+/// the invalid sequences outnumber the valid ones; a UTF-8 record with one stray byte has
+/// hundreds of valid characters to one invalid sequence.
+const DAMAGED_UTF8_RATIO: usize = 8;
+
+/// Whether `bytes` (not valid UTF-8) are UTF-8 with a few damaged bytes: at least
+/// [`DAMAGED_UTF8_RATIO`] valid multi-byte characters per invalid sequence. Decoding such a
+/// record as GB18030 would turn all of it into mojibake to hide one bad byte.
+fn damaged_utf8(bytes: &[u8]) -> bool {
+    let (mut multibyte, mut invalid) = (0usize, 0usize);
+    for chunk in bytes.utf8_chunks() {
+        multibyte += chunk.valid().chars().filter(|c| c.len_utf8() > 1).count();
+        invalid += usize::from(!chunk.invalid().is_empty());
+    }
+    multibyte >= DAMAGED_UTF8_RATIO * invalid.max(1)
+}
+
 fn decode_gb18030(bytes: &[u8]) -> Option<Cow<'_, str>> {
     encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(bytes)
 }
@@ -105,6 +130,33 @@ mod tests {
         let e = decode(&r, &r.bytes, 0, Encoding::Utf8).unwrap_err();
         // GBK 一 (D2 BB) is itself valid UTF-8 (U+04BB); the first invalid byte is the third.
         assert_eq!((e.kind.as_str(), e.position.offset), ("encoding", Some(102)));
+    }
+
+    #[test]
+    fn a_stray_byte_in_utf8_text_is_an_error_there_not_gb18030_mojibake() {
+        // A stray continuation byte at each character boundary of UTF-8 Chinese text: always an
+        // error at that byte. Where the damaged bytes happen to be valid GB18030 as a whole,
+        // this record used to come out as mojibake.
+        let text = "一种基于深度学习的专利分类方法，包括以下步骤：获取专利文本";
+        let mut gb18030_valid = 0;
+        for at in (0..=text.len()).step_by(3) {
+            let mut b = text.as_bytes().to_vec();
+            b.insert(at, 0xB0);
+            gb18030_valid += usize::from(decode_gb18030(&b).is_some());
+            let r = rec(&b);
+            let e = decode(&r, &r.bytes, 0, Encoding::Auto).unwrap_err();
+            assert_eq!((e.kind.as_str(), e.position.offset), ("encoding", Some(100 + at as u64)));
+            assert!(e.message.contains("damaged byte"), "{e}");
+        }
+        assert!(gb18030_valid > 0, "no insertion gave bytes GB18030 accepts: the test shows nothing");
+        // GBK text of every length still decodes as GB18030 (one character alone, 一 = D2 BB,
+        // is valid UTF-8: see `gbk_is_detected`).
+        for n in 2..=15 {
+            let s: String = "一种基于深度学习的专利分类方法".chars().take(n).collect();
+            let (gbk, _, _) = encoding_rs::GBK.encode(&s);
+            let r = rec(&gbk);
+            assert_eq!(decode(&r, &r.bytes, 0, Encoding::Auto).unwrap(), s);
+        }
     }
 
     #[test]
