@@ -1,5 +1,5 @@
-//! Issue 16 item 4: the demo's shard folders open in the Python loaders researchers use, with
-//! nothing but the folder's path. Builds the demo's corpus and SFT outputs with its own config
+//! Issue 16 item 4: the demo's shard folders (and each whole SFT split, stage folders and all)
+//! open in the Python loaders researchers use, with nothing but the folder's path. Builds the demo's corpus and SFT outputs with its own config
 //! (`pipelines/demo.toml`, the training stages left out) in a temporary directory, checks that
 //! every shard folder shows only its shards (side files are dot-prefixed), and runs
 //! `tests/compat/check_loaders.py` over them (`datasets.load_dataset("parquet", data_dir=…)`,
@@ -26,13 +26,23 @@ fn python() -> Option<PathBuf> {
         .find(|p| Command::new(p).args(["-c", "import datasets, polars, pyarrow"]).output().is_ok_and(|o| o.status.success()))
 }
 
-/// Top-level names in `dir` that do not start with a dot, sorted.
+/// Files under `dir` (paths relative to it) with no dot-prefixed name on the way, sorted.
 fn visible(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if e.path().is_dir() {
+                walk(&e.path(), &format!("{prefix}{name}/"), out);
+            } else {
+                out.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, "", &mut v);
     v.sort();
     v
 }
@@ -60,6 +70,8 @@ fn the_demos_shard_folders_open_in_datasets_polars_and_pyarrow() {
         for k in 0..3 {
             dirs.push(out.join(format!("sft/{split}/stage-{k}")));
         }
+        // The whole split: its manifest lists every stage's shards (`stage-K/part-*.parquet`).
+        dirs.push(out.join(format!("sft/{split}")));
     }
     for d in &dirs {
         let m = Manifest::load(d).unwrap();

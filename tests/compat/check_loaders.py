@@ -3,7 +3,8 @@
 
   datasets.load_dataset("parquet", data_dir=DIR)    the Parquet builder over the folder
   datasets.load_dataset(DIR)                        the builder inferred from the files
-  pl.scan_parquet(f"{DIR}/*.parquet")               a polars glob
+  pl.scan_parquet(f"{DIR}/*.parquet")               a polars glob (`**/*.parquet` for a whole
+                                                    SFT split, whose shards sit in stage folders)
   pl.scan_parquet(DIR, hidden_file_prefix=".")      a polars folder read (polars reads every
                                                     file of a folder unless told which to skip)
   pyarrow.dataset.dataset(DIR, format="parquet")    pyarrow's dataset discovery
@@ -40,6 +41,16 @@ def fail(msg):
     sys.exit(1)
 
 
+def visible_files(d):
+    """Files under `d` (relative paths, sorted) with no dot-prefixed name on the way."""
+    out = []
+    for root, dirs, files in os.walk(d):
+        dirs[:] = [x for x in dirs if not x.startswith(".")]
+        rel = os.path.relpath(root, d)
+        out += [f if rel == "." else f"{rel}/{f}" for f in files if not f.startswith(".")]
+    return sorted(out)
+
+
 def main():
     if len(sys.argv) < 2:
         fail("usage: check_loaders.py DIR [DIR ...]")
@@ -53,16 +64,19 @@ def main():
             want = sum(s["rows"] for s in manifest["shards"])
             if want == 0:
                 fail(f"{d}: the manifest lists no rows (nothing to check)")
-            visible = sorted(f for f in os.listdir(d) if not f.startswith("."))
+            visible = visible_files(d)
             shards = sorted(s["file"] for s in manifest["shards"])
             if visible != shards:
                 fail(f"{d}: visible files {visible} are not the manifest's shards {shards}")
+            # A whole SFT split lists its stages' shards (`stage-K/part-*.parquet`): globbed
+            # recursively, as a researcher would for a folder of folders.
+            glob = "**/*.parquet" if any("/" in f for f in shards) else "*.parquet"
             loaders = {
                 'load_dataset("parquet", data_dir=DIR)': lambda: datasets.load_dataset(
                     "parquet", data_dir=d, split="train", cache_dir=os.path.join(cache, f"{n}a")
                 ).num_rows,
                 "load_dataset(DIR)": lambda: datasets.load_dataset(d, split="train", cache_dir=os.path.join(cache, f"{n}b")).num_rows,
-                'pl.scan_parquet("DIR/*.parquet")': lambda: pl.scan_parquet(os.path.join(d, "*.parquet")).select(pl.len()).collect().item(),
+                f'pl.scan_parquet("DIR/{glob}")': lambda: pl.scan_parquet(os.path.join(d, glob)).select(pl.len()).collect().item(),
                 'pl.scan_parquet(DIR, hidden_file_prefix=".")': lambda: pl.scan_parquet(d, hidden_file_prefix=".")
                 .select(pl.len())
                 .collect()
