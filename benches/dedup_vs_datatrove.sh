@@ -42,7 +42,7 @@ TOML
 # WORK_DIR puts our work files (signatures, shingle hashes, bucket runs: the bulk of the disk
 # use) elsewhere, e.g. on /dev/shm when the disk is short (tmpfs pages are not counted in RSS).
 [ -z "${WORK_DIR:-}" ] || echo "work_dir = \"$WORK_DIR\"" >> "$OUT/ours.toml"
-rm -rf "$OUT/ours-$BYTES$SUFFIX"
+rm -rf "$OUT/ours-$BYTES$SUFFIX" "$OUT/ours-$BYTES$SUFFIX.rejects" "$OUT/ours-$BYTES$SUFFIX.duplicates.parquet"  # the output and what dedup writes beside it
 RAYON_NUM_THREADS=1 taskset -c "$CORE" /usr/bin/time -v "$BIN" dedup "$OUT/ours.toml" > "$OUT/ours.log" 2> "$OUT/ours.time"
 ours_s=$(grep "Elapsed (wall" "$OUT/ours.time" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 ours_rss=$(grep "Maximum resident" "$OUT/ours.time" | awk '{print $NF}')

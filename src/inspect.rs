@@ -49,6 +49,11 @@ pub fn inspect(path: &Path, sample_rows: usize) -> Result<String> {
 /// has, is an error naming the reasons there are.
 pub fn inspect_with(path: &Path, sample_rows: usize, reason: Option<&str>) -> Result<String> {
     let files = files(path)?;
+    if files.is_empty() && is_rejects_folder(path) {
+        // A stage that dropped nothing (a dedup build without duplicates) leaves a rejects
+        // folder with a manifest and no parts.
+        return inspect_rejects(path, &files, sample_rows, reason);
+    }
     if files.is_empty() {
         return Err(Error::Other(format!("{}: no parquet shards", path.display())));
     }
@@ -158,6 +163,11 @@ fn has_column(f: &Path, name: &str) -> Result<bool> {
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Shard { path: f.to_path_buf(), message: e.to_string() })?;
     Ok(builder.schema().column_with_name(name).is_some())
+}
+
+/// Whether `path` is a rejects folder by its manifest (`OUTPUT.rejects`, of any stage).
+fn is_rejects_folder(path: &Path) -> bool {
+    path.is_dir() && crate::shard::Manifest::load(path).is_ok_and(|m| m.kind == crate::stage::REJECTS_KIND)
 }
 
 /// The column that makes a shard a rejects shard (see `shard::documents::rejects_schema`).

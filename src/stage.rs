@@ -253,9 +253,16 @@ pub const REJECTS_SUFFIX: &str = ".rejects";
 /// The default rejects folder of `output`: its sibling `OUTPUT.rejects` (for `.`, the name of
 /// the folder it stands for). `None` when the output has no folder name (`/`).
 pub fn default_rejects_dir(output: &Path) -> Option<PathBuf> {
+    beside(output, REJECTS_SUFFIX)
+}
+
+/// The sibling of `output` named `OUTPUT{suffix}`: where a stage puts what is not a shard of its
+/// output (for `.`, the name of the folder it stands for). `None` when the output has no folder
+/// name (`/`).
+pub fn beside(output: &Path, suffix: &str) -> Option<PathBuf> {
     let name = output.file_name().map(|n| n.to_os_string()).or_else(|| resolve(output).file_name().map(|n| n.to_os_string()))?;
     let mut name = name;
-    name.push(REJECTS_SUFFIX);
+    name.push(suffix);
     let parent = match output.file_name() {
         Some(_) => output.parent().map(Path::to_path_buf).unwrap_or_default(),
         None => resolve(output).parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -273,9 +280,40 @@ pub struct RejectsWriter<'a> {
     stage: &'a Stage,
     dir: PathBuf,
     cfg: WriterConfig,
-    current: Option<ShardWriter>,
+    current: Option<RejectsPart>,
     parts: Vec<ShardInfo>,
     rows: u64,
+}
+
+/// One part of a rejects folder (`part-NNNNN.parquet`), its file created on the first write.
+pub struct RejectsPart {
+    stage: &'static str,
+    path: PathBuf,
+    cfg: WriterConfig,
+    writer: Option<ShardWriter>,
+}
+
+impl RejectsPart {
+    /// Writes rejects into the part.
+    pub fn write(&mut self, rejects: &[Reject]) -> Result<()> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            self.writer = Some(ShardWriter::create(&self.path, documents::rejects_schema(), &self.cfg)?);
+        }
+        self.writer.as_mut().expect("opened above").write(&documents::rejects_to_batch(self.stage, rejects))
+    }
+
+    /// Finishes the part; `None` when nothing was written (no file was made).
+    pub fn finish(self) -> Result<Option<ShardInfo>> {
+        self.writer.map(ShardWriter::finish).transpose()
+    }
+}
+
+/// The number `n` of a part named `part-n.parquet`.
+fn part_number(name: &str) -> Option<u64> {
+    name.strip_prefix("part-")?.strip_suffix(".parquet")?.parse().ok()
 }
 
 /// Whether `name` is a file a rejects writer makes (its parts, its manifest, their temp files).
@@ -291,8 +329,25 @@ fn is_rejects_file(name: &str) -> bool {
 impl Stage {
     /// Opens the rejects folder `dir` (created if absent), keeping the parts of `resumed` (from
     /// the saved progress) and removing the other parts a rejects writer left there. A folder
-    /// holding any other file is refused (nothing in it is touched): it is not a rejects folder.
+    /// holding any other file, or the finished rejects of another stage (two stages given one
+    /// `rejects_dir`), is refused (nothing in it is touched).
     pub fn rejects(&self, dir: &Path, cfg: &WriterConfig, resumed: Vec<ShardInfo>) -> Result<RejectsWriter<'_>> {
+        self.check_rejects(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // The parts not saved with the progress are leftovers of a killed run (or of an older
+        // build): the folder is rewritten from here.
+        for name in entries(dir)? {
+            if !resumed.iter().any(|p| p.file == name) {
+                remove(&dir.join(&name))?;
+            }
+        }
+        let rows = resumed.iter().map(|p| p.rows).sum();
+        Ok(RejectsWriter { stage: self, dir: dir.to_path_buf(), cfg: cfg.clone(), current: None, parts: resumed, rows })
+    }
+
+    /// The checks of [`Stage::rejects`] alone (touching nothing), for a stage that refuses a bad
+    /// rejects folder before its work rather than when it first writes there.
+    pub fn check_rejects(&self, dir: &Path) -> Result<()> {
         let (out, rej) = (resolve(&self.dir), resolve(dir));
         if rej == out || rej.starts_with(&out) || out.starts_with(&rej) {
             return Err(Error::Other(format!(
@@ -312,40 +367,52 @@ impl Stage {
                     foreign.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
-        }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        // The parts not saved with the progress are leftovers of a killed run (or of an older
-        // build): the folder is rewritten from here.
-        for name in entries(dir)? {
-            if !resumed.iter().any(|p| p.file == name) {
-                remove(&dir.join(&name))?;
+            if let Some(m) = Manifest::load(dir).ok().filter(|m| m.kind == REJECTS_KIND && m.stage != self.name) {
+                return Err(Error::Other(format!(
+                    "{}: holds the rejects of the {} stage; give the {} stage a `rejects_dir` of its own (they are never \
+                     deleted or overwritten)",
+                    dir.display(),
+                    m.stage,
+                    self.name
+                )));
             }
         }
-        let rows = resumed.iter().map(|p| p.rows).sum();
-        Ok(RejectsWriter { stage: self, dir: dir.to_path_buf(), cfg: cfg.clone(), current: None, parts: resumed, rows })
+        Ok(())
     }
 }
 
 impl RejectsWriter<'_> {
-    /// Writes rejects into the current part (started on first use).
+    /// Writes rejects into the current part (`part-NNNNN.parquet`, numbered in the order the
+    /// parts end; started on first use).
     pub fn write(&mut self, rejects: &[Reject]) -> Result<()> {
-        if rejects.is_empty() {
-            return Ok(());
-        }
         if self.current.is_none() {
-            let path = self.dir.join(format!("part-{:05}.parquet", self.parts.len()));
-            self.current = Some(ShardWriter::create(&path, documents::rejects_schema(), &self.cfg)?);
+            self.current = Some(self.unit_part(self.parts.len()));
         }
         self.rows += rejects.len() as u64;
-        self.current.as_mut().expect("opened above").write(&documents::rejects_to_batch(self.stage.name, rejects))
+        self.current.as_mut().expect("opened above").write(rejects)
     }
 
     /// Finishes the current part (call before the stage saves its progress).
     pub fn end_part(&mut self) -> Result<()> {
-        if let Some(w) = self.current.take() {
-            self.parts.push(w.finish()?);
+        if let Some(p) = self.current.take() {
+            self.parts.extend(p.finish()?);
         }
         Ok(())
+    }
+
+    /// The part of unit `n` of a stage that works on its units in parallel (the dedup filter:
+    /// one part per input shard), `part-{n:05}.parquet`: its bytes depend on the unit alone, not
+    /// on the order the units finish. Hand the finished part to [`RejectsWriter::add_part`];
+    /// save it with the stage's progress as [`RejectsWriter::parts`] are.
+    pub fn unit_part(&self, n: usize) -> RejectsPart {
+        RejectsPart { stage: self.stage.name, path: self.dir.join(format!("part-{n:05}.parquet")), cfg: self.cfg.clone(), writer: None }
+    }
+
+    /// Adds a finished unit part (the manifest lists the parts by number, whatever order they
+    /// were added in).
+    pub fn add_part(&mut self, part: ShardInfo) {
+        self.rows += part.rows;
+        self.parts.push(part);
     }
 
     /// The finished parts (saved with the stage's progress).
@@ -363,6 +430,7 @@ impl RejectsWriter<'_> {
     /// and its row count (`rejects`) in the stage's `manifest`.
     pub fn finish(mut self, manifest: &mut Manifest, accounting: serde_json::Value) -> Result<()> {
         self.end_part()?;
+        self.parts.sort_by_key(|p| part_number(&p.file));
         let m = Manifest {
             kind: REJECTS_KIND.into(),
             stage: self.stage.name.into(),

@@ -63,9 +63,13 @@ fn the_demos_shard_folders_open_in_datasets_polars_and_pyarrow() {
     let run = Command::new(env!("CARGO_BIN_EXE_coretech")).args(["run", "demo.toml"]).current_dir(tmp.path()).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
-    // Every shard folder: its visible files are exactly its manifest's shards.
+    // Every shard folder (the dedup rejects too: a Parquet folder beside the output): its
+    // visible files are exactly its manifest's shards; the dedup folder's duplicates table lies
+    // beside it.
+    assert!(tmp.path().join("out/demo/dedup.duplicates.parquet").is_file());
     let out = tmp.path().join("out/demo");
-    let mut dirs: Vec<PathBuf> = ["documents", "tokens", "tokens-validation"].iter().map(|d| out.join(d)).collect();
+    let mut dirs: Vec<PathBuf> =
+        ["documents", "dedup", "dedup.rejects", "tokens", "tokens-validation"].iter().map(|d| out.join(d)).collect();
     for split in ["train", "validation", "test"] {
         for k in 0..3 {
             dirs.push(out.join(format!("sft/{split}/stage-{k}")));

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::shingle::{is_cjk, Tokens};
-use super::stage::{read_duplicates, DUPLICATES_FILE};
+use super::stage::{duplicates_table, read_duplicates};
 use super::DedupConfig;
 use crate::core::rng::SplitMix64;
 use crate::doc::Document;
@@ -424,7 +424,7 @@ pub struct Score {
     /// Of those, pairs whose documents resolve to the same kept document (stricter: the removal
     /// of one names the other, or both name the same kept document).
     pub same_kept_08: usize,
-    /// Removals (rows of `duplicates.parquet`).
+    /// Removals (rows of the duplicates table).
     pub removals: usize,
     /// Removals whose removed and kept documents are of one family, or have exact Jaccard ≥ 0.8.
     pub correct_removals: usize,
@@ -494,7 +494,7 @@ pub fn score(labelled: &Path, cfg: &DedupConfig) -> Result<Score> {
     let labels: Vec<LabelDoc> = read_jsonl(&labelled.join("labels.jsonl"))?;
     let pairs: Vec<LabelPair> = read_jsonl(&labelled.join("pairs.jsonl"))?;
     let family: HashMap<&str, u32> = labels.iter().map(|l| (l.id.as_str(), l.family)).collect();
-    let dups = read_duplicates(&cfg.output.join(DUPLICATES_FILE))?;
+    let dups = read_duplicates(&duplicates_table(cfg)?)?;
     // A pair is caught when both documents resolve to the same kept document.
     let kept_of: HashMap<&str, &str> = dups.iter().map(|r| (r.removed_id.as_str(), r.kept_id.as_str())).collect();
     let resolve = |x: &str| -> Option<String> {
@@ -803,7 +803,7 @@ impl FamilyScore {
 pub fn score_families(corpus: &Path, cfg: &DedupConfig) -> Result<FamilyScore> {
     let labels: Vec<FamilyDoc> = read_jsonl(&corpus.join("labels.jsonl"))?;
     let family: HashMap<&str, u32> = labels.iter().map(|l| (l.id.as_str(), l.family)).collect();
-    let dups = read_duplicates(&cfg.output.join(DUPLICATES_FILE))?;
+    let dups = read_duplicates(&duplicates_table(cfg)?)?;
     let kept_of: HashMap<&str, &str> = dups.iter().map(|r| (r.removed_id.as_str(), r.kept_id.as_str())).collect();
     let t = cfg.near.threshold;
     let mut sc = FamilyScore { threshold: t, removals: dups.len(), ..Default::default() };

@@ -1,5 +1,6 @@
 //! Deduplication: exact (xxh3-128 of normalized text) and near (MinHash + LSH bands +
-//! union-find), with an audit table of every removal (`duplicates.parquet`).
+//! union-find), with two audits of every removal beside the output: the pair table
+//! `OUTPUT.duplicates.parquet` and the removed documents themselves in `OUTPUT.rejects/`.
 //!
 //! The stage runs in four steps that talk only through files under the work directory, so a
 //! Slurm job array can run each step on many machines (`--task-index/--task-count`):
@@ -14,8 +15,9 @@
 //!    first 16 members) whose MinHash estimate passes the pre-check (`near.threshold` less a
 //!    margin), so groups are joined by likely near copies only. Pairs go to `edges/bBB.edges`.
 //! 3. `cluster` (one task): union-find over the pairs, one kept document per cluster by the
-//!    keep policy, `removed/part-S.bin` per shard and `duplicates.parquet`.
-//! 4. `filter` (task i: shards s ≡ i mod N): rewrites each shard without its removed rows.
+//!    keep policy, `removed/part-S.bin` per shard and `OUTPUT.duplicates.parquet`.
+//! 4. `filter` (task i: shards s ≡ i mod N): rewrites each shard without its removed rows and
+//!    writes the removed rows, with the kept id and the similarity, to the rejects folder.
 //!
 //! On one machine `coretech dedup cfg.toml` runs the four steps in order with rayon. On Slurm:
 //! ```text
@@ -52,14 +54,17 @@ pub use stage::{run, Step};
 
 use crate::shard::WriterConfig;
 
-/// The `dedup` stage: document shards → deduplicated document shards + `duplicates.parquet`.
+/// The `dedup` stage: document shards → deduplicated document shards, with the removals beside
+/// them (`OUTPUT.duplicates.parquet`, `OUTPUT.rejects/`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DedupConfig {
     /// Input document shard directory (the `docs` stage output; a merged multi-task output works).
     #[schemars(length(min = 1))]
     pub input: PathBuf,
-    /// Output directory: deduplicated shards, `.manifest.json`, `.report.json`, `duplicates.parquet`.
+    /// Output directory: deduplicated shards, `.manifest.json`, `.report.json` (nothing else a
+    /// folder reader would take for a shard: the removal pairs go beside it, to
+    /// `OUTPUT.duplicates.parquet`).
     #[schemars(length(min = 1))]
     pub output: PathBuf,
     /// Directory of the intermediate files (signatures, bucket runs, pairs); must be shared by
@@ -115,6 +120,20 @@ pub struct DedupConfig {
     /// Parquet settings of the output shards.
     #[serde(default)]
     pub writer: WriterConfig,
+    /// Write every document the stage removes (exact and near duplicates) to the rejects folder
+    /// (Parquet + manifest) with the kept document's id and the similarity, so a removed patent
+    /// can be found and checked (`coretech inspect` reads it).
+    #[serde(default = "default_true")]
+    pub rejects: bool,
+    /// The rejects folder; default `OUTPUT.rejects` beside the output (never inside it: readers
+    /// of the output folder would take rejects for documents). A multi-task build writes
+    /// `task-NNNNN/` folders in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects_dir: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_sort_buffer_mb() -> usize {
@@ -271,7 +290,20 @@ impl DedupConfig {
             merge_fan_in: default_merge_fan_in(),
             read_batch_rows: default_read_batch_rows(),
             writer: WriterConfig::default(),
+            rejects: true,
+            rejects_dir: None,
         }
+    }
+
+    /// The rejects folder (`rejects_dir`, else `OUTPUT.rejects` beside the output).
+    pub fn rejects_dir(&self) -> Option<PathBuf> {
+        self.rejects_dir.clone().or_else(|| crate::stage::default_rejects_dir(&self.output))
+    }
+
+    /// The table of removal pairs, `OUTPUT.duplicates.parquet` beside the output (see
+    /// [`stage::DUPLICATES_SUFFIX`]); `None` when the output has no folder name.
+    pub fn duplicates_file(&self) -> Option<PathBuf> {
+        crate::stage::beside(&self.output, stage::DUPLICATES_SUFFIX)
     }
 
     /// The work directory in use.
@@ -298,6 +330,17 @@ impl DedupConfig {
                 key: "dedup.near.verify_bins".into(),
                 message: format!("{} is not 0 or a power of two", self.near.verify_bins),
             });
+        }
+        let no_name = |key: &str, what: &str| crate::Error::Config {
+            file: String::new(),
+            key: key.into(),
+            message: format!("the output {} has no folder name to put {what} beside", self.output.display()),
+        };
+        if self.duplicates_file().is_none() {
+            return Err(no_name("dedup.output", "the duplicates table"));
+        }
+        if self.rejects && self.rejects_dir().is_none() {
+            return Err(no_name("dedup.rejects_dir", "the rejects (set `rejects_dir`)"));
         }
         Ok(())
     }

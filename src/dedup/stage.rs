@@ -1,8 +1,20 @@
 //! The dedup stage and its four steps (see the module doc of `dedup`): signatures → buckets →
 //! cluster → filter, with file-based hand-off, per-unit done markers (resume) and byte-
 //! deterministic outputs. The output folder (its lock, what the stage owns in it, the
-//! fingerprint, up to date or resume) belongs to [`crate::stage`]; every input shard is checked
-//! against the input folder's manifest before it is read.
+//! fingerprint, up to date or resume) and the rejects folder beside it belong to
+//! [`crate::stage`]; every input shard is checked against the input folder's manifest before it
+//! is read.
+//!
+//! What the stage removes is recorded twice, both beside the output so that every reader of the
+//! output folder sees only its shards (`datasets.load_dataset(DIR)`, `pl.scan_parquet("DIR/*.parquet")`):
+//! `OUTPUT.duplicates.parquet`, one small row per removal (ids, sources, cluster, kind,
+//! Jaccard), written once per build by the cluster step, and `OUTPUT.rejects/`, the removed
+//! documents themselves (full rows, `kept_id`, `similarity`), written by the filter step through
+//! the one rejects writer the docs stage uses too. The pair table stays a file of its own rather
+//! than living only in the rejects: it is what `verify` and the benchmarks read (ids only, a
+//! small fraction of the rejects' bytes, which hold every removed text), it exists when the
+//! rejects are switched off, and it is one table for a multi-task build whose rejects are
+//! split per filter task.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,10 +40,11 @@ use super::DedupConfig;
 use crate::core::fsio::write_atomic;
 use crate::core::{Fingerprint, RunOptions};
 use crate::core::{RunReport, TaskSplit};
+use crate::doc::Reject;
 use crate::error::{Error, Result};
 use crate::shard::manifest::verified_shards;
-use crate::shard::{Manifest, ShardInfo, ShardWriter};
-use crate::stage::{check_overlap, Stage, StageSpec, PROGRESS_FILE};
+use crate::shard::{documents, Manifest, ShardInfo, ShardWriter};
+use crate::stage::{check_overlap, rejects_up_to_date, RejectsPart, Stage, StageSpec, PROGRESS_FILE};
 
 /// One step of the stage (for multi-machine runs; a single-machine run does all four).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +53,7 @@ pub enum Step {
     Signatures,
     /// Merge of each band's runs into verified candidate pairs.
     Buckets,
-    /// Union-find, keep policy, removal lists and `duplicates.parquet`.
+    /// Union-find, keep policy, removal lists and `OUTPUT.duplicates.parquet`.
     Cluster,
     /// Rewrite of each shard without its removed rows.
     Filter,
@@ -63,8 +76,20 @@ impl std::str::FromStr for Step {
 /// of the default 108 values) a kept document at Jaccard 0.8 is missed with probability 7·10⁻⁷.
 const FINE_ROWS: usize = 4;
 
-/// The name of the duplicates table in the output directory.
-pub const DUPLICATES_FILE: &str = "duplicates.parquet";
+/// The suffix of the table of removal pairs beside the output: `OUTPUT.duplicates.parquet`
+/// (see [`DedupConfig::duplicates_file`]). The stage rewrites that file only when it holds a
+/// duplicates table (its columns are [`duplicates_schema`]'s); any other file there is refused.
+pub const DUPLICATES_SUFFIX: &str = ".duplicates.parquet";
+
+/// Where the duplicates table lay in the old layout: inside the output folder, where loaders
+/// read it as a shard. A build of the old layout owns it (its manifest lists it), so the next
+/// build removes it; the top folder of a multi-task build owns nothing, so the cluster step
+/// removes it there when its columns are the duplicates table's.
+pub const LEGACY_DUPLICATES_FILE: &str = "duplicates.parquet";
+
+/// The format of the removal lists (`removed/part-S.bin`), part of the cluster hash so work
+/// files of an older format are rebuilt, not misread.
+const REMOVED_FORMAT: &str = "row u32, kind u8, jaccard f64, kept id (u32 length + bytes)";
 
 /// The input shards and the derived facts every step agrees on.
 struct Layout {
@@ -109,7 +134,7 @@ impl Layout {
         // Edges made by an earlier pairing scheme are not reused.
         let edges_hash = crate::core::hash_of(&(&work_hash, "leaders+estimate", BUCKET_LEADERS));
         // The keep policy only matters from the cluster step on.
-        let cluster_hash = crate::core::hash_of(&(&edges_hash, &cfg.keep, cfg.clustering, cfg.max_kept_per_group));
+        let cluster_hash = crate::core::hash_of(&(&edges_hash, &cfg.keep, cfg.clustering, cfg.max_kept_per_group, REMOVED_FORMAT));
         let shingle_files = k > 0 && cfg.near.exact_check_margin > 0.0;
         Ok(Self {
             shards,
@@ -160,9 +185,14 @@ impl Layout {
         self.work.join("cluster.done")
     }
     /// What the output folder of `task` depends on: the clustering (which covers every input
-    /// shard's content and the settings) and the writer settings.
+    /// shard's content and the settings), the writer settings and where the rejects go (so a
+    /// resumed build never mixes shards written with and without rejects).
     fn fingerprint(&self, cfg: &DedupConfig, task: TaskSplit) -> Fingerprint {
-        Fingerprint::new().with("cluster", &self.cluster_hash).with("writer", &cfg.writer).with("task", &task)
+        Fingerprint::new()
+            .with("cluster", &self.cluster_hash)
+            .with("writer", &cfg.writer)
+            .with("task", &task)
+            .with("rejects", &rejects_dir(cfg, task))
     }
     /// (shard, row) of a global index.
     fn locate(&self, g: u64) -> (usize, u64) {
@@ -184,6 +214,15 @@ pub fn run_with(cfg: &DedupConfig, opts: &RunOptions, step: Option<Step>) -> Res
     cfg.validate()?;
     check_overlap(&cfg.output, std::slice::from_ref(&cfg.input))?;
     check_overlap(&cfg.work(), std::slice::from_ref(&cfg.input))?;
+    let dup_path = duplicates_path(cfg)?;
+    check_overlap(&dup_path, std::slice::from_ref(&cfg.input))?;
+    if let Some(d) = rejects_dir(cfg, task) {
+        check_overlap(&d, std::slice::from_ref(&cfg.input))?;
+    }
+    // Refused before the steps run, not after hours of signatures.
+    if matches!(step, None | Some(Step::Cluster)) {
+        check_duplicates_file(&dup_path)?;
+    }
     let mut report = match step {
         Some(Step::Signatures) => {
             signatures(cfg, &Layout::new(cfg)?, task)?;
@@ -203,7 +242,7 @@ pub fn run_with(cfg: &DedupConfig, opts: &RunOptions, step: Option<Step>) -> Res
             let mut st = open_stage(cfg, opts)?;
             let lay = Layout::new(cfg)?;
             st.set_fingerprint(&lay.fingerprint(cfg, task));
-            match up_to_date(cfg, &st) {
+            match up_to_date(cfg, task, &st) {
                 Some(r) => r,
                 None => filter(cfg, &lay, task, st)?,
             }
@@ -217,14 +256,17 @@ pub fn run_with(cfg: &DedupConfig, opts: &RunOptions, step: Option<Step>) -> Res
             let mut st = open_stage(cfg, opts)?;
             let lay = Layout::new(cfg)?;
             st.set_fingerprint(&lay.fingerprint(cfg, task));
-            if let Some(r) = up_to_date(cfg, &st) {
+            if let Some(r) = up_to_date(cfg, task, &st) {
                 r
             } else {
+                // A rejects folder that would be refused is refused before the steps run.
+                if let Some(d) = rejects_dir(cfg, task) {
+                    st.check_rejects(&d)?;
+                }
                 // Everything the steps write in the output folder is claimed before they run.
                 if let Some(w) = work_claim(cfg) {
                     st.claim(&w)?;
                 }
-                st.claim(DUPLICATES_FILE)?;
                 let progress = st.resume::<FilterProgress>().unwrap_or_default();
                 st.save_progress(&progress)?;
                 signatures(cfg, &lay, task)?;
@@ -260,8 +302,71 @@ fn work_claim(cfg: &DedupConfig) -> Option<String> {
     (!rel.is_empty()).then(|| format!("{rel}/"))
 }
 
-fn up_to_date(cfg: &DedupConfig, st: &Stage) -> Option<RunReport> {
-    st.up_to_date::<RunReport>().filter(|_| cfg.output.join(DUPLICATES_FILE).exists())
+/// The finished build's report when the output, the duplicates table and the rejects folder
+/// are all there and of this build.
+fn up_to_date(cfg: &DedupConfig, task: TaskSplit, st: &Stage) -> Option<RunReport> {
+    let r = st.up_to_date::<RunReport>()?;
+    let beside_ok =
+        duplicates_path(cfg).is_ok_and(|p| p.exists()) && rejects_dir(cfg, task).is_none_or(|d| rejects_up_to_date(&d, st.fingerprint()));
+    if !beside_ok {
+        tracing::warn!("{}: the duplicates table or the rejects folder beside it is missing or changed; rebuilding", st.dir().display());
+    }
+    beside_ok.then_some(r)
+}
+
+/// `OUTPUT.duplicates.parquet` (an error naming `dedup.output` when it has no folder name).
+fn duplicates_path(cfg: &DedupConfig) -> Result<PathBuf> {
+    cfg.duplicates_file().ok_or_else(|| Error::Config {
+        file: String::new(),
+        key: "dedup.output".into(),
+        message: format!("the output {} has no folder name to put the duplicates table beside", cfg.output.display()),
+    })
+}
+
+/// This task's rejects folder when rejects are on (a multi-task build: `REJECTS/task-NNNNN`).
+fn rejects_dir(cfg: &DedupConfig, task: TaskSplit) -> Option<PathBuf> {
+    cfg.rejects.then(|| cfg.rejects_dir()).flatten().map(|d| task.output_dir(&d))
+}
+
+/// Whether `path` holds a duplicates table: a Parquet file with exactly its columns.
+fn is_duplicates_table(path: &Path) -> bool {
+    File::open(path)
+        .ok()
+        .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+        .is_some_and(|b| b.schema().fields() == duplicates_schema().fields())
+}
+
+/// Refuses a file at the duplicates table's place that is not a duplicates table: the stage
+/// never overwrites what it did not write.
+fn check_duplicates_file(path: &Path) -> Result<()> {
+    if path.symlink_metadata().is_err() || (path.is_file() && is_duplicates_table(path)) {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "{}: exists and is not a duplicates table this stage wrote; it is never overwritten (move it away or choose another \
+         output: the table of removals goes beside the output, as OUTPUT{DUPLICATES_SUFFIX})",
+        path.display()
+    )))
+}
+
+/// The duplicates table of a finished run, for its readers (`verify`, the benchmarks): an
+/// error naming the run to do when it is missing, or the old layout when that is what is there.
+pub fn duplicates_table(cfg: &DedupConfig) -> Result<PathBuf> {
+    let path = duplicates_path(cfg)?;
+    if path.exists() {
+        return Ok(path);
+    }
+    let old = cfg.output.join(LEGACY_DUPLICATES_FILE);
+    Err(Error::Other(if old.exists() {
+        format!(
+            "{}: not found; {} is of the old layout (the table inside the output); run the dedup stage again, it moves the \
+             table beside the output",
+            path.display(),
+            old.display()
+        )
+    } else {
+        format!("{}: not found; run the dedup stage first", path.display())
+    }))
 }
 
 fn remove_work(lay: &Layout) -> Result<()> {
@@ -804,7 +909,7 @@ fn duplicates_schema() -> SchemaRef {
     ]))
 }
 
-/// One row of `duplicates.parquet`.
+/// One row of the duplicates table (`OUTPUT.duplicates.parquet`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DuplicateRow {
     /// Id of the removed document.
@@ -840,7 +945,7 @@ fn duplicates_batch(rows: &[DuplicateRow]) -> RecordBatch {
     .expect("duplicates batch matches schema")
 }
 
-/// Reads every row of a `duplicates.parquet`.
+/// Reads every row of a duplicates table (`OUTPUT.duplicates.parquet`).
 pub fn read_duplicates(path: &Path) -> Result<Vec<DuplicateRow>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(f).and_then(|b| b.build()).map_err(|e| shard_err(path, e))?;
@@ -886,11 +991,13 @@ fn kind_name(k: u8) -> &'static str {
 }
 
 fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
+    let dup_path = duplicates_path(cfg)?;
     if let Some(d) = read_json::<ClusterSummary>(&lay.cluster_done()) {
-        if d.hash == lay.cluster_hash && cfg.output.join(DUPLICATES_FILE).exists() {
+        if d.hash == lay.cluster_hash && dup_path.exists() {
             return Ok(d);
         }
     }
+    check_duplicates_file(&dup_path)?;
     all_sig_done(lay)?;
     let mut unlinked = 0u64;
     for slot in 0..lay.slots {
@@ -967,7 +1074,6 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
     let (mut decisions, stats) = super::cluster::cluster(&params, lay.total(), &spill, edges, facts, &sigs)?;
 
     // Removal lists per shard and the audit table, in input order.
-    let dup_path = cfg.output.join(DUPLICATES_FILE);
     let mut dw = ShardWriter::create(&dup_path, duplicates_schema(), &cfg.writer)?;
     let mut rows: Vec<DuplicateRow> = Vec::new();
     let mut summary =
@@ -977,8 +1083,13 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
     for s in 0..lay.shards.len() {
         let mut removed: Vec<u8> = Vec::new();
         while let Some(d) = next.take_if(|d| d.gidx < lay.prefix[s + 1]) {
+            // REMOVED_FORMAT: the filter step writes the kept id and the similarity into the
+            // removed document's rejects row.
             removed.extend_from_slice(&((d.gidx - lay.prefix[s]) as u32).to_le_bytes());
             removed.push(d.kind);
+            removed.extend_from_slice(&d.jaccard.to_le_bytes());
+            removed.extend_from_slice(&(d.kept_id.len() as u32).to_le_bytes());
+            removed.extend_from_slice(d.kept_id.as_bytes());
             *summary.removed.entry(d.removed_source.clone()).or_default().entry(kind_name(d.kind).into()).or_default() += 1;
             rows.push(DuplicateRow {
                 removed_id: d.removed_id,
@@ -1001,6 +1112,13 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
         dw.write(&duplicates_batch(&rows))?;
     }
     dw.finish()?;
+    // The old layout's table inside the output (a multi-task build's top folder, which no stage
+    // run owns), recognised by its columns.
+    let old = cfg.output.join(LEGACY_DUPLICATES_FILE);
+    if old.is_file() && is_duplicates_table(&old) {
+        tracing::info!("{}: removed (old layout; the table is now {})", old.display(), dup_path.display());
+        std::fs::remove_file(&old).map_err(|e| Error::io(&old, e))?;
+    }
     drop(decisions);
     if spill.exists() {
         std::fs::remove_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
@@ -1028,15 +1146,38 @@ fn cluster(cfg: &DedupConfig, lay: &Layout) -> Result<ClusterSummary> {
 struct FilterProgress {
     /// Finished input shards: their output shard (None when every row was removed) and counts.
     done: BTreeMap<usize, (Option<ShardInfo>, RunReport)>,
+    /// The rejects part of each finished input shard that had removals.
+    #[serde(default)]
+    rejects: BTreeMap<usize, ShardInfo>,
 }
 
-fn load_removed(lay: &Layout, s: usize) -> Result<Vec<(u64, u8)>> {
+/// One removed row of an input shard (an entry of its removal list).
+struct Removal {
+    row: u64,
+    kind: u8,
+    jaccard: f64,
+    kept_id: String,
+}
+
+fn load_removed(lay: &Layout, s: usize) -> Result<Vec<Removal>> {
     let p = lay.removed(s);
     let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-    if b.len() % 5 != 0 {
-        return Err(Error::Other(format!("{}: truncated removal list", p.display())));
+    let bad = || Error::Other(format!("{}: truncated or damaged removal list", p.display()));
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < b.len() {
+        let head = b.get(at..at + 17).ok_or_else(bad)?;
+        let n = u32::from_le_bytes(head[13..17].try_into().unwrap()) as usize;
+        let id = b.get(at + 17..at + 17 + n).ok_or_else(bad)?;
+        out.push(Removal {
+            row: u32::from_le_bytes(head[..4].try_into().unwrap()) as u64,
+            kind: head[4],
+            jaccard: f64::from_le_bytes(head[5..13].try_into().unwrap()),
+            kept_id: String::from_utf8(id.to_vec()).map_err(|_| bad())?,
+        });
+        at += 17 + n;
     }
-    Ok(b.chunks_exact(5).map(|c| (u32::from_le_bytes(c[..4].try_into().unwrap()) as u64, c[4])).collect())
+    Ok(out)
 }
 
 fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit, st: Stage) -> Result<RunReport> {
@@ -1044,13 +1185,14 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit, st: Stage) -> Result
         .filter(|d| d.hash == lay.cluster_hash)
         .ok_or_else(|| Error::Other("dedup: the cluster step has not finished; run `--step cluster` first".into()))?;
     let out = st.dir().to_path_buf();
+    let rejects_dir = rejects_dir(cfg, task);
     let mine: Vec<usize> = (0..lay.shards.len()).filter(|&s| task.owns(s)).collect();
+    let present = |dir: &Path, i: &ShardInfo| std::fs::metadata(dir.join(&i.file)).is_ok_and(|m| m.len() == i.bytes);
     let resumed = st.resume::<FilterProgress>().filter(|p| {
-        p.done
-            .iter()
-            .all(|(_, (info, _))| info.as_ref().is_none_or(|i| std::fs::metadata(out.join(&i.file)).is_ok_and(|m| m.len() == i.bytes)))
+        p.done.iter().all(|(_, (info, _))| info.as_ref().is_none_or(|i| present(&out, i)))
+            && rejects_dir.as_ref().is_none_or(|d| p.rejects.values().all(|i| present(d, i)))
     });
-    let keep_earlier = |n: &str| n == PROGRESS_FILE || n == DUPLICATES_FILE || work_claim(cfg).is_some_and(|w| w == n);
+    let keep_earlier = |n: &str| n == PROGRESS_FILE || work_claim(cfg).is_some_and(|w| w == n);
     let progress = match resumed {
         Some(p) => {
             st.clean(|n| keep_earlier(n) || p.done.values().any(|(i, _)| i.as_ref().is_some_and(|i| i.file == n)))?;
@@ -1064,18 +1206,35 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit, st: Stage) -> Result
     for &s in &mine {
         st.claim(&filtered_name(s))?;
     }
+    // The rejects parts saved with the progress are kept, every other part there is removed.
+    let mut rejects = match &rejects_dir {
+        Some(d) => Some(st.rejects(d, &cfg.writer, progress.rejects.values().cloned().collect())?),
+        None => None,
+    };
     st.save_progress(&progress)?;
+    // One rejects part per input shard (named after it), so the rejects are the same bytes for
+    // any thread count and after a resume.
+    let parts: Vec<Option<RejectsPart>> = mine.iter().map(|&s| rejects.as_ref().map(|w| w.unit_part(s))).collect();
+    let resumed_parts: Vec<usize> = progress.rejects.keys().copied().collect();
     let progress = Mutex::new(progress);
-    mine.par_iter().try_for_each(|&s| {
+    mine.par_iter().zip(parts).try_for_each(|(&s, part)| {
         if progress.lock().unwrap().done.contains_key(&s) {
             return Ok(());
         }
-        let res = filter_shard(cfg, lay, s, &out)?;
+        let (info, report, rejected) = filter_shard(cfg, lay, s, &out, part)?;
         let mut p = progress.lock().unwrap();
-        p.done.insert(s, res);
+        p.done.insert(s, (info, report));
+        p.rejects.extend(rejected.map(|r| (s, r)));
         st.save_progress(&*p)
     })?;
     let progress = progress.into_inner().unwrap();
+    if let Some(w) = rejects.as_mut() {
+        for (s, part) in &progress.rejects {
+            if !resumed_parts.contains(s) {
+                w.add_part(part.clone());
+            }
+        }
+    }
     let mut report = RunReport::new("dedup");
     let mut shards = Vec::new();
     for (_, (info, r)) in progress.done {
@@ -1089,20 +1248,19 @@ fn filter(cfg: &DedupConfig, lay: &Layout, task: TaskSplit, st: Stage) -> Result
     }
     let mut manifest =
         Manifest { tool_version: env!("CARGO_PKG_VERSION").into(), shards, accounting: report.accounting(), ..Default::default() };
-    // What else of the folder the finished build owns: the audit table, and the work files
-    // when they are kept.
-    if task.count == 1 {
-        manifest.files.push(DUPLICATES_FILE.into());
-        if cfg.keep_work {
-            manifest.files.extend(work_claim(cfg));
-        }
+    // What else of the folder the finished build owns: the work files when they are kept.
+    if task.count == 1 && cfg.keep_work {
+        manifest.files.extend(work_claim(cfg));
     }
     manifest.info.insert("task_index".into(), task.index.into());
     manifest.info.insert("task_count".into(), task.count.into());
     manifest.info.insert("input_shards".into(), mine.len().into());
-    manifest.info.insert("duplicates".into(), DUPLICATES_FILE.into());
+    manifest.info.insert("duplicates".into(), duplicates_path(cfg)?.display().to_string().into());
     manifest.info.insert("clusters".into(), summary.clusters.into());
     manifest.info.insert("grouped_documents".into(), summary.grouped.into());
+    if let Some(r) = rejects {
+        r.finish(&mut manifest, report.accounting())?;
+    }
     st.finish(manifest, &report)?;
     Ok(report)
 }
@@ -1112,7 +1270,16 @@ fn filtered_name(s: usize) -> String {
     format!("part-{s:05}.parquet")
 }
 
-fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result<(Option<ShardInfo>, RunReport)> {
+/// Rewrites input shard `s` without its removed rows, which go to `rejects` (when on) with the
+/// kept id and the similarity. Returns the output shard (None when every row was removed), the
+/// counts, and the finished rejects part (None when nothing was removed).
+fn filter_shard(
+    cfg: &DedupConfig,
+    lay: &Layout,
+    s: usize,
+    out: &Path,
+    mut rejects: Option<RejectsPart>,
+) -> Result<(Option<ShardInfo>, RunReport, Option<ShardInfo>)> {
     let removed = load_removed(lay, s)?;
     let path = &lay.shards[s];
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -1129,6 +1296,7 @@ fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result
         let batch = batch.map_err(|e| shard_err(path, e))?;
         let (sources, texts) = (string_col(&batch, "source", path)?, string_col(&batch, "text", path)?);
         let mut keep = Vec::with_capacity(batch.num_rows());
+        let first_removal = next;
         for i in 0..batch.num_rows() {
             let r = row + i as u64;
             let src = sources.value(i);
@@ -1139,8 +1307,8 @@ fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result
             let st = report.source(src);
             st.read += 1;
             st.bytes_in += len;
-            if next < removed.len() && removed[next].0 == r {
-                *st.duplicates.entry(kind_name(removed[next].1).into()).or_default() += 1;
+            if next < removed.len() && removed[next].row == r {
+                *st.duplicates.entry(kind_name(removed[next].kind).into()).or_default() += 1;
                 next += 1;
                 keep.push(false);
             } else {
@@ -1150,6 +1318,21 @@ fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result
             }
         }
         row += batch.num_rows() as u64;
+        if let Some(part) = rejects.as_mut().filter(|_| next > first_removal) {
+            let gone = BooleanArray::from(keep.iter().map(|k| !k).collect::<Vec<bool>>());
+            let gone = arrow::compute::filter_record_batch(&batch, &gone).map_err(|e| shard_err(path, e))?;
+            let rows: Vec<Reject> = documents::from_batch(&gone, path)?
+                .into_iter()
+                .zip(&removed[first_removal..next])
+                .map(|(doc, r)| Reject {
+                    doc,
+                    reason: kind_name(r.kind).into(),
+                    kept_id: Some(r.kept_id.clone()),
+                    similarity: Some(r.jaccard),
+                })
+                .collect();
+            part.write(&rows)?;
+        }
         let kept = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| shard_err(path, e))?;
         if kept.num_rows() > 0 {
             if writer.is_none() {
@@ -1171,5 +1354,9 @@ fn filter_shard(cfg: &DedupConfig, lay: &Layout, s: usize, out: &Path) -> Result
         Some(w) => Some(w.finish()?),
         None => None,
     };
-    Ok((info, report))
+    let rejected = match rejects {
+        Some(part) => part.finish()?,
+        None => None,
+    };
+    Ok((info, report, rejected))
 }

@@ -1,11 +1,12 @@
 //! `coretech dedup --verify-sample N`: the exact Jaccard (same shingling) of N random removed/
-//! kept pairs of near duplicates against the MinHash estimate recorded in `duplicates.parquet`.
+//! kept pairs of near duplicates against the MinHash estimate recorded in the duplicates table
+//! (`OUTPUT.duplicates.parquet`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use super::shingle::{jaccard, shingle_set};
-use super::stage::{read_duplicates, DuplicateRow, DUPLICATES_FILE};
+use super::stage::{duplicates_table, read_duplicates, DuplicateRow};
 use super::DedupConfig;
 use crate::core::rng::SplitMix64;
 use crate::error::{Error, Result};
@@ -27,7 +28,7 @@ pub struct CheckedPair {
 /// The error statistics of a sample.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
-    /// Near-duplicate pairs in `duplicates.parquet`.
+    /// Near-duplicate pairs in the duplicates table.
     pub near_pairs: usize,
     /// The checked pairs.
     pub pairs: Vec<CheckedPair>,
@@ -107,10 +108,7 @@ fn mean(it: impl Iterator<Item = f64>) -> f64 {
 
 /// Checks `n` near-duplicate pairs drawn with `seed` from the output of a finished run.
 pub fn verify_sample(cfg: &DedupConfig, n: usize, seed: u64) -> Result<VerifyReport> {
-    let path = cfg.output.join(DUPLICATES_FILE);
-    if !path.exists() {
-        return Err(Error::Other(format!("{}: not found; run the dedup stage first", path.display())));
-    }
+    let path = duplicates_table(cfg)?;
     let near: Vec<DuplicateRow> = read_duplicates(&path)?.into_iter().filter(|r| r.kind == "near").collect();
     // Seeded partial Fisher-Yates: a reproducible sample without replacement.
     let mut idx: Vec<usize> = (0..near.len()).collect();
