@@ -50,7 +50,8 @@ pub struct Reject {
     pub reason: String,
     /// For a duplicate: the id of the document kept in its place.
     pub kept_id: Option<String>,
-    /// For a near duplicate: the (estimated) Jaccard similarity to the kept document.
+    /// For a duplicate: the Jaccard similarity to the kept document (estimated or exact; 1.0
+    /// for an exact duplicate).
     pub similarity: Option<f64>,
 }
 

@@ -32,7 +32,7 @@ pub fn schema() -> SchemaRef {
 
 /// The Arrow schema of `rejects/` shards: the document columns, then `stage` (`docs`, `dedup`),
 /// `reason` (the filter or duplicate kind), `kept_id` (duplicates: the document kept instead;
-/// null otherwise) and `similarity` (near duplicates: estimated Jaccard; null otherwise).
+/// null otherwise) and `similarity` (duplicates: the Jaccard, 1.0 for exact; null otherwise).
 pub fn rejects_schema() -> SchemaRef {
     static S: OnceLock<SchemaRef> = OnceLock::new();
     S.get_or_init(|| {
