@@ -82,6 +82,9 @@ pub enum ReadErrorKind {
     /// A document whose id an earlier document of the build already has, with other text
     /// (the message names both places; the later one is not written).
     DuplicateId,
+    /// A reader (or the renderer or cleaner after it) panicked on this record or file: a bug,
+    /// caught so that one input cannot bring the build down (the message says what panicked).
+    ReaderPanic,
 }
 
 impl ReadErrorKind {
@@ -108,6 +111,7 @@ impl ReadErrorKind {
             ReadErrorKind::IpcScheme => "ipc-scheme",
             ReadErrorKind::Tokenize => "tokenize",
             ReadErrorKind::DuplicateId => "duplicate-id",
+            ReadErrorKind::ReaderPanic => "reader-panic",
         }
     }
 }

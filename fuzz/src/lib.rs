@@ -115,26 +115,27 @@ pub fn format(name: &str, data: &[u8]) {
     frame_and_parse(format, memory_stream(data), data.len());
 }
 
-/// A scratch file for the bodies that read through a path (one per thread, reused).
-fn scratch(data: &[u8], suffix: &str) -> PathBuf {
-    thread_local! {
-        static DIR: PathBuf = {
-            let d = std::env::temp_dir().join(format!("coretech-fuzz-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
-            std::fs::create_dir_all(&d).expect("scratch dir");
-            d
-        };
-    }
-    let path = DIR.with(|d| d.join(format!("input{suffix}")));
+/// A scratch file for the bodies that read through a path, in its own temporary folder that is
+/// removed when this guard drops — after each case, also when a body panics and unwinds (the
+/// seeded stable run); only a libFuzzer crash, which aborts, leaves its one folder behind.
+struct Scratch {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn scratch(data: &[u8], name: &str) -> Scratch {
+    let dir = tempfile::Builder::new().prefix("coretech-fuzz-").tempdir().expect("scratch dir");
+    let path = dir.path().join(name);
     std::fs::write(&path, data).expect("write scratch input");
-    path
+    Scratch { path, _dir: dir }
 }
 
 /// A whole input file as the docs stage opens it: compression (gzip, zstd, zip) and UTF-16
 /// sniffed from the bytes, then every stream sniffed, framed and parsed.
 pub fn input_file(data: &[u8]) {
-    let path = scratch(data, "");
+    let file = scratch(data, "input");
     let progress = Default::default();
-    let _ = for_each_stream(&path, &progress, |stream| {
+    let _ = for_each_stream(&file.path, &progress, |stream| {
         let peeked = match peek(stream, SNIFF_BYTES) {
             Ok(p) => p,
             Err(_) => return Ok(()),
@@ -163,9 +164,9 @@ fn frame_and_parse_unbounded(format: &dyn Format, stream: InputStream<'_>) {
 
 /// The IPC scheme loader (WIPO master-file XML or CoreTech IPC JSONL).
 pub fn ipc_scheme(data: &[u8]) {
-    let path = scratch(data, ".ipc");
+    let file = scratch(data, "input.ipc");
     let mut scheme = IpcScheme::default();
-    if scheme.add_file(&path).is_ok() {
+    if scheme.add_file(&file.path).is_ok() {
         for e in scheme.entries().take(64) {
             let _ = scheme.ancestry(&e.symbol);
         }
@@ -176,7 +177,8 @@ pub fn ipc_scheme(data: &[u8]) {
 /// `sharegpt` or `csv`).
 pub fn sft_read(format: &str, data: &[u8]) {
     use coretech::sft::read::{read_input, ReadContext, ReadResult};
-    let path = scratch(data, ".sft");
+    let file = scratch(data, "input.sft");
+    let path = &file.path;
     let input: coretech::sft::config::SftInput =
         serde_json::from_value(serde_json::json!({"path": path, "format": format})).expect("input spec");
     let tasks = coretech::sft::task::TaskResolver::new(&Default::default()).expect("default tasks");

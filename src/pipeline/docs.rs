@@ -98,6 +98,32 @@ const BATCH_BYTES: usize = 32 << 20;
 /// what a build killed at that point leaves behind (resume tests run the binary with it).
 pub use crate::stage::test_hooks::STOP_AFTER_SHARDS_ENV;
 
+/// Test hook (only with the `test-hooks` feature): every record of an input stream whose path
+/// ends with this variable's value panics in the parse step, as a reader bug would. No real
+/// input is known to panic a reader (the fuzz targets found none left), so the tests reach the
+/// panic handling through this and [`PANIC_FRAMING_ENV`].
+pub const PANIC_PARSING_ENV: &str = "CORETECH_TEST_PANIC_PARSING";
+
+/// Test hook (only with the `test-hooks` feature): framing an input file whose path ends with
+/// this variable's value panics right after its first record, as a framing bug would.
+pub const PANIC_FRAMING_ENV: &str = "CORETECH_TEST_PANIC_FRAMING";
+
+/// Panics when the hook variable `env` names `file` (test builds only).
+fn test_panic(env: &'static str, file: &str) {
+    #[cfg(feature = "test-hooks")]
+    {
+        static TARGETS: std::sync::OnceLock<[Option<String>; 2]> = std::sync::OnceLock::new();
+        let targets =
+            TARGETS.get_or_init(|| [PANIC_PARSING_ENV, PANIC_FRAMING_ENV].map(|v| std::env::var(v).ok().filter(|v| !v.is_empty())));
+        let target = if env == PANIC_PARSING_ENV { &targets[0] } else { &targets[1] };
+        if target.as_deref().is_some_and(|t| file.ends_with(t)) {
+            panic!("test hook: {file} ({env} is set)");
+        }
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = (env, file);
+}
+
 /// Runs the docs stage for one task. Returns the report (also written to `.report.json`).
 pub fn run(cfg: &DocsConfig, scheme: &IpcScheme, task: TaskSplit, strict: bool) -> Result<RunReport> {
     run_with(cfg, scheme, &RunOptions { task, strict, force: false })
@@ -205,7 +231,7 @@ pub fn run_with(cfg: &DocsConfig, scheme: &IpcScheme, opts: &RunOptions) -> Resu
         let mut failure: Option<Error> = None;
         let mut file_ids = super::ids::FileIds::default();
         'batches: for batch in rx.iter() {
-            let outcomes: Vec<Outcome> = batch.into_par_iter().map(|ev| process(ev, &cx, cfg, scheme, &policies, &names)).collect();
+            let outcomes: Vec<Outcome> = batch.into_par_iter().map(|ev| process_caught(ev, &cx, cfg, scheme, &policies, &names)).collect();
             for o in outcomes {
                 if let (Some(s), Outcome::Kept { pos, .. } | Outcome::Filtered { pos, .. } | Outcome::Error { pos, .. }) = (start, &o) {
                     if *pos <= s {
@@ -335,6 +361,47 @@ pub fn shard_name(n: usize) -> String {
     format!("part-{n:05}.parquet")
 }
 
+/// [`process`], with a panic inside it (a reader, renderer or cleaner bug) caught at the record:
+/// the record becomes a counted `reader-panic` error at its file, line and offset, and the build
+/// goes on with the next record (`--strict` fails on it, as on any error). Only records parse
+/// anything; a panic on another event is a bug of this module and goes on unwinding.
+fn process_caught(
+    ev: Event,
+    cx: &ParseContext<'_>,
+    cfg: &DocsConfig,
+    scheme: &IpcScheme,
+    policies: &Policies,
+    names: &[(String, String)],
+) -> Outcome {
+    let at = match &ev {
+        Event::Item { pos, format, raw: Ok(raw) } => Some((*pos, format.source(), raw.file.clone(), raw.offset, raw.line)),
+        _ => None,
+    };
+    // Unwind safety: `process` shares only read-only state (config, scheme, policies); the
+    // cleaner's per-thread scratch is a RefCell, released by the unwinding.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(ev, cx, cfg, scheme, policies, names))) {
+        Ok(o) => o,
+        Err(payload) => {
+            let Some((pos, source, file, offset, line)) = at else { std::panic::resume_unwind(payload) };
+            let err = ReadError::new(
+                Position::new(file.to_string(), Some(offset), Some(line)),
+                ReadErrorKind::ReaderPanic,
+                format!("the {source} reader panicked on this record ({}); the record is skipped", panic_message(&*payload)),
+            );
+            Outcome::Error { pos, source: source.into(), err }
+        }
+    }
+}
+
+/// The message of a caught panic (`panic!` with a literal or a formatted string).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 fn process(
     ev: Event,
     cx: &ParseContext<'_>,
@@ -353,6 +420,7 @@ fn process(
                 Ok(r) => r,
                 Err(err) => return Outcome::Error { pos, source: source.into(), err },
             };
+            test_panic(PANIC_PARSING_ENV, &raw.file);
             let mut doc = match format.parse(&raw, cx) {
                 Ok(Record::Doc(d)) => d,
                 Ok(Record::Patent(p)) => render_patent(&p, &cfg.render, Some(scheme)),
@@ -428,6 +496,9 @@ fn input_names(inputs: &[String], files: &[PathBuf]) -> Result<Vec<(String, Stri
 }
 
 /// Frames every file in order into batches of events, skipping everything up to `start`.
+/// A panic while a file is framed (a framing or decoding bug) is caught at the file: what was
+/// framed before it is kept, the file's rest is skipped as one counted `reader-panic` error
+/// naming it, and the next file is read.
 fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSender<Vec<Event>>, progress: Arc<AtomicU64>) -> Result<()> {
     let mut batch: Vec<Event> = Vec::new();
     let mut batch_bytes = 0usize;
@@ -444,87 +515,24 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
         if start.is_some_and(|s| fi < s.file) {
             continue;
         }
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        // Parquet needs seeking, so it is framed from the file, not from a stream.
-        if is_parquet(path) {
-            let pos0 = Pos { file: fi, stream: 0, item: 0 };
-            if after_start(pos0) {
-                batch.push(Event::Stream { pos: pos0, source: GenericParquet.source(), bytes: size });
-            }
-            let mut item: u64 = 0;
-            frame_parquet(path, &cfg.sources, &mut |raw| {
-                item += 1;
-                let pos = Pos { file: fi, stream: 0, item };
-                if !after_start(pos) && !replayed(pos) {
-                    return true;
-                }
-                batch_bytes += raw.as_ref().map(|r| r.bytes.len()).unwrap_or(0);
-                batch.push(Event::Item { pos, format: &GenericParquet, raw });
-                if batch.len() >= cfg.batch_records || batch_bytes >= BATCH_BYTES {
-                    batch_bytes = 0;
-                    if tx.send(std::mem::take(&mut batch)).is_err() {
-                        open = false;
-                        return false;
-                    }
-                }
-                true
-            });
-            progress.fetch_add(size, Ordering::Relaxed);
-            continue;
-        }
+        // Streams begun in this file (an error after them sorts after their records).
         let mut si: u32 = 0;
-        let res = for_each_stream(path, &progress, |stream| {
-            let stream_idx = si;
-            si += 1;
-            let pos0 = Pos { file: fi, stream: stream_idx, item: 0 };
-            // A read error inside the head (a small damaged file) is not fatal: the records
-            // before it are framed, and the error is counted where it happened.
-            let peeked = match peek(stream, SNIFF_BYTES) {
-                Ok(p) => p,
-                Err(err) => {
-                    if after_start(pos0) {
-                        batch.push(Event::FileError { pos: pos0, err });
-                    }
-                    return Ok(());
-                }
-            };
-            let Some(format) = sniff(&peeked.head) else {
-                if after_start(pos0) {
-                    batch.push(Event::Unrecognized { pos: pos0, name: peeked.name });
-                }
-                return Ok(());
-            };
-            if after_start(pos0) {
-                batch.push(Event::Stream { pos: pos0, source: format.source(), bytes: if stream_idx == 0 { size } else { 0 } });
-            }
-            let mut item: u64 = 0;
-            frame(format.framing(), peeked.into_stream(), cfg.sources.max_record_bytes, &mut |raw| {
-                item += 1;
-                let pos = Pos { file: fi, stream: stream_idx, item };
-                if !after_start(pos) && !replayed(pos) {
-                    return true;
-                }
-                batch_bytes += raw.as_ref().map(|r| r.bytes.len()).unwrap_or(0);
-                batch.push(Event::Item { pos, format, raw });
-                if batch.len() >= cfg.batch_records || batch_bytes >= BATCH_BYTES {
-                    batch_bytes = 0;
-                    if tx.send(std::mem::take(&mut batch)).is_err() {
-                        open = false;
-                        return false;
-                    }
-                }
-                true
-            });
-            Ok(())
-        });
-        if let Err(e) = res {
-            let pos = Pos { file: fi, stream: si, item: 0 };
+        // Unwind safety: after a panic `batch` holds whole events only (each is pushed whole),
+        // and the file's reader state is dropped with the closure.
+        let framed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            frame_file(path, fi, &mut si, &after_start, &replayed, cfg, &tx, &progress, &mut batch, &mut batch_bytes, &mut open)
+        }));
+        if let Err(payload) = framed {
+            let pos = Pos { file: fi, stream: si.max(1), item: 0 };
             if after_start(pos) {
-                let err = match e {
-                    Error::Read(r) => r,
-                    other => ReadError::new(Position::new(path.display().to_string(), None, None), ReadErrorKind::Io, "cannot read input")
-                        .with_source(other),
-                };
+                let err = ReadError::new(
+                    Position::new(path.display().to_string(), None, None),
+                    ReadErrorKind::ReaderPanic,
+                    format!(
+                        "reading this file panicked ({}); the records framed before it are kept, the rest of the file is skipped",
+                        panic_message(&*payload)
+                    ),
+                );
                 batch.push(Event::FileError { pos, err });
             }
         }
@@ -533,6 +541,110 @@ fn frame_all(files: &[PathBuf], start: Option<Pos>, cfg: &DocsConfig, tx: SyncSe
         let _ = tx.send(batch);
     }
     Ok(())
+}
+
+/// Frames file `fi` into `batch` (sending full batches; `open` turns false when the consumer
+/// hung up); `si` counts the streams begun.
+#[allow(clippy::too_many_arguments)]
+fn frame_file(
+    path: &Path,
+    fi: u32,
+    si: &mut u32,
+    after_start: &dyn Fn(Pos) -> bool,
+    replayed: &dyn Fn(Pos) -> bool,
+    cfg: &DocsConfig,
+    tx: &SyncSender<Vec<Event>>,
+    progress: &Arc<AtomicU64>,
+    batch: &mut Vec<Event>,
+    batch_bytes: &mut usize,
+    open: &mut bool,
+) {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    // Parquet needs seeking, so it is framed from the file, not from a stream.
+    if is_parquet(path) {
+        let pos0 = Pos { file: fi, stream: 0, item: 0 };
+        if after_start(pos0) {
+            batch.push(Event::Stream { pos: pos0, source: GenericParquet.source(), bytes: size });
+        }
+        let mut item: u64 = 0;
+        frame_parquet(path, &cfg.sources, &mut |raw| {
+            item += 1;
+            let pos = Pos { file: fi, stream: 0, item };
+            if !after_start(pos) && !replayed(pos) {
+                return true;
+            }
+            *batch_bytes += raw.as_ref().map(|r| r.bytes.len()).unwrap_or(0);
+            batch.push(Event::Item { pos, format: &GenericParquet, raw });
+            if batch.len() >= cfg.batch_records || *batch_bytes >= BATCH_BYTES {
+                *batch_bytes = 0;
+                if tx.send(std::mem::take(batch)).is_err() {
+                    *open = false;
+                    return false;
+                }
+            }
+            true
+        });
+        progress.fetch_add(size, Ordering::Relaxed);
+        return;
+    }
+    let res = for_each_stream(path, progress, |stream| {
+        let stream_idx = *si;
+        *si += 1;
+        let pos0 = Pos { file: fi, stream: stream_idx, item: 0 };
+        // A read error inside the head (a small damaged file) is not fatal: the records
+        // before it are framed, and the error is counted where it happened.
+        let peeked = match peek(stream, SNIFF_BYTES) {
+            Ok(p) => p,
+            Err(err) => {
+                if after_start(pos0) {
+                    batch.push(Event::FileError { pos: pos0, err });
+                }
+                return Ok(());
+            }
+        };
+        let Some(format) = sniff(&peeked.head) else {
+            if after_start(pos0) {
+                batch.push(Event::Unrecognized { pos: pos0, name: peeked.name });
+            }
+            return Ok(());
+        };
+        if after_start(pos0) {
+            batch.push(Event::Stream { pos: pos0, source: format.source(), bytes: if stream_idx == 0 { size } else { 0 } });
+        }
+        let mut item: u64 = 0;
+        frame(format.framing(), peeked.into_stream(), cfg.sources.max_record_bytes, &mut |raw| {
+            item += 1;
+            let pos = Pos { file: fi, stream: stream_idx, item };
+            if !after_start(pos) && !replayed(pos) {
+                return true;
+            }
+            *batch_bytes += raw.as_ref().map(|r| r.bytes.len()).unwrap_or(0);
+            batch.push(Event::Item { pos, format, raw });
+            if item == 1 {
+                test_panic(PANIC_FRAMING_ENV, &path.to_string_lossy());
+            }
+            if batch.len() >= cfg.batch_records || *batch_bytes >= BATCH_BYTES {
+                *batch_bytes = 0;
+                if tx.send(std::mem::take(batch)).is_err() {
+                    *open = false;
+                    return false;
+                }
+            }
+            true
+        });
+        Ok(())
+    });
+    if let Err(e) = res {
+        let pos = Pos { file: fi, stream: *si, item: 0 };
+        if after_start(pos) {
+            let err = match e {
+                Error::Read(r) => r,
+                other => ReadError::new(Position::new(path.display().to_string(), None, None), ReadErrorKind::Io, "cannot read input")
+                    .with_source(other),
+            };
+            batch.push(Event::FileError { pos, err });
+        }
+    }
 }
 
 /// Receives documents, rejects and shard boundaries; writes shards, rejects parts and the

@@ -214,6 +214,21 @@ impl TrainConfig {
         }
         self.optimizer.validate()?;
         self.data.validate()?;
+        // Decoupled decay multiplies a weight by 1 − lr × weight_decay each step: above 1 at a
+        // stage's peak lr, every decayed weight flips sign and grows (a NaN gradient later).
+        for (i, st) in self.data.stages.iter().enumerate() {
+            let peak = self.optimizer.lr * st.lr_multiplier;
+            if peak * self.optimizer.weight_decay > 1.0 {
+                return Err(TrainError::config(
+                    "optimizer.weight_decay",
+                    format!(
+                        "{} × the peak lr {peak} of data.stages[{i}] (optimizer.lr × lr_multiplier) is {} > 1: each step would flip the sign of every decayed weight",
+                        self.optimizer.weight_decay,
+                        peak * self.optimizer.weight_decay
+                    ),
+                ));
+            }
+        }
         self.checkpoint.validate()?;
         self.distributed.validate()?;
         self.validation.validate()?;

@@ -121,9 +121,13 @@ pub struct SyntheticConfig {
     pub vocab: usize,
     /// Distinct documents per stage (0: every document is fresh random tokens).
     pub pool_docs: usize,
-    /// Shortest document.
+    /// Shortest document (at most `seq_len`'s maximum, like `max_doc_len`).
+    #[schemars(range(max = 1_048_576))]
     pub min_doc_len: usize,
-    /// Longest document (0: the row length, i.e. one document per row).
+    /// Longest document (0: the row length, i.e. one document per row). At most 1,048,576,
+    /// `seq_len`'s maximum: a document is cut at the end of its row, and only the tokens a row
+    /// takes are drawn, so a longer one would only change the length distribution.
+    #[schemars(range(max = 1_048_576))]
     pub max_doc_len: usize,
     /// SFT stages: share of each document (its start) that is prompt, with no loss.
     #[schemars(range(min = 0.0, max = 1.0))]
@@ -251,12 +255,15 @@ impl SyntheticSource {
         ChaCha8Rng::seed_from_u64(h)
     }
 
-    fn doc(&self, stage: usize, doc: u64, rng_parts: &[u64]) -> Vec<u32> {
+    /// A document's length and its first tokens, at most a row's worth: the tokens are drawn in
+    /// order from the document's own generator, so cutting the draw at `seq_len` gives the same
+    /// prefix as drawing the whole document (whose length the prompt share still comes from).
+    fn doc(&self, stage: usize, doc: u64, rng_parts: &[u64]) -> (usize, Vec<u32>) {
         let mut rng = self.rng(&[1, stage as u64, doc, rng_parts.first().copied().unwrap_or(0)]);
         let max = if self.cfg.max_doc_len == 0 { self.seq_len } else { self.cfg.max_doc_len };
         let min = self.cfg.min_doc_len.min(max);
         let len = rng.random_range(min..=max);
-        (0..len).map(|_| rng.random_range(0..self.vocab as u32)).collect()
+        (len, (0..len.min(self.seq_len)).map(|_| rng.random_range(0..self.vocab as u32)).collect())
     }
 
     /// Packs row `r` of stage `stage` (the row itself, not a replay decision).
@@ -267,14 +274,14 @@ impl SyntheticSource {
         let start = out.input_ids.len();
         let mut k = 0u64;
         while out.input_ids.len() - start < self.seq_len {
-            let doc = if self.cfg.pool_docs == 0 {
+            let (doc_len, doc) = if self.cfg.pool_docs == 0 {
                 self.doc(stage, u64::MAX, &[r * 1_000_003 + k])
             } else {
                 self.doc(stage, rng.random_range(0..self.cfg.pool_docs as u64), &[])
             };
             k += 1;
             let take = doc.len().min(self.seq_len - (out.input_ids.len() - start));
-            let prompt = if sft { ((doc.len() as f64) * self.cfg.prompt_fraction).ceil() as usize } else { 0 };
+            let prompt = if sft { ((doc_len as f64) * self.cfg.prompt_fraction).ceil() as usize } else { 0 };
             for (j, &t) in doc[..take].iter().enumerate() {
                 out.input_ids.push(t);
                 out.loss_mask.push(u8::from(j >= prompt));
@@ -552,6 +559,27 @@ mod tests {
         let mut other = SyntheticSource::new(&d, 8, 1000, 3, 16).unwrap();
         assert_ne!(other.next_batch().unwrap().unwrap(), all[0]);
         assert!(again.restore(&serde_json::json!({"kind": "vec", "next": 1})).is_err());
+    }
+
+    #[test]
+    fn documents_longer_than_a_row_draw_only_the_rows_tokens() {
+        let mut d = data(vec![StageConfig::default()]);
+        d.synthetic.max_doc_len = 40;
+        let s = SyntheticSource::new(&d, 7, 1000, 2, 16).unwrap();
+        for doc in 0..4 {
+            // The whole document, drawn as before the cut: same length, same first tokens.
+            let mut rng = s.rng(&[1, 0, doc, 0]);
+            let len = rng.random_range(3..=40usize);
+            let whole: Vec<u32> = (0..len).map(|_| rng.random_range(0..50u32)).collect();
+            let (got_len, got) = s.doc(0, doc, &[]);
+            assert_eq!((got_len, got.as_slice()), (len, &whole[..len.min(16)]));
+        }
+        // A length no allocation could hold (the schema stops at 2^20; this is the code's own
+        // bound): rows are still cut at seq_len, no capacity overflow.
+        d.synthetic.max_doc_len = usize::MAX;
+        let mut s = SyntheticSource::new(&d, 7, 1000, 2, 16).unwrap();
+        let b = s.next_batch().unwrap().unwrap();
+        assert_eq!(b.input_ids.len(), 32);
     }
 
     #[test]

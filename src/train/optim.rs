@@ -14,8 +14,10 @@ use super::ops::{AdamState, AdamWStep, Ops};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdamWConfig {
-    /// Peak learning rate (the schedule scales it).
-    #[schemars(range(min = 0.0))]
+    /// Peak learning rate (the schedule scales it). At most 1: AdamW moves every weight by about
+    /// `lr` a step whatever the gradient's size, and initial weights are ≈ 0.02 (recipes use
+    /// 1e-5 to 1e-2); 1e300 overflowed the first update into a NaN gradient naming no key.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub lr: f64,
     /// First-moment decay β1.
     #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
@@ -26,8 +28,10 @@ pub struct AdamWConfig {
     /// Denominator epsilon.
     #[schemars(range(min = 0.0), extend("exclusiveMinimum" = 0.0))]
     pub eps: f64,
-    /// Decoupled weight decay.
-    #[schemars(range(min = 0.0))]
+    /// Decoupled weight decay: each step multiplies a decayed weight by `1 − lr × weight_decay`.
+    /// At most 10 (recipes use 0 to 0.1, grokking studies up to ~1); the run's config also
+    /// refuses a peak `lr × weight_decay` above 1, which flips every decayed weight's sign.
+    #[schemars(range(min = 0.0, max = 10.0))]
     pub weight_decay: f64,
     /// Apply weight decay to RMSNorm weights and biases too (HF Trainer and most recipes do not).
     pub decay_norms_and_biases: bool,
@@ -46,14 +50,17 @@ impl AdamWConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, m: &str| Err(TrainError::config(format!("optimizer.{k}"), m));
-        if !(self.lr >= 0.0) {
-            return bad("lr", "must be >= 0");
+        if !(0.0..=1.0).contains(&self.lr) {
+            return bad("lr", "must be in [0, 1]");
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1", "betas must be in [0, 1)");
         }
-        if !(self.eps > 0.0) || !(self.weight_decay >= 0.0) || !(self.max_grad_norm >= 0.0) {
-            return bad("eps", "eps must be > 0; weight_decay and max_grad_norm >= 0");
+        if !(0.0..=10.0).contains(&self.weight_decay) {
+            return bad("weight_decay", "must be in [0, 10]");
+        }
+        if !(self.eps > 0.0) || !(self.max_grad_norm >= 0.0) {
+            return bad("eps", "eps must be > 0; max_grad_norm >= 0");
         }
         Ok(())
     }

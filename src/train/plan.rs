@@ -1,4 +1,5 @@
-//! Device memory planning for training (pure functions, no device): what the fixed state takes
+//! Memory planning for training (pure functions, no device; the host's free memory is read by
+//! [`host_available_bytes`]): what the fixed state takes
 //! (compute-dtype weights, fp32 master weights and moments, fp32 gradients) and, for a step's
 //! shape, which layers recompute their activations in backward and how many tokens the
 //! cross-entropy takes at a time so that the step's estimated peak fits the memory the device
@@ -13,6 +14,11 @@
 //!
 //! Recomputed layers are the first ones: backward reaches them last, when most gradients exist,
 //! so that is where keeping only a layer's input saves the peak.
+//!
+//! On CPU nothing is chosen from memory (a run's numbers must not depend on the machine it runs
+//! on), but a step that cannot fit is refused before the first step, naming `seq_len` and the
+//! sizes: the estimate plus the CPU attention's `T²` scores against what this process can still
+//! take ([`plan_host`]). On every device a row longer than the model's positions is refused.
 
 use std::fmt;
 
@@ -403,15 +409,139 @@ pub fn reserve_for(available: u64) -> u64 {
 }
 
 /// Plans a step. `available` is the device memory free after the fixed state is placed (`None`:
-/// no device limit, as on CPU: `auto` means no recomputation and [`CE_CHUNK_DEFAULT`]).
+/// no device limit, as on CPU: `auto` means no recomputation and [`CE_CHUNK_DEFAULT`], and the
+/// step is checked against the host's memory, see [`plan_host`]).
 /// `auto` picks the fewest recomputed layers with a chunk of at least 2048 tokens (the largest
 /// that fits at that count), then, with every layer recomputed, smaller chunks; an explicit
-/// setting is kept and only checked. Errors when `auto` finds nothing that fits, with the sizes.
+/// setting is kept and only checked. Errors when `auto` finds nothing that fits, with the sizes,
+/// and when a row is longer than the model's positions ([`check_positions`]).
 pub fn plan(s: &StepShape, available: Option<u64>, recompute: Recompute, ce_chunk: CeChunk) -> Result<Plan> {
+    match available {
+        Some(a) => plan_device(s, a, recompute, ce_chunk),
+        None => plan_host(s, host_available_bytes(), recompute, ce_chunk),
+    }
+}
+
+/// A row longer than the model's positions: refused (`seq_len`), since the checkpoint's
+/// `config.json` would claim fewer positions than the model was trained on (vLLM and HF
+/// generation then refuse or mis-handle the longer contexts).
+pub fn check_positions(s: &StepShape) -> Result<()> {
+    let max = s.arch.max_position_embeddings;
+    if s.seq_len > max {
+        return Err(TrainError::config(
+            "seq_len",
+            format!(
+                "{} tokens per row, but the model has max_position_embeddings = {max}: use seq_len <= {max}, or a model.config_json with more positions",
+                s.seq_len
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Per micro-batch, the bytes the CPU attention (`ops::reference`) holds at its peak besides
+/// the activations [`step_peak_bytes`] counts: it materialises f32 scores of `(B, heads, T, T)`,
+/// up to five such tensors at once in backward (probabilities, their gradient and the
+/// temporaries between), plus the `(B, T, T)` segment mask in three forms.
+pub fn cpu_attention_bytes(s: &StepShape) -> u64 {
+    let t = s.seq_len as u64;
+    let per_row = (5 * s.arch.num_attention_heads as u64 + 3).saturating_mul(t.saturating_mul(t));
+    F32.saturating_mul(s.batch as u64).saturating_mul(per_row)
+}
+
+/// Kept free of the host's available memory on CPU: what the estimate does not count (candle's
+/// temporaries, the allocator's arenas, the batch source), besides [`RESERVE_FRACTION`].
+pub const HOST_RESERVE_BYTES: u64 = 256 << 20;
+
+/// Plans a CPU step (no recomputation, [`CE_CHUNK_DEFAULT`] unless set) and refuses, before any
+/// work, one whose estimated memory — the fixed state, the step peak and the CPU attention's
+/// scores — exceeds `host`, the memory this process can still take (see
+/// [`host_available_bytes`]; `None`: unknown, not checked).
+pub fn plan_host(s: &StepShape, host: Option<u64>, recompute: Recompute, ce_chunk: CeChunk) -> Result<Plan> {
+    check_positions(s)?;
+    let layers = s.arch.num_hidden_layers;
+    let r = recompute.layers(layers).unwrap_or(0);
+    let c = match ce_chunk {
+        CeChunk::Tokens(c) => c,
+        CeChunk::Auto => CE_CHUNK_DEFAULT,
+    };
+    let plan = Plan {
+        recompute_layers: r,
+        layers,
+        ce_chunk: c,
+        step_peak_bytes: step_peak_bytes(s, r, c),
+        fixed_bytes: fixed_bytes(s.arch, s.compute_bytes),
+        grad_bytes: grad_bytes(s.arch),
+        available_bytes: None,
+        reserve_bytes: 0,
+        auto: recompute == Recompute::Auto || ce_chunk == CeChunk::Auto,
+        fits: true,
+    };
+    if let Some(host) = host {
+        let need = plan.fixed_bytes.saturating_add(plan.step_peak_bytes).saturating_add(cpu_attention_bytes(s));
+        let reserve = HOST_RESERVE_BYTES + (host as f64 * RESERVE_FRACTION) as u64;
+        if need > host.saturating_sub(reserve) {
+            return Err(TrainError::config(
+                "seq_len",
+                format!(
+                    "batch_size {} × seq_len {} does not fit on the CPU: a step needs ≈ {:.2} GiB ({} bytes: fixed state {:.2} GiB, activations and gradients {:.2} GiB, attention scores {:.2} GiB), this process can take {:.2} GiB ({host} bytes, {:.2} GiB kept in reserve); use a smaller batch_size or seq_len",
+                    s.batch,
+                    s.seq_len,
+                    gib(need),
+                    need,
+                    gib(plan.fixed_bytes),
+                    gib(plan.step_peak_bytes),
+                    gib(cpu_attention_bytes(s)),
+                    gib(host),
+                    gib(reserve),
+                ),
+            ));
+        }
+    }
+    Ok(plan)
+}
+
+/// Memory this process can still take on the host: the least of the kernel's `MemAvailable`,
+/// the cgroup's limit less its usage (v2 `memory.max`, v1 `memory.limit_in_bytes`) and the
+/// address-space limit (`ulimit -v`) less the address space already mapped. `None` where none
+/// of these can be read (not Linux).
+pub fn host_available_bytes() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let mut limits: Vec<u64> = Vec::new();
+    // "MemAvailable:   22801164 kB"
+    let kib_field = |text: &str, name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next()?.parse::<u64>().ok().map(|k| k * 1024)
+    };
+    if let Some(m) = read("/proc/meminfo").and_then(|t| kib_field(&t, "MemAvailable:")) {
+        limits.push(m);
+    }
+    let num = |p: &str| read(p).and_then(|t| t.trim().parse::<u64>().ok());
+    if let (Some(max), Some(cur)) = (num("/sys/fs/cgroup/memory.max"), num("/sys/fs/cgroup/memory.current")) {
+        limits.push(max.saturating_sub(cur));
+    } else if let (Some(max), Some(cur)) =
+        (num("/sys/fs/cgroup/memory/memory.limit_in_bytes"), num("/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+    {
+        limits.push(max.saturating_sub(cur));
+    }
+    // "Max address space         3221225472           3221225472           bytes"
+    let as_limit = read("/proc/self/limits").and_then(|t| {
+        let line = t.lines().find(|l| l.starts_with("Max address space"))?;
+        line["Max address space".len()..].split_whitespace().next()?.parse::<u64>().ok()
+    });
+    if let (Some(limit), Some(mapped)) = (as_limit, read("/proc/self/status").and_then(|t| kib_field(&t, "VmSize:"))) {
+        limits.push(limit.saturating_sub(mapped));
+    }
+    limits.into_iter().min()
+}
+
+/// [`plan`] against `available` bytes of device memory.
+fn plan_device(s: &StepShape, available: u64, recompute: Recompute, ce_chunk: CeChunk) -> Result<Plan> {
+    check_positions(s)?;
     let layers = s.arch.num_hidden_layers;
     let n = s.batch * s.seq_len;
-    let reserve = available.map(reserve_for).unwrap_or(0);
-    let budget = available.map(|a| a.saturating_sub(reserve));
+    let reserve = reserve_for(available);
+    let budget = available.saturating_sub(reserve);
     let mk = |r: usize, chunk: usize, auto: bool| {
         let peak = step_peak_bytes(s, r, chunk);
         Plan {
@@ -421,19 +551,16 @@ pub fn plan(s: &StepShape, available: Option<u64>, recompute: Recompute, ce_chun
             step_peak_bytes: peak,
             fixed_bytes: fixed_bytes(s.arch, s.compute_bytes),
             grad_bytes: grad_bytes(s.arch),
-            available_bytes: available,
+            available_bytes: Some(available),
             reserve_bytes: reserve,
             auto,
-            fits: budget.is_none_or(|b| peak <= b),
+            fits: peak <= budget,
         }
     };
     let fixed_r = recompute.layers(layers);
     let fixed_c = match ce_chunk {
         CeChunk::Tokens(c) => Some(c),
         CeChunk::Auto => None,
-    };
-    let Some(budget) = budget else {
-        return Ok(mk(fixed_r.unwrap_or(0), fixed_c.unwrap_or(CE_CHUNK_DEFAULT), fixed_r.is_none() || fixed_c.is_none()));
     };
     let fits = |r: usize, c: usize| step_peak_bytes(s, r, c) <= budget;
     let chunks = |list: &[usize]| -> Vec<usize> {
@@ -466,14 +593,14 @@ pub fn plan(s: &StepShape, available: Option<u64>, recompute: Recompute, ce_chun
     let r = fixed_r.unwrap_or(layers);
     let c = fixed_c.unwrap_or(*CE_CHUNKS_SMALL.last().expect("non-empty"));
     Err(TrainError::config(
-        "recompute",
+        "seq_len",
         format!(
-            "batch {} × {} tokens does not fit: with {r} of {layers} layers recomputed and a {c}-token cross-entropy chunk a step needs ≈ {:.1} GiB on top of the fixed state ({:.1} GiB), {:.1} GiB are free ({:.1} GiB kept in reserve); use a smaller batch_size or seq_len",
+            "batch_size {} × seq_len {} does not fit: with {r} of {layers} layers recomputed and a {c}-token cross-entropy chunk a step needs ≈ {:.1} GiB on top of the fixed state ({:.1} GiB), {:.1} GiB are free ({:.1} GiB kept in reserve); use a smaller batch_size or seq_len",
             s.batch,
             s.seq_len,
             gib(step_peak_bytes(s, r, c)),
             gib(fixed_bytes(s.arch, s.compute_bytes)),
-            gib(available.unwrap_or(0)),
+            gib(available),
             gib(reserve),
         ),
     ))
@@ -616,14 +743,61 @@ mod tests {
         let p = plan(&s, Some(8 << 30), Recompute::Layers(99), CeChunk::Auto).unwrap();
         assert_eq!(p.recompute_layers, 24);
         assert!(p.fits && p.ce_chunk >= 2048, "{p}");
-        // CPU: nothing to plan against.
-        let p = plan(&s, None, Recompute::Auto, CeChunk::Auto).unwrap();
+        // CPU: nothing to plan against (the host's memory is checked: `plan_host`).
+        let p = plan_host(&s, None, Recompute::Auto, CeChunk::Auto).unwrap();
         assert_eq!((p.recompute_layers, p.ce_chunk, p.fits), (0, CE_CHUNK_DEFAULT, true));
-        let p = plan(&s, None, Recompute::All, CeChunk::Tokens(64)).unwrap();
+        let p = plan_host(&s, None, Recompute::All, CeChunk::Tokens(64)).unwrap();
         assert_eq!((p.recompute_layers, p.ce_chunk), (24, 64));
         // A chunk never exceeds the batch's tokens.
         let tiny = shape(&a, 1, 512);
         assert_eq!(plan(&tiny, Some(40 << 30), Recompute::Auto, CeChunk::Auto).unwrap().ce_chunk, 512);
+    }
+
+    #[test]
+    fn a_row_longer_than_the_models_positions_is_refused_naming_seq_len() {
+        let a = Qwen2Config::preset("test").unwrap();
+        assert_eq!(a.max_position_embeddings, 512);
+        assert!(plan_host(&shape(&a, 2, 512), None, Recompute::Auto, CeChunk::Auto).is_ok());
+        for e in [
+            plan_host(&shape(&a, 2, 513), None, Recompute::Auto, CeChunk::Auto).unwrap_err(),
+            plan(&shape(&a, 2, 1 << 20), Some(80 << 30), Recompute::Auto, CeChunk::Auto).unwrap_err(),
+        ] {
+            let TrainError::Config { key, message } = &e else { panic!("{e}") };
+            assert_eq!(key, "seq_len");
+            assert!(message.contains("max_position_embeddings = 512"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_cpu_step_over_the_hosts_memory_is_refused_with_the_sizes() {
+        let a = Qwen2Config::preset("tiny").unwrap();
+        let s = StepShape { compute_bytes: 4, ..shape(&a, 4, 4096) };
+        // Four rows of 4096 tokens: ≈ 5.8 GiB of CPU attention scores alone.
+        let attn = cpu_attention_bytes(&s);
+        assert_eq!(attn, 4 * 4 * (5 * 4 + 3) * 4096 * 4096);
+        let need = fixed_bytes(&a, 4) + step_peak_bytes(&s, 0, CE_CHUNK_DEFAULT) + attn;
+        let e = plan_host(&s, Some(3 << 30), Recompute::Auto, CeChunk::Auto).unwrap_err();
+        let TrainError::Config { key, message } = &e else { panic!("{e}") };
+        assert_eq!(key, "seq_len");
+        assert!(message.contains(&format!("({need} bytes")) && message.contains("batch_size 4 × seq_len 4096"), "{message}");
+        // With room for the estimate and the reserve, the CPU plan is the usual one.
+        let host = need + HOST_RESERVE_BYTES + need / 10;
+        let p = plan_host(&s, Some(host), Recompute::Auto, CeChunk::Auto).unwrap();
+        assert_eq!((p.recompute_layers, p.ce_chunk, p.available_bytes), (0, CE_CHUNK_DEFAULT, None));
+        // Extreme shapes saturate instead of overflowing.
+        assert_eq!(cpu_attention_bytes(&shape(&a, usize::MAX, usize::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn the_host_memory_probe_reads_this_process_limits() {
+        // Linux: at least MemAvailable is readable, and it is below the machine's memory.
+        if let Some(total) = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        {
+            let avail = host_available_bytes().expect("readable on Linux");
+            assert!(avail > 0 && avail <= total * 1024, "{avail} of {total} KiB");
+        }
     }
 
     #[test]
