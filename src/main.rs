@@ -520,13 +520,18 @@ enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         prefetch: usize,
     },
-    /// Model grading throughput (examples/s, tokens/s): cond and answer-only losses of every
-    /// example of an `examples.parquet`, as JSON.
+    /// Model grading throughput (examples/s, scored tokens/s, CPU seconds, load): cond and
+    /// answer-only losses of SFT examples under a checkpoint or a fresh preset, as JSON.
     Grade {
-        /// A built SFT set's `examples.parquet`.
-        #[arg(default_value = "out/demo/sft/examples.parquet")]
-        examples: PathBuf,
-        /// A model preset (seeded init) or a weights / training run directory.
+        /// SFT inputs (files or LLaMA-Factory folders) or built `examples.parquet` files
+        /// (default: the fixture SFT set).
+        #[arg(default_values = coretech::sft::bench::FIXTURE_SET)]
+        inputs: Vec<PathBuf>,
+        /// Grade the first N examples only (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// A model preset (seeded init: tiny, small, qwen2.5-0.5b, …) or a weights / training
+        /// run directory.
         #[arg(long, default_value = "tiny")]
         model: String,
         /// The tokenizer.
@@ -535,18 +540,24 @@ enum BenchCmd {
         /// Rows per forward.
         #[arg(long, default_value_t = 8)]
         batch: usize,
-        /// Tokens per row.
+        /// Tokens per row (at least the cutoff plus the assistant header).
         #[arg(long, default_value_t = 512)]
         seq: usize,
         /// LLaMA-Factory cutoff applied to each example.
         #[arg(long, default_value_t = 512)]
         cutoff_len: usize,
-        /// Compute dtype (f32|bf16).
-        #[arg(long, default_value = "f32")]
-        dtype: String,
-        /// Device (cpu|cuda).
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        /// Answer tokens per LM-head chunk.
+        #[arg(long, default_value_t = coretech::sft::config::GradeConfig::default().ce_chunk_tokens)]
+        ce_chunk: usize,
+        /// Compute dtype.
+        #[arg(long, value_enum, default_value_t = ComputeDtype::default())]
+        dtype: ComputeDtype,
+        /// Device.
+        #[arg(long, value_enum, default_value_t = DeviceKind::default())]
+        device: DeviceKind,
+        /// CUDA ordinal.
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
     },
     /// Training throughput (tokens/s, MFU, step-time split, memory) on random tokens, as JSON.
     Train {
@@ -697,18 +708,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use coretech::pack::bench;
             use coretech::tokenize::TokenizerConfig;
             let result = match what {
-                BenchCmd::Grade { examples, model, tokenizer, batch, seq, cutoff_len, dtype, device } => {
-                    let b = coretech::sft::grade_model::BenchConfig {
-                        examples,
+                BenchCmd::Grade { inputs, limit, model, tokenizer, batch, seq, cutoff_len, ce_chunk, dtype, device, gpu } => {
+                    let b = coretech::sft::bench::GradeBenchConfig {
+                        inputs,
+                        limit,
                         tokenizer,
                         model,
                         batch_size: batch,
                         row_len: seq,
                         cutoff_len,
-                        device: device.parse()?,
-                        dtype: dtype.parse()?,
+                        device,
+                        gpu,
+                        dtype,
+                        ce_chunk,
                     };
-                    println!("{}", serde_json::to_string(&coretech::sft::grade_model::bench_examples(&b)?)?);
+                    println!("{}", serde_json::to_string(&coretech::sft::bench::bench_grade(&b)?)?);
                     return Ok(());
                 }
                 BenchCmd::Train {

@@ -428,3 +428,52 @@ fn a_missing_or_incompatible_grading_checkpoint_is_a_clear_error() {
     let e = PipelineConfig::parse(&text, "test.toml").and_then(|c| run_sft(&c, false, Mode::Grade)).unwrap_err().to_string();
     assert!(e.contains("sft.grade.model"), "{e}");
 }
+
+/// Runs `coretech bench grade ARGS` from the repository root; returns its JSON line.
+fn bench_grade(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coretech"))
+        .current_dir(root())
+        .args(["bench", "grade"])
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn bench_grade_scores_fixture_examples_and_prints_positive_rates() {
+    // A freshly initialised tiny model on the first examples of a fixture SFT file.
+    let r = bench_grade(&["fixtures/data/sft/GovPatent-SFT_QA_IPC.jsonl", "--limit", "3", "--cutoff-len", "128", "--batch", "2"]);
+    assert_eq!(r["examples"], 3, "{r}");
+    assert_eq!((r["model"].as_str(), r["device"].as_str(), r["dtype"].as_str()), (Some("preset:tiny"), Some("cpu"), Some("f32")), "{r}");
+    assert_eq!(r["threads"], 1, "{r}");
+    // Rows of 512 tokens (the default), 2 to a forward: whole rows go through the model.
+    let (batches, positions) = (r["batches"].as_u64().unwrap(), r["positions"].as_u64().unwrap());
+    assert!(batches >= 1 && positions % 512 == 0 && positions <= batches * 2 * 512, "{r}");
+    for k in ["examples_per_s", "scored_tokens_per_s", "tokens_per_s", "forward_s"] {
+        assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
+    assert!(r["scored_tokens"].as_u64().unwrap() > 0 && r["tokens"].as_u64().unwrap() <= r["positions"].as_u64().unwrap(), "{r}");
+
+    // A checkpoint directory on a built examples.parquet (re-templated at the build's cutoff):
+    // the answer tokens it scores are the ones the build counted, twice.
+    let inp = inputs();
+    let out = tempfile::tempdir().unwrap();
+    let rep = run_sft(&config(inp.path(), out.path(), Path::new("unused"), "method = \"heuristic\""), false, Mode::Grade).unwrap();
+    let ckpt = checkpoint();
+    let parquet = out.path().join("examples.parquet");
+    let r = bench_grade(&[
+        parquet.to_str().unwrap(),
+        "--model",
+        ckpt.path().to_str().unwrap(),
+        "--cutoff-len",
+        &CUTOFF.to_string(),
+        "--seq",
+        "256",
+    ]);
+    assert_eq!(r["examples"].as_u64().unwrap(), rows(out.path()).len() as u64, "{r}");
+    assert_eq!(r["scored_tokens"].as_u64().unwrap(), 2 * rep.template.loss_tokens, "{r}");
+    assert!(r["examples_per_s"].as_f64().unwrap() > 0.0, "{r}");
+}

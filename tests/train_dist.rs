@@ -2,7 +2,8 @@
 //! collective on localhost: DDP and ZeRO-1/2 with W ranks of batch B give the per-step losses of
 //! one process with batch W·B (and of one with grad_accum W), every rank ends with the same
 //! weights, the consolidated checkpoint loads into a 1-rank run, a run resumes exactly with the
-//! same world size, and bad launcher values fail clearly.
+//! same world size, per-stage learning-rate schedules start at the same step as in one process,
+//! and bad launcher values fail clearly.
 //!
 //! Tolerance: f32 compute; the W-rank gradient is Σ over ranks (rank order) of per-rank sums,
 //! the 1-rank gradient one sum over all rows, so they differ by summation order only. Losses
@@ -170,6 +171,68 @@ fn zero2_on_three_ranks_pads_uneven_shards_and_matches_one_rank() {
     assert!(d < REL_TOL);
     assert!(out.iter().all(|o| o.params == out[0].params), "ranks diverged");
     assert!(max_abs_params(&out[0].params, &single) < 1e-4);
+}
+
+/// [`cfg`] with per-stage schedules: 22 rows per epoch (the stage boundary falls inside a
+/// 4-row step, between the two ranks' micro-batches), the SFT stage run for 2 epochs at half
+/// the peak on its own warmup and linear decay, a checkpoint every 4 steps.
+fn staged(dir: &Path, mode: DistMode, batch: usize, grad_accum: usize) -> TrainConfig {
+    let mut c = cfg(dir, mode, batch, grad_accum);
+    c.data.synthetic.rows = 22;
+    let sft = &mut c.data.stages[1];
+    sft.epochs = 2;
+    sft.lr_multiplier = 0.5;
+    sft.schedule = Some(ScheduleConfig { warmup_steps: 2, decay: Decay::Linear, min_lr_ratio: 0.2 });
+    c.checkpoint.every = 4;
+    c
+}
+
+#[test]
+fn per_stage_schedules_on_two_ranks_match_one_process() {
+    let metrics = |d: &Path| read_metrics(&d.join("metrics.jsonl")).unwrap();
+    let lrs = |d: &Path| metrics(d).iter().map(|m| (m.lr.to_bits(), m.stage)).collect::<Vec<_>>();
+    // One process with batch 4: rows 0–21 stage 0, 22–65 stage 1 (two epochs); 16 full steps,
+    // step 6 (rows 20–23) the first of stage 1, as its last row is.
+    let r4 = tempfile::tempdir().unwrap();
+    let single = run_single(&staged(r4.path(), DistMode::None, 4, 1));
+    let reference = metrics(r4.path());
+    assert_eq!(reference.len(), 16);
+    let c = staged(r4.path(), DistMode::None, 4, 1);
+    for m in &reference {
+        let step = m.step - 1;
+        let (stage, want) = if step < 5 {
+            (0, c.schedule.lr(c.optimizer.lr, step, 16))
+        } else {
+            (1, c.data.stages[1].schedule.as_ref().unwrap().lr(0.5 * c.optimizer.lr, step - 5, 11))
+        };
+        assert_eq!((m.stage, m.lr), (Some(stage), want), "step {}", m.step);
+    }
+    for mode in [DistMode::Ddp, DistMode::Zero2] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_ranks(&staged(dir.path(), mode, 2, 1), 2, None);
+        assert!(out.iter().all(|o| o.steps == 16));
+        // Every step at the same learning rate and stage, bit for bit; losses within tolerance.
+        assert_eq!(lrs(dir.path()), lrs(r4.path()), "{mode:?}");
+        let d = max_rel(&losses(dir.path()), &losses(r4.path()));
+        eprintln!("{mode:?} 2 ranks with stage schedules: max rel loss diff {d:.2e}");
+        assert!(d < REL_TOL, "{mode:?}");
+        assert_eq!(out[0].params, out[1].params, "{mode:?}: ranks diverged");
+        assert!(max_abs_params(&out[0].params, &single) < 1e-4, "{mode:?}");
+        // Checkpoints every 4 steps and at the end of stage 0 (step 5).
+        let ck: Vec<u64> = checkpoint::list(&dir.path().join("checkpoints")).unwrap().iter().map(|c| c.0).collect();
+        assert_eq!(ck, [4, 5, 8, 12, 16], "{mode:?}");
+    }
+    // Stopped in the middle of the stage schedule (after step 10, last checkpoint at 8): the
+    // resumed ranks continue it exactly.
+    let full = tempfile::tempdir().unwrap();
+    let out = run_ranks(&staged(full.path(), DistMode::Ddp, 2, 1), 2, None);
+    let cut = tempfile::tempdir().unwrap();
+    run_ranks(&staged(cut.path(), DistMode::Ddp, 2, 1), 2, Some(10));
+    let resumed = run_ranks(&staged(cut.path(), DistMode::Ddp, 2, 1), 2, None);
+    assert_eq!(lrs(cut.path()), lrs(full.path()));
+    let bits = |d: &Path| losses(d).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(cut.path()), bits(full.path()));
+    assert_eq!(resumed[0].params, out[0].params);
 }
 
 #[test]

@@ -25,6 +25,13 @@
 //! fingerprint of model weights, settings and every example's tokens) and flushed, so a killed
 //! run continues after its last complete line and gives the same values bit for bit. A finished
 //! file serves later runs with the same fingerprint as a cache.
+//!
+//! Memory: the plan is built as the examples come ([`Scorer`]) and each batch is scored as soon
+//! as the next example closes it, so grading holds, besides the caller's examples, one score per
+//! example (24 bytes) and one batch: at most `batch_size` rows of `row_len` tokens (more only
+//! for a single example whose segments need more rows), their segment copies and the forward's
+//! activations for those rows. `coretech bench grade` ([`super::bench`]) feeds examples
+//! straight from the input, one record in memory at a time.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -272,51 +279,72 @@ struct PlannedBatch {
     examples: std::ops::Range<usize>,
 }
 
-/// Packs the examples' segments in order into rows of `row_len` tokens (next fit), closing a
-/// batch when the next example would need a row beyond `batch_size`: every example lies in one
-/// batch.
-fn plan(items: &[ScoreItem], header: &[u32], s: &GraderSettings) -> Result<Vec<PlannedBatch>> {
-    let mut batches = Vec::new();
-    let mut rows: Vec<Vec<Segment>> = Vec::new();
-    let mut used = 0usize; // tokens in the last row
-    let mut first = 0;
-    for (i, item) in items.iter().enumerate() {
-        let segs = segments(i, item, header);
-        // Rows this example needs when appended to the current batch.
-        let mut sim_rows = rows.len();
-        let mut sim_used = used;
+/// The batch plan, built as the examples come: their segments packed in order into rows of
+/// `row_len` tokens (next fit), a batch closed when the next example would need a row beyond
+/// `batch_size`, so every example lies in one batch. Only the open batch is held; the plan
+/// depends on the examples and the settings alone, never on how they are fed.
+struct Planner {
+    header: Vec<u32>,
+    row_len: usize,
+    batch_size: usize,
+    /// The open batch's rows, and the tokens in its last row.
+    rows: Vec<Vec<Segment>>,
+    used: usize,
+    /// First example of the open batch; examples pushed so far.
+    first: usize,
+    next: usize,
+}
+
+impl Planner {
+    fn new(header: &[u32], s: &GraderSettings) -> Planner {
+        Planner { header: header.to_vec(), row_len: s.row_len, batch_size: s.batch_size, rows: Vec::new(), used: 0, first: 0, next: 0 }
+    }
+
+    /// Adds the next example; returns the batch it closed (the one before it), if it did.
+    fn push(&mut self, item: &ScoreItem) -> Result<Option<PlannedBatch>> {
+        let i = self.next;
+        let segs = segments(i, item, &self.header);
+        // Rows this example needs when appended to the open batch.
+        let mut sim_rows = self.rows.len();
+        let mut sim_used = self.used;
         for sg in &segs {
-            if sg.ids.len() > s.row_len {
+            if sg.ids.len() > self.row_len {
                 return Err(Error::Other(format!(
                     "model grading: example {i} has a segment of {} tokens, longer than the row ({})",
                     sg.ids.len(),
-                    s.row_len
+                    self.row_len
                 )));
             }
-            if sim_rows == 0 || sim_used + sg.ids.len() > s.row_len {
+            if sim_rows == 0 || sim_used + sg.ids.len() > self.row_len {
                 sim_rows += 1;
                 sim_used = 0;
             }
             sim_used += sg.ids.len();
         }
-        if sim_rows > s.batch_size && !rows.is_empty() {
-            batches.push(PlannedBatch { rows: std::mem::take(&mut rows), examples: first..i });
-            first = i;
-            used = 0;
-        }
+        let closed = if sim_rows > self.batch_size && !self.rows.is_empty() {
+            let b = PlannedBatch { rows: std::mem::take(&mut self.rows), examples: self.first..i };
+            self.first = i;
+            self.used = 0;
+            Some(b)
+        } else {
+            None
+        };
         for sg in segs {
-            if rows.is_empty() || used + sg.ids.len() > s.row_len {
-                rows.push(Vec::new());
-                used = 0;
+            if self.rows.is_empty() || self.used + sg.ids.len() > self.row_len {
+                self.rows.push(Vec::new());
+                self.used = 0;
             }
-            used += sg.ids.len();
-            rows.last_mut().expect("a row").push(sg);
+            self.used += sg.ids.len();
+            self.rows.last_mut().expect("a row").push(sg);
         }
+        self.next += 1;
+        Ok(closed)
     }
-    if !rows.is_empty() {
-        batches.push(PlannedBatch { rows, examples: first..items.len() });
+
+    /// The last batch, if any example is left in it.
+    fn finish(&mut self) -> Option<PlannedBatch> {
+        (!self.rows.is_empty()).then(|| PlannedBatch { rows: std::mem::take(&mut self.rows), examples: self.first..self.next })
     }
-    Ok(batches)
 }
 
 /// Runs one planned batch; returns the scores of its examples.
@@ -431,136 +459,6 @@ fn read_progress(path: &Path, fp: &str) -> Result<(Vec<ModelScore>, usize, u64)>
     Ok((scores, batches, valid))
 }
 
-/// The `coretech bench grade` measurement.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchResult {
-    /// The model (weights directory or `preset:NAME`).
-    pub model: String,
-    /// `cpu` or `cuda`.
-    pub device: String,
-    /// Worker threads (rayon, which candle's CPU matmuls use too).
-    pub threads: usize,
-    /// Examples scored.
-    pub examples: usize,
-    /// Real tokens through the model (each example whole, plus each answer after its header).
-    pub tokens: u64,
-    /// Row positions through the model, padding included (batches × rows × row length).
-    pub positions: u64,
-    /// Answer tokens scored (each counted twice: with and without its prompt).
-    pub answer_tokens: u64,
-    /// Batches.
-    pub batches: usize,
-    /// Wall seconds of the scoring (no loading).
-    pub seconds: f64,
-    /// CPU seconds of the process during scoring (Linux; null elsewhere).
-    pub cpu_seconds: Option<f64>,
-    /// Examples per wall second.
-    pub examples_per_s: f64,
-    /// Real tokens per wall second.
-    pub tokens_per_s: f64,
-}
-
-/// Scores `items` with `g` (no progress file) and measures the speed.
-pub fn bench(g: &Grader, items: &[ScoreItem], header: &[u32], s: &GraderSettings, pad: u32) -> Result<BenchResult> {
-    let tokens: u64 = items.iter().map(|it| segments(0, it, header).iter().map(|sg| sg.ids.len() as u64).sum::<u64>()).sum();
-    let cpu0 = crate::train::metrics::process_cpu_seconds();
-    let (scores, run) = score_all(g, items, header, s, pad, None)?;
-    let cpu = match (cpu0, crate::train::metrics::process_cpu_seconds()) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    Ok(BenchResult {
-        model: g.dir.display().to_string(),
-        device: if g.model.device().is_cpu() { "cpu".into() } else { "cuda".into() },
-        threads: rayon::current_num_threads(),
-        examples: items.len(),
-        tokens,
-        positions: run.tokens_forward,
-        answer_tokens: 2 * scores.iter().map(|s| s.tokens as u64).sum::<u64>(),
-        batches: run.batches,
-        seconds: run.elapsed_s,
-        cpu_seconds: cpu,
-        examples_per_s: items.len() as f64 / run.elapsed_s.max(1e-9),
-        tokens_per_s: tokens as f64 / run.elapsed_s.max(1e-9),
-    })
-}
-
-/// What `coretech bench grade` grades.
-#[derive(Debug, Clone)]
-pub struct BenchConfig {
-    /// An `examples.parquet` (its `system` and `messages` columns are templated again).
-    pub examples: PathBuf,
-    /// The tokenizer.
-    pub tokenizer: PathBuf,
-    /// A preset name (seeded init) or a weights / run directory.
-    pub model: String,
-    /// Rows per forward.
-    pub batch_size: usize,
-    /// Row length.
-    pub row_len: usize,
-    /// LLaMA-Factory cutoff applied to each example.
-    pub cutoff_len: usize,
-    /// Device.
-    pub device: DeviceKind,
-    /// Compute dtype.
-    pub dtype: ComputeDtype,
-}
-
-/// `coretech bench grade`: templates and tokenizes the examples of an `examples.parquet` (an
-/// empty `system` means the default prompt), loads the model, scores them all.
-pub fn bench_examples(b: &BenchConfig) -> Result<BenchResult> {
-    use super::template::{render, tokenize, truncate, DEFAULT_SYSTEM_PROMPT, END_OF_TEXT, IM_START};
-    use arrow::array::AsArray;
-    let f = std::fs::File::open(&b.examples).map_err(|e| Error::io(&b.examples, e))?;
-    let shard_err = |e: &dyn std::fmt::Display| Error::Shard { path: b.examples.clone(), message: e.to_string() };
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).and_then(|r| r.build()).map_err(|e| shard_err(&e))?;
-    let tok = super::tokenizer::SftTokenizer::load(&b.tokenizer)?;
-    let mut toks = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| shard_err(&e))?;
-        let col =
-            |n: &str| batch.column_by_name(n).map(|c| c.as_string::<i32>().clone()).ok_or_else(|| shard_err(&format!("no column {n:?}")));
-        let (system, messages) = (col("system")?, col("messages")?);
-        for i in 0..batch.num_rows() {
-            let msgs: Vec<super::example::Message> =
-                serde_json::from_str(messages.value(i)).map_err(|e| shard_err(&format!("row {i}: messages: {e}")))?;
-            let ex = super::example::Example {
-                id: String::new(),
-                dataset: String::new(),
-                position: Default::default(),
-                ordinal: 0,
-                task: String::new(),
-                task_from: String::new(),
-                split: super::example::Split::Train,
-                system: (!system.value(i).is_empty()).then(|| system.value(i).to_string()),
-                messages: msgs,
-            };
-            let mut t = tokenize(&render(&ex, DEFAULT_SYSTEM_PROMPT), &tok)?;
-            truncate(&mut t, b.cutoff_len);
-            if t.loss_mask.contains(&1) {
-                toks.push(t);
-            }
-        }
-    }
-    let g = if Path::new(&b.model).exists() {
-        Grader::load(Path::new(&b.model), b.device, 0, b.dtype)?
-    } else {
-        Grader::from_preset(&b.model, 0, b.device, 0, b.dtype)?
-    };
-    let header = tok.encode(&format!("{IM_START}assistant\n"))?.ids;
-    let pad = tok.token_id(END_OF_TEXT).unwrap_or(0);
-    let longest = toks.iter().map(|t| t.input_ids.len() + header.len()).max().unwrap_or(0);
-    let s = GraderSettings {
-        batch_size: b.batch_size,
-        row_len: b.row_len.max(longest),
-        dtype: b.dtype,
-        ce_chunk: super::config::GradeConfig::default().ce_chunk_tokens,
-    };
-    let items: Vec<ScoreItem> = toks.iter().map(|t| ScoreItem { ids: &t.input_ids, mask: &t.loss_mask }).collect();
-    bench(&g, &items, &header, &s, pad)
-}
-
 /// What a grading run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GradeRun {
@@ -570,12 +468,138 @@ pub struct GradeRun {
     pub batches_reused: usize,
     /// Tokens in the forward passes (rows × row length of the batches computed now).
     pub tokens_forward: u64,
-    /// Seconds spent.
+    /// Real tokens in those forward passes (each example whole, each answer after its header).
+    pub tokens_real: u64,
+    /// Seconds spent, from the first example to the last score.
     pub elapsed_s: f64,
+    /// Seconds inside the forward passes (the model and the LM head; no planning, no I/O).
+    pub forward_s: f64,
+    /// Process CPU seconds inside the forward passes, all threads (Linux; `None` elsewhere).
+    pub forward_cpu_s: Option<f64>,
 }
 
-/// Scores every example; with `progress`, resumes from and appends to that file. `pad` fills
-/// the rows' tails. Returns one score per item, in order.
+/// Scores examples fed one at a time, in bounded memory: each batch of the plan is scored (and
+/// its line appended to the progress file) as soon as the next example closes it, so besides
+/// one score per example only the open batch is held. Feeding the same examples in the same
+/// order gives the same plan and the same scores, however they are read.
+pub struct Scorer<'g> {
+    g: &'g Grader,
+    s: GraderSettings,
+    pad: u32,
+    planner: Planner,
+    /// Batches closed so far.
+    planned: usize,
+    /// Batches whose scores came from the progress file.
+    reused: usize,
+    file: Option<(std::fs::File, PathBuf)>,
+    scores: Vec<ModelScore>,
+    run: GradeRun,
+    t0: std::time::Instant,
+}
+
+impl<'g> Scorer<'g> {
+    /// A scorer without a progress file. `pad` fills the rows' tails.
+    pub fn new(g: &'g Grader, header: &[u32], s: &GraderSettings, pad: u32) -> Result<Scorer<'g>> {
+        if s.batch_size == 0 || s.row_len < 2 {
+            return Err(Error::Other("model grading: batch_size must be >= 1 and the row length >= 2".into()));
+        }
+        Ok(Scorer {
+            g,
+            s: s.clone(),
+            pad,
+            planner: Planner::new(header, s),
+            planned: 0,
+            reused: 0,
+            file: None,
+            scores: Vec::new(),
+            run: GradeRun { forward_cpu_s: crate::train::metrics::process_cpu_seconds().map(|_| 0.0), ..Default::default() },
+            t0: std::time::Instant::now(),
+        })
+    }
+
+    /// Resumes from `path` when it was written under fingerprint `fp` (its complete batches are
+    /// not scored again), else starts it over; appends each new batch's line.
+    fn with_progress(mut self, path: &Path, fp: &str) -> Result<Scorer<'g>> {
+        let (scores, done, valid) = read_progress(path, fp)?;
+        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(|e| Error::io(path, e))?;
+        if valid == 0 {
+            f.set_len(0).map_err(|e| Error::io(path, e))?;
+            let mut h = serde_json::to_vec(&Header { format: SCORES_FORMAT, fingerprint: fp.to_string() }).expect("header serializes");
+            h.push(b'\n');
+            f.write_all(&h).and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))?;
+        } else {
+            f.set_len(valid).map_err(|e| Error::io(path, e))?;
+        }
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::End(0)).map_err(|e| Error::io(path, e))?;
+        if done > 0 {
+            tracing::info!("model grading: {done} batches already scored ({})", path.display());
+        }
+        self.scores = scores;
+        self.reused = done;
+        self.file = Some((f, path.to_path_buf()));
+        Ok(self)
+    }
+
+    /// Adds the next example (its segments must fit a row); scores the batch it closes.
+    pub fn push(&mut self, item: &ScoreItem) -> Result<()> {
+        match self.planner.push(item)? {
+            Some(pb) => self.score(pb),
+            None => Ok(()),
+        }
+    }
+
+    /// Scores a closed batch, unless the progress file already holds it.
+    fn score(&mut self, pb: PlannedBatch) -> Result<()> {
+        let k = self.planned;
+        self.planned += 1;
+        if k < self.reused {
+            return Ok(());
+        }
+        if self.scores.len() != pb.examples.start {
+            return Err(Error::Other(format!(
+                "model grading: batch {k} starts at example {}, but {} are scored",
+                pb.examples.start,
+                self.scores.len()
+            )));
+        }
+        let cpu0 = crate::train::metrics::process_cpu_seconds();
+        let t = std::time::Instant::now();
+        let got = run_batch(self.g, &pb, &self.s, self.pad)?;
+        self.run.forward_s += t.elapsed().as_secs_f64();
+        if let (Some(acc), Some(a), Some(b)) = (self.run.forward_cpu_s.as_mut(), cpu0, crate::train::metrics::process_cpu_seconds()) {
+            *acc += b - a;
+        }
+        self.run.tokens_forward += (pb.rows.len() * self.s.row_len) as u64;
+        self.run.tokens_real += pb.rows.iter().flatten().map(|sg| sg.ids.len() as u64).sum::<u64>();
+        if let Some((f, path)) = self.file.as_mut() {
+            let mut line =
+                serde_json::to_vec(&BatchLine { batch: k, first: pb.examples.start, scores: got.clone() }).expect("scores serialize");
+            line.push(b'\n');
+            f.write_all(&line).and_then(|_| f.sync_data()).map_err(|e| Error::io(&*path, e))?;
+        }
+        self.scores.extend(got);
+        Ok(())
+    }
+
+    /// Scores the last batch; returns one score per example, in order, and what the run did.
+    pub fn finish(mut self) -> Result<(Vec<ModelScore>, GradeRun)> {
+        if let Some(pb) = self.planner.finish() {
+            self.score(pb)?;
+        }
+        if self.scores.len() != self.planner.next {
+            return Err(Error::Other(format!("model grading: {} scores for {} examples", self.scores.len(), self.planner.next)));
+        }
+        self.run.batches = self.planned;
+        self.run.batches_reused = self.reused.min(self.planned);
+        self.run.elapsed_s = self.t0.elapsed().as_secs_f64();
+        Ok((self.scores, self.run))
+    }
+}
+
+/// Scores every example; with `progress`, resumes from and appends to that file (fingerprinted
+/// by the model, the settings and every example's tokens). `pad` fills the rows' tails.
+/// Returns one score per item, in order.
 pub fn score_all(
     g: &Grader,
     items: &[ScoreItem],
@@ -584,55 +608,14 @@ pub fn score_all(
     pad: u32,
     progress: Option<&Path>,
 ) -> Result<(Vec<ModelScore>, GradeRun)> {
-    let t0 = std::time::Instant::now();
-    if s.batch_size == 0 || s.row_len < 2 {
-        return Err(Error::Other("model grading: batch_size must be >= 1 and the row length >= 2".into()));
+    let mut sc = Scorer::new(g, header, s, pad)?;
+    if let Some(path) = progress {
+        sc = sc.with_progress(path, &fingerprint(g, items, header, s))?;
     }
-    let plan = plan(items, header, s)?;
-    let mut run = GradeRun { batches: plan.len(), ..Default::default() };
-    let fp = fingerprint(g, items, header, s);
-    let (mut scores, done, mut file) = match progress {
-        Some(path) => {
-            let (scores, done, valid) = read_progress(path, &fp)?;
-            let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(|e| Error::io(path, e))?;
-            if valid == 0 {
-                f.set_len(0).map_err(|e| Error::io(path, e))?;
-                let mut h = serde_json::to_vec(&Header { format: SCORES_FORMAT, fingerprint: fp.clone() }).expect("header serializes");
-                h.push(b'\n');
-                f.write_all(&h).and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))?;
-            } else {
-                f.set_len(valid).map_err(|e| Error::io(path, e))?;
-            }
-            use std::io::Seek;
-            f.seek(std::io::SeekFrom::End(0)).map_err(|e| Error::io(path, e))?;
-            (scores, done, Some((f, path)))
-        }
-        None => (Vec::new(), 0, None),
-    };
-    run.batches_reused = done;
-    if done > 0 {
-        tracing::info!(
-            "model grading: {done} of {} batches already scored ({})",
-            plan.len(),
-            progress.map(|p| p.display().to_string()).unwrap_or_default()
-        );
+    for it in items {
+        sc.push(it)?;
     }
-    for (k, pb) in plan.iter().enumerate().skip(done) {
-        let got = run_batch(g, pb, s, pad)?;
-        run.tokens_forward += (pb.rows.len() * s.row_len) as u64;
-        if let Some((f, path)) = file.as_mut() {
-            let mut line =
-                serde_json::to_vec(&BatchLine { batch: k, first: pb.examples.start, scores: got.clone() }).expect("scores serialize");
-            line.push(b'\n');
-            f.write_all(&line).and_then(|_| f.sync_data()).map_err(|e| Error::io(&**path, e))?;
-        }
-        scores.extend(got);
-    }
-    if scores.len() != items.len() {
-        return Err(Error::Other(format!("model grading: {} scores for {} examples", scores.len(), items.len())));
-    }
-    run.elapsed_s = t0.elapsed().as_secs_f64();
-    Ok((scores, run))
+    sc.finish()
 }
 
 #[cfg(test)]
@@ -641,6 +624,19 @@ mod tests {
 
     fn item<'a>(ids: &'a [u32], mask: &'a [u8]) -> ScoreItem<'a> {
         ScoreItem { ids, mask }
+    }
+
+    /// The whole plan of `items`, checking after each example that the planner holds one open
+    /// batch of at most `batch_size` rows (the memory bound).
+    fn plan(items: &[ScoreItem], header: &[u32], s: &GraderSettings) -> Result<Vec<PlannedBatch>> {
+        let mut p = Planner::new(header, s);
+        let mut out = Vec::new();
+        for it in items {
+            out.extend(p.push(it)?);
+            assert!(p.rows.len() <= s.batch_size);
+        }
+        out.extend(p.finish());
+        Ok(out)
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! statistics of a built directory; `coretech export llamafactory <config>` writes the graded
 //! stages as LLaMA-Factory datasets ([`export`]).
 
+pub mod bench;
 pub mod build;
 pub mod config;
 pub mod decontam;

@@ -160,6 +160,17 @@ impl Trainer {
         } else {
             None
         };
+        if let (Some(c), Some(ss)) = (comm.as_mut(), stage_steps.as_ref()) {
+            // Each rank places the stages from its own share of the source (`RankSplit`); the lr is
+            // a function of the step, so a rank that placed a stage elsewhere would step at
+            // another learning rate. 52 bits of a hash go through the f64 exactly.
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for &(start, n) in ss {
+                h.update(&start.to_le_bytes());
+                h.update(&n.to_le_bytes());
+            }
+            dist::parallel::agree(c.as_mut(), "the first step and length of each curriculum stage", (h.digest() >> 12) as f64)?;
+        }
         let decay: Vec<bool> = specs.iter().map(|s| cfg.optimizer.decay_norms_and_biases || !s.is_norm_or_bias()).collect();
         let mut resumed = None;
         let latest = checkpoint::list(&root)?.pop();

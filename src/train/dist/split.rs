@@ -68,6 +68,30 @@ impl BatchSource for RankSplit {
     fn total_batches(&self) -> Option<u64> {
         self.inner.total_batches().map(|n| n / self.world as u64)
     }
+
+    /// Each rank's micro-batch `k` is group `k` of the inner source (micro-batches `k·W … k·W + W − 1`)
+    /// and belongs to the stage of the group's last micro-batch, as the step's global stage (the
+    /// highest over ranks) does: with the inner stages ending at micro-batch `E_i`, stage `i`
+    /// holds `⌊E_i/W⌋ − ⌊E_{i−1}/W⌋` of a rank's micro-batches. The same numbers on every rank
+    /// (they depend on the inner source and W only), so every rank places each stage's schedule
+    /// at the same step, the step a single process with `grad_accum · W` places it.
+    fn stage_batches(&self) -> Option<Vec<u64>> {
+        let w = self.world as u64;
+        let mut end = 0u64;
+        let mut prev = 0u64;
+        Some(
+            self.inner
+                .stage_batches()?
+                .into_iter()
+                .map(|n| {
+                    end += n;
+                    let k = end / w - prev;
+                    prev = end / w;
+                    k
+                })
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +118,55 @@ mod tests {
         // Batch 6 would make a group of one: no rank gets it.
         let mut c = RankSplit::new(src(), 0, 1).unwrap();
         assert_eq!(ids(&mut c), (0..7).collect::<Vec<_>>());
+    }
+
+    /// Fixed batches whose stage sizes are known: `sizes[i]` micro-batches of stage `i`.
+    struct Staged(VecSource, Vec<u64>);
+
+    impl BatchSource for Staged {
+        fn next_batch(&mut self) -> Result<Option<Batch>> {
+            self.0.next_batch()
+        }
+        fn state(&self) -> serde_json::Value {
+            self.0.state()
+        }
+        fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
+            self.0.restore(state)
+        }
+        fn total_batches(&self) -> Option<u64> {
+            self.0.total_batches()
+        }
+        fn stage_batches(&self) -> Option<Vec<u64>> {
+            Some(self.1.clone())
+        }
+    }
+
+    #[test]
+    fn a_ranks_stage_sizes_place_each_stage_where_one_process_with_w_times_the_accumulation_does() {
+        use crate::train::trainer::stage_steps;
+        let staged = |n: u32, sizes: &[u64], r: usize, w: usize| {
+            let src = Staged(VecSource::new((0..n).map(one).collect(), 1), sizes.to_vec());
+            RankSplit::new(Box::new(src), r, w).unwrap()
+        };
+        // 12 micro-batches in stages of 3, 5 and 4: every world size below 5 divides them.
+        let sizes = [3, 5, 4];
+        for world in 1..=4usize {
+            let per_rank: Vec<Vec<u64>> = (0..world).map(|r| staged(12, &sizes, r, world).stage_batches().unwrap()).collect();
+            assert!(per_rank.iter().all(|p| *p == per_rank[0]), "world {world}: {per_rank:?}");
+            let rank = &per_rank[0];
+            assert_eq!(Some(rank.iter().sum::<u64>()), staged(12, &sizes, 0, world).total_batches(), "world {world}");
+            for ga in 1..=3u64 {
+                assert_eq!(stage_steps(rank, ga), stage_steps(&sizes, ga * world as u64), "world {world}, grad_accum {ga}");
+            }
+        }
+        // Two ranks: groups {0,1} {2,3} … end at micro-batches 1, 3, 5, 7, 9, 11: stages 0, 1, 1, 1, 2, 2.
+        assert_eq!(staged(12, &sizes, 1, 2).stage_batches(), Some(vec![1, 3, 2]));
+        // 11 micro-batches: the partial last group is no rank's; the stages start where they did.
+        let short = [3, 5, 3];
+        let rank = staged(11, &short, 0, 2).stage_batches().unwrap();
+        assert_eq!(rank, [1, 3, 1]);
+        let starts = |v: Vec<(u64, u64)>| v.iter().map(|s| s.0).collect::<Vec<_>>();
+        assert_eq!(starts(stage_steps(&rank, 1)), starts(stage_steps(&short, 2)));
     }
 
     #[test]
