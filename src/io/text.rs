@@ -14,7 +14,8 @@ use crate::error::{ReadError, ReadErrorKind};
 pub enum Encoding {
     /// UTF-8; if a record is not valid UTF-8 but decodes cleanly as GB18030 (a superset of GBK
     /// and GB2312), it is decoded as GB18030 — unless it reads as UTF-8 with a few damaged
-    /// bytes (see [`damaged_utf8`]), which is an error at the first bad byte, not mojibake.
+    /// bytes (8 or more valid multi-byte characters per invalid sequence), which is an error at
+    /// the first bad byte, not mojibake.
     #[default]
     Auto,
     /// UTF-8 only: anything else is an error.
