@@ -467,6 +467,20 @@ impl GenArgs {
     }
 }
 
+/// Where a benchmark computes: dtype, device and CUDA ordinal.
+#[derive(clap::Args)]
+struct ComputeArgs {
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = ComputeDtype::default())]
+    dtype: ComputeDtype,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = DeviceKind::default())]
+    device: DeviceKind,
+    /// CUDA ordinal.
+    #[arg(long, default_value_t = 0)]
+    gpu: usize,
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Tokenize texts (a document shard directory, or JSONL with a "text" field).
@@ -549,15 +563,8 @@ enum BenchCmd {
         /// Answer tokens per LM-head chunk.
         #[arg(long, default_value_t = coretech::sft::config::GradeConfig::default().ce_chunk_tokens)]
         ce_chunk: usize,
-        /// Compute dtype.
-        #[arg(long, value_enum, default_value_t = ComputeDtype::default())]
-        dtype: ComputeDtype,
-        /// Device.
-        #[arg(long, value_enum, default_value_t = DeviceKind::default())]
-        device: DeviceKind,
-        /// CUDA ordinal.
-        #[arg(long, default_value_t = 0)]
-        gpu: usize,
+        #[command(flatten)]
+        compute: ComputeArgs,
     },
     /// Training throughput (tokens/s, MFU, step-time split, memory) on random tokens, as JSON.
     Train {
@@ -570,15 +577,8 @@ enum BenchCmd {
         /// Tokens per row.
         #[arg(long, default_value_t = 256)]
         seq: usize,
-        /// Compute dtype.
-        #[arg(long, value_enum, default_value_t = ComputeDtype::default())]
-        dtype: ComputeDtype,
-        /// Device.
-        #[arg(long, value_enum, default_value_t = DeviceKind::default())]
-        device: DeviceKind,
-        /// CUDA ordinal.
-        #[arg(long, default_value_t = 0)]
-        gpu: usize,
+        #[command(flatten)]
+        compute: ComputeArgs,
         /// Timed steps.
         #[arg(long, default_value_t = 5)]
         steps: usize,
@@ -708,7 +708,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use coretech::pack::bench;
             use coretech::tokenize::TokenizerConfig;
             let result = match what {
-                BenchCmd::Grade { inputs, limit, model, tokenizer, batch, seq, cutoff_len, ce_chunk, dtype, device, gpu } => {
+                BenchCmd::Grade {
+                    inputs,
+                    limit,
+                    model,
+                    tokenizer,
+                    batch,
+                    seq,
+                    cutoff_len,
+                    ce_chunk,
+                    compute: ComputeArgs { dtype, device, gpu },
+                } => {
                     let b = coretech::sft::bench::GradeBenchConfig {
                         inputs,
                         limit,
@@ -729,9 +739,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     model,
                     batch,
                     seq,
-                    dtype,
-                    device,
-                    gpu,
+                    compute: ComputeArgs { dtype, device, gpu },
                     steps,
                     warmup,
                     accum,

@@ -70,8 +70,13 @@ fn a_strict_build_fails_on_an_id_given_twice_with_other_text() {
 
 /// Runs `coretech docs` on a config written next to `out`; returns (success, stderr).
 fn run_bin(inputs: &[&str], out: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    run_config(&config_text(inputs, out), out, env)
+}
+
+/// Runs `coretech docs` on the config `text`, written next to `out`; returns (success, stderr).
+fn run_config(text: &str, out: &Path, env: &[(&str, &str)]) -> (bool, String) {
     let cfg = out.with_extension("toml");
-    std::fs::write(&cfg, config_text(inputs, out)).unwrap();
+    std::fs::write(&cfg, text).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coretech"));
     cmd.arg("docs").arg(&cfg).env("RUST_LOG", "info").env_remove(STOP_AFTER_SHARDS_ENV);
     for (k, v) in env {
@@ -186,18 +191,8 @@ fn interrupted_build_resumes_to_identical_bytes() {
 fn a_resume_between_two_records_sharing_an_id_renames_as_before() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("docs");
-    let cfg = out.with_extension("toml");
-    std::fs::write(&cfg, config_text(&[IPC_EXPAND], &out).replace(&format!("rows_per_shard = {ROWS_PER_SHARD}"), "rows_per_shard = 1247"))
-        .unwrap();
-    let run = |env: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coretech"));
-        cmd.arg("docs").arg(&cfg).env("RUST_LOG", "info").env_remove(STOP_AFTER_SHARDS_ENV);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let o = cmd.output().expect("coretech binary runs");
-        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
-    };
+    let text = config_text(&[IPC_EXPAND], &out).replace(&format!("rows_per_shard = {ROWS_PER_SHARD}"), "rows_per_shard = 1247");
+    let run = |env: &[(&str, &str)]| run_config(&text, &out, env);
     let (ok, log) = run(&[]);
     assert!(ok, "{log}");
     let reference = files(&out);
