@@ -28,6 +28,13 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// ChatML: starts a turn.
+pub const IM_START: &str = "<|im_start|>";
+/// ChatML: ends a turn; the chat models' end of answer.
+pub const IM_END: &str = "<|im_end|>";
+/// End of document; the base models' EOS.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
 /// The bundled Qwen2.5 `tokenizer.json`, zstd-compressed (see fixtures/tokenizers/qwen2.5/PROVENANCE.md).
 const QWEN25_ZST: &[u8] = include_bytes!("../fixtures/tokenizers/qwen2.5/tokenizer.json.zst");
 /// Name of the bundled tokenizer in configs, manifests and messages.

@@ -36,12 +36,9 @@ use crate::error::Result;
 /// `sft.template.default_system` and of inference).
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
-/// Starts a turn.
-pub const IM_START: &str = "<|im_start|>";
-/// Ends a turn; the chat models' end of answer.
-pub const IM_END: &str = "<|im_end|>";
-/// End of document; the base models' EOS.
-pub const END_OF_TEXT: &str = "<|endoftext|>";
+/// The ChatML special tokens (defined with the tokenizer, which the trainer's checkpoint files
+/// name too; re-exported here where the template uses them).
+pub use crate::tokenize::{END_OF_TEXT, IM_END, IM_START};
 
 /// A conversation rendered as ChatML text.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Result, TrainError};
 // ChatML's end of a turn, and the end of a document (the Qwen2.5 tokenizer's padding token).
-use crate::sft::template::{END_OF_TEXT, IM_END as END_OF_TURN};
+use crate::tokenize::{END_OF_TEXT, IM_END as END_OF_TURN};
 /// The Qwen2.5 chat template (ChatML, default system prompt, generation prompt) as transformers'
 /// `apply_chat_template` reads it; `fixtures/tokenizers/qwen2.5/PROVENANCE.md` says where it is from.
 pub const QWEN25_CHAT_TEMPLATE: &str = include_str!("../../fixtures/tokenizers/qwen2.5/chat_template.jinja");
