@@ -11,6 +11,7 @@ use arrow::datatypes::{Float64Type, UInt32Type, UInt8Type};
 use coretech::config::PipelineConfig;
 use coretech::doc::Document;
 use coretech::pipeline::run_sft as run_pipeline;
+use coretech::sft::config::GradeMethod;
 use coretech::sft::text::unit_hashes;
 use coretech::sft::{Mode, SftReport};
 use coretech::shard::{documents, Loader, LoaderConfig, Manifest, ShardWriter};
@@ -480,6 +481,8 @@ fn every_parquet_file_of_a_demo_like_build_has_unique_column_names() {
     let sft = cfg.sft.as_mut().unwrap();
     sft.output = out.clone();
     sft.decontam.cpt_documents = vec![cpt];
+    // Model grading needs the demo's CPT run (tests/sft_grade_model.rs runs it): heuristics here.
+    sft.grade.method = GradeMethod::Heuristic;
     run_pipeline(&cfg, false, Mode::Build).unwrap();
     let mut files = Vec::new();
     let mut stack = vec![out.clone()];

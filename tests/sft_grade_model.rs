@@ -477,3 +477,62 @@ fn bench_grade_scores_fixture_examples_and_prints_positive_rates() {
     assert_eq!(r["scored_tokens"].as_u64().unwrap(), 2 * rep.template.loss_tokens, "{r}");
     assert!(r["examples_per_s"].as_f64().unwrap() > 0.0, "{r}");
 }
+
+/// The demo's grading as it is (`pipelines/demo.toml`: `method = "mix"` with its own CPT run,
+/// the stages in the demo's order), on the first records of two of its SFT inputs so that the
+/// test stays short; the CPT run is the demo's, cut to 4 steps. Every kept example gets finite
+/// losses and IFD, training stages are monotone in the mix score, and the run prints the
+/// per-stage mean IFD.
+#[test]
+fn the_demo_grades_its_sft_set_with_its_own_cpt_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root().join("fixtures"), tmp.path().join("fixtures")).unwrap();
+    let inp = inputs();
+    let demo = std::fs::read_to_string(root().join("pipelines/demo.toml")).unwrap();
+    let stages = demo.lines().find(|l| l.starts_with("stages = ")).expect("demo.toml lists its stages").to_string();
+    assert!(stages.contains(r#""train:cpt", "sft""#), "the demo trains CPT before it grades SFT: {stages}");
+    let mut demo = demo.replace(&stages, r#"stages = ["docs", "dedup", "pack", "train:cpt", "sft"]"#);
+    assert!(demo.contains("max_steps = 16"));
+    demo = demo.replace("max_steps = 16", "max_steps = 4");
+    // The demo's [[sft.inputs]] blocks of FILES, reading their first records instead.
+    let (a, b) = (demo.find("[[sft.inputs]]").unwrap(), demo.find("[sft.split]").unwrap());
+    let blocks: Vec<String> = demo[a..b]
+        .split("[[sft.inputs]]")
+        .filter_map(|blk| {
+            let (f, _) = FILES.iter().find(|(f, _)| blk.contains(&format!("fixtures/data/sft/{f}\"")))?;
+            Some(format!("[[sft.inputs]]{}", blk.replace(&format!("\"fixtures/data/sft/{f}\""), &format!("{:?}", inp.path().join(f)))))
+        })
+        .collect();
+    assert_eq!(blocks.len(), FILES.len(), "demo.toml no longer reads {FILES:?}");
+    demo = format!("{}{}{}", &demo[..a], blocks.concat(), &demo[b..]);
+    std::fs::write(tmp.path().join("demo.toml"), &demo).unwrap();
+
+    let run =
+        std::process::Command::new(env!("CARGO_BIN_EXE_coretech")).args(["run", "demo.toml"]).current_dir(tmp.path()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{text}");
+    assert!(text.contains("grading (mix, by mix(ifd))"), "{text}");
+    let means = text.lines().find(|l| l.starts_with("mean IFD per stage")).unwrap_or_else(|| panic!("no per-stage IFD line: {text}"));
+    assert_eq!(means.split(", ").count(), 3, "{means}");
+    assert!(text.contains("model grading: ") && text.contains("runs/demo-cpt"), "{text}");
+
+    let sft = tmp.path().join("out/demo/sft");
+    assert!(sft.join(SCORES_FILE).is_file());
+    let all = rows(&sft);
+    assert!(all.len() > 30, "{} examples", all.len());
+    for r in &all {
+        let (c, a, i) = (r.cond.unwrap(), r.answer.unwrap(), r.ifd.unwrap());
+        assert!(c.is_finite() && a.is_finite() && a > 0.0 && i.is_finite(), "{r:?}");
+        assert_eq!(i, c / a);
+        assert_eq!(r.score_used, "mix(ifd)");
+    }
+    let train: Vec<&Row> = all.iter().filter(|r| r.split == "train").collect();
+    assert_eq!(train.iter().map(|r| r.stage).max(), Some(2));
+    for x in &train {
+        for y in &train {
+            if x.score < y.score {
+                assert!(x.stage <= y.stage, "{} ({}, stage {}) vs {} ({}, stage {})", x.id, x.score, x.stage, y.id, y.score, y.stage);
+            }
+        }
+    }
+}

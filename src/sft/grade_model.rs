@@ -189,9 +189,9 @@ impl Grader {
 
     /// Sum and count of the cross-entropy of each segment's counted predictions. `spans` are
     /// the segments' flattened `(start, len)` in `b`, in order. Each segment's hidden rows go
-    /// through the trainer's own LM-head cross-entropy (`Ops::cross_entropy`, forward only:
-    /// fused and chunked on CPU, never all logits at once), so a segment's sum is exactly what
-    /// the trainer would add for it.
+    /// through the trainer's own LM-head cross-entropy (`Ops::cross_entropy` without a
+    /// gradient, as validation calls it: fused and blocked on CPU, never all logits at once),
+    /// so a segment's sum is what the trainer would add for it, up to f32 rounding.
     fn segment_losses(&self, b: &Batch, spans: &[(usize, usize)], ce_chunk: usize) -> Result<Vec<(f64, u32)>> {
         let tensor_err = |e: candle_core::Error| Error::Other(format!("model grading: tensor: {e}"));
         let inp = self.model.inputs(b).map_err(train_err)?;

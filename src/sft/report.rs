@@ -293,7 +293,7 @@ impl SftReport {
             );
         }
         let ifd: Vec<String> =
-            self.grading.stage_means.iter().filter_map(|m| m.get("ifd").filter(|v| v.is_finite()).map(|v| format!("{v:.3}"))).collect();
+            self.grading.stage_means.iter().filter_map(|m| m.get("ifd").filter(|v| v.is_finite()).map(|v| format!("{v:.4}"))).collect();
         if !ifd.is_empty() {
             let _ = writeln!(out, "mean IFD per stage (training examples): {}", ifd.join(", "));
         }

@@ -3,8 +3,9 @@
 //! embedding), which run as loops over the raw f32 buffers:
 //! - the LM head's cross-entropy: logits written by one GEMM into a buffer kept across steps
 //!   (the reference allocates and page-faults a fresh `chunk × V` tensor for each of its ~8
-//!   element-wise ops), one exp per logit (a polynomial, vectorised) turned into the gradient in
-//!   place, then two GEMMs for `dh` and `dW`;
+//!   element-wise ops), one exp per logit (a polynomial, in AVX2) turned into the gradient in
+//!   place, then two GEMMs for `dh` and `dW`; without a gradient (validation, model grading) in
+//!   cache-sized blocks of tokens × vocabulary with a running max and sum instead;
 //! - AdamW: in place over master weight and moments, three passes, no temporaries;
 //! - the global gradient norm: one pass in f64, no f64 copy of every gradient.
 //!
@@ -844,11 +845,8 @@ mod tests {
         let targets: Vec<u32> = rows.iter().enumerate().map(|(i, _)| ((i * 977) % v) as u32).collect();
         let ops = CpuOps::new();
         for (i, (&r, &tg)) in rows.iter().zip(&targets).enumerate() {
-            let one = CeTargets {
-                rows: Tensor::new(&[r], &Device::Cpu).unwrap(),
-                targets: Tensor::new(&[tg], &Device::Cpu).unwrap(),
-                count: 1,
-            };
+            let one =
+                CeTargets { rows: Tensor::new(&[r], &Device::Cpu).unwrap(), targets: Tensor::new(&[tg], &Device::Cpu).unwrap(), count: 1 };
             let want = ReferenceOps.cross_entropy(&h, &w, &one, Some(1.0), 1, None).unwrap().loss_sum.to_scalar::<f32>().unwrap();
             let got = ops.cross_entropy(&h, &w, &one, None, 1, None).unwrap().loss_sum.to_scalar::<f32>().unwrap();
             assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "row {i}: {got} vs {want}");
