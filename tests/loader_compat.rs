@@ -65,6 +65,9 @@ fn the_demos_shard_folders_open_in_datasets_polars_and_pyarrow() {
     std::fs::write(tmp.path().join("demo.toml"), demo).unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_coretech")).args(["run", "demo.toml"]).current_dir(tmp.path()).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // The demo's grading checkpoint, left in the config, is said to be unused.
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains(r#"sft.grade.model = "runs/demo-cpt" is not used: method = "heuristic""#), "{said}");
 
     // Every shard folder (the dedup rejects too: a Parquet folder beside the output): its
     // visible files are exactly its manifest's shards; the dedup folder's duplicates table lies

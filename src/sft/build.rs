@@ -618,7 +618,12 @@ fn write_test_alpaca<'a>(path: &Path, examples: impl Iterator<Item = &'a Example
 /// a new checkpoint in the run directory makes the stage rebuild.
 fn grade_model_fingerprint(cfg: &SftConfig) -> Result<Option<(String, String)>> {
     match (&cfg.grade.model, cfg.grade.method) {
-        (Some(p), m) if m != GradeMethod::Heuristic => {
+        (Some(p), GradeMethod::Heuristic) => {
+            // Kept in the config (switching methods back and forth is common), but said.
+            tracing::warn!("sft.grade.model = {:?} is not used: method = \"heuristic\" (\"model\" or \"mix\" grade with it)", p);
+            Ok(None)
+        }
+        (Some(p), _) => {
             let (dir, fp) = grade_model::weights_fingerprint(p).map_err(|e| config_err("grade.model", format!("{}: {e}", p.display())))?;
             Ok(Some((dir.display().to_string(), fp)))
         }
