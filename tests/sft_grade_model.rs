@@ -119,6 +119,18 @@ fn rows(dir: &Path) -> Vec<Row> {
     out
 }
 
+/// Stages are quantiles of the score over the training examples: a lower score never lies in a
+/// later stage.
+fn assert_stages_monotone(train: &[&Row]) {
+    for x in train {
+        for y in train {
+            if x.score < y.score {
+                assert!(x.stage <= y.stage, "{} ({}, stage {}) vs {} ({}, stage {})", x.id, x.score, x.stage, y.id, y.score, y.stage);
+            }
+        }
+    }
+}
+
 /// Mean cross-entropy of `targets` (token index → predicted from index − 1) under full logits.
 fn ce_sum(logits: &[f32], vocab: usize, ids: &[u32], targets: impl Iterator<Item = usize>) -> (f64, usize) {
     let (mut sum, mut n) = (0f64, 0usize);
@@ -215,13 +227,7 @@ fn grader_losses_match_logits_and_stages_are_monotone() {
     }
     // Stages are quantiles of the score over the training examples: monotone.
     let train: Vec<&Row> = all.iter().filter(|r| r.split == "train").collect();
-    for x in &train {
-        for y in &train {
-            if x.score < y.score {
-                assert!(x.stage <= y.stage, "{} ({}, stage {}) vs {} ({}, stage {})", x.id, x.score, x.stage, y.id, y.score, y.stage);
-            }
-        }
-    }
+    assert_stages_monotone(&train);
     let means: Vec<f64> = rep.grading.stage_means.iter().map(|m| m["ifd"]).collect();
     assert_eq!(means.len(), 3);
     assert!(means.windows(2).all(|w| w[0] < w[1]), "{means:?}");
@@ -528,11 +534,5 @@ fn the_demo_grades_its_sft_set_with_its_own_cpt_checkpoint() {
     }
     let train: Vec<&Row> = all.iter().filter(|r| r.split == "train").collect();
     assert_eq!(train.iter().map(|r| r.stage).max(), Some(2));
-    for x in &train {
-        for y in &train {
-            if x.score < y.score {
-                assert!(x.stage <= y.stage, "{} ({}, stage {}) vs {} ({}, stage {})", x.id, x.score, x.stage, y.id, y.score, y.stage);
-            }
-        }
-    }
+    assert_stages_monotone(&train);
 }
