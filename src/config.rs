@@ -195,17 +195,13 @@ pub struct DocsConfig {
     pub writer: WriterConfig,
     /// Write every document the stage drops with its reason to the rejects folder (Parquet +
     /// manifest), so a dropped patent can be found (`coretech inspect` reads it).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::core::default_true")]
     pub rejects: bool,
     /// The rejects folder; default `OUTPUT.rejects` beside the output (never inside it: readers
     /// of the output folder would take rejects for documents). A multi-task build writes
     /// `task-NNNNN/` folders in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects_dir: Option<PathBuf>,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_rows_per_shard() -> usize {

@@ -13,7 +13,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, UInt32Type};
 use coretech::config::PipelineConfig;
 use coretech::pipeline::run_sft;
-use coretech::sft::example::{Example, Message, Split};
+use coretech::sft::example::{Example, Message};
 use coretech::sft::grade_model::SCORES_FILE;
 use coretech::sft::template::{render, tokenize, truncate, DEFAULT_SYSTEM_PROMPT};
 use coretech::sft::tokenizer::SftTokenizer;
@@ -148,17 +148,7 @@ fn ce_sum(logits: &[f32], vocab: usize, ids: &[u32], targets: impl Iterator<Item
 /// unpacked sequences.
 fn independent(ckpt: &Path, row: &Row, tok: &SftTokenizer) -> (f64, f64, usize) {
     let messages: Vec<Message> = serde_json::from_str(&row.messages).unwrap();
-    let ex = Example {
-        id: row.id.clone(),
-        dataset: String::new(),
-        position: Default::default(),
-        ordinal: 0,
-        task: String::new(),
-        task_from: String::new(),
-        split: Split::Train,
-        system: (!row.system.is_empty()).then(|| row.system.clone()),
-        messages,
-    };
+    let ex = Example::from_turns((!row.system.is_empty()).then(|| row.system.clone()), messages);
     let mut t = tokenize(&render(&ex, DEFAULT_SYSTEM_PROMPT), tok).unwrap();
     truncate(&mut t, CUTOFF);
     assert_eq!(t.input_ids.len(), row.tokens as usize, "{}: same tokens as the build", row.id);

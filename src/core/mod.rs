@@ -13,5 +13,11 @@ pub mod schema;
 pub mod task;
 
 pub use fingerprint::{hash_of, Fingerprint};
+
+/// `#[serde(default = "crate::core::default_true")]`: a switch that is on unless the config
+/// turns it off.
+pub(crate) fn default_true() -> bool {
+    true
+}
 pub use report::{RunReport, SourceStats};
 pub use task::{RunOptions, TaskSplit};

@@ -123,17 +123,13 @@ pub struct DedupConfig {
     /// Write every document the stage removes (exact and near duplicates) to the rejects folder
     /// (Parquet + manifest) with the kept document's id and the similarity, so a removed patent
     /// can be found and checked (`coretech inspect` reads it).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::core::default_true")]
     pub rejects: bool,
     /// The rejects folder; default `OUTPUT.rejects` beside the output (never inside it: readers
     /// of the output folder would take rejects for documents). A multi-task build writes
     /// `task-NNNNN/` folders in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects_dir: Option<PathBuf>,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_sort_buffer_mb() -> usize {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::example::{Example, Message, Split};
+use super::example::{Example, Message};
 use super::grade_model::{Grader, GraderSettings, ScoreItem, Scorer};
 use super::read::{read_input_with, Outcome, ReadContext};
 use super::template::{render, tokenize, truncate, Tokenized, DEFAULT_SYSTEM_PROMPT, END_OF_TEXT, IM_START};
@@ -109,21 +109,6 @@ fn load_1m() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
-/// An example from a record's system prompt and turns (the fields the template reads).
-fn example(system: Option<String>, messages: Vec<Message>) -> Example {
-    Example {
-        id: String::new(),
-        dataset: String::new(),
-        position: Default::default(),
-        ordinal: 0,
-        task: String::new(),
-        task_from: String::new(),
-        split: Split::Train,
-        system,
-        messages,
-    }
-}
-
 /// Calls `each` with every example of an `examples.parquet`, one record batch in memory at a
 /// time; stops when `each` returns false.
 fn read_parquet(path: &Path, each: &mut dyn FnMut(Example) -> Result<bool>) -> Result<()> {
@@ -142,7 +127,7 @@ fn read_parquet(path: &Path, each: &mut dyn FnMut(Example) -> Result<bool>) -> R
             let msgs: Vec<Message> =
                 serde_json::from_str(messages.value(i)).map_err(|e| shard_err(&format!("row {}: messages: {e}", row + i)))?;
             let sys = (!system.value(i).is_empty()).then(|| system.value(i).to_string());
-            if !each(example(sys, msgs))? {
+            if !each(Example::from_turns(sys, msgs))? {
                 return Ok(());
             }
         }

@@ -96,6 +96,22 @@ pub struct Example {
 }
 
 impl Example {
+    /// An example with only what the template reads, a system prompt and turns (no id,
+    /// dataset, position or task): benchmarks and checks that render records outside a build.
+    pub fn from_turns(system: Option<String>, messages: Vec<Message>) -> Example {
+        Example {
+            id: String::new(),
+            dataset: String::new(),
+            position: Default::default(),
+            ordinal: 0,
+            task: String::new(),
+            task_from: String::new(),
+            split: Split::Train,
+            system,
+            messages,
+        }
+    }
+
     /// All user turns, joined by a newline (what decontamination and duplicate checks compare).
     pub fn question(&self) -> String {
         self.joined(Role::User)
